@@ -1,0 +1,76 @@
+"""Command line: `python -m solver <command>`. Each command is a thin wrapper over a library function."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def cmd_validate(args) -> int:
+    from solver.submission import validate_file
+    from solver.tasks import load_tasks
+    problems = validate_file(args.submission, load_tasks(args.tasks))
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problems" if problems else "submission is valid")
+    return 1 if problems else 0
+
+
+def cmd_score(args) -> int:
+    from solver.score import print_score, score_file
+    table = score_file(args.submission, args.solutions)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print_score(table, show_table=not args.quiet)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "ttt":
+        from solver.bench_ttt import main as bench
+    else:
+        from solver.bench_infer import main as bench
+    return bench(args) or 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m solver", description="ARC solver built on test-time training.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("validate", help="check a submission file against a task set (exit 1 on any problem)")
+    s.add_argument("submission")
+    s.add_argument("--tasks", required=True, help="task SPEC: challenges file, directory, or arc1:eval etc.")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("score", help="score a submission against solutions")
+    s.add_argument("submission")
+    s.add_argument("--solutions", required=True, help="task SPEC with solutions, or a *_solutions.json file")
+    s.add_argument("--csv", help="also save the per-task table as CSV here")
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the summary lines")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed)")
+    s.add_argument("what", choices=["ttt", "infer"])
+    s.add_argument("--model", default="smollm2", help="model SPEC")
+    s.add_argument("--tasks", default="arc1:train", help="task SPEC")
+    s.add_argument("--limit", type=int, default=3, help="number of tasks")
+    s.set_defaults(func=cmd_bench)
+    # `run` (the whole solver inside a time budget) is added by solver.run.add_parser once that stage exists.
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from solver.tasks import TaskFileError
+    try:
+        return args.func(args)
+    except TaskFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,97 @@
+"""The one configuration object, its sections and the named presets.
+
+Each stage reads its own section (`cfg.model`, `cfg.ttt`, `cfg.infer`, `cfg.run`); fields carry their help text.
+A run saves the resolved config as config.json in its work directory, and `Config.from_dict` reads it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _f(default, help: str):
+    """A dataclass field with its help text (mutable defaults are copied)."""
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    spec: str = _f("smollm2", "model SPEC: HF directory, .gguf file, 'smollm2', or 'scratch:<size>'")
+    reduce_vocab: bool = _f(True, "shrink a pretrained model's embeddings and head to the codec's tokens")
+    load_in_4bit: bool = _f(False, "load a HF model in 4 bit (GPU only, bitsandbytes)")
+    dtype: str = _f("auto", "float32 | bfloat16 | float16 | auto (bf16 on a GPU that has it, fp32 on a CPU)")
+    cache_dir: str = _f("", "where converted/reduced models are cached (default: ~/.cache/arc-solver)")
+
+
+@dataclass
+class TTTConfig:
+    enabled: bool = _f(True, "train a LoRA adapter on each task's demos before predicting")
+
+
+@dataclass
+class InferConfig:
+    num_views: int = _f(8, "augmented views of the task to decode each test input under")
+
+
+@dataclass
+class RunConfig:
+    seed: int = _f(0, "seed of every sampler in the run")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        """Inverse of to_dict; unknown keys are an error that names them."""
+        sections = {}
+        for f in dataclasses.fields(cls):
+            sub = d.get(f.name, {})
+            known = {x.name for x in dataclasses.fields(f.default_factory)}
+            unknown = set(sub) - known
+            if unknown:
+                raise ValueError(f"config section '{f.name}' has unknown keys: {sorted(unknown)}")
+            sections[f.name] = f.default_factory(**sub)
+        return cls(**sections)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def override(self, **sections: dict) -> Config:
+        """A copy with some fields replaced: cfg.override(ttt={"epochs": 1})."""
+        d = self.to_dict()
+        for name, values in sections.items():
+            d[name].update(values)
+        return Config.from_dict(d)
+
+
+def _preset(**sections: dict) -> Config:
+    return Config().override(**sections)
+
+
+# Named presets: the settings a run starts from before its command-line overrides.
+PRESETS: dict[str, Config] = {
+    "default": Config(),
+    "test": _preset(model={"spec": "scratch:tiny"}),
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return Config.from_dict(PRESETS[name].to_dict())
