@@ -121,7 +121,7 @@ def sample_transforms(task: Task, n: int, seed: int = 0, *, dihedral: bool = Tru
     rng = np.random.default_rng(seed)
     num_demos = len(task.train)
     out: list[Transform] = [IDENTITY] if include_identity and n > 0 else []
-    seen = {_key(t, num_demos) for t in out}
+    seen = {_key(IDENTITY, num_demos)}  # never drawn again, nor at all without include_identity
     tries = 0
     while len(out) < n and tries < max_tries:
         tries += 1

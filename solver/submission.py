@@ -25,22 +25,22 @@ def fallback_attempts(task: Task) -> list[Attempts]:
 
 
 def complete_attempts(task: Task, found: list[Attempts] | None) -> list[Attempts]:
-    """Exactly one pair per test input: found ones first, fallback for any missing or invalid."""
+    """Exactly one pair per test input. A missing or invalid attempt becomes the first fallback (test input, [[0]])
+    that differs from the other attempt."""
     fallback = fallback_attempts(task)
     found = list(found or [])[:task.num_tests]
     out = []
-    for i in range(task.num_tests):
-        pair = found[i] if i < len(found) else None
-        if pair is None:
-            out.append(fallback[i])
-            continue
-        a1 = _valid_or(pair[0], fallback[i][0])
-        a2 = _valid_or(pair[1], fallback[i][1] if not np.array_equal(a1, fallback[i][1]) else fallback[i][0])
+    for i, defaults in enumerate(fallback):
+        pair = found[i] if i < len(found) and found[i] is not None else (None, None)
+        a1 = _valid_or(pair[0], defaults[0])
+        a2 = _valid_or(pair[1], next((d for d in defaults if not np.array_equal(d, a1)), defaults[1]))
         out.append((a1, a2))
     return out
 
 
 def _valid_or(grid, default: Grid) -> Grid:
+    if grid is None:
+        return default
     try:
         return to_grid(grid)
     except BadGrid:
