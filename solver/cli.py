@@ -33,6 +33,28 @@ def cmd_bench(args) -> int:
     return bench(args) or 0
 
 
+def cmd_show(args) -> int:
+    from solver import show
+    from solver.submission import read_submission
+    from solver.tasks import load_tasks
+    tasks = load_tasks(args.tasks) if args.tasks else None
+    if args.report:
+        out = show.write_html_report(args.report, tasks, args.out, args.submission)
+        print(f"report: {out}")
+        return 0
+    if not args.task_id or tasks is None:
+        print("error: show needs TASK_ID and --tasks (or --report WORKDIR)", file=sys.stderr)
+        return 2
+    if args.task_id not in tasks:
+        print(f"error: task {args.task_id} is not in {args.tasks} ({len(tasks)} tasks, e.g. "
+              f"{', '.join(list(tasks)[:3])})", file=sys.stderr)
+        return 2
+    attempts = read_submission(args.submission).get(args.task_id) if args.submission else None
+    out = show.save_task_png(tasks[args.task_id], args.out or f"{args.task_id}.png", attempts, args.max_demos)
+    print(f"picture: {out}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m solver", description="ARC solver built on test-time training.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -56,6 +78,17 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("show", help="draw a task and a submission's attempts as a PNG, or a run's HTML report")
+    s.add_argument("task_id", nargs="?", help="task id to draw")
+    s.add_argument("--tasks", help="task SPEC (needed for a task; for a report, draws inputs and truth)")
+    s.add_argument("--submission", help="submission.json whose attempts are drawn, marked right/wrong when "
+                                        "solutions are known")
+    s.add_argument("--out", help="PNG file (default TASK_ID.png); with --report, the HTML file "
+                                 "(default WORKDIR/report.html)")
+    s.add_argument("--report", metavar="WORKDIR", help="write the HTML report of the run in WORKDIR instead")
+    s.add_argument("--max-demos", type=int, help="draw at most this many demonstration pairs")
+    s.set_defaults(func=cmd_show)
+
     # `run` (the whole solver inside a time budget) is added by solver.run.add_parser once that stage exists.
     return p
 
