@@ -1,0 +1,287 @@
+"""Views, constrained decoding (greedy, DFS, sampling), teacher-forced scoring and predict, on fakes and scratch:tiny."""
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from solver.augment import IDENTITY, Transform
+from solver.codec import Codec
+from solver.config import Config
+from solver.generate import (EOS_SYM, View, decode_batch, decode_views, dfs_view, make_view, make_views,
+                             plausible_shape, predict, score_view)
+from solver.model import Loaded, load_model
+from solver.tasks import Task, grid_key
+
+CODEC = Codec.compact()
+
+
+# fakes --------------------------------------------------------------------------------------------------------------
+class FakeCache:
+    """Keeps the token history of each row: the part of the transformers Cache interface the decode loops use."""
+
+    def __init__(self):
+        self.tokens = None
+
+    def get_seq_length(self) -> int:
+        return 0 if self.tokens is None else self.tokens.shape[1]
+
+    def crop(self, n: int) -> None:
+        if n:
+            self.tokens = self.tokens[:, :n]
+
+    def batch_repeat_interleave(self, n: int) -> None:
+        self.tokens = self.tokens.repeat_interleave(n, dim=0)
+
+
+class FakeModel(torch.nn.Module):
+    """A causal LM whose next-token log-probabilities are `policy(history)`, history = the row's tokens, pads removed."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.policy = policy
+        self.calls = 0
+
+    def forward(self, input_ids, past_key_values=None, logits_to_keep=0, **_):
+        self.calls += 1
+        cache = past_key_values if past_key_values is not None else FakeCache()
+        cache.tokens = input_ids if cache.tokens is None else torch.cat([cache.tokens, input_ids], dim=1)
+        keep = logits_to_keep or input_ids.shape[1]  # positions whose logits are asked for
+        rows = []
+        for row in cache.tokens.tolist():
+            steps = []
+            for t in range(len(row) - keep, len(row)):
+                history = [x for x in row[:t + 1] if x != CODEC.pad]
+                steps.append(torch.as_tensor(self.policy(history), dtype=torch.float32))
+            rows.append(torch.stack(steps))
+        return type("Out", (), {"logits": torch.stack(rows), "past_key_values": cache})()
+
+
+def split(history: list[int]) -> tuple[bytes, list[int]]:
+    """(prompt as bytes, generated tokens): the prompt ends with the last O marker."""
+    if CODEC.out not in history:
+        return bytes(history), []
+    cut = len(history) - history[::-1].index(CODEC.out)
+    return bytes(history[:cut]), history[cut:]
+
+
+def answer_policy(script: dict[bytes, np.ndarray], default: np.ndarray):
+    """Spell script[prompt] (token ids ending in EOS), or `default` for any other prompt, with near-certainty."""
+    def policy(history):
+        prompt, gen = split(history)
+        target = script.get(prompt, default)
+        logits = np.full(len(CODEC.token_ids), -20.0)
+        logits[target[len(gen)] if len(gen) < len(target) else CODEC.eos] = 0.0
+        return logits
+    return policy
+
+
+def answer_ids(grid) -> np.ndarray:
+    return np.append(CODEC.grid_ids(np.asarray(grid, dtype=np.uint8)), CODEC.eos)
+
+
+def colour_swap_task() -> Task:
+    """Swap colours 1 and 2; one test input."""
+    rng = np.random.default_rng(3)
+
+    def pair(shape):
+        a = rng.choice([0, 1, 2], size=shape).astype(np.uint8)
+        b = a.copy()
+        b[a == 1], b[a == 2] = 2, 1
+        return a, b
+    demos = [pair((3, 4)), pair((4, 4)), pair((2, 3))]
+    x, y = pair((3, 3))
+    return Task("swap", demos, [x], [y])
+
+
+# views --------------------------------------------------------------------------------------------------------------
+def test_plausible_shape_covers_demo_outputs_and_scaled_query():
+    demos = [(np.zeros((2, 2), np.uint8), np.zeros((4, 6), np.uint8))]
+    assert plausible_shape(demos, np.zeros((3, 3), np.uint8)) == (6, 9)
+    assert plausible_shape(demos, np.zeros((20, 20), np.uint8)) == (30, 30)
+
+
+def test_views_are_seeded_distinct_and_start_with_the_identity():
+    task, icfg = colour_swap_task(), Config().infer
+    a, b = make_views(task, 0, CODEC, 6, 0, icfg), make_views(task, 0, CODEC, 6, 0, icfg)
+    assert [v.transform for v in a] == [v.transform for v in b]
+    assert a[0].transform.is_identity and len({v.transform for v in a}) == 6
+    assert all(v.prompt[-1] == CODEC.out for v in a)
+
+
+# decoding -----------------------------------------------------------------------------------------------------------
+def test_answer_known_only_under_one_transform_is_recovered_by_inversion():
+    task, icfg = colour_swap_task(), Config().infer
+    views = make_views(task, 0, CODEC, 8, 0, icfg)
+    k = 5
+    special = views[k].transform
+    assert special.dihedral not in (0,) and special.colors != tuple(range(10))
+    truth_in_view = special.apply(task.test_outputs[0])
+    model = FakeModel(answer_policy({bytes(views[k].prompt.tolist()): answer_ids(truth_in_view)},
+                                    default=answer_ids([[5, 5, 5]])))
+    decoded = decode_batch(model, CODEC, views, time.monotonic() + 60)
+    assert len(decoded) == 8
+    right = [d.view for d in decoded if grid_key(d.grid) == grid_key(task.test_outputs[0])]
+    assert right == [k]
+    assert grid_key(truth_in_view) != grid_key(task.test_outputs[0])  # inversion did real work
+
+
+def test_batched_greedy_equals_one_view_at_a_time_on_a_real_model():
+    loaded = load_model("scratch:tiny")
+    task = colour_swap_task()
+    views = make_views(task, 0, loaded.codec, 3, 1, Config().infer)  # prompts of different lengths: left padding
+    assert len({len(v.prompt) for v in views}) > 1
+    together = decode_batch(loaded.model, loaded.codec, views, time.monotonic() + 60)
+    alone = [decode_batch(loaded.model, loaded.codec, [v], time.monotonic() + 60)[0] for v in views]
+    assert [grid_key(d.grid) for d in together] == [grid_key(d.grid) for d in alone]
+    assert np.allclose([d.logp for d in together], [d.logp for d in alone], atol=1e-3)
+
+
+def tree_policy(seed: int):
+    """Next-token probabilities drawn (peaked, seeded) from the generated prefix alone; invalid tokens get some."""
+    def probs(gen: tuple) -> np.ndarray:
+        rng = np.random.default_rng([seed, len(gen)] + list(gen))
+        p = rng.dirichlet(np.full(12, 0.3))
+        return p
+    def policy(history):
+        _, gen = split(history)
+        sym = {t: i for i, t in enumerate(list(CODEC.digit_ids) + [CODEC.nl, CODEC.eos])}
+        logits = np.full(len(CODEC.token_ids), -1e9)
+        p = probs(tuple(sym[t] for t in gen))
+        logits[list(CODEC.digit_ids) + [CODEC.nl, CODEC.eos]] = np.log(p)
+        return logits
+    return policy, probs
+
+
+def enumerate_above(probs, threshold: float, max_shape) -> dict[bytes, float]:
+    """Brute force: every valid grid within max_shape whose sequence probability exceeds threshold."""
+    out, frontier = {}, [((), 1.0)]
+    while frontier:
+        seq, p = frontier.pop()
+        dist = probs(seq)
+        for s in range(12):
+            q = p * dist[s]
+            if q <= threshold:
+                continue
+            if s == EOS_SYM:
+                ids = [CODEC.token_ids[x] if x < 10 else CODEC.nl for x in seq] + [CODEC.eos]
+                grid = CODEC.decode_grid(ids)
+                if grid is not None and grid.shape[0] <= max_shape[0] and grid.shape[1] <= max_shape[1]:
+                    out[grid_key(grid)] = math.log(q)
+            elif len(seq) < 40:
+                frontier.append((seq + (s,), q))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dfs_returns_exactly_the_completions_above_the_threshold(seed):
+    policy, probs = tree_policy(seed)
+    view = View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (2, 3))
+    threshold = 0.002
+    expected = enumerate_above(probs, threshold, view.max_shape)
+    got = dfs_view(FakeModel(policy), CODEC, view, time.monotonic() + 60, threshold=threshold, max_candidates=10**6)
+    assert {grid_key(d.grid): pytest.approx(d.logp, abs=1e-4) for d in got} == expected
+    assert [d.logp for d in got] == sorted((d.logp for d in got), reverse=True)
+
+
+def test_dfs_stops_at_the_candidate_cap_keeping_the_best_branches_first():
+    policy, probs = tree_policy(1)
+    view = View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (2, 3))
+    got = dfs_view(FakeModel(policy), CODEC, view, time.monotonic() + 60, threshold=1e-4, max_candidates=2)
+    assert len(got) == 2
+
+
+def test_dfs_log_prob_equals_teacher_forced_score_on_a_real_model():
+    loaded = load_model("scratch:tiny", seed=2)
+    view = make_view(colour_swap_task(), 0, loaded.codec, IDENTITY)
+    view = View(view.transform, view.prompt, (2, 2))
+    found = dfs_view(loaded.model, loaded.codec, view, time.monotonic() + 60, threshold=1e-6, max_candidates=5)
+    assert len(found) == 5
+    scores = score_view(loaded.model, loaded.codec, view, [d.grid for d in found], time.monotonic() + 60,
+                        batch_size=2)  # batches of different widths: right padding
+    assert np.allclose(scores, [d.logp for d in found], atol=1e-3)
+
+
+def random_policy(seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda history: rng.normal(0, 3, len(CODEC.token_ids))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_constrained_decoding_never_returns_a_malformed_grid(seed):
+    rng = np.random.default_rng(seed)
+    views = []
+    for _ in range(4):
+        h, w = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+        t = Transform(int(rng.integers(8)))
+        views.append(View(t, np.array([CODEC.bos, CODEC.out]), (h, w)))
+    model = FakeModel(random_policy(seed))
+    for temperature in (0.0, 2.0):
+        decoded = decode_batch(model, CODEC, views, time.monotonic() + 60, temperature=temperature, samples=2,
+                               generator=torch.Generator().manual_seed(seed))
+        assert len(decoded) == 8  # every row finishes within its token cap
+        for d in decoded:
+            view_grid = views[d.view].transform.apply(d.grid)
+            assert d.grid.dtype == np.uint8 and d.grid.ndim == 2 and d.grid.max() <= 9
+            assert 1 <= view_grid.shape[0] <= views[d.view].max_shape[0]
+            assert 1 <= view_grid.shape[1] <= views[d.view].max_shape[1]
+            assert d.tokens <= views[d.view].max_new_tokens
+
+
+def test_sampling_is_seeded():
+    views = [View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (4, 4))] * 3
+    runs = [decode_batch(FakeModel(lambda h: np.zeros(16)), CODEC, views, time.monotonic() + 60, temperature=1.0,
+                         generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert [grid_key(d.grid) for d in runs[0]] == [grid_key(d.grid) for d in runs[1]]
+
+
+# deadlines ----------------------------------------------------------------------------------------------------------
+def test_past_deadline_returns_fallback_without_calling_the_model():
+    task = colour_swap_task()
+    model = FakeModel(random_policy(0))
+    start = time.monotonic()
+    attempts = predict(Loaded(model, CODEC, "fake"), task, Config(), deadline=time.monotonic() - 1)
+    assert time.monotonic() - start < 0.5 and model.calls == 0
+    assert len(attempts) == 1
+    assert grid_key(attempts[0].attempt_1) == grid_key(task.test_inputs[0])
+    assert attempts[0].attempt_2.tolist() == [[0]]
+    view = View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (3, 3))
+    past = time.monotonic() - 1
+    assert decode_batch(model, CODEC, [view], past) == []
+    assert dfs_view(model, CODEC, view, past, threshold=0.1, max_candidates=3) == []
+    assert score_view(model, CODEC, view, [np.zeros((1, 1), np.uint8)], past) is None
+    assert model.calls == 0
+
+
+def test_deadline_mid_decode_returns_what_finished():
+    views = [View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (30, 30))] * 2
+    slow = FakeModel(lambda h: (time.sleep(0.01), np.where(np.arange(16) < 10, 0.0, -50.0))[1])  # never stops
+    start = time.monotonic()
+    assert decode_batch(slow, CODEC, views, time.monotonic() + 0.3) == []
+    assert time.monotonic() - start < 2.0
+
+
+def test_invalid_task_gets_fallbacks():
+    bad = Task("bad", [], [np.ones((2, 2), np.uint8)], problem="train[0] is not rectangular")
+    att = predict(Loaded(FakeModel(random_policy(0)), CODEC, "fake"), bad, Config(), time.monotonic() + 10)
+    assert att[0].attempt_1.tolist() == [[1, 1], [1, 1]] and "invalid task" in att[0].note
+
+
+# the whole test input -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["greedy", "dfs", "sample"])
+def test_predict_votes_the_answer_most_views_agree_on(strategy):
+    """A fake that knows the answer in every view's frame except two, which say something else."""
+    task = colour_swap_task()
+    cfg = Config().override(infer={"strategy": strategy, "num_views": 8, "score_views": 4, "rule": "vote",
+                                   "samples_per_view": 2, "temperature": 0.5})
+    views = make_views(task, 0, CODEC, 8, cfg.run.seed, cfg.infer)
+    script = {bytes(v.prompt.tolist()): answer_ids(v.transform.apply(task.test_outputs[0])) for v in views[2:]}
+    model = FakeModel(answer_policy(script, default=answer_ids(np.zeros((2, 2)))))
+    [att] = predict(Loaded(model, CODEC, "fake"), task, cfg, time.monotonic() + 120)
+    assert grid_key(att.attempt_1) == grid_key(task.test_outputs[0])
+    assert att.candidates[att.ranking[0]].votes == 6
+    assert all(len(c.scores) == 4 for c in att.candidates)
+    assert model.training  # predict puts the model back in the mode it found it in
