@@ -10,7 +10,7 @@ import torch
 from solver.augment import IDENTITY, Transform
 from solver.codec import Codec
 from solver.config import Config
-from solver.generate import (EOS_SYM, View, decode_batch, decode_views, dfs_view, make_view, make_views,
+from solver.generate import (EOS_SYM, NL_SYM, View, decode_batch, decode_views, dfs_view, make_view, make_views,
                              plausible_shape, predict, score_view)
 from solver.model import Loaded, load_model
 from solver.tasks import Task, grid_key
@@ -144,8 +144,9 @@ def tree_policy(seed: int):
     """Next-token probabilities drawn (peaked, seeded) from the generated prefix alone; invalid tokens get some."""
     def probs(gen: tuple) -> np.ndarray:
         rng = np.random.default_rng([seed, len(gen)] + list(gen))
-        p = rng.dirichlet(np.full(12, 0.3))
-        return p
+        p = np.full(12, 1e-6)
+        p[[0, 1, 2, NL_SYM, EOS_SYM]] = rng.dirichlet(np.full(5, 0.5))  # mass on few symbols: a bushy tree
+        return p / p.sum()
     def policy(history):
         _, gen = split(history)
         sym = {t: i for i, t in enumerate(list(CODEC.digit_ids) + [CODEC.nl, CODEC.eos])}
