@@ -38,6 +38,20 @@ class TTTConfig:
 @dataclass
 class InferConfig:
     num_views: int = _f(8, "augmented views of the task to decode each test input under")
+    view_dihedral: bool = _f(True, "views use the 8 dihedral symmetries")
+    view_colors: bool = _f(True, "views permute colours 1..9 (0, the background, stays)")
+    view_order: bool = _f(True, "views shuffle the demo order")
+    strategy: str = _f("greedy", "decoding: greedy | dfs (every completion above dfs_threshold) | sample")
+    batch_size: int = _f(8, "views decoded together in one batch (greedy / sample)")
+    temperature: float = _f(1.0, "sampling temperature (strategy sample)")
+    samples_per_view: int = _f(1, "samples drawn per view (strategy sample); the prompt is computed once per view")
+    dfs_threshold: float = _f(0.1, "DFS keeps completions whose probability exceeds this (ARChitects: 0.09-0.2)")
+    dfs_max_candidates: int = _f(8, "DFS stops a view after this many completions")
+    score_views: int = _f(8, "augmented views every candidate is scored under (0: no scoring)")
+    score_batch_size: int = _f(16, "candidates scored together under one view")
+    decode_share: float = _f(0.7, "share of a test input's remaining time given to decoding; scoring gets the rest")
+    rule: str = _f("combined", "selection rule: vote | hierarchical | poe | combined")
+    combined_weight: float = _f(1.0, "rule combined: votes + weight x mean log-likelihood")
 
 
 @dataclass
