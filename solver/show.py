@@ -238,9 +238,13 @@ def find_column(columns: Iterable[str], names: Sequence[str]) -> str | None:
     return next((lower[n.lower()] for n in names if n.lower() in lower), None)
 
 
-def time_columns(columns: Iterable[str]) -> list[str]:
-    """Columns that hold seconds: a known time name, or a name ending in '_s' / '_seconds'."""
-    return [c for c in columns if c.lower() in TIME_COLUMNS or c.lower().endswith(("_s", "_seconds", "_sec"))]
+def time_columns(columns: Iterable[str]) -> tuple[str | None, list[str]]:
+    """(the total-time column, the per-stage time columns): a known time name is the total; a name ending in
+    '_s' / '_seconds' / '_sec' is a stage. Without a known total, the stages are all there is."""
+    columns = list(columns)
+    total = find_column(columns, TIME_COLUMNS)
+    stages = [c for c in columns if c != total and c.lower().endswith(("_s", "_seconds", "_sec"))]
+    return total, stages
 
 
 def run_table(workdir: str | Path, csv: str | Path | None = None):
@@ -272,13 +276,35 @@ def run_table(workdir: str | Path, csv: str | Path | None = None):
     return table.drop_duplicates("task_id", keep="last").reset_index(drop=True)
 
 
-def accuracy_column(table) -> str | None:
-    """The column that holds each task's fraction of right test outputs, when the table has one."""
+def accuracy(table):
+    """Each task's fraction of right test outputs (a pandas Series), or None when the table does not know it
+    (no such column, or the column is empty because solutions were unknown)."""
+    import pandas as pd
     name = find_column(table.columns, ACCURACY_COLUMNS)
-    if name is None and {"correct", "tests"} <= set(table.columns):
-        table["fraction"] = table["correct"] / table["tests"].where(table["tests"] > 0)
-        name = "fraction"
-    return name
+    if name is not None:
+        values = pd.to_numeric(table[name], errors="coerce")
+    elif {"correct", "tests"} <= set(table.columns):
+        tests = pd.to_numeric(table["tests"], errors="coerce")
+        values = pd.to_numeric(table["correct"], errors="coerce") / tests.where(tests > 0)
+    else:
+        return None
+    return None if values.isna().all() else values
+
+
+def _seconds(table, column: str) -> np.ndarray:
+    import pandas as pd
+    return pd.to_numeric(table[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+
+
+def time_parts(table) -> dict[str, np.ndarray]:
+    """Seconds per task by part, to be stacked: the stages, and the rest of the total as 'other' (or the total
+    alone when there are no stages). Empty when the table has no time column."""
+    total, stages = time_columns(table.columns)
+    parts = {c: _seconds(table, c) for c in stages}
+    if total is not None:
+        rest = _seconds(table, total) - sum(parts.values(), np.zeros(len(table)))
+        parts["other" if parts else total] = np.clip(rest, 0, None)
+    return parts
 
 
 def report_figure(table, limit: int = 60):
@@ -292,22 +318,23 @@ def report_figure(table, limit: int = 60):
     FigureCanvasAgg(fig)
     ax_acc, ax_time = fig.subplots(2, 1, sharex=True)
     x = np.arange(len(table))
-    acc = accuracy_column(table)
+    acc = accuracy(table)
     if acc is not None:
-        values = table[acc].astype(float).fillna(0).to_numpy()
-        ax_acc.bar(x, values, color=[RIGHT if v >= 1 else "#FFDC00" if v > 0 else WRONG for v in values])
+        values = acc.fillna(0).to_numpy(dtype=float)
+        colours = [RIGHT if v >= 1 else "#FFDC00" if v > 0 else WRONG for v in values]
+        ax_acc.bar(x, values, color=colours)
+        ax_acc.scatter(x, values, c=colours, s=14, zorder=3, clip_on=False)  # a wrong task shows as a dot at 0
         ax_acc.set_ylim(0, 1.05)
-        ax_acc.set_ylabel(acc)
-        ax_acc.set_title(f"accuracy per task (mean {values.mean():.3f})" if len(values) else "accuracy per task")
+        ax_acc.set_ylabel("fraction right")
+        ax_acc.set_title(f"accuracy per task (mean {acc.mean():.3f})")
     else:
-        ax_acc.text(0.5, 0.5, "no accuracy column (solutions unknown)", ha="center", va="center",
-                    transform=ax_acc.transAxes)
+        ax_acc.text(0.5, 0.5, "accuracy unknown (no solutions)", ha="center", va="center", transform=ax_acc.transAxes)
+    parts = time_parts(table)
     bottom = np.zeros(len(table))
-    for col in time_columns(table.columns):
-        values = table[col].astype(float).fillna(0).to_numpy()
-        ax_time.bar(x, values, bottom=bottom, label=col)
+    for name, values in parts.items():
+        ax_time.bar(x, values, bottom=bottom, label=name)
         bottom += values
-    if time_columns(table.columns):
+    if parts:
         ax_time.set_ylabel("seconds")
         ax_time.set_title(f"time per task (total {bottom.sum():.0f} s)")
         ax_time.legend(fontsize=7)
@@ -364,7 +391,8 @@ def _table_html(table) -> str:
             if c == "task_id":
                 cells.append(f'<td class="l"><a href="#{html.escape(str(v))}">{html.escape(str(v))}</a></td>')
             elif isinstance(v, float):
-                cells.append(f"<td>{v:.3f}</td>" if np.isfinite(v) else "<td></td>")
+                text = "" if not np.isfinite(v) else f"{v:.0f}" if v == int(v) else f"{v:.3f}"
+                cells.append(f"<td>{text}</td>")
             else:
                 cells.append(f'<td class="l">{html.escape(str(v))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -390,16 +418,22 @@ def html_report(workdir: str | Path, tasks: dict[str, Task] | None = None, submi
         table = _with_scores(table, tasks, attempts)
     ids = list(dict.fromkeys(list(table["task_id"]) + list(attempts)))
     summary = [f"<span>tasks: <b>{len(ids)}</b></span>"]
-    acc = accuracy_column(table) if len(table) else None
-    if acc is not None and len(table):
-        summary.append(f"<span>mean accuracy: <b>{table[acc].astype(float).mean():.3f}</b></span>")
-    if "correct" in table.columns and "tests" in table.columns:
-        summary.append(f"<span>test outputs right: <b>{int(table['correct'].sum())}/{int(table['tests'].sum())}"
-                       f"</b></span>")
-    times = time_columns(table.columns)
-    if times:
-        summary.append(f"<span>time ({html.escape(times[0])}): <b>{table[times[0]].astype(float).sum():.0f} s"
-                       f"</b></span>")
+    acc = accuracy(table) if len(table) else None
+    if acc is not None:
+        summary.append(f"<span>mean accuracy: <b>{acc.mean():.3f}</b></span>")
+        if "correct" in table.columns and "tests" in table.columns:
+            known = acc.notna()
+            summary.append(f"<span>test outputs right: <b>{int(table['correct'][known].sum())}/"
+                           f"{int(table['tests'][known].sum())}</b></span>")
+    else:
+        summary.append("<span>accuracy: <b>unknown</b> (no solutions)</span>")
+    if "status" in table.columns:
+        counts = table["status"].value_counts()
+        summary.append("<span>status: <b>" + ", ".join(f"{v} {html.escape(str(k))}" for k, v in counts.items())
+                       + "</b></span>")
+    total = sum(time_parts(table).values(), np.zeros(len(table))).sum()
+    if total:
+        summary.append(f"<span>time in tasks: <b>{total:.0f} s</b></span>")
     config = workdir / "config.json"
     config_html = ""
     if config.exists():
@@ -418,16 +452,17 @@ def html_report(workdir: str | Path, tasks: dict[str, Task] | None = None, submi
 
 
 def _with_scores(table, tasks: dict[str, Task], attempts: dict):
-    """The table with `tests` / `correct` / `fraction` from the submission where it lacks them and truth is known."""
-    import pandas as pd
+    """The table with `tests` / `correct` / `fraction` scored from the submission, when it does not know its
+    accuracy itself and the tasks' solutions are known."""
     from solver.score import score_table
     truths = {t: tasks[t].test_outputs for t in attempts if t in tasks and tasks[t].test_outputs}
-    if not truths or "correct" in table.columns:
+    if not truths or accuracy(table) is not None:
         return table
     scores = score_table(attempts, truths)[["task_id", "tests", "correct", "fraction"]]
     if not len(table):
         return scores
-    return table.merge(scores, on="task_id", how="outer")
+    table = table.drop(columns=[c for c in ("tests", "correct", "fraction") if c in table.columns])
+    return table.merge(scores, on="task_id", how="left")
 
 
 def write_html_report(workdir: str | Path, tasks: dict[str, Task] | None = None, out: str | Path | None = None,
