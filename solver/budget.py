@@ -175,15 +175,15 @@ def time_share(cost: float, pending_cost: float, remaining: float, workers: int,
 
 
 def plan_share(this: dict[Level, float], pending: dict[Level, float], remaining: float, workers: int,
-               committed: float = 0.0, cap: float = math.inf, headroom: float = 3.0) -> float:
+               committed: float = 0.0, cap: float = math.inf, headroom: float = 3.0, floor: float = 0.0) -> float:
     """Seconds for the next task, from its estimated need at each level (`this`) and the pending set's (`pending`,
     this task included).
 
     Find the best level at which the whole pending set fits in the worker-seconds left; the task gets its part of
     them in proportion to its need at that level (so at least that need). When the set does not fit even at the
     last level, the task gets its need there (cheapest-first order then finishes as many tasks as it can). Never
-    more than `headroom` x its full need (the rest stays free for re-planning), `cap`, the wall time left, or the
-    uncommitted worker-seconds.
+    more than `headroom` x its full need (the rest stays free for re-planning; but at least `floor`), `cap`, the
+    wall time left, or the uncommitted worker-seconds.
     """
     capacity = max(0.0, workers * max(0.0, remaining) - max(0.0, committed))
     levels = [lv for lv in Level if lv in this and lv in pending and lv != Level.FALLBACK]
@@ -193,7 +193,7 @@ def plan_share(this: dict[Level, float], pending: dict[Level, float], remaining:
             share = time_share(this[level], pending[level], remaining, workers, committed)
             break
     if Level.FULL in this:
-        share = min(share, headroom * this[Level.FULL])
+        share = min(share, max(headroom * this[Level.FULL], floor))
     return max(0.0, min(share, cap, max(0.0, remaining), capacity))
 
 

@@ -89,7 +89,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-demos", type=int, help="draw at most this many demonstration pairs")
     s.set_defaults(func=cmd_show)
 
-    # `run` (the whole solver inside a time budget) is added by solver.run.add_parser once that stage exists.
+    from solver.run import add_parser as add_run_parser
+    add_run_parser(sub)  # `run`: the whole solver inside a time budget
     return p
 
 
@@ -98,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # no arguments: the embedded default (the competition run on Kaggle, else a demo)
+        from solver.run import default_command
+        return default_command()
     from solver.tasks import TaskFileError
     try:
         return args.func(args)

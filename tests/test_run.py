@@ -1,0 +1,257 @@
+"""The solver run: budget, never losing work (kill and resume), faults, malformed tasks, worker processes.
+
+Most tests inject fake solve functions (below, named to the run as "test_run:<factory>"); one runs the real
+pipeline with a scratch:tiny model.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solver.config import get_preset
+from solver.run import (RESULTS, Deadlines, TaskResult, config_at, demo_tasks, read_results, resolve_config,
+                        run_tasks, task_size)
+from solver import budget as B
+from solver.submission import fallback_attempts, read_submission, validate_submission
+from solver.tasks import load_tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fake solvers: behaviour set by environment variables, so that worker processes and subprocesses share it.
+
+def _log_call(task, cfg):
+    path = os.environ.get("FAKE_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"id": task.id, "views": cfg.infer.num_views, "pid": os.getpid()}) + "\n")
+
+
+def known_factory(cfg):
+    """Answers with the known test outputs after FAKE_SLEEP seconds (never past its deadline)."""
+    def solve(task, cfg, deadlines: Deadlines):
+        _log_call(task, cfg)
+        time.sleep(max(0.0, min(float(os.environ.get("FAKE_SLEEP", "0")), deadlines.end - time.monotonic())))
+        return TaskResult([(o, o) for o in task.test_outputs], ttt_steps=3, candidates=2, views=cfg.infer.num_views)
+    return solve
+
+
+def faulty_factory(cfg):
+    """Task ids in FAKE_RAISE always raise; those in FAKE_RAISE_ONCE raise at the first (full) level only."""
+    full_views = cfg.infer.num_views
+    known = known_factory(cfg)
+
+    def solve(task, cfg, deadlines):
+        if task.id in os.environ.get("FAKE_RAISE", "").split(","):
+            _log_call(task, cfg)
+            raise RuntimeError("CUDA out of memory (fake)")
+        if task.id in os.environ.get("FAKE_RAISE_ONCE", "").split(",") and cfg.infer.num_views == full_views:
+            _log_call(task, cfg)
+            raise FloatingPointError("TTT loss is nan (fake)")
+        return known(task, cfg, deadlines)
+    return solve
+
+
+def stubborn_factory(cfg):
+    """Ignores its deadline: sleeps FAKE_SLEEP seconds whatever it was told (the run's last resort must act)."""
+    def solve(task, cfg, deadlines):
+        time.sleep(float(os.environ.get("FAKE_SLEEP", "30")))
+        return TaskResult([None] * task.num_tests)
+    return solve
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_env(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
+    for k in ("FAKE_SLEEP", "FAKE_RAISE", "FAKE_RAISE_ONCE"):
+        monkeypatch.delenv(k, raising=False)
+    return tmp_path
+
+
+def calls(tmp_path) -> list[dict]:
+    path = tmp_path / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def fake_cfg(factory="known_factory", budget="60s", workers=0, **run):
+    cfg = resolve_config("test", budget=budget, workers=workers, solver=f"test_run:{factory}")
+    # planning speeds of a fake that takes no time: every task is planned at full level
+    return cfg.override(run={"train_tokens_per_s": 1e9, "prefill_tokens_per_s": 1e9, "decode_tokens_per_s": 1e9,
+                             "task_overhead_s": 0.01, **run})
+
+
+def write_challenges(path: Path, tasks, solutions=True) -> Path:
+    path.write_text(json.dumps({t.id: t.to_json() for t in tasks}))
+    return path
+
+
+def assert_complete(sub_path, tasks):
+    sub = json.loads(Path(sub_path).read_text())
+    assert validate_submission(sub, tasks) == []
+
+
+def scores(sub_path, tasks) -> dict[str, bool]:
+    sub = read_submission(sub_path)
+    return {tid: all(np.array_equal(p[0], o) for p, o in zip(sub[tid], t.test_outputs)) for tid, t in tasks.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_fake_run_writes_everything(fake_env, arc1_eval):
+    tasks = dict(list(arc1_eval.items())[:4])
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg(), out, work, progress=False)
+    assert_complete(out, tasks)
+    assert all(scores(out, tasks).values()) and report["score"]["score"] == 1.0
+    assert report["status"] == {"ok": 4}
+    assert sorted(read_results(work / RESULTS)) == sorted(tasks)
+    assert json.loads((work / "config.json").read_text())["run"]["solver"] == "test_run:known_factory"
+    lines = (work / "report.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("task_id,status,level")
+    assert json.loads((work / "report.json").read_text())["score"]["correct"] == report["score"]["correct"]
+
+
+def test_raising_task_gets_fallback_and_others_are_unaffected(fake_env, arc1_eval, monkeypatch):
+    tasks = dict(list(arc1_eval.items())[:4])
+    bad, flaky = list(tasks)[1], list(tasks)[2]
+    monkeypatch.setenv("FAKE_RAISE", bad)
+    monkeypatch.setenv("FAKE_RAISE_ONCE", flaky)
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg("faulty_factory"), out, work, progress=False)
+    assert_complete(out, tasks)
+    results = read_results(work / RESULTS)
+    assert results[bad].status == "failed" and "out of memory" in results[bad].error
+    assert "retry" in results[bad].error  # tried twice
+    sub = read_submission(out)
+    assert all(np.array_equal(a, b) for pa, pb in zip(sub[bad], fallback_attempts(tasks[bad])) for a, b in zip(pa, pb))
+    assert results[flaky].status == "retried" and "nan" in results[flaky].error
+    ok = scores(out, tasks)
+    assert not ok[bad] and all(ok[t] for t in tasks if t != bad)
+    retried_views = [c["views"] for c in calls(fake_env) if c["id"] == flaky]
+    assert retried_views[0] > retried_views[-1]  # the retry ran a smaller configuration
+    assert report["status"] == {"ok": 2, "failed": 1, "retried": 1}
+
+
+def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
+    good = list(arc1_eval.values())[:2]
+    raw = {t.id: t.to_json() for t in good}
+    raw["badtask1"] = {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": [{"input": [[1, 12]]}]}
+    path = fake_env / "arc-agi_test_challenges.json"
+    path.write_text(json.dumps(raw))
+    tasks = load_tasks(path)
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg(), out, work, progress=False)
+    assert_complete(out, tasks)
+    assert set(json.loads(out.read_text())) == {"badtask1"} | {t.id for t in good}
+    assert read_results(work / RESULTS)["badtask1"].status == "invalid"
+    assert report["status"] == {"ok": 2, "invalid": 1}
+
+
+def test_two_worker_processes_do_each_task_once(fake_env, arc1_eval, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    tasks = dict(list(arc1_eval.items())[:4])
+    out, work = fake_env / "sub.json", fake_env / "work"
+    run_tasks(tasks, fake_cfg(workers=2), out, work, progress=False)
+    assert_complete(out, tasks)
+    done = [c["id"] for c in calls(fake_env)]
+    assert sorted(done) == sorted(tasks)  # each exactly once
+    assert os.getpid() not in {c["pid"] for c in calls(fake_env)}
+    assert all(scores(out, tasks).values())
+
+
+def _start(tasks_file, out, work, solver, budget, extra_env=None):
+    cmd = [sys.executable, "-m", "solver", "run", "--tasks", str(tasks_file), "--solver", f"test_run:{solver}",
+           "--budget", budget, "--out", str(out), "--workdir", str(work), "--preset", "test", "--no-progress"]
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_run_leaves_valid_submission_and_resumes(fake_env, arc1_eval):
+    tasks = dict(list(arc1_eval.items())[:8])
+    tasks_file = write_challenges(fake_env / "tasks.json", tasks.values())
+    out, work = fake_env / "sub.json", fake_env / "work"
+    proc = _start(tasks_file, out, work, "known_factory", "60s", {"FAKE_SLEEP": "0.4"})
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        if (work / RESULTS).exists() and len((work / RESULTS).read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    loaded = load_tasks(tasks_file)
+    assert_complete(out, loaded)  # valid the moment it was killed
+    first = set(read_results(work / RESULTS))
+    assert 3 <= len(first) < len(tasks)
+    done_before = len(calls(fake_env))
+
+    proc = _start(tasks_file, out, work, "known_factory", "60s")
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, log
+    assert f"{len(first)} of 8 tasks already done" in log
+    assert_complete(out, loaded)
+    assert all(scores(out, loaded).values())
+    ids = [c["id"] for c in calls(fake_env)]
+    assert len(ids) - done_before == len(tasks) - len(first)  # the resumed run did only the rest
+    assert not first & set(ids[done_before:])
+    lines = (work / RESULTS).read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(tasks)
+
+
+def test_stuck_task_cannot_overrun_the_budget(fake_env, arc1_eval):
+    tasks = dict(list(arc1_eval.items())[:3])
+    tasks_file = write_challenges(fake_env / "tasks.json", tasks.values())
+    out, work = fake_env / "sub.json", fake_env / "work"
+    t0 = time.monotonic()
+    proc = _start(tasks_file, out, work, "stubborn_factory", "8s", {"FAKE_SLEEP": "60"})
+    log, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 8.0, log
+    assert "hard stop" in log
+    assert_complete(out, load_tasks(tasks_file))
+    assert (work / "report.csv").exists()
+
+
+def test_degraded_config_follows_the_ladder(arc1_eval):
+    cfg = get_preset("test").override(ttt={"num_transforms": 8, "max_examples": 40}, infer={"num_views": 8})
+    task = next(iter(arc1_eval.values()))
+    assert config_at(cfg, B.Level.FULL, task).to_dict() == cfg.to_dict()
+    fewer = config_at(cfg, B.Level.FEWER_STEPS, task)
+    assert fewer.ttt.max_examples < 40 and fewer.infer.num_views == 8
+    views = config_at(cfg, B.Level.FEWER_VIEWS, task)
+    assert views.infer.num_views == cfg.run.min_views and views.infer.score_views <= cfg.run.min_views
+    assert not config_at(cfg, B.Level.NO_TTT, task).ttt.enabled
+    assert config_at(cfg, B.Level.SHARED_ADAPTER, task).ttt.shared_adapter
+    size = task_size(task, __import__("solver.codec").codec.Codec.compact())
+    assert size.prompt_tokens > size.train_tokens > 0 and size.num_tests == task.num_tests
+
+
+def test_bad_budget_is_refused():
+    with pytest.raises(ValueError, match="duration"):
+        resolve_config("test", budget="soon")
+
+
+def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
+    """The real pipeline (model loaded once, TTT, prediction) on 3 tasks; the run ends within its budget."""
+    tasks = demo_tasks(3)
+    cfg = resolve_config("test", budget="60s").override(
+        ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2}, infer={"num_views": 2, "score_views": 2},
+        run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0, "decode_tokens_per_s": 200.0})
+    t0 = time.monotonic()
+    report = run_tasks(tasks, cfg, tmp_path / "sub.json", tmp_path / "work", start=t0, progress=False)
+    assert time.monotonic() - t0 < 60
+    assert_complete(tmp_path / "sub.json", tasks)
+    results = read_results(tmp_path / "work" / RESULTS)
+    assert sorted(results) == sorted(tasks) and report["error"] == ""
+    assert all(o.status == "ok" for o in results.values()), [o.error for o in results.values()]
+    assert any(o.ttt_steps > 0 for o in results.values())
