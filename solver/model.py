@@ -89,7 +89,7 @@ def reduce_vocabulary(model, codec: Codec) -> Codec:
     if codec.is_compact:
         return compact
     emb, out = model.get_input_embeddings(), model.get_output_embeddings()
-    if emb.weight.shape[0] < codec.vocab_size or max(codec.token_ids) >= emb.weight.shape[0]:
+    if max(codec.token_ids) >= emb.weight.shape[0]:
         raise ModelSpecError(f"codec ids reach {max(codec.token_ids)} but the model has {emb.weight.shape[0]} "
                              f"embedding rows")
     tied = out is not None and out.weight is emb.weight
@@ -299,7 +299,11 @@ def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) 
     Written to a temporary directory that is renamed into place, so a killed process never leaves half a cache.
     """
     root = cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelSpecError(f"cannot create the model cache at {root} ({e}): set ${CACHE_ENV} or model.cache_dir "
+                             f"to a writable folder") from e
     name = cache_key(path, reduced)
     final = root / name
     if (final / CODEC_FILE).is_file():
@@ -310,11 +314,11 @@ def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) 
         for stale in root.glob(f".tmp-{name}-*"):  # left by a killed process (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         model, tokenizer = convert_gguf(path)
-        codec = Codec.for_tokenizer(tokenizer)
-        if reduced:
-            codec = reduce_vocabulary(model, codec)
+        full = Codec.for_tokenizer(tokenizer)
+        codec = reduce_vocabulary(model, full) if reduced else full
         st = path.stat()
-        source = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        source = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                  "token_ids": list(full.token_ids), "vocab_size": full.vocab_size}  # the tokenizer's ids of SYMBOLS
         tmp = root / f".tmp-{name}-{os.getpid()}"
         save_model(Loaded(model, codec, str(path)), tmp, source=source, tokenizer=tokenizer)
         os.rename(tmp, final)

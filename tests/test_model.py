@@ -182,6 +182,9 @@ def test_second_load_hits_the_cache(fake_gguf, tmp_path):
     assert len(entries) == 1 and entries[0].startswith("tiny-reduced-")
     assert not (cache / entries[0] / "tokenizer.json").exists()  # a reduced model's ids are not the tokenizer's
     assert not list(cache.glob(".tmp-*"))
+    source = json.loads((cache / entries[0] / M.CODEC_FILE).read_text())["source"]
+    assert source["token_ids"] == list(Codec.for_tokenizer(make_tokenizer()).token_ids)
+    assert source["size"] == path.stat().st_size
     expected = logits(make_model(tied=True), prompt(Codec.for_tokenizer(make_tokenizer())))
     torch.testing.assert_close(logits(second.model, prompt(second.codec)),
                                expected[:, list(Codec.for_tokenizer(make_tokenizer()).token_ids)])
@@ -282,6 +285,20 @@ def test_bad_options(hf_dir):
             M.load_model(str(hf_dir), load_in_4bit=True)
         with pytest.raises(M.ModelSpecError, match="no CUDA GPU"):
             M.load_model(str(hf_dir), device="cuda")
+
+
+def test_unwritable_cache(fake_gguf, tmp_path):
+    path, calls = fake_gguf
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(M.ModelSpecError, match="cannot create the model cache.*ARC_SOLVER_CACHE"):
+        M.load_model(str(path), cache_dir=tmp_path / "a-file" / "cache")
+    assert calls == []
+
+
+def test_codec_beyond_the_embedding():
+    ids = tuple(range(50, 66))  # the model has 64 rows
+    with pytest.raises(M.ModelSpecError, match="codec ids reach 65 but the model has 64 embedding rows"):
+        M.reduce_vocabulary(make_model(tied=True), Codec(ids, 66))
 
 
 # the real model -------------------------------------------------------------------------------------------------------
