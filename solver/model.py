@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # name -> (hidden size, layers, heads, kv heads, mlp size); context length is 8192 for all.
 SCRATCH_SIZES = {
     "tiny": (32, 2, 4, 2, 64),          # ~30k parameters: for tests
+    "mini": (64, 2, 4, 2, 128),         # ~76k: the smallest that reliably learns a colour swap by TTT in seconds
     "small": (256, 6, 8, 4, 768),       # ~4M
     "medium": (512, 8, 8, 4, 1536),     # ~23M
     "large": (768, 12, 12, 4, 2304),    # ~75M
