@@ -331,6 +331,7 @@ class Run:
         self.solutions = solutions
         self.lock = threading.Lock()
         self.pbar = None
+        self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
         self.plans = {tid: self._plan(t) for tid, t in tasks.items()}
         self.pending: list[str] = []
 
@@ -476,6 +477,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
             log.error("run stopped: %s: %s", type(e).__name__, e)
             run.error = f"{type(e).__name__}: {e}"
     with run.lock:
+        run.finished.set()
         for tid in run.pending:
             run.skipped.setdefault(tid, "not started: time was up")
         run.write_submission()
@@ -510,9 +512,13 @@ class _progress:
 def _watchdog(run: Run) -> None:
     """Last resort at the hard stop: a task stuck past every deadline in this process must not overrun the budget.
     The submission on disk is complete at every moment; write the report and leave."""
-    time.sleep(max(0.0, run.hard_stop - time.monotonic()))
+    if run.finished.wait(max(0.0, run.hard_stop - time.monotonic())):
+        return
     if not run.lock.acquire(timeout=max(0.1, run.start + run.budget - time.monotonic() - 1)):
         os._exit(0)
+    if run.finished.is_set():  # the run ended while we waited for the lock
+        run.lock.release()
+        return
     log.error("hard stop: the budget is spent with a task still running; exiting with the submission on disk")
     try:
         for tid in run.pending:

@@ -245,8 +245,7 @@ def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
     """The real pipeline (model loaded once, TTT, prediction) on 3 tasks; the run ends within its budget."""
     tasks = demo_tasks(3)
     cfg = resolve_config("test", budget="60s").override(
-        ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2}, infer={"num_views": 2, "score_views": 2},
-        run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0, "decode_tokens_per_s": 200.0})
+        ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2}, infer={"num_views": 2, "score_views": 2})
     t0 = time.monotonic()
     report = run_tasks(tasks, cfg, tmp_path / "sub.json", tmp_path / "work", start=t0, progress=False)
     assert time.monotonic() - t0 < 60
@@ -255,3 +254,35 @@ def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
     assert sorted(results) == sorted(tasks) and report["error"] == ""
     assert all(o.status == "ok" for o in results.values()), [o.error for o in results.values()]
     assert any(o.ttt_steps > 0 for o in results.values())
+
+
+def test_the_parent_never_imports_model_code():
+    """torch (and so Unsloth) is imported only where the solve factory runs: in the workers."""
+    code = "import sys, solver.cli, solver.run; print(sorted(m for m in ('torch', 'unsloth', 'transformers') " \
+           "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _full_needs(tasks, cfg):
+    from solver.codec import Codec
+    from solver.run import full_work, rates
+    return {tid: B.total_seconds(task_size(t, Codec.compact()), full_work(t, cfg), rates(cfg))
+            for tid, t in tasks.items()}
+
+
+def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
+    tasks = dict(list(arc1_eval.items())[:5])
+    # plenty of time: every task at full level, longest first
+    relaxed = fake_cfg(budget="60s")
+    run_tasks(tasks, relaxed, fake_env / "a.json", fake_env / "a", progress=False)
+    order = [c["id"] for c in calls(fake_env)]
+    assert order == B.order_tasks(_full_needs(tasks, relaxed), under_pressure=False)
+    assert {o.level for o in read_results(fake_env / "a" / RESULTS).values()} == {int(B.Level.FULL)}
+    # TTT priced far beyond the budget: cheapest first, without TTT
+    (fake_env / "calls.jsonl").unlink()
+    tight = fake_cfg(budget="30s", train_tokens_per_s=300.0, prefill_tokens_per_s=1e6, decode_tokens_per_s=1e5)
+    run_tasks(tasks, tight, fake_env / "b.json", fake_env / "b", progress=False)
+    order = [c["id"] for c in calls(fake_env)]
+    assert order == B.order_tasks(_full_needs(tasks, tight), under_pressure=True)
+    assert {o.level for o in read_results(fake_env / "b" / RESULTS).values()} == {int(B.Level.NO_TTT)}
