@@ -32,7 +32,42 @@ class ModelConfig:
 
 @dataclass
 class TTTConfig:
-    enabled: bool = _f(True, "train a LoRA adapter on each task's demos before predicting")
+    enabled: bool = _f(True, "train a LoRA adapter on each task's demos before predicting (False: the 'no TTT' ablation)")
+    # data
+    data_format: str = _f("loo", "loo: leave-one-out in-context tasks; direct: each demo alone as input->output "
+                                 "(the 'direct I/O' ablation)")
+    augment: bool = _f(True, "multiply the data by sampled augmentations (False: the 'no augmentation' ablation)")
+    num_transforms: int = _f(32, "augmentations sampled per task (the identity included); each yields every "
+                                 "leave-one-out task of the augmented task")
+    augmentations: list = _f(["dihedral", "colors", "order"], "kinds of augmentation sampled: dihedral, colors, order")
+    keep_background: bool = _f(True, "colour permutations keep colour 0 fixed")
+    max_examples: int = _f(250, "cap on training sequences per task, after removing duplicates (MIT: 250)")
+    max_tokens: int = _f(8192, "token budget per sequence: context demos are dropped (never the query), then "
+                               "whole examples")
+    train_demo_outputs: bool = _f(True, "loss on demo outputs after the first too, not only the query output (MIT)")
+    # adapter
+    backend: str = _f("auto", "auto (Unsloth with CUDA and unsloth installed, else PEFT) | peft | unsloth")
+    shared_adapter: bool = _f(False, "one adapter trained once on all tasks' data, no per-task reset "
+                                     "(the 'shared adapter' ablation)")
+    rank: int = _f(32, "LoRA rank")
+    alpha: float = _f(16.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with rslora)")
+    rslora: bool = _f(True, "rank-stabilised LoRA scaling")
+    dropout: float = _f(0.0, "LoRA dropout")
+    target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                              "module names that get LoRA")
+    train_embeddings: bool = _f(False, "also train the codec tokens' input embeddings and output rows")
+    # optimisation
+    lr: float = _f(1e-4, "learning rate of the LoRA weights")
+    embedding_lr: float = _f(1e-5, "learning rate of embeddings and output head (when train_embeddings)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    epochs: int = _f(1, "passes over the task's training set")
+    batch_size: int = _f(2, "sequences per optimiser step (length-bucketed: similar lengths share a batch)")
+    warmup: float = _f(0.1, "fraction of steps of linear warm-up")
+    schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine | linear | constant")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory for long tasks, slower")
+    loop: str = _f("manual", "manual: the package's training loop (logits only at trained positions); "
+                             "hf: transformers.Trainer")
 
 
 @dataclass
