@@ -1,8 +1,8 @@
 """Build what `kaggle datasets create` and `kaggle kernels push` upload, and check their metadata.
 
-  python kernels/build.py wheelhouse [--python-version 3.11] [--dest kernels/dataset]   (needs PyPI)
-  python kernels/build.py kernel [--dest kernels/kernel] [--user NAME]                   (offline)
-  python kernels/build.py check                                                          (offline)
+  python kernels/build.py wheelhouse [--user NAME] [--python-version 3.11] [--dest kernels/dataset]   (needs PyPI)
+  python kernels/build.py kernel [--user NAME] [--dest kernels/kernel]                                (offline)
+  python kernels/build.py check                                                                       (offline)
 then  kaggle datasets create -p kernels/dataset   and   kaggle kernels push -p kernels/kernel
 
 The wheelhouse holds exactly the versions pinned in requirements.txt and requirements-gpu.txt (minus what Kaggle's
@@ -84,18 +84,24 @@ def download_command(pins: list[str], dest: Path, python_version: str) -> list[s
     return cmd + pins
 
 
-def build_wheelhouse(dest: Path, python_version: str, dry_run: bool = False) -> list[list[str]]:
-    """Download the pinned wheels and build this package's wheel into `dest`; returns the commands run.
-    The package is built from a copy of pyproject.toml and solver/, so the source tree gets no build files."""
+def build_wheelhouse(dest: Path, python_version: str, dry_run: bool = False, user: str | None = None,
+                     skip: set[str] = SKIP) -> list[list[str]]:
+    """Download the pinned wheels and build this package's wheel into `dest`, beside its dataset-metadata.json;
+    returns the commands run. The package is built from a copy of pyproject.toml and solver/, so the source tree
+    gets no build files."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        commands = [download_command(wheelhouse_pins(), dest, python_version),
+        commands = [download_command(wheelhouse_pins(skip=skip), dest, python_version),
                     [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir",
                      str(dest.resolve()), str(src)]]
         for cmd in commands:
             print(" ".join(cmd), flush=True)
         if not dry_run:
             dest.mkdir(parents=True, exist_ok=True)
+            meta = json.loads((DATASET_DIR / "dataset-metadata.json").read_text())
+            if user:
+                meta = set_user(meta, user)
+            (dest / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
             shutil.copytree(ROOT / "solver", src / "solver", ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy(ROOT / "pyproject.toml", src / "pyproject.toml")
             for cmd in commands:
@@ -114,12 +120,13 @@ def clear_outputs(notebook: dict) -> dict:
 
 
 def set_user(meta: dict, user: str) -> dict:
-    """Metadata with the placeholder owner replaced by `user` in id and every source."""
+    """Kernel or dataset metadata with the placeholder owner replaced by `user` in its id and every source."""
     def fix(s: str) -> str:
         return user + s[len(PLACEHOLDER_USER):] if s.startswith(PLACEHOLDER_USER + "/") else s
     out = dict(meta, id=fix(meta["id"]))
     for key in ("dataset_sources", "kernel_sources", "model_sources"):
-        out[key] = [fix(s) for s in meta.get(key, [])]
+        if key in meta:
+            out[key] = [fix(s) for s in meta[key]]
     return out
 
 
@@ -215,6 +222,9 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--dest", type=Path, default=DATASET_DIR)
     w.add_argument("--python-version", default="3.11", help="Python of the Kaggle image (default 3.11)")
     w.add_argument("--dry-run", action="store_true", help="print the commands only")
+    w.add_argument("--user", help=f"Kaggle username to put in place of '{PLACEHOLDER_USER}'")
+    w.add_argument("--skip", action="append", default=[], metavar="NAME",
+                   help="also leave out this package, e.g. transformers to keep the Kaggle image's own")
     k = sub.add_parser("kernel", help="copy the competition notebook into the kernel folder")
     k.add_argument("--dest", type=Path, default=KERNEL_DIR)
     k.add_argument("--user", help=f"Kaggle username to put in place of '{PLACEHOLDER_USER}'")
@@ -225,7 +235,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.what == "wheelhouse":
-        build_wheelhouse(args.dest, args.python_version, args.dry_run)
+        build_wheelhouse(args.dest, args.python_version, args.dry_run, args.user, SKIP | set(args.skip))
     elif args.what == "kernel":
         print(f"kernel folder: {build_kernel(args.dest, user=args.user)}")
     else:

@@ -84,6 +84,10 @@ def test_wheelhouse_pins_are_exactly_the_requirements(build):
     assert cmd[cmd.index("--python-version") + 1] == "3.11" and "--no-deps" in cmd and "--only-binary=:all:" in cmd
     assert cmd[-len(pins):] == pins and "manylinux2014_x86_64" in cmd
     assert build.main(["wheelhouse", "--dry-run", "--dest", "/nonexistent"]) == 0
+    download, wheel = build.build_wheelhouse(Path("/nonexistent"), "3.11", dry_run=True,
+                                             skip=build.SKIP | {"transformers"})
+    assert not any(a.startswith("transformers==") for a in download) and "peft==0.21.2" in download
+    assert wheel[3:5] == ["wheel", "--no-deps"]
 
 
 def test_read_pins_rejects_an_open_range(build, tmp_path):
@@ -101,5 +105,6 @@ def test_read_pins_rejects_an_open_range(build, tmp_path):
 def test_dataset_metadata_checks(build):
     meta = json.loads((ROOT / "kernels" / "dataset" / "dataset-metadata.json").read_text())
     assert build.check_dataset_metadata(meta) == []
+    assert build.set_user(meta, "bob")["id"] == "bob/arc-ttt-solver-wheels" and "dataset_sources" not in meta
     assert build.check_dataset_metadata(dict(meta, title="wh")) == ["title 'wh' is not 6..50 characters"]
     assert "licenses" in build.check_dataset_metadata(dict(meta, licenses=[]))[0]
