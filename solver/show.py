@@ -150,7 +150,8 @@ def draw_panel(ax, panel: Panel) -> None:
     ax.set_yticks([])
     ax.set_title(panel.caption, fontsize=8, color=panel.frame if panel.frame in (RIGHT, WRONG) else "black")
     if panel.grid is not None:
-        ax.imshow(grid_image(panel.grid, cell=8), interpolation="nearest")
+        cell = max(1, min(8, (PANEL_PX - 24) // max(panel.grid.shape) - 1))  # about one image pixel per screen pixel
+        ax.imshow(grid_image(panel.grid, cell=cell), interpolation="nearest")
     for spine in ax.spines.values():
         spine.set_visible(panel.frame is not None)
         if panel.frame is not None:
@@ -186,10 +187,7 @@ def candidates_figure(candidates: Sequence, title: str = "", expected: Grid | No
 
 
 def _field(obj, name: str):
-    if isinstance(obj, dict):
-        return obj.get(name)
-    value = getattr(obj, name, None)
-    return value
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def figure_png(fig) -> bytes:

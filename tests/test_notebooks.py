@@ -6,7 +6,6 @@ budget) and as a hidden rerun whose attached model cannot be loaded (the run fai
 The explore notebook then studies the placeholder run's folder."""
 import importlib.metadata
 import json
-import os
 from pathlib import Path
 
 import nbformat
