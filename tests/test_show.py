@@ -124,3 +124,15 @@ def test_candidates_figure_marks_the_expected_grid():
     assert captions == ["#1 votes 3 score -1.50", "#2 votes 1"]
     assert [ax.spines["top"].get_edgecolor() for ax in fig.axes][1][:3] == pytest.approx((46 / 255, 204 / 255,
                                                                                           64 / 255))
+
+
+def test_show_report_command_writes_the_page(tmp_path, capsys):
+    challenges = tmp_path / "t_challenges.json"
+    challenges.write_text(json.dumps({"a": {"train": [{"input": [[1]], "output": [[2]]}],
+                                            "test": [{"input": [[1]], "output": [[2]]}]}}))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "submission.json").write_text(json.dumps({"a": [{"attempt_1": [[2]], "attempt_2": [[1]]}]}))
+    assert main(["show", "--report", str(tmp_path / "run"), "--tasks", str(challenges)]) == 0
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "test outputs right: <b>1/1</b>" in page and "attempt 1 ✓" in page
+    assert main(["show", "--tasks", str(challenges)]) == 2 and "needs TASK_ID" in capsys.readouterr().err
