@@ -1,0 +1,229 @@
+"""TTT data (leave-one-out structure, loss mask, token budget, ablation switches) and training (loss falls, deadline,
+shared adapter, a scratch model learning a colour swap)."""
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from solver import ttt
+from solver.adapter import attach
+from solver.codec import Codec
+from solver.config import TTTConfig
+from solver.model import load_model
+from solver.tasks import Task
+
+CODEC = Codec.compact()
+
+
+def _grid(rng, h, w, colours=4):
+    return rng.integers(0, colours, size=(h, w)).astype(np.uint8)
+
+
+def _swap(a):
+    b = a.copy()
+    b[a == 1], b[a == 2] = 2, 1
+    return b
+
+
+def swap_task(num_demos, side=3, seed=0) -> Task:
+    """Random grids, colours 1 and 2 swapped; one held-out test pair."""
+    rng = np.random.default_rng(seed)
+    pairs = [(a, _swap(a)) for a in (_grid(rng, side, side) for _ in range(num_demos + 1))]
+    return Task("swap", pairs[:num_demos], [pairs[-1][0]], [pairs[-1][1]])
+
+
+@pytest.fixture
+def task3():
+    """Three demos of different shapes, so that every demo is recognisable in a sequence."""
+    rng = np.random.default_rng(1)
+    train = [(_grid(rng, 2, 3), _grid(rng, 3, 2)), (_grid(rng, 3, 3), _grid(rng, 1, 4)), (_grid(rng, 4, 2), _grid(rng, 2, 2))]
+    return Task("t3", train, [_grid(rng, 2, 2)])
+
+
+def _segments(ids):
+    """(input grid ids, output grid ids) of every pair in an encoded sequence, query last."""
+    ids = list(ids)
+    cuts = [i for i, t in enumerate(ids) if t == CODEC.inp]
+    pairs = []
+    for k, c in enumerate(cuts):
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(ids)
+        o = ids.index(CODEC.out, c)
+        pairs.append((ids[c + 1:o], ids[o + 1:end]))
+    return pairs
+
+
+# data -----------------------------------------------------------------------------------------------------------------
+def test_leave_one_out_of_three_demos(task3):
+    ex = ttt.build_examples(task3, CODEC, TTTConfig(augment=False))
+    assert len(ex) == 3
+    for j, e in enumerate(ex):
+        others = [p for k, p in enumerate(task3.train) if k != j]
+        segs = _segments(e.ids)
+        assert len(segs) == 3
+        for (a, b), (si, so) in zip(others + [task3.train[j]], segs):
+            assert si == list(CODEC.grid_ids(a)) and so[:len(CODEC.grid_ids(b))] == list(CODEC.grid_ids(b))
+        assert e.ids[-1] == CODEC.eos
+        assert np.array_equal(e.ids, CODEC.encode(others, *task3.train[j], train_demo_outputs=True).ids)
+
+
+def test_loss_mask_covers_exactly_the_output_cells(task3):
+    for demo_outputs in (True, False):
+        (e, *_) = ttt.build_examples(task3, CODEC, TTTConfig(augment=False, train_demo_outputs=demo_outputs))
+        expected = np.zeros(len(e), bool)
+        ids = list(e.ids)
+        outs = [i for i, t in enumerate(ids) if t == CODEC.out]
+        for k, o in enumerate(outs):
+            last = k == len(outs) - 1
+            end = len(ids) if last else ids.index(CODEC.inp, o)
+            if last or (demo_outputs and k > 0):   # the first demo output has no context to learn from
+                expected[o + 1:end] = True
+        assert np.array_equal(e.mask, expected)
+        assert set(e.ids[e.mask]) <= set(range(10)) | {CODEC.nl, CODEC.eos}
+
+
+def test_augmented_examples_are_unique_and_capped(task3):
+    cfg = TTTConfig(num_transforms=8, max_examples=1000)
+    ex = ttt.build_examples(task3, CODEC, cfg, seed=3)
+    assert len({e.ids.tobytes() for e in ex}) == len(ex) == 24
+    plain = ttt.build_examples(task3, CODEC, TTTConfig(augment=False))
+    assert all(np.array_equal(a.ids, b.ids) for a, b in zip(ex, plain))  # the un-augmented ones first
+    assert len(ttt.build_examples(task3, CODEC, TTTConfig(num_transforms=8, max_examples=10))) == 10
+
+
+def test_duplicates_are_removed():
+    g = np.array([[1, 2], [0, 1]], np.uint8)
+    task = Task("dup", [(g, _swap(g))] * 3, [g])
+    assert len(ttt.build_examples(task, CODEC, TTTConfig(augment=False))) == 1
+
+
+def test_token_budget_drops_context_but_keeps_the_query():
+    rng = np.random.default_rng(0)
+    big = (_grid(rng, 10, 10), _grid(rng, 10, 10))
+    small, small2 = [(_grid(rng, 2, 2), _grid(rng, 2, 2)) for _ in range(2)]
+    task = Task("budget", [big, small, small2], [small[0]])
+    budget = CODEC.num_tokens([small], *big)   # the big query fits with one small demo only
+    ex = ttt.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=budget, train_demo_outputs=False))
+    assert len(ex) == 3 and all(len(e) <= budget for e in ex)
+    for e, (a, b) in zip(ex, task.train):
+        query_in, query_out = _segments(e.ids)[-1]
+        assert query_in == list(CODEC.grid_ids(a)) and query_out == list(CODEC.grid_ids(b)) + [CODEC.eos]
+    assert len(_segments(ex[0].ids)) == 2      # big query: one of its two small demos dropped
+    assert len(_segments(ex[1].ids)) == 2      # small query: the big demo dropped, the small one kept
+    tight = CODEC.num_tokens([], *small)       # now the big demo cannot be a query at all: that example goes
+    ex = ttt.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=tight))
+    assert len(ex) == 2 and all(len(_segments(e.ids)) == 1 for e in ex)
+
+
+def test_direct_format_has_no_context(task3):
+    ex = ttt.build_examples(task3, CODEC, TTTConfig(augment=False, data_format="direct"))
+    assert [len(_segments(e.ids)) for e in ex] == [1, 1, 1]
+    with pytest.raises(ValueError, match="data_format"):
+        ttt.build_examples(task3, CODEC, TTTConfig(data_format="chat"))
+
+
+def test_batches_group_similar_lengths():
+    lengths = [5, 100, 6, 101, 7, 102, 8, 103]
+    batches = ttt.make_batches(lengths, 2, np.random.default_rng(0))
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(abs(lengths[b[0]] - lengths[b[1]]) <= 1 for b in batches)
+
+
+# training -------------------------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread than on two shared ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny():
+    loaded = load_model("scratch:tiny")
+    cfg = TTTConfig(backend="peft", rank=8, train_embeddings=True)
+    return loaded, attach(loaded.model, cfg, loaded.codec.token_ids)
+
+
+FAST = dict(augment=False, lr=2e-2, embedding_lr=2e-2, schedule="constant", warmup=0.0, batch_size=2)
+
+
+@pytest.mark.parametrize("loop", ["manual", "hf"])
+def test_training_loss_falls(tiny, loop):
+    loaded, ad = tiny
+    task = swap_task(4, side=2)
+    cfg = TTTConfig(**FAST, epochs=30, loop=loop)
+    res = ttt.train_task(ad, task, loaded.codec, cfg)
+    assert res.steps == 30 * math.ceil(4 / 2) and res.examples == 120 and not res.stopped_by_deadline
+    assert res.tokens == res.padded_tokens > res.trained_tokens > 0
+    assert res.loss < 0.7 * res.first_loss
+    assert not ad.model.training   # left ready to decode
+
+
+def test_stops_cleanly_at_the_deadline(tiny):
+    loaded, ad = tiny
+    task = swap_task(4, side=2)
+    res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, epochs=100), deadline=time.monotonic() - 1)
+    assert res.steps == 0 and res.stopped_by_deadline
+    res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, epochs=10_000), deadline=time.monotonic() + 1.0)
+    assert 0 < res.steps < 20_000 and res.stopped_by_deadline and res.seconds < 1.5
+
+
+def test_each_task_starts_from_the_initial_adapter(tiny):
+    loaded, ad = tiny
+    cfg = TTTConfig(**FAST, epochs=2)
+    ttt.train_task(ad, swap_task(4, side=2, seed=1), loaded.codec, cfg)
+    first = ad.snapshot()
+    ttt.train_task(ad, swap_task(4, side=2, seed=2), loaded.codec, cfg)
+    ttt.train_task(ad, swap_task(4, side=2, seed=1), loaded.codec, cfg)
+    assert all(torch.equal(first[n], p) for n, p in ad.trainable().items())  # same task, same start: same result
+
+
+def test_ablation_switches(tiny):
+    loaded, ad = tiny
+    tasks = [swap_task(3, side=2, seed=s) for s in range(2)]
+    off = ttt.train_task(ad, tasks[0], loaded.codec, TTTConfig(**FAST, enabled=False))
+    assert off.steps == 0 and all(torch.equal(ad.initial[n], p) for n, p in ad.trainable().items())
+    shared = TTTConfig(**FAST, shared_adapter=True)
+    res = ttt.train_shared(ad, tasks, loaded.codec, shared)
+    assert res.examples == 6
+    trained = ad.snapshot()
+    ttt.train_task(ad, tasks[1], loaded.codec, TTTConfig(**FAST))      # a per-task run changes the weights ...
+    assert ttt.train_task(ad, tasks[0], loaded.codec, shared).steps == 0
+    assert all(torch.equal(trained[n], p) for n, p in ad.trainable().items())  # ... the shared state comes back
+
+
+def _greedy(model, codec, task, max_new=40):
+    ids = torch.tensor(codec.encode(task.train, task.test_inputs[0]).ids)[None]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+                             do_sample=False, eos_token_id=codec.eos, pad_token_id=codec.pad)
+    return codec.decode_grid(out[0, ids.shape[1]:].numpy())
+
+
+def test_scratch_model_learns_a_colour_swap_by_ttt():
+    loaded = load_model("scratch:mini")
+    task = swap_task(8, side=3, seed=1)
+    cfg = TTTConfig(backend="peft", augmentations=["dihedral", "order"], num_transforms=4, rank=16, alpha=16,
+                    rslora=False, train_embeddings=True, lr=3e-3, embedding_lr=3e-3, epochs=10, schedule="constant",
+                    warmup=0.05, batch_size=2)
+    ad = attach(loaded.model, cfg, loaded.codec.token_ids)
+    ad.eval_mode()
+    before = _greedy(ad.model, loaded.codec, task)
+    assert before is None or not np.array_equal(before, task.test_outputs[0])
+    res = ttt.train_task(ad, task, loaded.codec, cfg)
+    assert res.loss < 0.1
+    assert np.array_equal(_greedy(ad.model, loaded.codec, task), task.test_outputs[0])
+
+
+@pytest.mark.slow
+def test_smollm2_reduced_vocabulary_trains():
+    loaded = load_model("smollm2")
+    assert loaded.codec.is_compact
+    task = swap_task(3, side=3)
+    cfg = TTTConfig(backend="peft", augment=False, rank=8, lr=1e-3, epochs=2, batch_size=1)
+    ad = attach(loaded.model, cfg, loaded.codec.token_ids)
+    res = ttt.train_task(ad, task, loaded.codec, cfg)
+    assert res.steps == 6 and math.isfinite(res.loss) and res.loss < res.first_loss
