@@ -151,6 +151,8 @@ def _time_left(deadline: float | None, step_seconds: float) -> bool:
 def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | None = None,
           seed: int = 0, progress: bool = False) -> TTTResult:
     """Train the adapter on the examples (no reset here); stop before the deadline; the model ends in eval mode."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return TTTResult(stopped_by_deadline=True)
     if cfg.loop == "hf":
         return train_hf(adapter, examples, cfg, pad_id, deadline, seed)
     if cfg.loop != "manual":

@@ -162,12 +162,38 @@ def test_training_loss_falls(tiny, loop):
     assert not ad.model.training   # left ready to decode
 
 
-def test_stops_cleanly_at_the_deadline(tiny):
+def test_masked_loss_equals_the_models_own_loss(tiny):
+    loaded, ad = tiny
+    ex = ttt.build_examples(swap_task(3, side=3), loaded.codec, TTTConfig(num_transforms=2))
+    batch = ttt.collate(ex[:3], loaded.codec.pad)
+    with torch.no_grad():
+        ours = ttt.masked_loss(ad.model, batch)
+        theirs = ad.model(**batch).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_gradient_checkpointing_computes_the_same_step(tiny):
+    loaded, ad = tiny
+    task = swap_task(2, side=2)
+    results = []
+    for gc in (False, True):
+        res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, gradient_checkpointing=gc))
+        results.append((res.first_loss, ad.snapshot()))
+    (l0, s0), (l1, s1) = results
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    assert all(torch.allclose(s0[n], s1[n], atol=1e-6) for n in s0)
+    assert ad.model.get_base_model().is_activation_checkpointing
+
+
+@pytest.mark.parametrize("loop", ["manual", "hf"])
+def test_stops_cleanly_at_the_deadline(tiny, loop):
     loaded, ad = tiny
     task = swap_task(4, side=2)
-    res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, epochs=100), deadline=time.monotonic() - 1)
+    cfg = TTTConfig(**FAST, epochs=100, loop=loop)
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() - 1)
     assert res.steps == 0 and res.stopped_by_deadline
-    res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, epochs=10_000), deadline=time.monotonic() + 1.0)
+    cfg = TTTConfig(**FAST, epochs=10_000, loop=loop)
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
     assert 0 < res.steps < 20_000 and res.stopped_by_deadline and res.seconds < 1.5
 
 

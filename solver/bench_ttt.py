@@ -1,0 +1,210 @@
+"""`python -m solver bench ttt`: TTT training speed, memory and model FLOPs utilisation (MFU).
+
+For a few tasks (those whose leave-one-out sequences come close to 1,024 tokens), trains a fresh LoRA adapter for a
+fixed number of steps with each training loop (the package's `manual` loop and `transformers.Trainer`), on the reduced
+and on the full vocabulary of a pretrained model (scratch models have only the compact vocabulary: no ratio), and
+prints examples/s, tokens/s, trained tokens/s, step time, peak memory and MFU against the fp32 matmul peak measured
+here. Ends with one JSON line.
+
+FLOPs are counted honestly for LoRA: 4 per frozen matmul parameter per token (forward, and the input gradient of
+backward: frozen weights get no weight gradient), 6 per trainable parameter per token, the output head only at the
+positions with loss (all that training needs), and causal attention (2*T*d per token per layer forward, 3x in all).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import platform
+import resource
+import time
+
+from solver.config import get_preset
+from solver.tasks import load_tasks
+
+log = logging.getLogger(__name__)
+
+SEQ_TOKENS = 1024      # sequences are trimmed to this budget; tasks whose longest sequence is under 3/4 of it are skipped
+STEPS_PER_TASK = 2     # timed optimiser steps per task and variant (after one untimed warm-up step)
+BATCH = 2
+
+
+def matmul_peak_gflops(seconds: float = 2.0) -> float:
+    """Best fp32 matmul GFLOP/s of torch here (square matrices, current thread count)."""
+    import torch
+    best = 0.0
+    for n in (1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 2:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def _reset_peak_memory() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the resident-set high-water mark (VmHWM)
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_mib() -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory since the last reset."""
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclasses.dataclass
+class FlopModel:
+    """Per-token FLOP constants of an adapted model."""
+    frozen: int     # frozen matmul parameters in the decoder layers
+    trainable: int  # trainable parameters (LoRA matrices, trained embeddings / head copies)
+    head: int       # output-head matmul parameters (vocab x hidden)
+    layers: int
+    attn_dim: int   # heads x head dim
+
+    def flops(self, lengths: list[int], trained_tokens: int) -> float:
+        tokens = sum(lengths)
+        attention = 6 * self.layers * self.attn_dim * sum(t * t for t in lengths)  # causal: T^2*d per matmul
+        return 4 * self.frozen * tokens + 6 * self.trainable * tokens + 4 * self.head * trained_tokens + attention
+
+
+def flop_model(peft_model) -> FlopModel:
+    import torch
+    frozen = head = 0
+    for name, mod in peft_model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or "lora_" in name or "original_module" in name:
+            continue
+        if "lm_head" in name:
+            head = max(head, mod.weight.numel())
+        else:
+            frozen += mod.weight.numel()
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    cfg = peft_model.get_base_model().config
+    attn_dim = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    return FlopModel(frozen, trainable, head, cfg.num_hidden_layers, attn_dim)
+
+
+def pick_tasks(tasks: dict, codec, cfg, limit: int) -> list:
+    """The first `limit` tasks whose longest training sequence is at least 3/4 of SEQ_TOKENS."""
+    from solver.ttt import build_examples
+    out = []
+    for task in tasks.values():
+        if not task.valid:
+            continue
+        ex = build_examples(task, codec, cfg)
+        if ex and max(len(e) for e in ex) >= 0.75 * SEQ_TOKENS:
+            out.append(task)
+        if len(out) == limit:
+            break
+    return out
+
+
+def run_variant(loaded, adapter, tasks, cfg, loop: str, flops: FlopModel) -> dict:
+    """Train STEPS_PER_TASK steps on each task with one loop; the figures summed over tasks."""
+    from solver.ttt import build_examples, train
+    cfg = dataclasses.replace(cfg, loop=loop)
+    total = dict(steps=0, examples=0, tokens=0, trained_tokens=0, seconds=0.0, flops=0.0)
+    _reset_peak_memory()
+    for task in tasks:
+        examples = build_examples(task, loaded.codec, cfg)
+        examples = sorted(examples, key=len, reverse=True)[:BATCH * (STEPS_PER_TASK + 1)]
+        adapter.reset()
+        train(adapter, examples[:1], dataclasses.replace(cfg, batch_size=1), loaded.codec.pad)  # warm-up, untimed
+        adapter.reset()
+        timed = examples[BATCH:]
+        res = train(adapter, timed, cfg, loaded.codec.pad)
+        total["steps"] += res.steps
+        total["examples"] += res.examples
+        total["tokens"] += res.tokens
+        total["trained_tokens"] += res.trained_tokens
+        total["seconds"] += res.seconds
+        total["flops"] += flops.flops([len(e) for e in timed], res.trained_tokens)
+    s = total["seconds"]
+    return {"loop": loop, "steps": total["steps"], "tokens": total["tokens"], "examples_per_s": total["examples"] / s,
+            "tokens_per_s": total["tokens"] / s, "trained_tokens_per_s": total["trained_tokens"] / s,
+            "step_s": s / max(total["steps"], 1), "peak_mib": _peak_memory_mib(), "gflops": total["flops"] / s / 1e9}
+
+
+def bench_model(spec: str, reduce_vocab: bool, tasks_all: dict, limit: int, loops: list[str]) -> list[dict]:
+    from solver.adapter import attach
+    from solver.model import load_model
+    cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
+                              batch_size=BATCH, backend="auto")
+    t0 = time.monotonic()
+    loaded = load_model(spec, reduce_vocab=reduce_vocab) if not spec.startswith("scratch") else load_model(spec)
+    load_s = time.monotonic() - t0
+    vocab = "compact" if spec.startswith("scratch") else ("reduced" if reduce_vocab else "full")
+    tasks = pick_tasks(tasks_all, loaded.codec, cfg, limit)
+    adapter = attach(loaded.model, cfg, loaded.codec.token_ids)
+    flops = flop_model(adapter.model)
+    rows = []
+    for loop in loops:
+        row = run_variant(loaded, adapter, tasks, cfg, loop, flops)
+        row.update(model=spec, vocab=vocab, vocab_size=loaded.model.get_input_embeddings().weight.shape[0],
+                   backend=adapter.backend, load_s=load_s, tasks=[t.id for t in tasks])
+        rows.append(row)
+        log.info("%s %s %s: %.1f tokens/s", spec, vocab, loop, row["tokens_per_s"])
+    del adapter, loaded
+    gc.collect()
+    return rows
+
+
+def print_table(rows: list[dict], peak: float) -> None:
+    head = f"{'vocab':8} {'V':>6} {'loop':7} {'ex/s':>6} {'tokens/s':>8} {'loss tok/s':>10} {'step s':>7} " \
+           f"{'peak MiB':>9} {'GFLOP/s':>8} {'MFU':>6}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['vocab']:8} {r['vocab_size']:>6} {r['loop']:7} {r['examples_per_s']:6.2f} {r['tokens_per_s']:8.1f} "
+              f"{r['trained_tokens_per_s']:10.1f} {r['step_s']:7.2f} {r['peak_mib']:9.0f} {r['gflops']:8.1f} "
+              f"{r['gflops'] / peak:6.1%}")
+
+
+def main(args) -> int:
+    import torch
+    spec, limit = args.model, args.limit
+    peak = matmul_peak_gflops()
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, fp32 matmul peak {peak:.1f} GFLOP/s")
+    tasks_all = load_tasks(args.tasks)
+    loops = ["manual", "hf"]
+    rows = bench_model(spec, True, tasks_all, limit, loops)
+    scratch = spec.startswith("scratch")
+    if not scratch:
+        rows += bench_model(spec, False, tasks_all, limit, loops)
+    print(f"\nmodel {spec}, tasks {args.tasks} ({', '.join(rows[0]['tasks'])}), sequences <= {SEQ_TOKENS} tokens, "
+          f"batch {BATCH}, {STEPS_PER_TASK} timed steps per task, backend {rows[0]['backend']}")
+    print_table(rows, peak)
+    summary = {"model": spec, "tasks": args.tasks, "matmul_peak_gflops": round(peak, 1),
+               "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    if scratch:
+        print("scratch models have only the compact vocabulary: no reduced/full ratio")
+    else:
+        by = {(r["vocab"], r["loop"]): r["tokens_per_s"] for r in rows}
+        summary["ratio_reduced_vs_full_same_loop"] = round(by["reduced", "manual"] / by["full", "manual"], 3)
+        summary["ratio_reduced_manual_vs_full_hf"] = round(by["reduced", "manual"] / by["full", "hf"], 3)
+        print(f"reduced/full tokens/s: {summary['ratio_reduced_vs_full_same_loop']:.2f}x with the same (manual) loop, "
+              f"{summary['ratio_reduced_manual_vs_full_hf']:.2f}x against the full-vocabulary Trainer baseline")
+    print("note: other processes may share this CPU; figures are single runs")
+    print(json.dumps(summary))
+    return 0
