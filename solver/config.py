@@ -92,6 +92,23 @@ class InferConfig:
 @dataclass
 class RunConfig:
     seed: int = _f(0, "seed of every sampler in the run")
+    budget: str = _f("10m", "time for the whole run, model loading included: 90s, 10m, 12h")
+    safety_margin_s: float = _f(10.0, "seconds kept free at the end of the budget (at least; see safety_fraction)")
+    safety_fraction: float = _f(0.02, "fraction of the budget kept free at the end, when more than safety_margin_s")
+    workers: int = _f(0, "0: one worker process per visible GPU, in-process on a CPU machine; N: N processes")
+    solver: str = _f("solver.run:pipeline", "factory of the per-task solve function, 'module:function'")
+    order: str = _f("auto", "task order: auto (longest first while all fits, cheapest first under pressure) | "
+                            "longest | cheapest | given")
+    min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")
+    max_task_seconds: float = _f(0.0, "cap on one task's time share (0: none)")
+    headroom: float = _f(3.0, "a task's share is at most this times its estimated need at full level")
+    steps_factor: float = _f(0.5, "degradation 'fewer TTT steps': the share of TTT examples kept")
+    min_views: int = _f(2, "degradation 'fewer views': views (and scoring views) kept")
+    retry: bool = _f(True, "retry a task that raised once at a smaller level before giving it fallback attempts")
+    train_tokens_per_s: float = _f(120.0, "planning estimate of TTT speed (tokens forwarded and trained per second)")
+    prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
+    decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")
+    task_overhead_s: float = _f(1.0, "planning estimate of fixed seconds per task (view building, scoring)")
 
 
 @dataclass
@@ -139,7 +156,29 @@ def _preset(**sections: dict) -> Config:
 # Named presets: the settings a run starts from before its command-line overrides.
 PRESETS: dict[str, Config] = {
     "default": Config(),
-    "test": _preset(model={"spec": "scratch:tiny"}),
+    "test": _preset(model={"spec": "scratch:tiny"},
+                    run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0,
+                         "decode_tokens_per_s": 200.0}),
+    # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
+    "cpu-demo": _preset(model={"spec": "smollm2"},
+                        ttt={"num_transforms": 8, "max_examples": 24, "batch_size": 2, "epochs": 1, "rank": 16},
+                        infer={"num_views": 8, "score_views": 4, "batch_size": 8},
+                        run={"budget": "10m", "workers": 0, "safety_margin_s": 15.0,
+                             # measured on the 2-core dev machine: ~220 alone, 20-40 shared with other work
+                             "train_tokens_per_s": 100.0}),
+    # Kaggle ARC Prize: 4x L4 (24 GB), 12 h session; one worker per GPU. Speeds are guesses for a ~1B model on an
+    # L4 (not measured here); the run corrects them from the first tasks it finishes.
+    "kaggle-4xl4": _preset(ttt={"num_transforms": 32, "max_examples": 128, "batch_size": 4, "epochs": 1},
+                           infer={"num_views": 16, "score_views": 8, "batch_size": 16},
+                           run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 3600.0,
+                                "train_tokens_per_s": 6000.0, "prefill_tokens_per_s": 20000.0,
+                                "decode_tokens_per_s": 40.0, "task_overhead_s": 5.0}),
+    # One H100 (80 GB): one worker; speeds are guesses (not measured here), corrected as tasks finish.
+    "h100": _preset(ttt={"num_transforms": 32, "max_examples": 250, "batch_size": 8, "epochs": 2},
+                    infer={"num_views": 16, "score_views": 16, "batch_size": 16},
+                    run={"budget": "12h", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1800.0,
+                         "train_tokens_per_s": 25000.0, "prefill_tokens_per_s": 80000.0,
+                         "decode_tokens_per_s": 60.0, "task_overhead_s": 2.0}),
 }
 
 

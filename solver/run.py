@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 RESULTS, CONFIG, REPORT_CSV, REPORT_JSON = "results.jsonl", "config.json", "report.csv", "report.json"
 KAGGLE_TASKS = "/kaggle/input/arc-prize-*/arc-agi_test_challenges.json"
-DEMO_TASKS = 5  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
+DEMO_TASKS = 8  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,12 +357,9 @@ class Run:
                 if remaining < r.min_task_seconds:
                     return None
                 committed = sum(max(0.0, d - now) for d, _ in self.in_flight.values())
-                totals = {lv: sum(self.plans[t].needs[lv] for t in self.pending) for lv in self.plans[self.pending[0]].needs}
-                tight = B.pressure([self.plans[t].needs[B.Level.FULL] for t in self.pending], remaining,
-                                   self.workers, committed) > 1
-                if r.order != "given":
-                    under = tight if r.order == "auto" else r.order == "cheapest"
-                    self.pending = B.order_tasks({t: self.plans[t].needs[B.Level.FULL] for t in self.pending}, under)
+                self._reorder(remaining, committed)
+                tid0 = self.pending[0]
+                totals = {lv: sum(self.plans[t].needs[lv] for t in self.pending) for lv in self.plans[tid0].needs}
                 tid = self.pending.pop(0)
                 p = self.plans[tid]
                 share = B.plan_share(p.needs, totals, remaining, self.workers, committed,
@@ -377,6 +374,15 @@ class Run:
                 self.in_flight[tid] = (now + share, p.needs[level])
                 return self._job(tid, level, now, share)
             return None
+
+    def _reorder(self, remaining: float, committed: float) -> None:
+        """Pending tasks in the order they should start now (see budget.order_tasks)."""
+        order = self.cfg.run.order
+        if order == "given":
+            return
+        full = {t: self.plans[t].needs[B.Level.FULL] for t in self.pending}
+        tight = B.pressure(list(full.values()), remaining, self.workers, committed) > 1
+        self.pending = B.order_tasks(full, tight if order == "auto" else order == "cheapest")
 
     def _job(self, tid: str, level: B.Level, now: float, share: float) -> Job:
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
@@ -547,7 +553,8 @@ def write_report(run: Run, printing: bool = True) -> dict:
     rows = []
     for tid, task in run.tasks.items():
         o = run.outcomes.get(tid)
-        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK), "note": run.skipped.get(tid, "")}
+        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
+                                   "note": run.skipped.get(tid, "")}
         row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
                    correct=correct.get(tid, "") if table is not None else "")
         rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
@@ -663,7 +670,7 @@ def default_command(start: float | None = None) -> int:
         return 1 if report.get("error") else 0
     cfg = get_preset("cpu-demo")
     tasks = demo_tasks()
-    workdir = Path("submission") / time.strftime("demo-%Y%m%d-%H%M%S")
+    workdir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     log.info("demonstration: %d small ARC-AGI-1 evaluation tasks, model %s, budget %s, work dir %s", len(tasks),
              cfg.model.spec, cfg.run.budget, workdir)
     report = run_tasks(tasks, cfg, Path("submission") / "submission.json", workdir, start=start)

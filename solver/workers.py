@@ -8,8 +8,8 @@ there) returns a handler that turns a job into a result. Both backends share one
 - `InProcess`: one worker in the caller's process (a CPU machine).
 - `Processes`: N spawned worker processes, one per GPU, each pinned with CUDA_VISIBLE_DEVICES before anything in it
   imports torch, all pulling jobs from one shared queue. The parent puts one job in the queue per idle worker, so
-  every job is planned (by `next_job`) at the moment a worker is free for it; results come back on a second queue
-  and only the parent writes files. A worker that dies loses its job (`on_lost`); the others go on. Workers exit
+  every job is planned (by `next_job`) at the moment a worker is free for it; results come back on a pipe per
+  worker and only the parent writes files. A worker that dies loses its job (`on_lost`); the others go on. Workers exit
   on their own when the parent dies, and are terminated at `stop_at`.
 Another backend (threads, a cluster queue) replaces these by offering the same `run`.
 """
@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from typing import Any, Callable, Protocol
 
@@ -94,6 +95,23 @@ def _worker_main(wid: int, gpu: str | None, setup, jobs, conn, parent_pid: int) 
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
+@contextmanager
+def _pinned(gpu: str | None):
+    """CUDA_VISIBLE_DEVICES=gpu in this process's environment for the duration (nothing when gpu is None)."""
+    if gpu is None:
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
 class Processes:
     """`workers` spawned processes; `gpus[i]` (when given) is pinned in worker i with CUDA_VISIBLE_DEVICES."""
 
@@ -111,7 +129,8 @@ class Processes:
             receive, send = ctx.Pipe(duplex=False)  # one pipe per worker: messages arrive in order, unbuffered
             procs[wid] = ctx.Process(target=_worker_main, args=(wid, gpu, setup, jobs, send, os.getpid()),
                                      name=f"solver-worker-{wid}", daemon=True)
-            procs[wid].start()
+            with _pinned(gpu):  # in the child's environment from its first instruction
+                procs[wid].start()
             send.close()
             conns[wid] = receive
         try:
