@@ -153,8 +153,9 @@ def choose_level(size: TaskSize, full: Work, rates: Rates, share: float, *, min_
 
 
 def retry_level(failed: Level) -> Level:
-    """The smaller configuration a task that raised is retried at: at least FEWER_VIEWS, two steps down."""
-    return Level(min(Level.NO_TTT, max(Level.FEWER_VIEWS, failed + 2)))
+    """The smaller configuration a task that raised is retried at, once: the one most likely to succeed, no
+    training (out of memory in training, NaN loss) and few views (out of memory or an error in decoding)."""
+    return Level.NO_TTT if failed <= Level.NO_TTT else Level.FALLBACK
 
 
 # ---------------------------------------------------------------------------------------------------------------
