@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RESULTS, CONFIG, REPORT_CSV, REPORT_JSON = "results.jsonl", "config.json", "report.csv", "report.json"
 KAGGLE_TASKS = "/kaggle/input/arc-prize-*/arc-agi_test_challenges.json"
+KAGGLE_OUT, KAGGLE_WORK = "/kaggle/working/submission.json", "/kaggle/working/run"
 DEMO_TASKS = 8  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
 
 
@@ -665,8 +666,7 @@ def default_command(start: float | None = None) -> int:
     if found:
         log.info("Kaggle: solving %s", found[-1])
         cfg = get_preset("kaggle-4xl4")
-        report = run_tasks(load_tasks(found[-1]), cfg, "/kaggle/working/submission.json", "/kaggle/working/run",
-                           start=start)
+        report = run_tasks(load_tasks(found[-1]), cfg, KAGGLE_OUT, KAGGLE_WORK, start=start)
         return 1 if report.get("error") else 0
     cfg = get_preset("cpu-demo")
     tasks = demo_tasks()

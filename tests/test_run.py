@@ -286,3 +286,21 @@ def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
     order = [c["id"] for c in calls(fake_env)]
     assert order == B.order_tasks(_full_needs(tasks, tight), under_pressure=True)
     assert {o.level for o in read_results(fake_env / "b" / RESULTS).values()} == {int(B.Level.NO_TTT)}
+
+
+def test_no_arguments_on_kaggle_runs_the_competition_set(fake_env, arc1_eval, monkeypatch):
+    import solver.config
+    import solver.run
+    from solver.cli import main
+    comp = fake_env / "input" / "arc-prize-2099"
+    comp.mkdir(parents=True)
+    tasks = dict(list(arc1_eval.items())[:3])
+    write_challenges(comp / "arc-agi_test_challenges.json", tasks.values())
+    monkeypatch.setattr(solver.run, "KAGGLE_TASKS", str(fake_env / "input" / "arc-prize-*" /
+                                                        "arc-agi_test_challenges.json"))
+    monkeypatch.setattr(solver.run, "KAGGLE_OUT", str(fake_env / "working" / "submission.json"))
+    monkeypatch.setattr(solver.run, "KAGGLE_WORK", str(fake_env / "working" / "run"))
+    monkeypatch.setitem(solver.config.PRESETS, "kaggle-4xl4", fake_cfg(budget="30s"))
+    assert main([]) == 0
+    assert_complete(fake_env / "working" / "submission.json", load_tasks(comp / "arc-agi_test_challenges.json"))
+    assert sorted(read_results(fake_env / "working" / "run" / RESULTS)) == sorted(tasks)
