@@ -105,6 +105,9 @@ class RunConfig:
     steps_factor: float = _f(0.5, "degradation 'fewer TTT steps': the share of TTT examples kept")
     min_views: int = _f(2, "degradation 'fewer views': views (and scoring views) kept")
     retry: bool = _f(True, "retry a task that raised once at a smaller level before giving it fallback attempts")
+    shared_adapter: str = _f("", "directory of a LoRA adapter for every task (Adapter.save, e.g. trained with "
+                                 "ttt.train_shared on training tasks), used at the degradation level 'shared "
+                                 "adapter'; empty: that level is skipped")
     train_tokens_per_s: float = _f(120.0, "planning estimate of TTT speed (tokens forwarded and trained per second)")
     prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
     decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")

@@ -265,25 +265,37 @@ def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, w
 # The default solve function: the real pipeline
 
 def pipeline(cfg: Config):
-    """Load the model (and attach a LoRA adapter when TTT is on) once; return solve(task, cfg, deadlines)."""
+    """Load the model (and attach a LoRA adapter when TTT is on) once; return solve(task, cfg, deadlines).
+
+    With cfg.run.shared_adapter, that adapter's weights are read once too; tasks at the 'shared adapter' level
+    (cfg.ttt.shared_adapter set by `config_at`) predict with them instead of training their own.
+    """
     from solver import model as M
     loaded = M.load_configured(cfg.model, cfg.run.seed) if hasattr(M, "load_configured") else \
         M.load_model(cfg.model.spec, cfg.run.seed)
-    adapter = None
-    if cfg.ttt.enabled:
+    adapter, shared = None, None
+    if cfg.ttt.enabled or cfg.run.shared_adapter:
         from solver.adapter import attach
         adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids, cfg.run.seed)
-    return partial(_solve_pipeline, loaded, adapter)
+    if cfg.run.shared_adapter:
+        adapter.load(cfg.run.shared_adapter)
+        shared = adapter.snapshot()
+        adapter.reset()
+    return partial(_solve_pipeline, loaded, adapter, shared)
 
 
-def _solve_pipeline(loaded, adapter, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
+def _solve_pipeline(loaded, adapter, shared, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
     from solver import generate
     from solver.model import Loaded
     t0 = time.monotonic()
     steps, model = 0, loaded.model
     if adapter is not None:
         model = adapter.model
-        if cfg.ttt.enabled:
+        if cfg.ttt.shared_adapter:
+            if shared is None:
+                raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
+            adapter.restore(shared)
+        elif cfg.ttt.enabled:
             from solver.ttt import train_task
             res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.ttt, cfg.run.seed)
             if res.steps and not math.isfinite(res.loss):
@@ -313,7 +325,6 @@ class _Plan:
 class Run:
     """The parent's state: what is pending, in flight and done; it plans each job and records each outcome."""
 
-    shared_adapter = False  # the pipeline has no adapter trained across tasks yet: the ladder skips that level
     error = ""
 
     def __init__(self, tasks: dict[str, Task], cfg: Config, out: Path, workdir: Path, start: float, budget: float,
@@ -325,6 +336,7 @@ class Run:
         self.stop_at = start + budget - 0.6 * margin     # workers still running are stopped here
         self.hard_stop = start + budget - 0.4 * margin   # an in-process run still stuck in a task exits here
         self.rates = rates(cfg)
+        self.shared_adapter = bool(cfg.run.shared_adapter)  # without one, the ladder skips that level
         self.codec = Codec.compact()
         self.outcomes: dict[str, Outcome] = {}
         self.in_flight: dict[str, tuple[float, float]] = {}  # id -> (deadline, estimated seconds)

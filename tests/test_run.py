@@ -32,7 +32,8 @@ def _log_call(task, cfg):
     path = os.environ.get("FAKE_LOG")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"id": task.id, "views": cfg.infer.num_views, "pid": os.getpid()}) + "\n")
+            f.write(json.dumps({"id": task.id, "views": cfg.infer.num_views, "pid": os.getpid(),
+                                "ttt": cfg.ttt.enabled, "shared": cfg.ttt.shared_adapter}) + "\n")
 
 
 def known_factory(cfg):
@@ -286,6 +287,13 @@ def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
     order = [c["id"] for c in calls(fake_env)]
     assert order == B.order_tasks(_full_needs(tasks, tight), under_pressure=True)
     assert {o.level for o in read_results(fake_env / "b" / RESULTS).values()} == {int(B.Level.NO_TTT)}
+    assert not any(c["ttt"] for c in calls(fake_env))
+    # the same pressure with a shared adapter at hand: every task uses it
+    (fake_env / "calls.jsonl").unlink()
+    run_tasks(tasks, tight.override(run={"shared_adapter": "somewhere"}), fake_env / "c.json", fake_env / "c",
+              progress=False)
+    assert {o.level for o in read_results(fake_env / "c" / RESULTS).values()} == {int(B.Level.SHARED_ADAPTER)}
+    assert all(c["shared"] for c in calls(fake_env))
 
 
 def test_no_arguments_on_kaggle_runs_the_competition_set(fake_env, arc1_eval, monkeypatch):
@@ -304,3 +312,27 @@ def test_no_arguments_on_kaggle_runs_the_competition_set(fake_env, arc1_eval, mo
     assert main([]) == 0
     assert_complete(fake_env / "working" / "submission.json", load_tasks(comp / "arc-agi_test_challenges.json"))
     assert sorted(read_results(fake_env / "working" / "run" / RESULTS)) == sorted(tasks)
+
+
+def test_scratch_tiny_pipeline_with_a_shared_adapter(tmp_path, arc1_eval):
+    """The 'shared adapter' level of the real pipeline: the saved adapter's weights are what the task predicts with."""
+    import torch
+    from solver.adapter import attach
+    from solver.model import load_model
+    from solver.run import pipeline
+    cfg = resolve_config("test", budget="60s").override(ttt={"rank": 4}, infer={"num_views": 1, "score_views": 0})
+    loaded = load_model(cfg.model.spec)
+    adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids)
+    with torch.no_grad():
+        for p in adapter.trainable().values():
+            p.add_(0.5)
+    adapter.save(tmp_path / "shared")
+    saved = {n: p.clone() for n, p in adapter.trainable().items()}
+    solve = pipeline(cfg.override(run={"shared_adapter": str(tmp_path / "shared")}))
+    task = next(iter(demo_tasks(1).values()))
+    level_cfg = config_at(cfg, B.Level.SHARED_ADAPTER, task)
+    now = time.monotonic()
+    result = solve(task, level_cfg, Deadlines(now, now + 20))
+    assert result.ttt_steps == 0 and len(result.attempts) == task.num_tests
+    live = solve.args[1].trainable()  # the worker's adapter now holds the shared weights
+    assert all(torch.equal(live[n], saved[n]) for n in saved)
