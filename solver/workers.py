@@ -113,28 +113,35 @@ def _pinned(gpu: str | None):
 
 
 class Processes:
-    """`workers` spawned processes; `gpus[i]` (when given) is pinned in worker i with CUDA_VISIBLE_DEVICES."""
+    """`workers` spawned processes; `gpus[i]` (when given) is pinned in worker i with CUDA_VISIBLE_DEVICES.
 
-    def __init__(self, workers: int, gpus: list[str] | None = None, poll: float = 0.5):
+    A worker that dies (not one whose setup failed) is started again, up to `restarts` times per worker slot, while
+    jobs remain: a crashed CUDA context is lost with its process, the GPU is not.
+    """
+
+    def __init__(self, workers: int, gpus: list[str] | None = None, poll: float = 0.5, restarts: int = 1):
         if workers < 1:
             raise ValueError("Processes needs at least one worker")
-        self.workers, self.gpus, self.poll = workers, gpus, poll
+        self.workers, self.gpus, self.poll, self.restarts = workers, gpus, poll, restarts
 
     def run(self, setup, next_job, on_result, on_lost, stop_at: float) -> None:
         ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawned workers also never inherit the parent's imports
         jobs = ctx.Queue()
-        procs, conns = {}, {}
-        for wid in range(self.workers):
+
+        def start(wid: int):
             gpu = self.gpus[wid] if self.gpus else None
             receive, send = ctx.Pipe(duplex=False)  # one pipe per worker: messages arrive in order, unbuffered
-            procs[wid] = ctx.Process(target=_worker_main, args=(wid, gpu, setup, jobs, send, os.getpid()),
-                                     name=f"solver-worker-{wid}", daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(wid, gpu, setup, jobs, send, os.getpid()),
+                               name=f"solver-worker-{wid}", daemon=True)
             with _pinned(gpu):  # in the child's environment from its first instruction
-                procs[wid].start()
+                proc.start()
             send.close()
-            conns[wid] = receive
+            return proc, receive
+
+        loop = _Loop(start, range(self.workers), self.restarts, jobs, next_job, on_result, on_lost)
+        procs = loop.procs
         try:
-            _Loop(procs, conns, jobs, next_job, on_result, on_lost).run(stop_at, self.poll)
+            loop.run(stop_at, self.poll)
         finally:
             for p in procs.values():
                 if p.is_alive():
@@ -151,12 +158,16 @@ class Processes:
 class _Loop:
     """The parent's side of `Processes`: feed one job per idle worker, route messages, notice dead workers."""
 
-    def __init__(self, procs, conns, jobs, next_job, on_result, on_lost):
-        self.procs, self.conns, self.jobs = procs, conns, jobs
+    def __init__(self, start, wids, restarts: int, jobs, next_job, on_result, on_lost):
+        self.start, self.jobs = start, jobs
+        self.procs, self.conns = {}, {}
+        for wid in wids:
+            self.procs[wid], self.conns[wid] = start(wid)
+        self.restarts = {wid: restarts for wid in self.procs}
         self.next_job, self.on_result, self.on_lost = next_job, on_result, on_lost
         self.queued: dict[str, Any] = {}   # jobs in the shared queue that no worker has started yet, by id
         self.running: dict[int, Any] = {}  # worker id -> its job
-        self.alive = set(procs)
+        self.alive = set(self.procs)
         self.failed: list[str] = []
         self.exhausted = False
 
@@ -189,9 +200,16 @@ class _Loop:
             self.procs[wid].join(timeout=1)
             self.alive.discard(wid)
             code = self.procs[wid].exitcode
+            if code != 0:
+                log.error("worker %d died (exit code %s)%s", wid, code,
+                          "" if wid not in self.running else f" running {self.running[wid].id}")
             if wid in self.running:
-                log.error("worker %d died (exit code %s)", wid, code)
                 self.on_lost(self.running.pop(wid), f"worker {wid} died (exit code {code})")
+            if code != 0 and self.restarts[wid] > 0 and not self.exhausted:
+                self.restarts[wid] -= 1
+                log.warning("starting worker %d again", wid)
+                self.procs[wid], self.conns[wid] = self.start(wid)
+                self.alive.add(wid)
             if not self.alive:
                 for job in self.queued.values():
                     self.on_lost(job, "no worker left")

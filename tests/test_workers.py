@@ -63,6 +63,15 @@ def test_a_dead_worker_loses_its_job_only():
     assert sorted(r[0] for r in results) == ["a", "b", "c", "d"]
 
 
+def test_a_dead_worker_is_started_again():
+    jobs = [FakeJob("die", action="die"), FakeJob("a"), FakeJob("b")]
+    results, lost, _ = drive(Processes(1, restarts=1), jobs)
+    assert [j for j, _ in lost] == ["die"] and sorted(r[0] for r in results) == ["a", "b"]
+    assert len({r[1] for r in results}) == 1  # both done by the one worker started again
+    results, lost, _ = drive(Processes(1, restarts=0), [FakeJob("die", action="die"), FakeJob("a")], stop_after=20)
+    assert not results and [j for j, _ in lost] == ["die"]  # "a" was never handed out: the caller still has it
+
+
 def test_a_raising_handler_loses_the_job_and_the_worker_goes_on():
     jobs = [FakeJob("x", action="raise"), FakeJob("y")]
     results, lost, _ = drive(Processes(1), jobs)
