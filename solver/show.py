@@ -300,8 +300,10 @@ def time_parts(table) -> dict[str, np.ndarray]:
     total, stages = time_columns(table.columns)
     parts = {c: _seconds(table, c) for c in stages}
     if total is not None:
-        rest = _seconds(table, total) - sum(parts.values(), np.zeros(len(table)))
-        parts["other" if parts else total] = np.clip(rest, 0, None)
+        whole = _seconds(table, total)
+        rest = np.clip(whole - sum(parts.values(), np.zeros(len(table))), 0, None)
+        if not parts or rest.max(initial=0) > 0.01 * whole.max(initial=0):  # an 'other' of rounding errors is noise
+            parts["other" if parts else total] = rest
     return parts
 
 
