@@ -464,6 +464,9 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     workdir.mkdir(parents=True, exist_ok=True)
     for tmp in list(workdir.glob(".*.tmp")) + list(out.parent.glob(f".{out.name}.*.tmp")):
         tmp.unlink(missing_ok=True)  # left by a killed run mid-write
+    resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
+    # a complete submission (fallbacks + what a previous run finished) before anything else
+    write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
     cfg.save(workdir / CONFIG)
     executor = make_executor(cfg.run.workers)
     workers = getattr(executor, "workers", 1)
@@ -471,10 +474,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     if solutions:
         import solver.score  # noqa: F401  (pandas: imported now, not in the last seconds of the budget)
     run = Run(tasks, cfg, out, workdir, start, budget, workers, solutions)
-
-    resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
     run.outcomes.update(resumed)
-    run.write_submission()  # a complete submission (fallbacks + what a previous run finished) before anything else
     if resumed:
         log.info("resuming in %s: %d of %d tasks already done", workdir, len(resumed), len(tasks))
     for tid, task in tasks.items():
@@ -498,7 +498,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     with run.lock:
         run.finished.set()
         for tid in run.pending:
-            run.skipped.setdefault(tid, "not started: time was up")
+            run.skipped.setdefault(tid, f"not started: {run.error or 'time was up'}")
         run.write_submission()
         return write_report(run)
 

@@ -69,6 +69,10 @@ def stubborn_factory(cfg):
     return solve
 
 
+def broken_factory(cfg):
+    raise FileNotFoundError("model weights not found (fake)")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -336,3 +340,12 @@ def test_scratch_tiny_pipeline_with_a_shared_adapter(tmp_path, arc1_eval):
     assert result.ttt_steps == 0 and len(result.attempts) == task.num_tests
     live = solve.args[1].trainable()  # the worker's adapter now holds the shared weights
     assert all(torch.equal(live[n], saved[n]) for n in saved)
+
+
+def test_model_that_fails_to_load_leaves_the_fallback_submission(fake_env, arc1_eval):
+    tasks = dict(list(arc1_eval.items())[:3])
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg("broken_factory"), out, work, progress=False)
+    assert "model weights not found" in report["error"] and report["status"] == {"skipped": 3}
+    assert_complete(out, tasks)
+    assert "model weights not found" in (work / "report.csv").read_text()
