@@ -39,7 +39,7 @@ DPI = 100
 
 RESULTS_GLOB = "*.jsonl"
 TASK_COLUMNS = ("task_id", "task", "id")
-ACCURACY_COLUMNS = ("fraction", "accuracy", "score", "solved")
+ACCURACY_COLUMNS = ("fraction", "accuracy", "solved")  # not "score": that may be a likelihood
 TIME_COLUMNS = ("seconds", "time_s", "wall_s", "elapsed_s", "total_s", "duration_s", "time", "elapsed")
 
 
