@@ -125,12 +125,35 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _synced(device: torch.device) -> float:
+    """time.perf_counter() once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _add(stats: dict | None, key: str, value) -> None:
+    if stats is not None:
+        stats[key] = stats.get(key, 0) + value
+
+
 def _step_logprobs(logits: torch.Tensor, sym_ids: torch.Tensor) -> torch.Tensor:
     """[B, 12] log-probabilities of the symbols at the last position (softmax over the whole vocabulary)."""
     return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, sym_ids]
 
 
-def _prefill(model, prompts: list[np.ndarray], pad: int, device):
+def _static_cache(model, max_len: int):
+    """A preallocated KV cache for a transformers model (None for other models: they bring their own).
+
+    The default DynamicCache concatenates every layer's keys and values at each step, copying the whole cache:
+    at 8 views x 2,000 prompt tokens that copy costs more than the step's matmuls on a CPU.
+    """
+    from transformers import PretrainedConfig, StaticCache
+    config = getattr(model, "config", None)
+    return StaticCache(config=config, max_cache_len=max_len) if isinstance(config, PretrainedConfig) else None
+
+
+def _prefill(model, prompts: list[np.ndarray], pad: int, device, cache=None):
     """Left-padded prefill of prompts; returns (last-position logits, cache, attention mask, next positions)."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -140,7 +163,8 @@ def _prefill(model, prompts: list[np.ndarray], pad: int, device):
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
     return out.logits, out.past_key_values, mask, pos[:, -1] + 1
 
 
@@ -160,13 +184,20 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
                  view_offset: int = 0) -> list[Decoded]:
     """Decode views together (greedy at temperature 0, else sampling; `samples` rows per view share its prefill).
 
-    Sequences still unfinished at the deadline are dropped. `stats`, when given, accumulates 'steps' and 'tokens'.
+    Sequences still unfinished at the deadline are dropped. `stats`, when given, accumulates 'steps', 'tokens'
+    (generated, EOS included), 'prefill_s' and 'decode_s'.
     """
     if not views or time.monotonic() >= deadline:
         return []
     device = _device(model)
     sym_ids = symbol_ids(codec).to(device)
-    logits, cache, mask, pos = _prefill(model, [v.prompt for v in views], codec.pad, device)
+    start = time.perf_counter()
+    max_new = max(v.max_new_tokens for v in views)
+    # one row per view: a preallocated cache; samples > 1 copy each view's prefilled rows, which needs a DynamicCache
+    cache = _static_cache(model, max(len(v.prompt) for v in views) + max_new) if samples == 1 else None
+    logits, cache, mask, pos = _prefill(model, [v.prompt for v in views], codec.pad, device, cache)
+    _add(stats, "prefill_s", _synced(device) - start)
+    start = time.perf_counter()
     if samples > 1:
         cache.batch_repeat_interleave(samples)
         logits, mask, pos = (x.repeat_interleave(samples, dim=0) for x in (logits, mask, pos))
@@ -177,18 +208,17 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
     state = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
     total = torch.zeros(n, dtype=torch.float64, device=device)
     syms = []
-    for _ in range(max(v.max_new_tokens for v in views)):
+    for _ in range(max_new):
         lp = _step_logprobs(logits, sym_ids).masked_fill(~symbol_mask(state, max_rows, max_cols), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
             sym = lp.argmax(dim=-1)
         total += torch.where(state[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
+        _add(stats, "tokens", int((~state[3]).sum()))
+        _add(stats, "steps", 1)
         state = advance(*state, sym)
         syms.append(sym)
-        if stats is not None:
-            stats["steps"] = stats.get("steps", 0) + 1
-            stats["tokens"] = stats.get("tokens", 0) + int((~state[3]).sum()) + int((sym == EOS_SYM).sum())
         if bool(state[3].all()) or time.monotonic() >= deadline:
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
@@ -196,6 +226,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
                     past_key_values=cache, use_cache=True)
         logits, cache, pos = out.logits, out.past_key_values, pos + 1
     seqs = torch.stack(syms, dim=1).tolist()
+    _add(stats, "decode_s", _synced(device) - start)
     results = []
     for row in range(n):
         grid = symbols_to_grid(seqs[row]) if bool(state[3][row]) else None
@@ -235,8 +266,7 @@ def dfs_view(model, codec: Codec, view: View, deadline: float, *, threshold: flo
             out = model(input_ids=sym_ids[path[-1]].view(1, 1), position_ids=position, past_key_values=cache,
                         use_cache=True)
             logits, cache = out.logits, out.past_key_values
-            if stats is not None:
-                stats["tokens"] = stats.get("tokens", 0) + 1
+            _add(stats, "tokens", 1)
         lp = _step_logprobs(logits, sym_ids)[0].tolist()
         digit, newline, eos = allowed(*state, max_rows, max_cols)
         ok = [digit] * 10 + [newline, eos]
@@ -314,8 +344,7 @@ def score_candidates(model, codec: Codec, views: list[View], grids: list[Grid], 
         if s is None:
             break
         rows.append(s)
-        if stats is not None:
-            stats["scored"] = stats.get("scored", 0) + len(grids)
+        _add(stats, "scored", len(grids))
     return np.array(rows).reshape(len(rows), len(grids))
 
 
