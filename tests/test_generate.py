@@ -286,3 +286,33 @@ def test_predict_votes_the_answer_most_views_agree_on(strategy):
     assert att.candidates[att.ranking[0]].votes == 6
     assert all(len(c.scores) == 4 for c in att.candidates)
     assert model.training  # predict puts the model back in the mode it found it in
+
+
+# end to end -----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # about a minute on a shared 2-core CPU, most of it TTT
+def test_scratch_model_trained_on_a_colour_swap_gets_it_right_under_8_voted_views():
+    """TTT (solver.ttt) on a fixed colour swap, then 8 dihedral / demo-order views decoded together and voted."""
+    from solver.adapter import attach
+    from solver.config import TTTConfig
+    from solver.ttt import train_task
+    loaded = load_model("scratch:mini")
+    rng = np.random.default_rng(1)
+    pairs = []
+    for _ in range(9):
+        a = rng.integers(0, 4, size=(3, 3)).astype(np.uint8)
+        b = a.copy()
+        b[a == 1], b[a == 2] = 2, 1
+        pairs.append((a, b))
+    task = Task("swap", pairs[:8], [pairs[8][0]], [pairs[8][1]])
+    tcfg = TTTConfig(backend="peft", augmentations=["dihedral", "order"], num_transforms=4, rank=16, alpha=16,
+                     rslora=False, train_embeddings=True, lr=3e-3, embedding_lr=3e-3, epochs=10, schedule="constant",
+                     warmup=0.05, batch_size=2)
+    adapter = attach(loaded.model, tcfg, loaded.codec.token_ids)
+    train_task(adapter, task, loaded.codec, tcfg)
+    adapter.eval_mode()
+    cfg = Config().override(infer={"num_views": 8, "view_colors": False, "score_views": 4, "rule": "vote"})
+    stats = {}
+    [att] = predict(Loaded(adapter.model, loaded.codec, "scratch:mini"), task, cfg, time.monotonic() + 120, stats)
+    assert grid_key(att.attempt_1) == grid_key(task.test_outputs[0])
+    assert att.candidates[att.ranking[0]].votes >= 5  # most of the 8 views agree after inversion
+    assert stats["scored"] == 4 * len(att.candidates)
