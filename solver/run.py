@@ -528,13 +528,16 @@ class _progress:
         return False
 
 
+HARD_STOP_EXIT = 3  # exit status of a run the watchdog ended (its submission on disk is complete)
+
+
 def _watchdog(run: Run) -> None:
     """Last resort at the hard stop: a task stuck past every deadline in this process must not overrun the budget.
-    The submission on disk is complete at every moment; write the report and leave."""
+    The submission on disk is complete at every moment; write the report and leave with HARD_STOP_EXIT."""
     if run.finished.wait(max(0.0, run.hard_stop - time.monotonic())):
         return
     if not run.lock.acquire(timeout=max(0.1, run.start + run.budget - time.monotonic() - 1)):
-        os._exit(0)
+        os._exit(HARD_STOP_EXIT)
     if run.finished.is_set():  # the run ended while we waited for the lock
         run.lock.release()
         return
@@ -545,7 +548,7 @@ def _watchdog(run: Run) -> None:
         write_report(run, printing=False)
     finally:
         logging.shutdown()
-        os._exit(0)
+        os._exit(HARD_STOP_EXIT)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from solver.config import get_preset
-from solver.run import (RESULTS, Deadlines, TaskResult, config_at, demo_tasks, read_results, resolve_config,
-                        run_tasks, task_size)
+from solver.run import (HARD_STOP_EXIT, RESULTS, Deadlines, TaskResult, config_at, demo_tasks, read_results,
+                        resolve_config, run_tasks, task_size)
 from solver import budget as B
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
@@ -222,7 +222,7 @@ def test_stuck_task_cannot_overrun_the_budget(fake_env, arc1_eval):
     proc = _start(tasks_file, out, work, "stubborn_factory", "8s", {"FAKE_SLEEP": "60"})
     log, _ = proc.communicate(timeout=30)
     assert time.monotonic() - t0 < 8.0, log
-    assert "hard stop" in log
+    assert "hard stop" in log and proc.returncode == HARD_STOP_EXIT
     assert_complete(out, load_tasks(tasks_file))
     assert (work / "report.csv").exists()
 
@@ -313,6 +313,7 @@ def test_no_arguments_on_kaggle_runs_the_competition_set(fake_env, arc1_eval, mo
     monkeypatch.setattr(solver.run, "KAGGLE_OUT", str(fake_env / "working" / "submission.json"))
     monkeypatch.setattr(solver.run, "KAGGLE_WORK", str(fake_env / "working" / "run"))
     monkeypatch.setitem(solver.config.PRESETS, "kaggle-4xl4", fake_cfg(budget="30s"))
+    monkeypatch.setattr(solver.run, "process_start", time.monotonic)  # the budget counts from now, not pytest's start
     assert main([]) == 0
     assert_complete(fake_env / "working" / "submission.json", load_tasks(comp / "arc-agi_test_challenges.json"))
     assert sorted(read_results(fake_env / "working" / "run" / RESULTS)) == sorted(tasks)
