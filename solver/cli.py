@@ -28,6 +28,8 @@ def cmd_score(args) -> int:
 def cmd_bench(args) -> int:
     if args.what == "ttt":
         from solver.bench_ttt import main as bench
+    elif args.what == "ablation":
+        from solver.bench_ablation import main as bench
     else:
         from solver.bench_infer import main as bench
     return bench(args) or 0
@@ -72,11 +74,15 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="print only the summary lines")
     s.set_defaults(func=cmd_score)
 
-    s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed)")
-    s.add_argument("what", choices=["ttt", "infer"])
+    s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed), "
+                                     "ablation (does TTT help: the paper's comparison on the held-out slice)")
+    s.add_argument("what", choices=["ttt", "infer", "ablation"])
     s.add_argument("--model", default="smollm2", help="model SPEC")
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")
+    s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
+    s.add_argument("--preset", default="cpu-demo", help="ablation: the Config every row overrides")
+    s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
     s.set_defaults(func=cmd_bench)
     s = sub.add_parser("show", help="draw a task and a submission's attempts as a PNG, or a run's HTML report")
     s.add_argument("task_id", nargs="?", help="task id to draw")
@@ -91,6 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     from solver.run import add_parser as add_run_parser
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
+    from solver.pretrain import add_parser as add_pretrain_parser
+    add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
     return p
 
 

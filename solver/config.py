@@ -218,8 +218,8 @@ PRESETS: dict[str, Config] = {
                          "decode_tokens_per_s": 60.0, "task_overhead_s": 2.0}),
     # `python -m solver pretrain`: a scratch model trained from zero on a CPU (what the package ships was made so).
     "pretrain-cpu": _preset(model={"spec": "scratch:small"},
-                            pretrain={"budget": "35m", "lr": 2e-3, "batch_tokens": 4096, "max_tokens": 2048,
-                                      "eval_every": 150, "eval_tasks": 16, "checkpoint_every_s": 240.0}),
+                            pretrain={"budget": "35m", "lr": 2e-3, "batch_tokens": 4096, "max_tokens": 1024,
+                                      "eval_every": 100, "eval_tasks": 16, "checkpoint_every_s": 240.0}),
     # One GPU (H100/A100 class): SmolLM2-135M reduced, LoRA r=64 with trained embeddings, bf16, 8k-token sequences.
     # Not run here (no GPU was lent): the settings follow the MIT/ARChitects recipes, not a measurement.
     "pretrain-gpu": _preset(model={"spec": "smollm2"},

@@ -1,0 +1,153 @@
+"""Pretraining: the held-out slice, the data stream (fresh augmentations, resumable order), the schedule, and a few
+steps of scratch:tiny end to end (a model directory the run's pipeline loads; resume continues step count and data)."""
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from solver import pretrain as P
+from solver.codec import Codec
+from solver.config import Config, get_preset
+from solver.tasks import Task
+
+CODEC = Codec.compact()
+
+
+def small_tasks(arc1_train, n=4):
+    """The n smallest non-held-out ARC-AGI-1 training tasks."""
+    kept = [t for tid, t in arc1_train.items() if not P.is_heldout(tid) and t.valid]
+    kept.sort(key=lambda t: (P.task_tokens(t, CODEC), t.id))
+    return kept[:n]
+
+
+def write_dir(tmp_path, tasks, rename=None):
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    for t in tasks:
+        (d / f"{rename(t.id) if rename else t.id}.json").write_text(json.dumps(t.to_json()))
+    return d
+
+
+# the held-out slice -------------------------------------------------------------------------------------------------
+def test_heldout_slice_is_fixed_and_never_trained_on(arc1_train, tmp_path):
+    held = {tid for tid in arc1_train if P.is_heldout(tid)}
+    assert 40 <= len(held) <= 70                       # ~12.5% of 400, decided by id alone
+    assert set(P.heldout_tasks()) == {tid for tid in held if arc1_train[tid].valid}
+    training = P.load_training(["arc1:train"])
+    assert not held & set(training) and len(training) == 400 - len(held)
+    # generated variants named after a held-out task (re-ARC style '<id>_<n>') are removed with it
+    some_held = [arc1_train[t] for t in sorted(held)[:2]]
+    some_kept = small_tasks(arc1_train, 2)
+    d = write_dir(tmp_path, some_held + some_kept, rename=lambda tid: f"{tid}_gen7")
+    assert sorted(P.load_training([str(d)])) == sorted(f"{t.id}_gen7" for t in some_kept)
+    assert all(P.is_heldout(tid) for tid in P.heldout_tasks(5))
+
+
+def test_heldout_tasks_are_smallest_first(arc1_train):
+    sizes = [P.task_tokens(t, CODEC) for t in P.heldout_tasks(6).values()]
+    assert sizes == sorted(sizes) and len(sizes) == 6
+
+
+# data ---------------------------------------------------------------------------------------------------------------
+def test_every_pair_is_a_query_under_a_fresh_augmentation_each_epoch(arc1_train):
+    task = small_tasks(arc1_train, 1)[0]
+    pc = Config().pretrain
+    pairs = P.all_pairs(task)
+    seqs = P.task_sequences(task, CODEC, pc, seed=1)
+    assert len(seqs) == len(pairs)                    # each pair in turn is the query, the others its context
+    for e in seqs:
+        assert e.mask.any() and (e.ids == CODEC.inp).sum() == len(pairs)
+    epochs = [P.epoch_examples([task], CODEC, pc, k) for k in range(3)]
+    again = P.epoch_examples([task], CODEC, pc, 0)
+    assert all(np.array_equal(a.ids, b.ids) for a, b in zip(epochs[0], again))  # a function of (seed, epoch)
+    firsts = {tuple(ep[0].ids) for ep in epochs}
+    assert len(firsts) == 3                           # fresh augmentations each epoch
+
+
+def test_token_batches_cover_every_sequence_within_the_budget():
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(10, 400, 200)] + [900]
+    batches = P.token_batches(lengths, 800, rng)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 800
+
+
+def test_batch_stream_resumes_in_the_same_order(arc1_train):
+    tasks = small_tasks(arc1_train, 3)
+    pc = Config().pretrain.__class__(batch_tokens=600, epochs=3)
+    whole = list(P.batch_stream(tasks, CODEC, pc))
+    per_epoch = len(P.epoch_batches(tasks, CODEC, pc, 0))
+    assert len({e for e, _ in whole}) == 3
+    k = per_epoch + 2                                 # resume inside the second epoch
+    resumed = list(P.batch_stream(tasks, CODEC, pc, start=k))
+    assert len(resumed) == len(whole) - k
+    for (e1, b1), (e2, b2) in zip(whole[k:], resumed):
+        assert e1 == e2 and [x.ids.tolist() for x in b1] == [x.ids.tolist() for x in b2]
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    assert P.lr_factor(0.0, 0.1, 0.1) < 0.01
+    assert P.lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5)
+    assert P.lr_factor(0.1, 0.1, 0.1) == pytest.approx(1.0)
+    assert P.lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
+    pc = Config().pretrain.__class__(max_steps=100, budget="100s")
+    assert P.progress_fraction(pc, 10, 50.0) == pytest.approx(0.5)  # time binds
+    assert P.progress_fraction(pc, 80, 50.0) == pytest.approx(0.8)  # steps bind
+
+
+# end to end ---------------------------------------------------------------------------------------------------------
+def tiny_config(data_dir, steps=4):
+    return get_preset("test").override(
+        model={"spec": "scratch:tiny"},
+        pretrain={"data": [str(data_dir)], "max_steps": steps, "batch_tokens": 512, "max_tokens": 512,
+                  "eval_every": 2, "eval_tasks": 1, "lr": 3e-3, "checkpoint_every_s": 1e9})
+
+
+@pytest.fixture(scope="module")
+def data_dir(arc1_train, tmp_path_factory):
+    return write_dir(tmp_path_factory.mktemp("pt"), small_tasks(arc1_train, 4))
+
+
+def test_pretrain_writes_a_model_the_run_loads(data_dir, tmp_path):
+    from solver.model import load_model
+    from solver.run import Deadlines, pipeline
+    state = P.pretrain(tiny_config(data_dir), tmp_path / "m", progress=False)
+    assert state.step == 4 and state.tokens > 0 and [r["step"] for r in state.curve] == [2, 4]
+    assert (tmp_path / "m" / P.CURVE).read_text().count("\n") == 3
+    loaded = load_model(str(tmp_path / "m"))
+    trained = {n: p for n, p in loaded.model.named_parameters()}
+    fresh = dict(load_model("scratch:tiny").model.named_parameters())
+    assert loaded.codec.is_compact and any(not torch.equal(trained[n], fresh[n]) for n in fresh)
+    cfg = tiny_config(data_dir).override(model={"spec": str(tmp_path / "m")},
+                                         ttt={"max_examples": 2, "batch_size": 2},
+                                         infer={"num_views": 1, "score_views": 0})
+    solve = pipeline(cfg)
+    task = Task("toy", [(np.array([[1, 2]], np.uint8), np.array([[2, 1]], np.uint8))] * 2,
+                [np.array([[1, 2]], np.uint8)])
+    now = time.monotonic()
+    result = solve(task, cfg, Deadlines(now + 5, now + 10))
+    assert result.ttt_steps >= 1 and len(result.attempts) == 1
+
+
+def test_resume_continues_step_count_and_data_order(data_dir, tmp_path):
+    straight = P.pretrain(tiny_config(data_dir), tmp_path / "a", progress=False)
+    first = P.pretrain(tiny_config(data_dir), tmp_path / "b", progress=False, stop_at_step=2)
+    assert first.step == 2
+    resumed = P.pretrain(tiny_config(data_dir), tmp_path / "b", progress=False)
+    assert resumed.step == straight.step == 4 and resumed.micro == straight.micro
+    assert resumed.tokens == straight.tokens           # the same batches, in the same order
+    a = torch.load(tmp_path / "a" / P.CHECKPOINT / "state.pt", weights_only=False)["weights"]
+    b = torch.load(tmp_path / "b" / P.CHECKPOINT / "state.pt", weights_only=False)["weights"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_old_config_without_a_pretrain_section_loads():
+    d = Config().to_dict()
+    del d["pretrain"]
+    assert Config.from_dict(d).pretrain == Config().pretrain
+    assert get_preset("pretrain-gpu").pretrain.mode == "lora"
