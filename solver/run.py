@@ -467,6 +467,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
     # a complete submission (fallbacks + what a previous run finished) before anything else
     write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
+    _warn_if_config_changed(workdir / CONFIG, cfg, bool(resumed))
     cfg.save(workdir / CONFIG)
     executor = make_executor(cfg.run.workers)
     workers = getattr(executor, "workers", 1)
@@ -501,6 +502,22 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
             run.skipped.setdefault(tid, f"not started: {run.error or 'time was up'}")
         run.write_submission()
         return write_report(run)
+
+
+def _warn_if_config_changed(path: Path, cfg: Config, resuming: bool) -> None:
+    """Resuming keeps the finished tasks' attempts: say so when they were made under other settings."""
+    if not resuming or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    new = cfg.to_dict()
+    changed = [f"{s}.{k}" for s in new for k in new[s] if s in old and old[s].get(k) != new[s][k]
+               and (s, k) != ("run", "budget")]
+    if changed:
+        log.warning("resuming with settings that differ from the previous run's (%s); its finished tasks are kept",
+                    ", ".join(changed[:8]))
 
 
 class _progress:
