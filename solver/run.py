@@ -36,7 +36,7 @@ from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config, get_preset
 from solver.submission import Attempts, complete_attempts, write_json_atomic, write_submission
-from solver.tasks import Grid, Task, load_tasks
+from solver.tasks import Task, load_tasks
 from solver.workers import make_executor
 
 log = logging.getLogger(__name__)
@@ -579,7 +579,7 @@ def write_report(run: Run, printing: bool = True) -> dict:
     """report.csv (one row per task) and report.json (summary, score when solutions are known) in the work dir."""
     table = None
     if run.solutions:
-        from solver.score import score_table, summary
+        from solver.score import score_table
         truths = {tid: t.test_outputs for tid, t in run.tasks.items() if t.test_outputs is not None}
         table = score_table({tid: o.grids() for tid, o in run.outcomes.items()}, truths)
         correct = dict(zip(table["task_id"], table["correct"]))
