@@ -151,3 +151,14 @@ def test_old_config_without_a_pretrain_section_loads():
     del d["pretrain"]
     assert Config.from_dict(d).pretrain == Config().pretrain
     assert get_preset("pretrain-gpu").pretrain.mode == "lora"
+
+
+def test_lora_pretraining_saves_merged_weights(data_dir, tmp_path):
+    from solver.model import load_model
+    cfg = tiny_config(data_dir, steps=2).override(pretrain={"mode": "lora", "rank": 4, "eval_every": 0})
+    P.pretrain(cfg, tmp_path / "lora", progress=False)
+    assert not (tmp_path / "lora" / "adapter_config.json").exists()     # merged: a plain model directory
+    loaded = load_model(str(tmp_path / "lora"))
+    fresh = dict(load_model("scratch:tiny").model.named_parameters())
+    changed = [n for n, p in loaded.model.named_parameters() if not torch.equal(p, fresh[n])]
+    assert any("proj" in n for n in changed) and any("embed_tokens" in n or "lm_head" in n for n in changed)
