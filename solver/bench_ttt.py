@@ -13,12 +13,13 @@ positions with loss (all that training needs), and causal attention (2*T*d per t
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 import platform
 import resource
 import time
+
+import numpy as np
 
 from solver.config import get_preset
 from solver.tasks import load_tasks
@@ -119,53 +120,65 @@ def pick_tasks(tasks: dict, codec, cfg, limit: int) -> list:
     return out
 
 
-def run_variant(loaded, adapter, tasks, cfg, loop: str, flops: FlopModel) -> dict:
-    """Train STEPS_PER_TASK steps on each task with one loop; the figures summed over tasks."""
+def measure(loaded, adapter, task, cfg, loop: str, flops: FlopModel) -> dict:
+    """One untimed warm-up step, then STEPS_PER_TASK timed steps on the task's longest sequences, with one loop."""
     from solver.ttt import build_examples, train
     cfg = dataclasses.replace(cfg, loop=loop)
-    total = dict(steps=0, examples=0, tokens=0, trained_tokens=0, seconds=0.0, flops=0.0)
+    examples = sorted(build_examples(task, loaded.codec, cfg), key=len, reverse=True)[:BATCH * (STEPS_PER_TASK + 1)]
+    adapter.reset()
+    train(adapter, examples[:1], dataclasses.replace(cfg, batch_size=1), loaded.codec.pad)
+    adapter.reset()
+    timed = examples[BATCH:]
     _reset_peak_memory()
-    for task in tasks:
-        examples = build_examples(task, loaded.codec, cfg)
-        examples = sorted(examples, key=len, reverse=True)[:BATCH * (STEPS_PER_TASK + 1)]
-        adapter.reset()
-        train(adapter, examples[:1], dataclasses.replace(cfg, batch_size=1), loaded.codec.pad)  # warm-up, untimed
-        adapter.reset()
-        timed = examples[BATCH:]
-        res = train(adapter, timed, cfg, loaded.codec.pad)
-        total["steps"] += res.steps
-        total["examples"] += res.examples
-        total["tokens"] += res.tokens
-        total["trained_tokens"] += res.trained_tokens
-        total["seconds"] += res.seconds
-        total["flops"] += flops.flops([len(e) for e in timed], res.trained_tokens)
-    s = total["seconds"]
-    return {"loop": loop, "steps": total["steps"], "tokens": total["tokens"], "examples_per_s": total["examples"] / s,
-            "tokens_per_s": total["tokens"] / s, "trained_tokens_per_s": total["trained_tokens"] / s,
-            "step_s": s / max(total["steps"], 1), "peak_mib": _peak_memory_mib(), "gflops": total["flops"] / s / 1e9}
+    res = train(adapter, timed, cfg, loaded.codec.pad)
+    return {"steps": res.steps, "examples": res.examples, "tokens": res.tokens, "trained_tokens": res.trained_tokens,
+            "seconds": res.seconds, "flops": flops.flops([len(e) for e in timed], res.trained_tokens),
+            "peak_mib": _peak_memory_mib()}
 
 
-def bench_model(spec: str, reduce_vocab: bool, tasks_all: dict, limit: int, loops: list[str]) -> list[dict]:
+def summarise(runs: list[dict]) -> dict:
+    """Rates as the median over tasks (robust to other load on a shared machine); counts summed."""
+    def med(key):
+        return float(np.median([r[key] / r["seconds"] for r in runs]))
+    steps = sum(r["steps"] for r in runs)
+    return {"steps": steps, "tokens": sum(r["tokens"] for r in runs), "examples_per_s": med("examples"),
+            "tokens_per_s": med("tokens"), "trained_tokens_per_s": med("trained_tokens"),
+            "step_s": float(np.median([r["seconds"] / max(r["steps"], 1) for r in runs])),
+            "peak_mib": max(r["peak_mib"] for r in runs), "gflops": med("flops") / 1e9}
+
+
+def setup(spec: str, reduce_vocab: bool, cfg):
+    """(vocabulary name, loaded model, adapter, FLOP model, load seconds)."""
     from solver.adapter import attach
     from solver.model import load_model
-    cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
-                              batch_size=BATCH, backend="auto")
     t0 = time.monotonic()
-    loaded = load_model(spec, reduce_vocab=reduce_vocab) if not spec.startswith("scratch") else load_model(spec)
+    loaded = load_model(spec) if spec.startswith("scratch") else load_model(spec, reduce_vocab=reduce_vocab)
     load_s = time.monotonic() - t0
     vocab = "compact" if spec.startswith("scratch") else ("reduced" if reduce_vocab else "full")
-    tasks = pick_tasks(tasks_all, loaded.codec, cfg, limit)
     adapter = attach(loaded.model, cfg, loaded.codec.token_ids)
-    flops = flop_model(adapter.model)
+    return vocab, loaded, adapter, flop_model(adapter.model), load_s
+
+
+def bench(spec: str, tasks_all: dict, limit: int, loops: list[str]) -> list[dict]:
+    """Every (vocabulary, loop) on every task, interleaved task by task so that outside load hits all alike."""
+    cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
+                              batch_size=BATCH, backend="auto")
+    setups = [setup(spec, True, cfg)] + ([] if spec.startswith("scratch") else [setup(spec, False, cfg)])
+    tasks = pick_tasks(tasks_all, setups[0][1].codec, cfg, limit)
+    runs = {(s[0], loop): [] for s in setups for loop in loops}
+    for task in tasks:
+        for vocab, loaded, adapter, flops, _ in setups:
+            for loop in loops:
+                r = measure(loaded, adapter, task, cfg, loop, flops)
+                runs[vocab, loop].append(r)
+                log.info("%s %s %s %s: %.1f tokens/s", task.id, spec, vocab, loop, r["tokens"] / r["seconds"])
     rows = []
-    for loop in loops:
-        row = run_variant(loaded, adapter, tasks, cfg, loop, flops)
-        row.update(model=spec, vocab=vocab, vocab_size=loaded.model.get_input_embeddings().weight.shape[0],
-                   backend=adapter.backend, load_s=load_s, tasks=[t.id for t in tasks])
-        rows.append(row)
-        log.info("%s %s %s: %.1f tokens/s", spec, vocab, loop, row["tokens_per_s"])
-    del adapter, loaded
-    gc.collect()
+    for vocab, loaded, adapter, flops, load_s in setups:
+        for loop in loops:
+            row = {"model": spec, "vocab": vocab, "loop": loop, **summarise(runs[vocab, loop])}
+            row.update(vocab_size=loaded.model.get_input_embeddings().weight.shape[0], backend=adapter.backend,
+                       load_s=load_s, tasks=[t.id for t in tasks])
+            rows.append(row)
     return rows
 
 
@@ -188,12 +201,11 @@ def main(args) -> int:
           f"{torch.get_num_threads()} threads, fp32 matmul peak {peak:.1f} GFLOP/s")
     tasks_all = load_tasks(args.tasks)
     loops = ["manual", "hf"]
-    rows = bench_model(spec, True, tasks_all, limit, loops)
+    rows = bench(spec, tasks_all, limit, loops)
     scratch = spec.startswith("scratch")
-    if not scratch:
-        rows += bench_model(spec, False, tasks_all, limit, loops)
     print(f"\nmodel {spec}, tasks {args.tasks} ({', '.join(rows[0]['tasks'])}), sequences <= {SEQ_TOKENS} tokens, "
-          f"batch {BATCH}, {STEPS_PER_TASK} timed steps per task, backend {rows[0]['backend']}")
+          f"batch {BATCH}, {STEPS_PER_TASK} timed steps per task, backend {rows[0]['backend']}; rates are medians "
+          f"over tasks, peak memory is the process's (CPU) or allocated (GPU) high-water mark")
     print_table(rows, peak)
     summary = {"model": spec, "tasks": args.tasks, "matmul_peak_gflops": round(peak, 1),
                "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
@@ -205,6 +217,6 @@ def main(args) -> int:
         summary["ratio_reduced_manual_vs_full_hf"] = round(by["reduced", "manual"] / by["full", "hf"], 3)
         print(f"reduced/full tokens/s: {summary['ratio_reduced_vs_full_same_loop']:.2f}x with the same (manual) loop, "
               f"{summary['ratio_reduced_manual_vs_full_hf']:.2f}x against the full-vocabulary Trainer baseline")
-    print("note: other processes may share this CPU; figures are single runs")
+    print("note: other processes may share this CPU while this runs")
     print(json.dumps(summary))
     return 0

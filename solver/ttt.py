@@ -131,10 +131,18 @@ def masked_loss(model, batch: dict):
     labels = batch["labels"]
     keep = labels[:, 1:] != IGNORE                        # position t predicts token t+1
     keep = F.pad(keep, (0, 1), value=False)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep,
-                use_cache=False)
+    # Right padding: under the causal mask no real token sees a pad, so no padding mask is needed, and without one
+    # attention takes the fused causal kernel instead of materialising a T x T mask and probabilities.
+    out = model(input_ids=batch["input_ids"], logits_to_keep=keep, use_cache=False)
     targets = labels[:, 1:][keep[:, :-1]]
     return F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), targets)
+
+
+def make_optimizer(adapter, cfg: TTTConfig):
+    """AdamW over the adapter's parameter groups; the fused kernel (one call for hundreds of LoRA tensors)."""
+    import torch
+    return torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay,
+                             fused=True)
 
 
 def _schedule(cfg: TTTConfig, optimizer, total_steps: int):
@@ -165,7 +173,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     rng = np.random.default_rng(seed)
     epochs = [make_batches([len(e) for e in examples], cfg.batch_size, rng) for _ in range(cfg.epochs)]
     total = sum(len(b) for b in epochs)
-    opt = torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay)
+    opt = make_optimizer(adapter, cfg)
     sched = _schedule(cfg, opt, total)
     adapter.train_mode(cfg.gradient_checkpointing)
     slowest = 0.0
@@ -242,7 +250,7 @@ def train_hf(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, dead
             train_sampling_strategy="group_by_length",  # checkpointing is the adapter's (train_mode)
             logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
             use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, dataloader_num_workers=0)
-        opt = torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay)
+        opt = make_optimizer(adapter, cfg)
         trainer = Trainer(model=adapter.model, args=args, train_dataset=rows, data_collator=collator,
                           optimizers=(opt, None), callbacks=[Stop()])
         trainer.remove_callback(PrinterCallback)  # one log line per task is ours to write
@@ -260,24 +268,47 @@ def train_hf(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, dead
 
 
 def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: float | None = None, seed: int = 0,
-               progress: bool = False) -> TTTResult:
-    """Reset the adapter and train it on one task.
+               progress: bool = False, neighbours: list[Task] = (), start: dict | None = None) -> TTTResult:
+    """Reset the adapter (or restore `start`, a warm start) and train it on one task.
 
     TTT off: nothing (the caller decodes with the adapter disabled). Shared adapter: no training; the adapter is put
-    in the state `train_shared` left (the initial state if it never ran).
+    in the state `train_shared` left (the initial state if it never ran). `neighbours`: similar solved tasks whose
+    sequences take cfg.neighbour_share of the data (solver.embed.mix), trained first or mixed in (cfg.neighbour_order).
     """
     if not cfg.enabled:
         return TTTResult()
     if cfg.shared_adapter:
         adapter.use_shared()
         return TTTResult()
-    adapter.reset()
+    adapter.reset() if start is None else adapter.restore(start)
     examples = build_examples(task, codec, cfg, seed)
-    res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress)
+    if neighbours:
+        res = _train_with_neighbours(adapter, examples, list(neighbours), codec, cfg, deadline, seed, progress)
+    else:
+        res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress)
     log.info("task %s: TTT %d steps on %d examples, %d tokens, loss %.3f -> %.3f, %.1fs%s", task.id, res.steps,
              res.examples, res.tokens, res.first_loss, res.loss, res.seconds,
              " (stopped by deadline)" if res.stopped_by_deadline else "")
     return res
+
+
+def _train_with_neighbours(adapter, own: list[Encoded], neighbours: list[Task], codec: Codec, cfg: TTTConfig,
+                           deadline: float | None, seed: int, progress: bool) -> TTTResult:
+    """Own and neighbour sequences at cfg.neighbour_share: one pass on both, or the neighbours' first (in their
+    share of the time left), then the task's own."""
+    from solver.embed import mix, neighbour_examples
+    if cfg.neighbour_order not in ("first", "mixed"):
+        raise ValueError(f"unknown neighbour_order '{cfg.neighbour_order}' (choose first or mixed)")
+    own, extra = mix(own, neighbour_examples(neighbours, codec, cfg, seed), cfg.neighbour_share, cfg.max_examples)
+    if cfg.neighbour_order == "mixed" or not extra:
+        return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress)
+    cut = None if deadline is None else \
+        time.monotonic() + max(0.0, deadline - time.monotonic()) * len(extra) / (len(extra) + len(own))
+    a = train(adapter, extra, cfg, codec.pad, cut, seed, progress)
+    b = train(adapter, own, cfg, codec.pad, deadline, seed, progress)
+    return TTTResult(a.steps + b.steps, a.examples + b.examples, a.tokens + b.tokens, a.padded_tokens + b.padded_tokens,
+                     a.trained_tokens + b.trained_tokens, b.loss, a.first_loss, a.seconds + b.seconds,
+                     b.stopped_by_deadline)
 
 
 def train_shared(adapter, tasks: list[Task], codec: Codec, cfg: TTTConfig, deadline: float | None = None,
