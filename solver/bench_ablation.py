@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +30,12 @@ ROWS: list[tuple[str, dict]] = [
     ("TTT, one shared adapter", {"ttt": {"shared_adapter": True}, "infer": ONE_VIEW}),
     ("TTT per task", {"infer": ONE_VIEW}),
     ("TTT per task + augmented inference, voting", {}),
+]
+FULL_ROW = ROWS[-1]
+# the options of solver.embed / solver.reuse, each on top of the full row (`bench ablation` runs ROWS + these)
+RELATED_ROWS: list[tuple[str, dict]] = [
+    ("full + 2 neighbour tasks' data (25%, first)", {"ttt": {"neighbours": 2}}),
+    ("full + adapter reuse (warm start / reuse)", {"run": {"reuse_adapters": True}}),
 ]
 SHARED_SHARE = 0.5  # the share of a row's budget the shared adapter trains in (the rest: the run that uses it)
 COLUMNS = ["row", "model", "tasks", "solved", "correct", "outputs", "score", "seconds", "budget_s", "levels"]
@@ -84,6 +91,7 @@ def run_row(name: str, cfg: Config, tasks: dict[str, Task], workdir: Path, isola
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("results.jsonl", "report.csv", "report.json", "submission.json"):
         (workdir / stale).unlink(missing_ok=True)  # a row is measured from scratch, never resumed
+    shutil.rmtree(workdir / "adapters", ignore_errors=True)  # adapters kept by a previous measurement (reuse)
     t0 = time.monotonic()
     if isolate:
         proc = multiprocessing.get_context("spawn").Process(target=_row_process,
@@ -144,7 +152,7 @@ def main(args) -> int:
     out_dir = out.with_suffix("")
     log.info("ablation: model %s, %d tasks (%s), budget %s per row, preset %s; rows in %s", args.model, len(tasks),
              ", ".join(tasks), args.budget, args.preset, out_dir)
-    results = run_ablation(base, tasks, out_dir)
+    results = run_ablation(base, tasks, out_dir, ROWS + RELATED_ROWS)
     write_csv(out, results)
     print(f"model {args.model}, {len(tasks)} tasks of {args.tasks}, budget {args.budget} per row, preset {args.preset}")
     print(format_table(results))

@@ -56,6 +56,16 @@ class TTTConfig:
     target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                               "module names that get LoRA")
     train_embeddings: bool = _f(False, "also train the codec tokens' input embeddings and output rows")
+    # neighbour data (solver.embed): similar solved tasks' leave-one-out sequences added to a task's own
+    neighbours: int = _f(0, "k nearest library tasks whose (augmented) leave-one-out sequences join a task's TTT "
+                            "data (0: off; off by default: no gain measured, see the README)")
+    neighbour_library: str = _f("arc1:train", "task SPEC of the library neighbours come from (solved tasks: "
+                                              "arc1:train, arc2:train, a directory); the held-out slice is removed")
+    neighbour_share: float = _f(0.25, "share of the capped TTT sequences (max_examples) given to neighbours")
+    neighbour_order: str = _f("first", "first: a training pass on the neighbours, then one on the task's own "
+                                       "sequences; mixed: one pass on both, batches shuffled together")
+    neighbour_embedding: str = _f("features", "task embedding that finds neighbours: features (model-free "
+                                              "colour/shape statistics) | model (base model's mean hidden state)")
     # optimisation
     lr: float = _f(1e-4, "learning rate of the LoRA weights")
     embedding_lr: float = _f(1e-5, "learning rate of embeddings and output head (when train_embeddings)")
@@ -108,6 +118,15 @@ class RunConfig:
     shared_adapter: str = _f("", "directory of a LoRA adapter for every task (Adapter.save, e.g. trained with "
                                  "ttt.train_shared on training tasks), used at the degradation level 'shared "
                                  "adapter'; empty: that level is skipped")
+    reuse_adapters: bool = _f(False, "keep each task's trained adapter (on disk, keyed by task embedding); a later "
+                                     "task close to a trained one starts from its adapter or reuses it (off by "
+                                     "default: no gain measured, see the README)")
+    reuse_embedding: str = _f("features", "task embedding that compares tasks for reuse: features | model")
+    reuse_warm_threshold: float = _f(0.995, "cosine similarity to the nearest trained task above which a task's TTT "
+                                            "starts from that task's adapter (warm start)")
+    reuse_threshold: float = _f(0.9999, "cosine similarity above which the nearest trained task's adapter is used "
+                                        "as it is, without training (its TTT time goes to later tasks)")
+    reuse_dir: str = _f("", "folder of the kept adapters (empty: 'adapters' in the run's work directory)")
     train_tokens_per_s: float = _f(120.0, "planning estimate of TTT speed (tokens forwarded and trained per second)")
     prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
     decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")

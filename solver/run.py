@@ -66,6 +66,7 @@ class TaskResult:
     ttt_seconds: float = 0.0
     predict_seconds: float = 0.0
     note: str = ""
+    adapter_from: str = ""  # the trained task whose adapter this one started from (solver.reuse.Decision.describe)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Outcome:
     worker: str = ""
     error: str = ""
     note: str = ""
+    adapter_from: str = ""  # 'reuse:<task id>@<cosine>' or 'warm:<task id>@<cosine>' (adapter reuse), else empty
 
     def grids(self) -> list[Attempts]:
         return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in self.attempts]
@@ -258,7 +260,7 @@ def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, w
     pairs = complete_attempts(job.task, result.attempts)
     return Outcome(job.id, status, level, _json_pairs(pairs), len(found), result.ttt_steps, result.candidates,
                    result.views, time.monotonic() - t0, result.ttt_seconds, result.predict_seconds, worker,
-                   note=result.note)
+                   note=result.note, adapter_from=result.adapter_from)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,14 +283,51 @@ def pipeline(cfg: Config):
         adapter.load(cfg.run.shared_adapter)
         shared = adapter.snapshot()
         adapter.reset()
-    return partial(_solve_pipeline, loaded, adapter, shared)
+    return partial(_solve_pipeline, loaded, adapter, shared, _related(cfg, loaded, adapter))
 
 
-def _solve_pipeline(loaded, adapter, shared, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
+def _related(cfg: Config, loaded, adapter) -> tuple:
+    """(neighbour library, adapter reuse) of a worker, each None when its option is off (solver.embed, .reuse)."""
+    if adapter is None or not cfg.ttt.enabled:
+        return None, None
+    from solver.embed import Neighbours, embed_tasks
+    neighbours = Neighbours.from_config(cfg.ttt, loaded, adapter, cfg.model.cache_dir or None) \
+        if cfg.ttt.neighbours > 0 else None
+    reuse = None
+    if cfg.run.reuse_adapters and cfg.run.reuse_dir:
+        from solver.reuse import AdapterStore, Reuse
+        r = cfg.run
+        reuse = Reuse(AdapterStore(r.reuse_dir), lambda t: embed_tasks([t], r.reuse_embedding, loaded,
+                                                                       cfg.model.cache_dir or None, adapter)[0],
+                      r.reuse_warm_threshold, r.reuse_threshold)
+    return neighbours, reuse
+
+
+def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: Deadlines):
+    """TTT of a task, with its neighbours' data and from a reused adapter where those options are on: (result,
+    the source adapter's description)."""
+    from solver.reuse import REUSE, WARM
+    from solver.ttt import TTTResult, train_task
+    neighbours, reuse = related
+    decision, vec = reuse.decide(task) if reuse is not None else (None, None)
+    if decision is not None and decision.action == REUSE:
+        adapter.restore(reuse.store.load(decision.source))
+        log.info("task %s: adapter of %s reused (cosine %.4f), no TTT", task.id, decision.source, decision.similarity)
+        return TTTResult(), decision.describe()
+    start = reuse.store.load(decision.source) if decision is not None and decision.action == WARM else None
+    near = neighbours.find(task, cfg.ttt.neighbours) if neighbours is not None and cfg.ttt.neighbours > 0 else []
+    res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.ttt, cfg.run.seed, neighbours=near, start=start)
+    if reuse is not None and res.steps and math.isfinite(res.loss):
+        reuse.keep(task.id, vec, adapter.snapshot())
+    return res, decision.describe() if decision is not None else ""
+
+
+def _solve_pipeline(loaded, adapter, shared, related: tuple, task: Task, cfg: Config,
+                    deadlines: Deadlines) -> TaskResult:
     from solver import generate
     from solver.model import Loaded
     t0 = time.monotonic()
-    steps, model = 0, loaded.model
+    steps, model, adapter_from = 0, loaded.model, ""
     if adapter is not None:
         model = adapter.model
         if cfg.ttt.shared_adapter:
@@ -296,8 +335,7 @@ def _solve_pipeline(loaded, adapter, shared, task: Task, cfg: Config, deadlines:
                 raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
             adapter.restore(shared)
         elif cfg.ttt.enabled:
-            from solver.ttt import train_task
-            res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.ttt, cfg.run.seed)
+            res, adapter_from = _train_or_reuse(adapter, related, loaded, task, cfg, deadlines)
             if res.steps and not math.isfinite(res.loss):
                 raise FloatingPointError(f"TTT loss is {res.loss} after {res.steps} steps")
             steps = res.steps
@@ -309,7 +347,7 @@ def _solve_pipeline(loaded, adapter, shared, task: Task, cfg: Config, deadlines:
         found = generate.predict(Loaded(model, loaded.codec, loaded.spec), task, cfg, deadlines.end, stats)
     attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
     return TaskResult(attempts, steps, sum(len(a.candidates) for a in found), cfg.infer.num_views,
-                      t1 - t0, time.monotonic() - t1, "; ".join(a.note for a in found if a.note))
+                      t1 - t0, time.monotonic() - t1, "; ".join(a.note for a in found if a.note), adapter_from)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -436,9 +474,10 @@ class Run:
         append_result(self.workdir / RESULTS, o)
         self.outcomes[o.id] = o
         self.write_submission()
-        log.info("task %s: %s level=%s ttt_steps=%d candidates=%d time=%.1fs attempts found %d/%d%s", o.id,
+        log.info("task %s: %s level=%s ttt_steps=%d candidates=%d time=%.1fs attempts found %d/%d%s%s", o.id,
                  o.status, B.Level(o.level).name, o.ttt_steps, o.candidates, o.seconds, o.found,
-                 self.tasks[o.id].num_tests, f" error: {o.error}" if o.error else "")
+                 self.tasks[o.id].num_tests, f" adapter from {o.adapter_from}" if o.adapter_from else "",
+                 f" error: {o.error}" if o.error else "")
         self._tick()
 
     def _skip(self, tid: str, reason: str) -> None:
@@ -464,6 +503,8 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     workdir.mkdir(parents=True, exist_ok=True)
     for tmp in list(workdir.glob(".*.tmp")) + list(out.parent.glob(f".{out.name}.*.tmp")):
         tmp.unlink(missing_ok=True)  # left by a killed run mid-write
+    if cfg.run.reuse_adapters and not cfg.run.reuse_dir:  # adapters kept for reuse live in the run's folder
+        cfg = cfg.override(run={"reuse_dir": str(workdir / "adapters")})
     resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
     # a complete submission (fallbacks + what a previous run finished) before anything else
     write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
@@ -572,7 +613,7 @@ def _watchdog(run: Run) -> None:
 # The report
 
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
-                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note"]
+                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from"]
 
 
 def write_report(run: Run, printing: bool = True) -> dict:
