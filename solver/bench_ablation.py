@@ -68,13 +68,15 @@ def train_shared_adapter(cfg: Config, tasks: dict[str, Task], directory: Path, d
     return directory
 
 
-def _row_process(cfg: dict, tasks: dict[str, Task], workdir: str) -> None:
-    """A row inside its own process (the run's watchdog may end the process at its hard stop)."""
+def _row_process(cfg: dict, tasks: dict[str, Task], workdir: str, start: float | None = None) -> None:
+    """A row inside its own process (the run's watchdog may end the process at its hard stop); the budget counts
+    from the process's start, or from `start` (a time.monotonic() value) in-process."""
     from solver.budget import parse_duration
     from solver.run import process_start, run_tasks
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    start, cfg, workdir = process_start(), Config.from_dict(cfg), Path(workdir)
+    start = process_start() if start is None else start
+    cfg, workdir = Config.from_dict(cfg), Path(workdir)
     if cfg.ttt.shared_adapter and not cfg.run.shared_adapter:
         deadline = start + SHARED_SHARE * parse_duration(cfg.run.budget)
         path = train_shared_adapter(cfg, tasks, workdir / "shared_adapter", deadline)
@@ -102,7 +104,7 @@ def run_row(name: str, cfg: Config, tasks: dict[str, Task], workdir: Path, isola
         proc.join()
         exitcode = proc.exitcode
     else:
-        _row_process(cfg.to_dict(), tasks, str(workdir))
+        _row_process(cfg.to_dict(), tasks, str(workdir), start=time.monotonic())
         exitcode = 0
     seconds = time.monotonic() - t0
     truths = {tid: t.test_outputs for tid, t in tasks.items() if t.test_outputs is not None}
@@ -154,7 +156,10 @@ def main(args) -> int:
     out_dir = out.with_suffix("")
     log.info("ablation: model %s, %d tasks (%s), budget %s per row, preset %s; rows in %s", args.model, len(tasks),
              ", ".join(tasks), args.budget, args.preset, out_dir)
-    results = run_ablation(base, tasks, out_dir, ROWS + RELATED_ROWS)
+    rows = ROWS + RELATED_ROWS
+    if getattr(args, "rows", ""):
+        rows = [rows[int(i)] for i in args.rows.split(",")]
+    results = run_ablation(base, tasks, out_dir, rows)
     write_csv(out, results)
     print(f"model {args.model}, {len(tasks)} tasks of {args.tasks}, budget {args.budget} per row, preset {args.preset}")
     print(format_table(results))

@@ -83,6 +83,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
     s.add_argument("--preset", default="cpu-demo", help="ablation: the Config every row overrides")
     s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
+    s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
     s.set_defaults(func=cmd_bench)
     s = sub.add_parser("show", help="draw a task and a submission's attempts as a PNG, or a run's HTML report")
     s.add_argument("task_id", nargs="?", help="task id to draw")

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -294,8 +294,10 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
     (out / META).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     tasks = list(load_training(pc.data).values())
     evals = list(heldout_tasks(pc.eval_tasks, max_tokens=pc.max_tokens).values())
-    loaded = load_configured(cfg.model, pc.seed)
-    codec, lora = loaded.codec, use_lora(pc, cfg.model.spec)
+    lora = use_lora(pc, cfg.model.spec)
+    mc = cfg.model if lora or cfg.model.dtype != "auto" else replace(cfg.model, dtype="float32")  # fp32 master weights
+    loaded = load_configured(mc, pc.seed)
+    codec = loaded.codec
     if lora:
         from solver.adapter import attach
         adapter = attach(loaded.model, lora_config(pc), codec.token_ids, pc.seed)
