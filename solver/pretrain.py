@@ -339,6 +339,8 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
                  row["tokens"] / 1e6, row["train_loss"], row["heldout_loss"], row["heldout_accuracy"])
         write_curve(out / CURVE, state.curve)
 
+    if state.step == 0 and not state.curve and pc.eval_every > 0:
+        record_eval()  # the starting point of the curve
     while not done:
         p = progress_fraction(pc, state.step, state.elapsed, state.micro, micro_per_epoch)
         if p >= 1.0 or (stop_at_step is not None and state.step >= stop_at_step):
@@ -409,10 +411,11 @@ def plot_curve(csv_path: str | Path, png: str | Path) -> Path:
     import pandas as pd
     d = pd.read_csv(csv_path)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(d["tokens"] / 1e6, d["train_loss"], label="training (mean since last eval)")
-    a.plot(d["tokens"] / 1e6, d["heldout_loss"], label="held-out output tokens")
+    a.plot(d["tokens"] / 1e6, d["train_loss"], marker=".", label="training (mean since last eval)")
+    a.plot(d["tokens"] / 1e6, d["heldout_loss"], marker=".", label="held-out output tokens")
     a.set_xlabel("tokens seen (M)"), a.set_ylabel("loss"), a.legend()
     b.plot(d["tokens"] / 1e6, d["heldout_accuracy"], marker="o")
+    b.set_ylim(-0.02, max(0.1, 1.2 * float(d["heldout_accuracy"].max())))
     b.set_xlabel("tokens seen (M)"), b.set_ylabel("held-out accuracy (greedy, 1 view)")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

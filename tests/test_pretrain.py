@@ -116,8 +116,8 @@ def test_pretrain_writes_a_model_the_run_loads(data_dir, tmp_path):
     from solver.model import load_model
     from solver.run import Deadlines, pipeline
     state = P.pretrain(tiny_config(data_dir), tmp_path / "m", progress=False)
-    assert state.step == 4 and state.tokens > 0 and [r["step"] for r in state.curve] == [2, 4]
-    assert (tmp_path / "m" / P.CURVE).read_text().count("\n") == 3
+    assert state.step == 4 and state.tokens > 0 and [r["step"] for r in state.curve] == [0, 2, 4]
+    assert (tmp_path / "m" / P.CURVE).read_text().count("\n") == 4
     loaded = load_model(str(tmp_path / "m"))
     trained = {n: p for n, p in loaded.model.named_parameters()}
     fresh = dict(load_model("scratch:tiny").model.named_parameters())
