@@ -248,7 +248,7 @@ def test_scratch_model_learns_a_colour_swap_by_ttt():
     assert np.array_equal(_greedy(ad.model, loaded.codec, task), task.test_outputs[0])
 
 
-@pytest.mark.slow
+@pytest.mark.real  # loads the real SmolLM2 (converted once, then cached): CI runs it
 def test_smollm2_reduced_vocabulary_trains():
     loaded = load_model("smollm2")
     assert loaded.codec.is_compact
