@@ -289,7 +289,7 @@ def test_predict_votes_the_answer_most_views_agree_on(strategy):
 
 
 # end to end -----------------------------------------------------------------------------------------------------------
-@pytest.mark.slow  # about a minute on a shared 2-core CPU, most of it TTT
+@pytest.mark.real  # about a minute on a 2-core CPU, most of it TTT: the end-to-end check CI runs
 def test_scratch_model_trained_on_a_colour_swap_gets_it_right_under_8_voted_views():
     """TTT (solver.ttt) on a fixed colour swap, then 8 dihedral / demo-order views decoded together and voted."""
     from solver.adapter import attach
