@@ -656,9 +656,23 @@ def write_report(run: Run, printing: bool = True) -> dict:
     problems = [r for r in rows if r["status"] in ("failed", "lost", "invalid", "retried")]
     for r in problems:
         log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
+    _write_html_report(run)
     log.info("run done in %s of %s: %s; report in %s", B.format_seconds(report["elapsed_s"]),
              B.format_seconds(run.budget), ", ".join(f"{v} {k}" for k, v in statuses.items()), run.workdir)
     return report
+
+
+def _write_html_report(run: Run, min_seconds_left: float = 60.0) -> None:
+    """report.html beside report.csv, when the budget still has room: a picture of the run, never a risk to it."""
+    left = run.budget - (time.monotonic() - run.start)
+    if left < min_seconds_left:
+        log.info("no report.html: %.0f s of the budget left (show --report %s writes it later)", left, run.workdir)
+        return
+    try:
+        from solver.show import write_html_report
+        write_html_report(run.workdir, run.tasks, submission=run.out)
+    except Exception as e:  # the report is optional; the submission and report.csv are already on disk
+        log.warning("report.html not written: %s: %s", type(e).__name__, e)
 
 
 def _hardware(workers: int) -> str:

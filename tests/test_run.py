@@ -259,6 +259,8 @@ def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
     assert sorted(results) == sorted(tasks) and report["error"] == ""
     assert all(o.status == "ok" for o in results.values()), [o.error for o in results.values()]
     assert any(o.ttt_steps > 0 for o in results.values())
+    html = (tmp_path / "work" / "report.html").read_text()  # written while the budget had room
+    assert all(tid in html for tid in tasks)
 
 
 def test_the_parent_never_imports_model_code():
