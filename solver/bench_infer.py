@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
-import sys
 import time
 
 import numpy as np
 import torch
 
+from solver.bench_ttt import peak_memory_mib
 from solver.config import Config
 from solver.generate import decode_batch, make_views, score_candidates
 from solver.model import load_model
@@ -23,14 +22,6 @@ from solver.select import candidate_table
 from solver.tasks import load_tasks
 
 NO_DEADLINE = float("inf")
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak GPU memory allocated on a GPU, else the process's peak resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def bench_task(loaded, task, cfg: Config) -> dict:
@@ -127,7 +118,7 @@ def main(args) -> int:
           f"{cfg.infer.num_views} views, {cfg.infer.score_views} scoring views, greedy")
     print_table(rows, summary)
     summary.update(model=args.model, device=str(device), threads=torch.get_num_threads(),
-                   peak_memory_mib=round(peak_memory_mib(device), 1))
+                   peak_memory_mib=round(peak_memory_mib(), 1))
     print(f"peak memory: {summary['peak_memory_mib']:.0f} MiB")
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0

@@ -47,7 +47,7 @@ def matmul_peak_gflops(seconds: float = 2.0) -> float:
     return best
 
 
-def _reset_peak_memory() -> None:
+def reset_peak_memory() -> None:
     import torch
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -59,7 +59,7 @@ def _reset_peak_memory() -> None:
         pass
 
 
-def _peak_memory_mib() -> float:
+def peak_memory_mib() -> float:
     """Peak GPU memory allocated, or the process's peak resident memory since the last reset."""
     import torch
     if torch.cuda.is_available():
@@ -129,11 +129,11 @@ def measure(loaded, adapter, task, cfg, loop: str, flops: FlopModel) -> dict:
     train(adapter, examples[:1], dataclasses.replace(cfg, batch_size=1), loaded.codec.pad)
     adapter.reset()
     timed = examples[BATCH:]
-    _reset_peak_memory()
+    reset_peak_memory()
     res = train(adapter, timed, cfg, loaded.codec.pad)
     return {"steps": res.steps, "examples": res.examples, "tokens": res.tokens, "trained_tokens": res.trained_tokens,
             "seconds": res.seconds, "flops": flops.flops([len(e) for e in timed], res.trained_tokens),
-            "peak_mib": _peak_memory_mib()}
+            "peak_mib": peak_memory_mib()}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -152,7 +152,7 @@ def setup(spec: str, reduce_vocab: bool, cfg):
     from solver.adapter import attach
     from solver.model import load_model
     t0 = time.monotonic()
-    loaded = load_model(spec) if spec.startswith("scratch") else load_model(spec, reduce_vocab=reduce_vocab)
+    loaded = load_model(spec, reduce_vocab=reduce_vocab)
     load_s = time.monotonic() - t0
     vocab = "compact" if spec.startswith("scratch") else ("reduced" if reduce_vocab else "full")
     adapter = attach(loaded.model, cfg, loaded.codec.token_ids)

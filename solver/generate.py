@@ -207,6 +207,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
     zeros = torch.zeros(n, dtype=torch.long, device=device)
     state = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
     total = torch.zeros(n, dtype=torch.float64, device=device)
+    generated = torch.zeros((), dtype=torch.long, device=device)
     syms = []
     for _ in range(max_new):
         lp = _step_logprobs(logits, sym_ids).masked_fill(~symbol_mask(state, max_rows, max_cols), -math.inf)
@@ -215,8 +216,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
         else:
             sym = lp.argmax(dim=-1)
         total += torch.where(state[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
-        _add(stats, "tokens", int((~state[3]).sum()))
-        _add(stats, "steps", 1)
+        generated += (~state[3]).sum()
         state = advance(*state, sym)
         syms.append(sym)
         if bool(state[3].all()) or time.monotonic() >= deadline:
@@ -226,6 +226,8 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
                     past_key_values=cache, use_cache=True)
         logits, cache, pos = out.logits, out.past_key_values, pos + 1
     seqs = torch.stack(syms, dim=1).tolist()
+    _add(stats, "tokens", int(generated))
+    _add(stats, "steps", len(syms))
     _add(stats, "decode_s", _synced(device) - start)
     results = []
     for row in range(n):

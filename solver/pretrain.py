@@ -178,7 +178,7 @@ def lr_factor(p: float, warmup: float, min_ratio: float) -> float:
 
 
 # evaluation ---------------------------------------------------------------------------------------------------------
-def evaluate(model, codec: Codec, tasks: list[Task], batch_tokens: int = 8192) -> dict:
+def evaluate(model, codec: Codec, tasks: list[Task]) -> dict:
     """Greedy one-view (identity) accuracy on the tasks' test outputs, and mean loss on their output tokens."""
     import torch
 

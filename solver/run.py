@@ -273,8 +273,7 @@ def pipeline(cfg: Config):
     (cfg.ttt.shared_adapter set by `config_at`) predict with them instead of training their own.
     """
     from solver import model as M
-    loaded = M.load_configured(cfg.model, cfg.run.seed) if hasattr(M, "load_configured") else \
-        M.load_model(cfg.model.spec, cfg.run.seed)
+    loaded = M.load_configured(cfg.model, cfg.run.seed)
     adapter, shared = None, None
     if cfg.ttt.enabled or cfg.run.shared_adapter:
         from solver.adapter import attach

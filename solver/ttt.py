@@ -176,6 +176,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     opt = make_optimizer(adapter, cfg)
     sched = _schedule(cfg, opt, total)
     adapter.train_mode(cfg.gradient_checkpointing)
+    params = [p for g in opt.param_groups for p in g["params"]]
     slowest = 0.0
     try:
         with tqdm(total=total, desc="ttt", disable=not progress, leave=False) as bar:
@@ -188,8 +189,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
                 loss = masked_loss(adapter.model, batch)
                 loss.backward()
                 if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
