@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from solver.tasks import TaskFileError, grid_key, load_solutions, load_tasks, parse_task, to_grid
+from solver.tasks import (TaskFileError, grid_key, load_solutions, load_tasks, load_tasks_checked, parse_task,
+                          to_grid)
 
 GOOD = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4]]}], "test": [{"input": [[0, 1]], "output": [[1]]}]}
 
@@ -118,3 +119,62 @@ def test_missing_sources_and_bad_directory(tmp_path):
 def test_grid_key_tells_shapes_apart():
     a = to_grid([[1, 2, 3, 4]])
     assert grid_key(a) != grid_key(a.reshape(2, 2)) and grid_key(a) == grid_key(a.copy())
+
+
+def test_directory_with_bad_files_keeps_the_good_tasks_and_names_each_bad_file(tmp_path, caplog):
+    write(tmp_path / "a.json", GOOD)
+    write(tmp_path / "b.json", GOOD)
+    (tmp_path / "notes.json").write_text("{not json")
+    write(tmp_path / "list.json", [1, 2])
+    write(tmp_path / "notest.json", {"train": GOOD["train"]})
+    latin = '{"train": [], "test": [{"input": [[1]]}], "by": "Jos\xe9"}'
+    (tmp_path / "latin.json").write_bytes(latin.encode("latin-1"))
+    write(tmp_path / "badgrid.json", {"train": [{"input": [[1, 10]], "output": [[1]]}], "test": [{"input": [[7]]}]})
+    tasks, problems = load_tasks_checked(tmp_path)
+    assert list(tasks) == ["a", "b", "badgrid"] and tasks["a"].valid and tasks["b"].valid
+    assert not tasks["badgrid"].valid and tasks["badgrid"].test_inputs[0].tolist() == [[7]]  # fallback attempts
+    expected = {"notes.json": "not valid JSON", "list.json": "not a task (a JSON list", "latin.json": "not UTF-8",
+                "notest.json": "no test inputs", "badgrid": "not an integer 0..9"}
+    assert len(problems) == len(expected)
+    for name, message in expected.items():
+        assert [p for p in problems if name in p and message in p], f"{name}: {message!r} not in {problems}"
+    assert all("\n" not in p for p in problems)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="solver.tasks"):
+        assert list(load_tasks(tmp_path)) == ["a", "b", "badgrid"]
+    assert [r.getMessage() for r in caplog.records if r.name == "solver.tasks"] == problems
+
+
+def test_directory_of_only_bad_files_is_an_error(tmp_path):
+    (tmp_path / "notes.json").write_text("{not json")
+    write(tmp_path / "notest.json", {"train": GOOD["train"]})
+    with pytest.raises(TaskFileError, match="none of its 2 .json files") as e:
+        load_tasks(tmp_path)
+    assert str(tmp_path) in str(e.value) and "notes.json: not valid JSON" in str(e.value)
+
+
+def test_challenges_file_with_a_repeated_id_keeps_the_first_and_names_it(tmp_path, caplog):
+    first = json.dumps({"train": GOOD["train"], "test": [{"input": [[1]], "output": [[1]]}]})
+    second = json.dumps({"train": GOOD["train"], "test": [{"input": [[2]], "output": [[2]]}]})
+    ch = tmp_path / "dup_challenges.json"
+    ch.write_text(f'{{"dd": {first}, "ok": {first}, "dd": {second}, "dd": {second}}}')
+    tasks, problems = load_tasks_checked(ch)
+    assert list(tasks) == ["dd", "ok"] and tasks["dd"].test_inputs[0].tolist() == [[1]]
+    assert problems == [f"{ch}: task dd is listed 3 times; the first is kept"]
+    load_tasks(ch)
+    assert "task dd is listed 3 times" in caplog.text
+
+
+def test_unreadable_solutions_file_is_named_and_the_challenges_still_load(tmp_path):
+    ch = write(tmp_path / "s_challenges.json", {"a": GOOD})
+    (tmp_path / "s_solutions.json").write_text("[oops")
+    tasks, problems = load_tasks_checked(ch)
+    assert tasks["a"].valid and tasks["a"].test_outputs[0].tolist() == [[1]]
+    assert len(problems) == 1 and "s_solutions.json: not valid JSON" in problems[0]
+
+
+def test_single_task_file_without_tests_is_an_error(tmp_path):
+    with pytest.raises(TaskFileError, match="no test inputs"):
+        load_tasks(write(tmp_path / "t.json", {"train": GOOD["train"]}))
+    with pytest.raises(TaskFileError, match="holds no tasks"):
+        load_tasks(write(tmp_path / "e_challenges.json", {}))
