@@ -3,9 +3,12 @@ their settings injected as ARC_* environment variables, against a fake /kaggle/i
 
 The Kaggle notebook runs twice: on the public placeholder (test set == evaluation set: a few tasks in a short
 budget) and as a hidden rerun whose attached model cannot be loaded (the run fails, the submission stays valid).
-The explore notebook then studies the placeholder run's folder."""
+Its first cells (fallback submission, install) run once more against a wheelhouse of broken wheels, with pip in
+dry-run mode (PIP_DRY_RUN) so that this environment never changes. The explore notebook then studies the placeholder
+run's folder."""
 import importlib.metadata
 import json
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -42,9 +45,28 @@ def fake_kaggle_input(root: Path, tasks) -> Path:
     return comp
 
 
-def execute(name: str, cwd: Path, env: dict, timeout: int = 120) -> nbformat.NotebookNode:
-    """Run a notebook of notebooks/ with `env` added to the kernel's environment; raises on any cell error."""
+def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """A minimal valid pure-Python wheel: one module and the dist-info pip reads."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}.py", "")
+        z.writestr(f"{info}/METADATA", metadata)
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def execute(name: str, cwd: Path, env: dict, timeout: int = 120, until: str | None = None) -> nbformat.NotebookNode:
+    """Run a notebook of notebooks/ with `env` added to the kernel's environment; raises on any cell error. With
+    `until`, only the cells up to the one tagged so."""
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    if until is not None:
+        tagged = [i for i, c in enumerate(nb.cells) if until in c.metadata.get("tags", [])]
+        assert tagged, f"no cell of {name} is tagged {until!r}"
+        nb.cells = nb.cells[:tagged[0] + 1]
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"PYTHONPATH": str(ROOT), **env}.items():
             mp.setenv(key, value)
@@ -81,7 +103,8 @@ def placeholder(tmp_path_factory, tasks):
 def test_kaggle_notebook_on_the_placeholder_leaves_a_valid_submission(placeholder, tasks):
     root, comp, nb = placeholder
     text = text_of(nb)
-    assert "0 wheel(s) to install" in text and "model: scratch:tiny" in text
+    assert f"fallback submission: {root / 'working' / 'submission.json'}, {NUM_TASKS} tasks" in text
+    assert "0 wheel(s) to install" in text and "1 wheel(s) already installed" in text and "model: scratch:tiny" in text
     assert f"public placeholder test set: {PLACEHOLDER_TASKS} task(s)" in text
     assert "run exit code 0" in text
     submission = root / "working" / "submission.json"
@@ -107,6 +130,49 @@ def test_kaggle_notebook_rerun_with_a_broken_model_still_leaves_a_valid_submissi
     assert "run exit code 1" in text  # the model does not load: the run says so and stops
     submission = tmp_path / "working" / "submission.json"
     assert validate_file(submission, load_tasks(comp / "arc-agi_test_challenges.json")) == []
+
+
+def test_kaggle_notebook_writes_the_fallback_before_an_install_that_fails(tmp_path, tasks):
+    """Wheels that cannot install (a dependency missing from the wheelhouse, a file that is no zip, a name that is no
+    wheel, a numpy that would replace the installed one) cost only themselves: the install cell reports each and does
+    not raise, and the fallback submission written before it is on disk, valid."""
+    comp = fake_kaggle_input(tmp_path, tasks.values())
+    challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
+    challenges["bad00000"] = {"train": [], "test": [{"input": "not a grid"}]}
+    (comp / "arc-agi_test_challenges.json").write_text(json.dumps(challenges))
+    wheels = tmp_path / "input" / "arc-ttt-solver-wheels"
+    make_wheel(wheels, "arc_test_needs_missing", "1.0", ("arc-test-absent-dep",))
+    make_wheel(wheels, "arc_test_good", "1.0")
+    (wheels / "arc_test_broken-1.0-py3-none-any.whl").write_bytes(b"not a zip file")
+    (wheels / "numpy-1.0.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    (wheels / "notes.whl").write_text("not a wheel name")
+    env = {"ARC_INPUT_ROOT": str(tmp_path / "input"), "ARC_WORKING": str(tmp_path / "working"), "PIP_DRY_RUN": "1"}
+    text = text_of(execute("kaggle_solver.ipynb", tmp_path, env, until="install"))
+
+    assert text.index("fallback submission:") < text.index("wheelhouse ")
+    assert "3 wheel(s) to install" in text and "1 wheel(s) already installed at their version" in text
+    assert f"kept numpy {importlib.metadata.version('numpy')} (the image's core stack)" in text
+    assert "skipped notes.whl: not a wheel file name" in text
+    assert "one pip call for 3 wheel(s) failed" in text
+    assert "installed arc_test_good-1.0-py3-none-any.whl" in text
+    lines = text.splitlines()
+    missing = next(line for line in lines if "FAILED arc_test_needs_missing-1.0" in line)
+    assert "arc-test-absent-dep" in missing
+    assert any("FAILED arc_test_broken-1.0" in line for line in lines)
+    assert not any("numpy-1.0.0" in line and ("installed" in line or "FAILED" in line) for line in lines)
+    assert f"torch {importlib.metadata.version('torch')}, transformers {importlib.metadata.version('transformers')}, " \
+           f"peft {importlib.metadata.version('peft')}" in text
+    assert "solver from" in text
+    for name in ("arc_test_good", "arc_test_needs_missing"):  # pip only said what it would do
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.version(name)
+
+    submission = tmp_path / "working" / "submission.json"
+    sub = json.loads(submission.read_text())
+    assert validate_file(submission, load_tasks(comp / "arc-agi_test_challenges.json")) == []
+    for tid, task in tasks.items():
+        assert sub[tid] == [{"attempt_1": g.tolist(), "attempt_2": [[0]]} for g in task.test_inputs]
+    assert sub["bad00000"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
 
 
 def test_explore_notebook_draws_tasks_report_and_candidates(placeholder, tasks):
