@@ -87,6 +87,11 @@ class Adapter:
         self.initial = self.snapshot()
         self.shared: dict[str, torch.Tensor] | None = None  # state trained on all tasks (the shared-adapter mode)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: every batch trained or decoded on is moved there."""
+        return next(self.model.parameters()).device
+
     # state ------------------------------------------------------------------------------------------------------
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}

@@ -4,7 +4,7 @@ Every row is a set of overrides of one Config (the preset), run through the same
 (solver.run.run_tasks, its planner and degradation ladder included) on the same tasks with the same budget. The
 table prints tasks solved, Kaggle score and time per row, and is saved as CSV; the last line is JSON.
 
-Measure on the held-out slice of ARC-AGI-1 training (solver.pretrain.is_heldout: never trained on by `pretrain`):
+Measure on the held-out slice of ARC-AGI-1 training (solver.tasks.is_heldout: never trained on by `pretrain`):
 `--tasks arc1:train` keeps only its held-out tasks, smallest first. The evaluation splits are for the final
 measurement only. Knows nothing of how a row's settings change the solver: that is the Config's business.
 """
@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from solver.config import Config, get_preset
+from solver.config import Config, resolve
 from solver.tasks import Task, load_tasks
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def row_config(base: Config, overrides: dict) -> Config:
 
 def ablation_tasks(spec: str, limit: int | None) -> dict[str, Task]:
     """The task set; for the held-out source (arc1:train), its held-out tasks only, smallest first."""
-    from solver.pretrain import HELDOUT_SOURCE, heldout_tasks
+    from solver.data import heldout_tasks
+    from solver.tasks import HELDOUT_SOURCE
     if spec in (HELDOUT_SOURCE, "heldout"):
         return heldout_tasks(limit)
     return load_tasks(spec, limit)
@@ -72,9 +73,10 @@ def _row_process(cfg: dict, tasks: dict[str, Task], workdir: str, start: float |
     """A row inside its own process (the run's watchdog may end the process at its hard stop); the budget counts
     from the process's start, or from `start` (a time.monotonic() value) in-process."""
     from solver.budget import parse_duration
-    from solver.run import process_start, run_tasks
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    from solver.files import setup_logging
+    from solver.run import run_tasks
+    from solver.workers import process_start
+    setup_logging()
     start = process_start() if start is None else start
     cfg, workdir = Config.from_dict(cfg), Path(workdir)
     if cfg.ttt.shared_adapter and not cfg.run.shared_adapter:
@@ -150,7 +152,7 @@ def write_csv(path: Path, results: list[dict]) -> None:
 
 def main(args) -> int:
     """Entry point of `python -m solver bench ablation` (args from solver.cli)."""
-    base = get_preset(args.preset).override(model={"spec": args.model}, run={"budget": args.budget})
+    base = resolve(args.preset, args.config, args.set, model={"spec": args.model}, run={"budget": args.budget})
     tasks = ablation_tasks(args.tasks, args.limit)
     out = Path(args.csv)
     out_dir = out.with_suffix("")

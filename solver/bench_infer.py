@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from solver.bench_ttt import peak_memory_mib
 from solver.config import Config
 from solver.generate import decode_batch, make_views, score_candidates
+from solver.measure import peak_memory_mib
 from solver.model import load_model
 from solver.select import candidate_table
 from solver.tasks import load_tasks

@@ -16,12 +16,12 @@ import dataclasses
 import json
 import logging
 import platform
-import resource
 import time
 
 import numpy as np
 
 from solver.config import get_preset
+from solver.measure import matmul_peak_gflops, peak_memory_mib, reset_peak_memory
 from solver.tasks import load_tasks
 
 log = logging.getLogger(__name__)
@@ -29,49 +29,6 @@ log = logging.getLogger(__name__)
 SEQ_TOKENS = 1024      # sequences are trimmed to this budget; tasks whose longest sequence is under 3/4 of it are skipped
 STEPS_PER_TASK = 2     # timed optimiser steps per task and variant (after one untimed warm-up step)
 BATCH = 2
-
-
-def matmul_peak_gflops(seconds: float = 2.0) -> float:
-    """Best fp32 matmul GFLOP/s of torch here (square matrices, current thread count)."""
-    import torch
-    best = 0.0
-    for n in (1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        for _ in range(2):
-            a @ b
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 2:
-            a @ b
-            reps += 1
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def reset_peak_memory() -> None:
-    import torch
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the resident-set high-water mark (VmHWM)
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mib() -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory since the last reset."""
-    import torch
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclasses.dataclass
@@ -107,7 +64,7 @@ def flop_model(peft_model) -> FlopModel:
 
 def pick_tasks(tasks: dict, codec, cfg, limit: int) -> list:
     """The first `limit` tasks whose longest training sequence is at least 3/4 of SEQ_TOKENS."""
-    from solver.ttt import build_examples
+    from solver.data import build_examples
     out = []
     for task in tasks.values():
         if not task.valid:
@@ -122,7 +79,8 @@ def pick_tasks(tasks: dict, codec, cfg, limit: int) -> list:
 
 def measure(loaded, adapter, task, cfg, loop: str, flops: FlopModel) -> dict:
     """One untimed warm-up step, then STEPS_PER_TASK timed steps on the task's longest sequences, with one loop."""
-    from solver.ttt import build_examples, train
+    from solver.data import build_examples
+    from solver.ttt import train
     cfg = dataclasses.replace(cfg, loop=loop)
     examples = sorted(build_examples(task, loaded.codec, cfg), key=len, reverse=True)[:BATCH * (STEPS_PER_TASK + 1)]
     adapter.reset()

@@ -1,8 +1,9 @@
 """The time budget: durations, each task's time share, the order of tasks and the degradation ladder.
 
-Pure functions over numbers. A task is known here only by its size in tokens; work is a number of TTT steps and
-decoded views; time is seconds on a monotonic clock. Knows nothing of models, configs, processes or files: the run
-(solver/run.py) turns a `Level` into config changes and feeds measured times back in.
+Pure functions over numbers, importing nothing of the package. A task is known here only by its size in tokens; work
+is a number of TTT steps and decoded views; time is seconds on a monotonic clock. Knows nothing of tasks, codecs,
+models, configs, processes or files: the run (solver/run.py) turns a `Level` into config changes and feeds measured
+times back in.
 
 The rules, in one place:
 - share: the next task gets its part, by size, of the worker-seconds left (minus those promised to tasks in flight),
@@ -216,7 +217,7 @@ def order_tasks(needs: dict[str, float], under_pressure: bool) -> list[str]:
     """The order pending tasks start in: longest first when everything fits, cheapest first under pressure.
 
     Measured by list-scheduling 200 random 100-task subsets of ARC-AGI-1 evaluation on 4 workers, time in proportion
-    to token count (`python -m solver.budget` prints the table):
+    to token count (`python -m solver bench plan` prints the table):
     - when the set fits, longest-first ends on average 0.1 % (at worst 0.3 %) after the ideal total / workers, the
       file order 3.7 % (13 %) and cheapest-first 7.6 % (12 %): a long task started last overruns while the other
       workers idle; long-first leaves short tasks to fill the gaps at the end;
@@ -237,30 +238,3 @@ def simulate(needs: list[float], workers: int, budget: float | None = None) -> t
         free[w] += need
         done += budget is None or free[w] <= budget
     return max(free), done
-
-
-def _measure(subsets: int = 200, size: int = 100, workers: int = 4) -> None:
-    """Print the order measurement quoted in `order_tasks`: random 100-task subsets of ARC-AGI-1 evaluation."""
-    import random
-    from solver.codec import Codec
-    from solver.tasks import load_tasks
-    codec = Codec.compact()
-    tasks = [t for t in load_tasks("arc1:eval").values() if t.valid]
-    rng = random.Random(0)
-    spans = {"file": [], "longest": [], "cheapest": []}
-    dones = {k: [] for k in spans}
-    for _ in range(subsets):
-        needs = {t.id: float(sum(codec.num_tokens(t.train, q) for q in t.test_inputs)) for t in rng.sample(tasks, size)}
-        ideal = sum(needs.values()) / workers
-        for name, ids in {"file": list(needs), "longest": order_tasks(needs, False),
-                          "cheapest": order_tasks(needs, True)}.items():
-            spans[name].append(simulate([needs[t] for t in ids], workers)[0] / ideal)
-            dones[name].append(simulate([needs[t] for t in ids], workers, budget=ideal / 2)[1])
-    print(f"{subsets} random subsets of {size} tasks, {workers} workers, time proportional to tokens")
-    for name in spans:
-        print(f"{name:9s} makespan / ideal: mean {sum(spans[name]) / subsets:.3f} max {max(spans[name]):.3f}   "
-              f"tasks done with half the time: {sum(dones[name]) / subsets:.1f} of {size}")
-
-
-if __name__ == "__main__":
-    _measure()

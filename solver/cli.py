@@ -1,9 +1,24 @@
-"""Command line: `python -m solver <command>`. Each command is a thin wrapper over a library function."""
+"""Command line: `python -m solver <command>`. Each command is a thin wrapper over a library function; every
+command that builds a Config takes --preset, --config and --set (solver.config.resolve)."""
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import sys
+import time
+from pathlib import Path
+
+from solver.config import ConfigError, add_config_arguments, resolve
+from solver.files import setup_logging
+from solver.workers import process_start
+from solver.tasks import Task, load_tasks
+
+log = logging.getLogger("solver.cli")
+
+KAGGLE_TASKS = "/kaggle/input/arc-prize-*/arc-agi_test_challenges.json"
+KAGGLE_OUT, KAGGLE_WORK = "/kaggle/working/submission.json", "/kaggle/working/run"
+DEMO_TASKS = 10  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
 
 
 def cmd_validate(args) -> int:
@@ -30,6 +45,8 @@ def cmd_bench(args) -> int:
         from solver.bench_ttt import main as bench
     elif args.what == "ablation":
         from solver.bench_ablation import main as bench
+    elif args.what == "plan":
+        from solver.bench_plan import main as bench
     else:
         from solver.bench_infer import main as bench
     return bench(args) or 0
@@ -57,6 +74,95 @@ def cmd_show(args) -> int:
     return 0
 
 
+# run and pretrain ---------------------------------------------------------------------------------------------------
+def add_run_parser(sub) -> None:
+    """The `run` subcommand."""
+    s = sub.add_parser("run", help="solve a task set within a time budget and write a submission")
+    s.add_argument("--tasks", required=True, help="task SPEC: challenges file, directory, or arc1:eval etc.")
+    s.add_argument("--model", help="model SPEC (default: the preset's)")
+    s.add_argument("--budget", help="time for the whole run, model loading included: 90s, 10m, 12h")
+    s.add_argument("--out", default="submission/submission.json", help="where the submission is written")
+    s.add_argument("--limit", type=int, help="only the first N tasks")
+    s.add_argument("--workdir", help="the run's folder (config, results, report); the same folder resumes "
+                                     "(default: beside --out, named after it)")
+    s.add_argument("--workers", type=int, help="0: one process per GPU, or in-process on a CPU; N: N processes")
+    s.add_argument("--solver", help="factory of the per-task solve function, 'module:function' (default: the "
+                                    "pipeline)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_config_arguments(s)
+    s.set_defaults(func=cmd_run)
+
+
+def cmd_run(args, start: float | None = None) -> int:
+    start = process_start() if start is None else start
+    cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
+                  run={"budget": args.budget, "workers": args.workers, "solver": args.solver})
+    tasks = load_tasks(args.tasks, args.limit)
+    workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
+    from solver.run import run_tasks
+    report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress)
+    return 1 if report.get("error") else 0
+
+
+def demo_tasks(n: int = DEMO_TASKS) -> dict[str, Task]:
+    """The n ARC-AGI-1 evaluation tasks with the fewest tokens (one test input each): a quick demonstration."""
+    from solver.codec import Codec
+    from solver.run import task_size
+    codec = Codec.compact()
+    tasks = [t for t in load_tasks("arc1:eval").values() if t.valid and t.num_tests == 1]
+    tasks.sort(key=lambda t: (task_size(t, codec).train_tokens + task_size(t, codec).prompt_tokens, t.id))
+    return {t.id: t for t in tasks[:n]}
+
+
+def default_command(start: float | None = None) -> int:
+    """`python -m solver` with no arguments: the competition run on Kaggle, else a CPU demonstration."""
+    from solver.run import run_tasks
+    start = process_start() if start is None else start
+    found = sorted(glob.glob(KAGGLE_TASKS))
+    if found:
+        log.info("Kaggle: solving %s", found[-1])
+        cfg = resolve("kaggle-4xl4")
+        report = run_tasks(load_tasks(found[-1]), cfg, KAGGLE_OUT, KAGGLE_WORK, start=start)
+        return 1 if report.get("error") else 0
+    cfg = resolve("cpu-demo")
+    tasks = demo_tasks()
+    workdir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    log.info("demonstration: %d small ARC-AGI-1 evaluation tasks, model %s, budget %s, work dir %s", len(tasks),
+             cfg.model.spec, cfg.run.budget, workdir)
+    report = run_tasks(tasks, cfg, Path("submission") / "submission.json", workdir, start=start)
+    return 1 if report.get("error") else 0
+
+
+def add_pretrain_parser(sub) -> None:
+    """The `pretrain` subcommand."""
+    s = sub.add_parser("pretrain", help="fine-tune a model on whole ARC task sets before TTT (resumable)")
+    s.add_argument("--model", help="model SPEC to start from (default: the preset's)")
+    s.add_argument("--data", help="comma-separated task SPECs (arc1:train, re-ARC style directories, ...); the "
+                                  "held-out slice of arc1:train is always removed")
+    s.add_argument("--out", required=True, help="output directory: the model, curve.csv, checkpoint/ (resumes)")
+    s.add_argument("--budget", help="training wall time: 35m, 6h")
+    s.add_argument("--steps", type=int, help="optimiser steps (cap)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_config_arguments(s, "pretrain-cpu")
+    s.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from solver.pretrain import CURVE, plot_curve, pretrain
+    data = [d for d in args.data.split(",") if d] if args.data else None
+    cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
+                  pretrain={"data": data, "budget": args.budget, "max_steps": args.steps})
+    pretrain(cfg, args.out, progress=not args.no_progress)
+    if (Path(args.out) / CURVE).is_file():
+        try:
+            print(f"curve: {plot_curve(Path(args.out) / CURVE, Path(args.out) / 'curve.png')}")
+        except ImportError:
+            pass
+    print(f"model: {args.out} (use it with --model {args.out})")
+    return 0
+
+
+# the parser ---------------------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m solver", description="ARC solver built on test-time training.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -75,15 +181,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed), "
-                                     "ablation (does TTT help: the paper's comparison on the held-out slice)")
-    s.add_argument("what", choices=["ttt", "infer", "ablation"])
+                                     "ablation (does TTT help: the paper's comparison on the held-out slice), plan (the planner on real "
+                                     "task sizes, no model)")
+    s.add_argument("what", choices=["ttt", "infer", "ablation", "plan"])
     s.add_argument("--model", default="smollm2", help="model SPEC")
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")
     s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
-    s.add_argument("--preset", default="cpu-demo", help="ablation: the Config every row overrides")
     s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
+    add_config_arguments(s, "cpu-demo")
     s.set_defaults(func=cmd_bench)
     s = sub.add_parser("show", help="draw a task and a submission's attempts as a PNG, or a run's HTML report")
     s.add_argument("task_id", nargs="?", help="task id to draw")
@@ -96,9 +203,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-demos", type=int, help="draw at most this many demonstration pairs")
     s.set_defaults(func=cmd_show)
 
-    from solver.run import add_parser as add_run_parser
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
-    from solver.pretrain import add_parser as add_pretrain_parser
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
     return p
 
@@ -106,14 +211,12 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.verbose)
     if args.command is None:  # no arguments: the embedded default (the competition run on Kaggle, else a demo)
-        from solver.run import default_command
         return default_command()
     from solver.tasks import TaskFileError
     try:
         return args.func(args)
-    except TaskFileError as e:
+    except (TaskFileError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

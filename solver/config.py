@@ -1,7 +1,9 @@
-"""The one configuration object, its sections and the named presets.
+"""The one configuration object, its sections, the named presets, and how a command line resolves them.
 
-Each stage reads its own section (`cfg.model`, `cfg.ttt`, `cfg.infer`, `cfg.run`); fields carry their help text.
-A run saves the resolved config as config.json in its work directory, and `Config.from_dict` reads it back.
+Each stage reads its own section (`cfg.model`, `cfg.ttt`, `cfg.infer`, `cfg.run`, `cfg.pretrain`); fields carry
+their help text. A run saves the resolved config as config.json in its work directory, and `Config.from_dict` reads it
+back. `resolve` is the one way a command builds its config: a preset (or a saved config file), then the command's
+own flags, then `--set section.field=value` assignments, typed and checked against the dataclasses.
 """
 from __future__ import annotations
 
@@ -9,6 +11,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from solver.budget import parse_duration
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (unknown preset, section or field; a value of the wrong type; a bad duration)."""
 
 
 def _f(default, help: str):
@@ -106,7 +114,7 @@ class RunConfig:
     safety_margin_s: float = _f(10.0, "seconds kept free at the end of the budget (at least; see safety_fraction)")
     safety_fraction: float = _f(0.02, "fraction of the budget kept free at the end, when more than safety_margin_s")
     workers: int = _f(0, "0: one worker process per visible GPU, in-process on a CPU machine; N: N processes")
-    solver: str = _f("solver.run:pipeline", "factory of the per-task solve function, 'module:function'")
+    solver: str = _f("solver.pipeline:pipeline", "factory of the per-task solve function, 'module:function'")
     order: str = _f("auto", "task order: auto (longest first while all fits, cheapest first under pressure) | "
                             "longest | cheapest | given")
     min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")
@@ -184,7 +192,7 @@ class Config:
             known = {x.name for x in dataclasses.fields(f.default_factory)}
             unknown = set(sub) - known
             if unknown:
-                raise ValueError(f"config section '{f.name}' has unknown keys: {sorted(unknown)}")
+                raise ConfigError(f"config section '{f.name}' has unknown keys: {sorted(unknown)}")
             sections[f.name] = f.default_factory(**sub)
         return cls(**sections)
 
@@ -250,5 +258,82 @@ PRESETS: dict[str, Config] = {
 
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     return Config.from_dict(PRESETS[name].to_dict())
+
+
+# resolving a command line ---------------------------------------------------------------------------------------------
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section '{section}' (choose from {', '.join(SECTIONS)})")
+    cls = next(f.default_factory for f in dataclasses.fields(Config) if f.name == section)
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _typed(value: str, like, name: str):
+    """`value` (command-line text) as the type of the field's default `like`."""
+    try:
+        if isinstance(like, bool):
+            if value.lower() not in _TRUE | _FALSE:
+                raise ValueError("expected true or false")
+            return value.lower() in _TRUE
+        if isinstance(like, int):
+            return int(value)
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, list):
+            if value.startswith("["):
+                parsed = json.loads(value)
+                if not isinstance(parsed, list):
+                    raise ValueError("expected a JSON list")
+                return parsed
+            return [v for v in value.split(",") if v]
+        return value
+    except (ValueError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--set {name}={value}: not a valid {type(like).__name__} ({e})") from None
+
+
+def parse_assignment(text: str) -> tuple[str, str, object]:
+    """'section.field=value' -> (section, field, typed value); unknown names are an error listing the valid ones."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(f"--set '{text}' is not section.field=value (sections: {', '.join(SECTIONS)})")
+    fields = section_fields(section)
+    if key not in fields:
+        raise ConfigError(f"unknown field '{key}' in config section '{section}' (choose from {', '.join(fields)})")
+    default = getattr(next(f.default_factory for f in dataclasses.fields(Config) if f.name == section)(), key)
+    return section, key, _typed(value.strip(), default, name)
+
+
+def resolve(preset: str = "default", config_file: str | None = None, sets: list[str] = (),
+            **overrides: dict) -> Config:
+    """A command's config: the preset (or a saved config.json), then `overrides` (section -> fields, the command's
+    own flags; None values skipped), then the `--set` assignments."""
+    cfg = Config.load(config_file) if config_file else get_preset(preset)
+    cfg = cfg.override(**{s: {k: v for k, v in fields.items() if v is not None} for s, fields in overrides.items()})
+    assigned: dict[str, dict] = {}
+    for text in sets:
+        section, key, value = parse_assignment(text)
+        assigned.setdefault(section, {})[key] = value
+    cfg = cfg.override(**assigned)
+    for name, value in (("run.budget", cfg.run.budget), ("pretrain.budget", cfg.pretrain.budget)):
+        try:
+            if value or name == "run.budget":
+                parse_duration(value)  # fail now on a bad duration
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return cfg
+
+
+def add_config_arguments(parser, default_preset: str = "default") -> None:
+    """--preset, --config and --set, the same on every command that builds a Config."""
+    parser.add_argument("--preset", default=default_preset, help=f"named settings to start from: {', '.join(PRESETS)}")
+    parser.add_argument("--config", help="a saved config.json (e.g. a run's) to start from instead of a preset")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help=f"set any config field (repeatable), e.g. --set infer.strategy=dfs; sections: "
+                             f"{', '.join(SECTIONS)} (see solver/config.py for every field)")

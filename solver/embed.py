@@ -4,25 +4,27 @@ Two embeddings of a task: `features` (model-free: colour histograms of inputs an
 same-shape output changes), and `model_embeddings` (the base model's mean last hidden state over the task's demos,
 encoded by the codec; batched, cached on disk per model and task set). `Index` holds unit vectors and answers
 nearest neighbours by cosine similarity with numpy; `library` loads a task set with the held-out slice of ARC-AGI-1
-training (solver.pretrain.is_heldout) removed, so neighbours never leak held-out tasks into measurements.
+training (solver.tasks.is_heldout) removed, so neighbours never leak held-out tasks into measurements.
 
-Also the neighbour data of TTT: `neighbour_examples` builds library tasks' leave-one-out sequences exactly as a task's
-own (ttt.build_examples: each augmentation applied to a whole task, inputs and outputs alike) and `mix` sets their
-share. Knows nothing of adapters, training loops or the run's budget.
+The model embedding takes the model (and an adapter to switch off while embedding: the base model's view of a task);
+it never trains one. Knows nothing of training loops, TTT data (solver.data builds neighbours' sequences) or the
+run's budget.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from solver.codec import Codec, Encoded
+from solver.codec import Codec
 from solver.config import TTTConfig
-from solver.tasks import NUM_COLORS, Task, load_tasks
+from solver.data import fit_budget
+from solver.files import write_atomic
+from solver.tasks import NUM_COLORS, Task, is_heldout, load_tasks
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ def features(task: Task) -> np.ndarray:
 # model embeddings ---------------------------------------------------------------------------------------------------
 def demo_sequence(task: Task, codec: Codec, max_tokens: int = EMBED_MAX_TOKENS) -> np.ndarray:
     """Token ids of all the task's demos (the last one as query and answer), largest demos dropped to fit."""
-    from solver.ttt import fit_budget
     *context, (q, a) = task.train
     unit = fit_budget(codec, (context, q, a), max_tokens)
     if unit is None:  # even the last demo alone is too long: its input only, cut
@@ -146,11 +147,13 @@ def model_embeddings(loaded, tasks: list[Task], cache_dir: str | Path | None = N
     if was_training:
         loaded.model.train()
     out = np.stack([rows[i] for i in range(len(tasks))]).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(path)
+    write_atomic(path, partial(_save_npy, out))
     return out
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add '.npy' to a path's name
+        np.save(f, array)
 
 
 def embed_tasks(tasks: list[Task], kind: str = "features", loaded=None, cache_dir: str | Path | None = None,
@@ -198,7 +201,6 @@ class Index:
 
 def library(spec: str, exclude_heldout: bool = True) -> dict[str, Task]:
     """Valid tasks of a task SPEC (arc1:train, arc2:train, a directory); the held-out slice removed by id."""
-    from solver.pretrain import is_heldout
     tasks = {tid: t for tid, t in load_tasks(spec).items() if t.valid and t.train}
     if exclude_heldout:
         tasks = {tid: t for tid, t in tasks.items() if not is_heldout(tid)}
@@ -228,26 +230,3 @@ class Neighbours:
         hits = self.index.nearest(self.embed([task])[0], k, exclude={task.id})
         log.info("task %s: neighbours %s", task.id, ", ".join(f"{i} ({s:.3f})" for i, s in hits))
         return [self.tasks[i] for i, _ in hits]
-
-
-# neighbours as TTT data ---------------------------------------------------------------------------------------------
-def neighbour_examples(neighbours: list[Task], codec: Codec, cfg: TTTConfig, seed: int = 0) -> list[Encoded]:
-    """The neighbours' TTT sequences, built as a task's own (same augmentations, budget, de-duplication), interleaved
-    task by task so that any prefix draws on every neighbour."""
-    from solver.ttt import build_examples
-    per_task = [build_examples(t, codec, replace(cfg, neighbours=0), seed + 1 + i) for i, t in enumerate(neighbours)]
-    out = []
-    for j in range(max((len(e) for e in per_task), default=0)):
-        out += [e[j] for e in per_task if j < len(e)]
-    return out
-
-
-def mix(own: list[Encoded], others: list[Encoded], share: float, cap: int) -> tuple[list[Encoded], list[Encoded]]:
-    """(own, others) cut so that others are `share` of at most `cap` sequences in all (own first to fill the rest)."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"neighbour share {share} is not in [0, 1)")
-    total = min(cap, len(own) + len(others))
-    n_other = min(len(others), int(round(share * total)))
-    n_own = min(len(own), total - n_other)
-    n_other = min(len(others), total - n_own)
-    return own[:n_own], others[:n_other]

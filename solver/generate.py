@@ -1,8 +1,8 @@
 """Inference: augmented views of a test input, constrained decoding (greedy, DFS, sampling) and scoring.
 
-Owns the views of a test input, the grid-shape constraint on generated tokens, the decode loops over a KV cache, the
-teacher-forced log-likelihood of a candidate under a view, and `predict`, which strings them together with a
-selection rule from solver.select. Knows nothing of training, adapters or the run's budget beyond the deadline it is
+Owns the views of a test input, the grid-shape constraint on generated tokens, the decode loops over a KV cache and
+the teacher-forced log-likelihood of a candidate under a view. Knows nothing of training, adapters, selection
+(solver.pipeline strings decoding, scoring and selection together) or the run's budget beyond the deadline it is
 handed: every decoding and scoring call takes a deadline (a `time.monotonic()` value) and returns what it has then.
 
 Probabilities are the model's own (softmax over its whole vocabulary); the constraint only removes tokens, it does not
@@ -24,8 +24,7 @@ import torch
 
 from solver.augment import DIHEDRAL_NAMES, Transform, sample_transforms
 from solver.codec import Codec
-from solver.config import Config, InferConfig
-from solver.select import Attempts, candidate_table, choose_attempts, fallback_attempts
+from solver.config import InferConfig
 from solver.tasks import MAX_SIDE, Grid, Task
 
 EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, newline, EOS
@@ -99,25 +98,18 @@ def symbol_mask(state, max_rows, max_cols) -> torch.Tensor:
     return torch.cat([digit[:, None].expand(-1, 10), newline[:, None], eos[:, None]], dim=1)
 
 
-def symbol_ids(codec: Codec) -> torch.Tensor:
+def symbol_tokens(codec: Codec) -> list[int]:
     """Token id of each symbol index: the ten digits, newline, EOS."""
-    return torch.tensor(list(codec.digit_ids) + [codec.nl, codec.eos], dtype=torch.long)
+    return list(codec.digit_ids) + [codec.nl, codec.eos]
 
 
-def symbols_to_grid(syms: list[int]) -> Grid | None:
-    """The grid spelled by symbol indices (digits, newlines, a final EOS), or None if malformed."""
-    rows, row = [], []
-    for s in syms:
-        if s == EOS_SYM:
-            break
-        if s == NL_SYM:
-            rows.append(row)
-            row = []
-        else:
-            row.append(s)
-    if not rows or row or len({len(r) for r in rows}) != 1 or not rows[0]:
-        return None
-    return np.array(rows, dtype=np.uint8)
+def symbol_ids(codec: Codec) -> torch.Tensor:
+    return torch.tensor(symbol_tokens(codec), dtype=torch.long)
+
+
+def symbols_to_grid(codec: Codec, syms: list[int]) -> Grid | None:
+    """The grid spelled by symbol indices (digits, newlines, a final EOS), or None if malformed (codec.decode_grid)."""
+    return codec.decode_grid(np.asarray(symbol_tokens(codec))[syms])
 
 
 # model calls ------------------------------------------------------------------------------------------------------
@@ -231,7 +223,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
     _add(stats, "decode_s", _synced(device) - start)
     results = []
     for row in range(n):
-        grid = symbols_to_grid(seqs[row]) if bool(state[3][row]) else None
+        grid = symbols_to_grid(codec, seqs[row]) if bool(state[3][row]) else None
         if grid is not None:
             view = views[row // samples]
             results.append(Decoded(view_offset + row // samples, view.transform.invert(grid),
@@ -276,7 +268,7 @@ def dfs_view(model, codec: Codec, view: View, deadline: float, *, threshold: flo
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
             stack.append((path + [s], child_logp, advance(*state, s)))
     found.sort(key=lambda f: -f[1])
-    return [Decoded(view_index, view.transform.invert(symbols_to_grid(p)), lp, len(p)) for p, lp in found]
+    return [Decoded(view_index, view.transform.invert(symbols_to_grid(codec, p)), lp, len(p)) for p, lp in found]
 
 
 def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, deadline: float, *, seed: int = 0,
@@ -332,7 +324,7 @@ def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: flo
             lp = torch.log_softmax(out.logits.float(), dim=-1).gather(2, ids[:, 1:, None])[..., 0].double()
             real = torch.arange(1, width, device=device)[None, :] < torch.tensor([len(a) for a in answers],
                                                                                   device=device)[:, None]
-            total += (lp * real).sum(dim=1)
+            total += torch.where(real, lp, 0.0).sum(dim=1)  # padding may be a dead token (log-prob -inf)
         scores[start:start + len(answers)] = total.cpu().numpy()
     return scores
 
@@ -348,44 +340,3 @@ def score_candidates(model, codec: Codec, views: list[View], grids: list[Grid], 
         rows.append(s)
         _add(stats, "scored", len(grids))
     return np.array(rows).reshape(len(rows), len(grids))
-
-
-# the whole test input -----------------------------------------------------------------------------------------------
-def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, deadline: float,
-                stats: dict | None = None) -> Attempts:
-    """Views, decoding, scoring and selection for one test input; fallbacks when time or candidates run out."""
-    icfg, seed = cfg.infer, cfg.run.seed
-    fallback = task.test_inputs[test_index]
-    if time.monotonic() >= deadline:
-        return fallback_attempts(fallback, "no time left")
-    views = make_views(task, test_index, codec, icfg.num_views, seed, icfg)
-    decode_deadline = time.monotonic() + icfg.decode_share * (deadline - time.monotonic())
-    decoded = decode_views(model, codec, views, icfg, decode_deadline, seed=seed, stats=stats)
-    table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in decoded])
-    if table and icfg.score_views > 0:
-        score_set = make_views(task, test_index, codec, icfg.score_views, seed + 1, icfg)
-        scores = score_candidates(model, codec, score_set, [c.grid for c in table], deadline,
-                                  icfg.score_batch_size, stats)
-        for c, column in zip(table, scores.T):
-            c.scores = [float(x) for x in column]
-    note = "" if table else "no candidate decoded in time"
-    extra = {"weight": icfg.combined_weight} if icfg.rule == "combined" else {}
-    return choose_attempts(table, icfg.rule, fallback, note, **extra)
-
-
-def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None = None) -> list[Attempts]:
-    """Two attempts per test input of a task (`loaded` is a model.Loaded); each test input gets an equal share of
-    the time left. Invalid tasks and a past deadline get fallback attempts without touching the model."""
-    if not task.valid:
-        return [fallback_attempts(g, f"invalid task: {task.problem}") for g in task.test_inputs]
-    model = loaded.model
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(len(task.test_inputs)):
-            share = time.monotonic() + (deadline - time.monotonic()) / (len(task.test_inputs) - i)
-            out.append(predict_one(model, loaded.codec, task, i, cfg, min(share, deadline), stats))
-        return out
-    finally:
-        model.train(was_training)

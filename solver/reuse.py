@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from solver.files import write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,10 @@ class AdapterStore:
         """Save a task's adapter state and embedding (written aside, then renamed: never half a file)."""
         import torch
         d = self.root / _safe(task_id)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{WEIGHTS}.{os.getpid()}.tmp"
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-        tmp.replace(d / WEIGHTS)
+        weights = {k: v.detach().cpu() for k, v in state.items()}
+        write_atomic(d / WEIGHTS, lambda tmp: torch.save(weights, tmp))
         meta = {"task_id": task_id, "embedding": np.asarray(embedding, dtype=np.float64).tolist()}
-        tmp = d / f".{META}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(d / META)  # written last: a task is in the store once its meta is there
+        write_json_atomic(d / META, meta)  # written last: a task is in the store once its meta is there
         return d
 
     def entries(self) -> dict[str, np.ndarray]:

@@ -1,118 +1,46 @@
 """The solver run: a whole task set inside a fixed time budget, never losing work.
 
-Owns the run's folder (config.json, results.jsonl, report.csv, report.json), the submission's life (fallback attempts
-written first, rewritten atomically after every task), resuming, faults (a task that raises is retried once at a
-smaller level, then gets fallback attempts) and the glue between the planner (solver.budget), the executor
-(solver.workers) and a per-task solve function.
+Owns the run's plan and its state: which tasks are pending, in flight and done; each task's time share and level
+(with solver.budget's rules), measured speeds fed back; the submission's life (fallback attempts written first,
+rewritten atomically after every task), resuming from the work directory, faults (a task that raises is retried once
+at a smaller level, then gets fallback attempts), the watchdog that keeps the budget, and the glue between the
+executor (solver.workers) and a per-task solve function.
 
-Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> TaskResult`, made once per worker by
-a factory named in cfg.run.solver ("module:function", called as `factory(cfg)`); the default, `pipeline`, loads the
-model once, then per task trains the adapter (solver.ttt) and predicts (solver.generate). Model code, and so torch and
-Unsloth, is imported only where the factory runs: inside the workers.
+Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> TaskResult` (solver.results), made once
+per worker by a factory named in cfg.run.solver ("module:function", called as `factory(cfg)`); the default is
+solver.pipeline:pipeline. Model code, and so torch and Unsloth, is imported only where the factory runs: inside the
+workers. The results file is solver.results', the report solver.report's, the command line solver.cli's.
 """
 from __future__ import annotations
 
-import csv
-import glob
 import importlib
 import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
-
-import numpy as np
+from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.config import Config, get_preset
-from solver.submission import Attempts, complete_attempts, write_json_atomic, write_submission
-from solver.tasks import Task, load_tasks
+from solver.config import Config
+from solver.files import setup_logging, stale_temporaries
+from solver.report import write_report
+from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
+                            fallback_outcome, read_results)
+from solver.submission import complete_attempts, write_submission
+from solver.tasks import Task
 from solver.workers import make_executor
 
 log = logging.getLogger(__name__)
 
-RESULTS, CONFIG, REPORT_CSV, REPORT_JSON = "results.jsonl", "config.json", "report.csv", "report.json"
-KAGGLE_TASKS = "/kaggle/input/arc-prize-*/arc-agi_test_challenges.json"
-KAGGLE_OUT, KAGGLE_WORK = "/kaggle/working/submission.json", "/kaggle/working/run"
-DEMO_TASKS = 10  # the smallest ARC-AGI-1 evaluation tasks the no-argument demonstration runs on
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What moves between the run, the workers and the solve function
-
-class Deadlines(NamedTuple):
-    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included)."""
-    ttt: float
-    end: float
-
-
-@dataclass
-class TaskResult:
-    """What a solve function returns: per test input a pair of grids, or None where it found nothing."""
-    attempts: list[Attempts | None]
-    ttt_steps: int = 0
-    candidates: int = 0
-    views: int = 0
-    ttt_seconds: float = 0.0
-    predict_seconds: float = 0.0
-    note: str = ""
-    adapter_from: str = ""  # the trained task whose adapter this one started from (solver.reuse.Decision.describe)
-
-
-@dataclass
-class Job:
-    """One task as handed to a worker: the config of its level, its deadlines, and what to do if it raises."""
-    id: str
-    task: Task
-    level: int
-    cfg: dict
-    deadlines: Deadlines
-    retry_level: int
-    retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
-    retry_ttt_fraction: float
-
-
-@dataclass
-class Outcome:
-    """One finished task, as the results file holds it (one JSON line)."""
-    id: str
-    status: str  # ok | retried (raised once, then ok) | failed (raised twice: fallback) | lost | invalid
-    level: int
-    attempts: list  # [[attempt_1, attempt_2], ...] as JSON lists, one pair per test input, always complete
-    found: int = 0  # test inputs whose attempts came from the solver rather than the fallback
-    ttt_steps: int = 0
-    candidates: int = 0
-    views: int = 0
-    seconds: float = 0.0
-    ttt_seconds: float = 0.0
-    predict_seconds: float = 0.0
-    worker: str = ""
-    error: str = ""
-    note: str = ""
-    adapter_from: str = ""  # 'reuse:<task id>@<cosine>' or 'warm:<task id>@<cosine>' (adapter reuse), else empty
-
-    def grids(self) -> list[Attempts]:
-        return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in self.attempts]
-
-
-def _json_pairs(pairs: list[Attempts]) -> list:
-    return [[a.tolist(), b.tolist()] for a, b in pairs]
-
-
-def fallback_outcome(task: Task, status: str, level: int, error: str = "", seconds: float = 0.0,
-                     worker: str = "") -> Outcome:
-    return Outcome(task.id, status, level, _json_pairs(complete_attempts(task, None)), seconds=seconds,
-                   worker=worker, error=error)
+CONFIG = "config.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,38 +94,6 @@ def config_at(cfg: Config, level: B.Level, task: Task) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The results file
-
-def append_result(path: Path, outcome: Outcome) -> None:
-    """One JSON line, flushed to disk before returning."""
-    with open(path, "a") as f:
-        f.write(json.dumps(asdict(outcome), separators=(",", ":")) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_results(path: Path) -> dict[str, Outcome]:
-    """Finished tasks by id. A line cut short by a kill is dropped, and cut off the file so appends stay whole."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning("%s: dropping a last line cut short (%d bytes)", path, len(data) - end)
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    out = {}
-    for n, line in enumerate(data[:end].decode().splitlines(), 1):
-        try:
-            o = Outcome(**json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
-            log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
-            continue
-        out[o.id] = o
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Inside a worker: the solve function, faults and retries
 
 def import_object(spec: str):
@@ -211,9 +107,7 @@ def import_object(spec: str):
 def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], Outcome]:
     """Build the solve function once (in the worker: loads the model) and return the job handler."""
     t0 = time.monotonic()
-    if not logging.getLogger().handlers:  # a spawned worker: log lines as the parent does
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
+    setup_logging()  # a spawned worker: log lines as the parent does
     worker = worker or f"pid{os.getpid()}"
     solve = import_object(solver_spec)(Config.from_dict(cfg))
     log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec)
@@ -258,95 +152,9 @@ def handle_job(solve, worker: str, job: Job) -> Outcome:
 def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, worker: str) -> Outcome:
     found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
     pairs = complete_attempts(job.task, result.attempts)
-    return Outcome(job.id, status, level, _json_pairs(pairs), len(found), result.ttt_steps, result.candidates,
-                   result.views, time.monotonic() - t0, result.ttt_seconds, result.predict_seconds, worker,
-                   note=result.note, adapter_from=result.adapter_from)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The default solve function: the real pipeline
-
-def pipeline(cfg: Config):
-    """Load the model (and attach a LoRA adapter when TTT is on) once; return solve(task, cfg, deadlines).
-
-    With cfg.run.shared_adapter, that adapter's weights are read once too; tasks at the 'shared adapter' level
-    (cfg.ttt.shared_adapter set by `config_at`) predict with them instead of training their own.
-    """
-    from solver import model as M
-    loaded = M.load_configured(cfg.model, cfg.run.seed)
-    adapter, shared = None, None
-    if cfg.ttt.enabled or cfg.run.shared_adapter:
-        from solver.adapter import attach
-        adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids, cfg.run.seed)
-    if cfg.run.shared_adapter:
-        adapter.load(cfg.run.shared_adapter)
-        shared = adapter.snapshot()
-        adapter.reset()
-    return partial(_solve_pipeline, loaded, adapter, shared, _related(cfg, loaded, adapter))
-
-
-def _related(cfg: Config, loaded, adapter) -> tuple:
-    """(neighbour library, adapter reuse) of a worker, each None when its option is off (solver.embed, .reuse)."""
-    if adapter is None or not cfg.ttt.enabled:
-        return None, None
-    from solver.embed import Neighbours, embed_tasks
-    neighbours = Neighbours.from_config(cfg.ttt, loaded, adapter, cfg.model.cache_dir or None) \
-        if cfg.ttt.neighbours > 0 else None
-    reuse = None
-    if cfg.run.reuse_adapters and cfg.run.reuse_dir:
-        from solver.reuse import AdapterStore, Reuse
-        r = cfg.run
-        reuse = Reuse(AdapterStore(r.reuse_dir), lambda t: embed_tasks([t], r.reuse_embedding, loaded,
-                                                                       cfg.model.cache_dir or None, adapter)[0],
-                      r.reuse_warm_threshold, r.reuse_threshold)
-    return neighbours, reuse
-
-
-def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: Deadlines):
-    """TTT of a task, with its neighbours' data and from a reused adapter where those options are on: (result,
-    the source adapter's description)."""
-    from solver.reuse import REUSE, WARM
-    from solver.ttt import TTTResult, train_task
-    neighbours, reuse = related
-    decision, vec = reuse.decide(task) if reuse is not None else (None, None)
-    if decision is not None and decision.action == REUSE:
-        adapter.restore(reuse.store.load(decision.source))
-        log.info("task %s: adapter of %s reused (cosine %.4f), no TTT", task.id, decision.source, decision.similarity)
-        return TTTResult(), decision.describe()
-    start = reuse.store.load(decision.source) if decision is not None and decision.action == WARM else None
-    near = neighbours.find(task, cfg.ttt.neighbours) if neighbours is not None and cfg.ttt.neighbours > 0 else []
-    res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.ttt, cfg.run.seed, neighbours=near, start=start)
-    if reuse is not None and res.steps and math.isfinite(res.loss):
-        reuse.keep(task.id, vec, adapter.snapshot())
-    return res, decision.describe() if decision is not None else ""
-
-
-def _solve_pipeline(loaded, adapter, shared, related: tuple, task: Task, cfg: Config,
-                    deadlines: Deadlines) -> TaskResult:
-    from solver import generate
-    from solver.model import Loaded
-    t0 = time.monotonic()
-    steps, model, adapter_from = 0, loaded.model, ""
-    if adapter is not None:
-        model = adapter.model
-        if cfg.ttt.shared_adapter:
-            if shared is None:
-                raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
-            adapter.restore(shared)
-        elif cfg.ttt.enabled:
-            res, adapter_from = _train_or_reuse(adapter, related, loaded, task, cfg, deadlines)
-            if res.steps and not math.isfinite(res.loss):
-                raise FloatingPointError(f"TTT loss is {res.loss} after {res.steps} steps")
-            steps = res.steps
-        adapter.eval_mode()
-    t1 = time.monotonic()
-    stats: dict = {}
-    base_only = adapter is not None and not cfg.ttt.enabled and not cfg.ttt.shared_adapter
-    with adapter.disabled() if base_only else nullcontext():
-        found = generate.predict(Loaded(model, loaded.codec, loaded.spec), task, cfg, deadlines.end, stats)
-    attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
-    return TaskResult(attempts, steps, sum(len(a.candidates) for a in found), cfg.infer.num_views,
-                      t1 - t0, time.monotonic() - t1, "; ".join(a.note for a in found if a.note), adapter_from)
+    stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
+    return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
+                   seconds=time.monotonic() - t0, worker=worker, **stats)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -500,7 +308,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     budget = B.parse_duration(cfg.run.budget)
     out, workdir = Path(out), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    for tmp in list(workdir.glob(".*.tmp")) + list(out.parent.glob(f".{out.name}.*.tmp")):
+    for tmp in stale_temporaries(workdir) + stale_temporaries(out.parent, out.name):
         tmp.unlink(missing_ok=True)  # left by a killed run mid-write
     if cfg.run.reuse_adapters and not cfg.run.reuse_dir:  # adapters kept for reuse live in the run's folder
         cfg = cfg.override(run={"reuse_dir": str(workdir / "adapters")})
@@ -606,158 +414,3 @@ def _watchdog(run: Run) -> None:
     finally:
         logging.shutdown()
         os._exit(HARD_STOP_EXIT)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The report
-
-REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
-                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from"]
-
-
-def write_report(run: Run, printing: bool = True) -> dict:
-    """report.csv (one row per task) and report.json (summary, score when solutions are known) in the work dir."""
-    table = None
-    if run.solutions:
-        from solver.score import score_table
-        truths = {tid: t.test_outputs for tid, t in run.tasks.items() if t.test_outputs is not None}
-        table = score_table({tid: o.grids() for tid, o in run.outcomes.items()}, truths)
-        correct = dict(zip(table["task_id"], table["correct"]))
-    rows = []
-    for tid, task in run.tasks.items():
-        o = run.outcomes.get(tid)
-        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
-                                   "note": run.skipped.get(tid, "")}
-        row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
-                   correct=correct.get(tid, "") if table is not None else "")
-        rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
-    with open(run.workdir / REPORT_CSV, "w", newline="") as f:
-        w = csv.DictWriter(f, REPORT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    statuses = {}
-    for row in rows:
-        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    done = list(run.outcomes.values())
-    report = {"tasks": len(run.tasks), "status": statuses, "budget_s": run.budget,
-              "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
-              "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
-              "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
-              "speed_correction": round(run.rates.correction, 3), "error": run.error,
-              "submission": str(run.out), "model": run.cfg.model.spec, "hardware": _hardware(run.workers),
-              "code_version": _git_version()}
-    if table is not None:
-        from solver.score import print_score, summary
-        report["score"] = summary(table)
-        if printing:
-            print_score(table)
-    write_json_atomic(run.workdir / REPORT_JSON, report)
-    problems = [r for r in rows if r["status"] in ("failed", "lost", "invalid", "retried")]
-    for r in problems:
-        log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
-    _write_html_report(run)
-    log.info("run done in %s of %s: %s; report in %s", B.format_seconds(report["elapsed_s"]),
-             B.format_seconds(run.budget), ", ".join(f"{v} {k}" for k, v in statuses.items()), run.workdir)
-    return report
-
-
-def _write_html_report(run: Run) -> None:
-    """report.html beside report.csv, when the budget still has room: a picture of the run, never a risk to it."""
-    left = run.budget - (time.monotonic() - run.start)
-    if left < 5 + 0.25 * len(run.tasks):  # `show --report` on the 10-task demo: 2.6 s with imports, about 0.1 s a task
-        log.info("no report.html: %.0f s of the budget left (show --report %s writes it later)", left, run.workdir)
-        return
-    try:
-        from solver.show import write_html_report
-        write_html_report(run.workdir, run.tasks, submission=run.out)
-    except Exception as e:  # the report is optional; the submission and report.csv are already on disk
-        log.warning("report.html not written: %s: %s", type(e).__name__, e)
-
-
-def _hardware(workers: int) -> str:
-    from solver.workers import visible_gpus
-    gpus = visible_gpus()
-    return f"{platform.machine()} {os.cpu_count()} CPUs, {len(gpus)} GPU(s), {workers} worker(s)"
-
-
-def _git_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-
-def add_parser(sub) -> None:
-    """The `run` subcommand of `python -m solver`."""
-    s = sub.add_parser("run", help="solve a task set within a time budget and write a submission")
-    s.add_argument("--tasks", required=True, help="task SPEC: challenges file, directory, or arc1:eval etc.")
-    s.add_argument("--model", help="model SPEC (default: the preset's)")
-    s.add_argument("--budget", help="time for the whole run, model loading included: 90s, 10m, 12h")
-    s.add_argument("--out", default="submission/submission.json", help="where the submission is written")
-    s.add_argument("--preset", default="default", help="named settings to start from (see solver/config.py)")
-    s.add_argument("--limit", type=int, help="only the first N tasks")
-    s.add_argument("--workdir", help="the run's folder (config, results, report); the same folder resumes "
-                                     "(default: beside --out, named after it)")
-    s.add_argument("--workers", type=int, help="0: one process per GPU, or in-process on a CPU; N: N processes")
-    s.add_argument("--solver", help="factory of the per-task solve function, 'module:function' (default: the "
-                                    "pipeline)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    s.set_defaults(func=cmd_run)
-
-
-def resolve_config(preset: str, model: str | None = None, budget: str | None = None, workers: int | None = None,
-                   solver: str | None = None) -> Config:
-    cfg = get_preset(preset)
-    run = {k: v for k, v in {"budget": budget, "workers": workers, "solver": solver}.items() if v is not None}
-    cfg = cfg.override(model={"spec": model} if model else {}, run=run)
-    B.parse_duration(cfg.run.budget)  # fail now on a bad duration
-    return cfg
-
-
-def process_start() -> float:
-    """The `time.monotonic()` value when this process started (interpreter start-up counts against the budget)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-        return time.monotonic() - min(max(age, 0.0), 60.0)
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.monotonic()
-
-
-def cmd_run(args, start: float | None = None) -> int:
-    start = process_start() if start is None else start
-    cfg = resolve_config(args.preset, args.model, args.budget, args.workers, args.solver)
-    tasks = load_tasks(args.tasks, args.limit)
-    workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
-    report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress)
-    return 1 if report.get("error") else 0
-
-
-def demo_tasks(n: int = DEMO_TASKS) -> dict[str, Task]:
-    """The n ARC-AGI-1 evaluation tasks with the fewest tokens (one test input each): a quick demonstration."""
-    codec = Codec.compact()
-    tasks = [t for t in load_tasks("arc1:eval").values() if t.valid and t.num_tests == 1]
-    tasks.sort(key=lambda t: (task_size(t, codec).train_tokens + task_size(t, codec).prompt_tokens, t.id))
-    return {t.id: t for t in tasks[:n]}
-
-
-def default_command(start: float | None = None) -> int:
-    """`python -m solver` with no arguments: the competition run on Kaggle, else a CPU demonstration."""
-    start = process_start() if start is None else start
-    found = sorted(glob.glob(KAGGLE_TASKS))
-    if found:
-        log.info("Kaggle: solving %s", found[-1])
-        cfg = get_preset("kaggle-4xl4")
-        report = run_tasks(load_tasks(found[-1]), cfg, KAGGLE_OUT, KAGGLE_WORK, start=start)
-        return 1 if report.get("error") else 0
-    cfg = get_preset("cpu-demo")
-    tasks = demo_tasks()
-    workdir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    log.info("demonstration: %d small ARC-AGI-1 evaluation tasks, model %s, budget %s, work dir %s", len(tasks),
-             cfg.model.spec, cfg.run.budget, workdir)
-    report = run_tasks(tasks, cfg, Path("submission") / "submission.json", workdir, start=start)
-    return 1 if report.get("error") else 0

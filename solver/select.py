@@ -1,7 +1,8 @@
 """Candidate selection: the candidate table and the rules that rank it into two attempts.
 
 Owns the `Candidate` table (one row per distinct grid: which views produced it, its generation log-probabilities and
-its teacher-forced log-likelihood under each scoring view), the selection rules and the fallback attempts. Every rule
+its teacher-forced log-likelihood under each scoring view), the selection rules, and the `Choice` of two attempts
+(filled from solver.submission's fallbacks when short). Every rule
 is a small pure function `rank(table) -> indices, best first`. Knows no model, no tokens and no decoding.
 
 Ties, in every rule, fall to the next criterion the rule names and finally to the table order: the order in which
@@ -14,11 +15,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
+from solver.submission import fill_attempts
 from solver.tasks import Grid, grid_key
 
-ZERO_GRID = np.zeros((1, 1), dtype=np.uint8)
 HIERARCHICAL_TOP = 3  # the MIT paper keeps the top 3 answers within each transform
 
 
@@ -127,7 +127,7 @@ RULES: dict[str, Callable[[list[Candidate]], list[int]]] = {
 
 
 @dataclass
-class Attempts:
+class Choice:
     """The two attempts for one test input, and the candidate table they were chosen from (for reports)."""
     attempt_1: Grid
     attempt_2: Grid
@@ -152,19 +152,16 @@ class Attempts:
 
 
 def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str = "",
-                    **rule_args) -> Attempts:
-    """The two best distinct grids under `rule`, filled from the fallbacks (`fallback`, then [[0]]) when short."""
+                    **rule_args) -> Choice:
+    """The two best distinct grids under `rule`, filled from the fallbacks (the test input `fallback`, then [[0]])
+    when short."""
     if rule not in RULES:
         raise ValueError(f"unknown selection rule '{rule}' (choose from {', '.join(RULES)})")
     ranking = RULES[rule](table, **rule_args) if table else []
-    picks = [table[i].grid for i in ranking[:2]]
-    for grid in (fallback, ZERO_GRID):
-        if len(picks) < 2 and all(grid_key(grid) != grid_key(p) for p in picks):
-            picks.append(grid)
-    picks += [ZERO_GRID] * (2 - len(picks))  # only when the fallback itself is [[0]] and nothing else exists
-    return Attempts(picks[0], picks[1], table, ranking, rule, note)
+    first, second = fill_attempts([table[i].grid for i in ranking[:2]], fallback)
+    return Choice(first, second, table, ranking, rule, note)
 
 
-def fallback_attempts(fallback: Grid, note: str) -> Attempts:
-    """Attempts without any candidate (invalid task, no time left)."""
+def no_choice(fallback: Grid, note: str) -> Choice:
+    """The fallback attempts of a test input without any candidate (invalid task, no time left), and why."""
     return choose_attempts([], "vote", fallback, note)

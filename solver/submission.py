@@ -5,23 +5,32 @@ input set present, both attempts always present. Knows nothing of models or how 
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from solver.tasks import BadGrid, Grid, Task, TaskFileError, read_json, to_grid
+from solver.files import write_json_atomic
+from solver.tasks import BadGrid, Grid, Task, TaskFileError, read_id_lists, read_json, to_grid
 
 Attempts = tuple[Grid, Grid]  # (attempt_1, attempt_2) for one test input
 ZERO = np.zeros((1, 1), dtype=np.uint8)
 
 
 def fallback_attempts(task: Task) -> list[Attempts]:
-    """Attempts when nothing better is known: the test input itself, then [[0]]."""
+    """Attempts when nothing better is known, one pair per test input: the test input itself, then [[0]]."""
     return [(g, ZERO) for g in task.test_inputs[:task.num_tests]] + \
         [(ZERO, ZERO)] * max(0, task.num_tests - len(task.test_inputs))
+
+
+def fill_attempts(picks: list[Grid], test_input: Grid) -> Attempts:
+    """Two distinct attempts: the picks (best first), then the fallbacks (the test input, then [[0]]) not already
+    among them."""
+    picks = list(picks[:2])
+    for grid in (test_input, ZERO):
+        if len(picks) < 2 and all(grid.shape != p.shape or not np.array_equal(grid, p) for p in picks):
+            picks.append(grid)
+    picks += [ZERO] * (2 - len(picks))  # only when the test input itself is [[0]] and nothing else exists
+    return picks[0], picks[1]
 
 
 def complete_attempts(task: Task, found: list[Attempts] | None) -> list[Attempts]:
@@ -54,22 +63,6 @@ def build_submission(tasks: dict[str, Task], attempts: dict[str, list[Attempts]]
             for tid, task in tasks.items()}
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_submission(path: str | Path, tasks: dict[str, Task], attempts: dict[str, list[Attempts]]) -> dict:
     """Build and atomically write a complete submission; returns what was written."""
     sub = build_submission(tasks, attempts)
@@ -79,21 +72,9 @@ def write_submission(path: str | Path, tasks: dict[str, Task], attempts: dict[st
 
 def read_submission(path: str | Path) -> dict[str, list[Attempts]]:
     """A submission file as grids; raises TaskFileError naming the file and the first problem of its shape."""
-    raw = read_json(Path(path))
-    if not isinstance(raw, dict):
-        raise TaskFileError(f"{path}: a submission is an object of task id -> list of attempts")
-    out = {}
-    for tid, entries in raw.items():
-        if not isinstance(entries, list):
-            raise TaskFileError(f"{path}: task {tid}: expected a list of attempt dicts")
-        pairs = []
-        for i, entry in enumerate(entries):
-            try:
-                pairs.append((to_grid(entry["attempt_1"]), to_grid(entry["attempt_2"])))
-            except (BadGrid, KeyError, TypeError) as e:
-                raise TaskFileError(f"{path}: task {tid} test {i}: {e}") from None
-        out[tid] = pairs
-    return out
+    def pair(entry, tid: str, i: int) -> Attempts:
+        return to_grid(entry["attempt_1"], f"test {i} attempt_1"), to_grid(entry["attempt_2"], f"test {i} attempt_2")
+    return read_id_lists(Path(path), pair, "attempt dicts")
 
 
 def validate_submission(sub, tasks: dict[str, Task]) -> list[str]:

@@ -170,6 +170,23 @@ def read_json(path: Path):
         raise TaskFileError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_id_lists(path: Path, parse, what: str) -> dict[str, list]:
+    """A JSON file of task id -> list, each entry parsed by `parse(entry, task id, index)`; TaskFileError naming the
+    file, the task and the entry at the first problem (`what`: the list's contents, for the message)."""
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise TaskFileError(f"{path}: expected an object of task id -> list of {what}")
+    out = {}
+    for tid, entries in raw.items():
+        if not isinstance(entries, list):
+            raise TaskFileError(f"{path}: task {tid}: expected a list of {what}")
+        try:
+            out[tid] = [parse(entry, tid, i) for i, entry in enumerate(entries)]
+        except (BadGrid, KeyError, TypeError) as e:
+            raise TaskFileError(f"{path}: task {tid}: {e}") from None
+    return out
+
+
 class _Object(dict):
     """A JSON object whose repeated keys were dropped (the first one wins); `repeated` names them."""
     repeated: list[str]
@@ -362,18 +379,7 @@ def load_solutions(spec: str | Path) -> dict[str, list[Grid]]:
     """Test outputs by task id, from any SPEC form (or a bare Kaggle solutions file)."""
     path = Path(str(spec))
     if path.is_file() and "solutions" in path.name:
-        raw = read_json(path)
-        if not isinstance(raw, dict):
-            raise TaskFileError(f"{path}: expected an object of task id -> list of grids")
-        sols = {}
-        for tid, grids in raw.items():
-            if not isinstance(grids, list):
-                raise TaskFileError(f"{path}: task {tid} solutions are not a list of grids")
-            try:
-                sols[tid] = [to_grid(g, f"{tid} solution[{i}]") for i, g in enumerate(grids)]
-            except BadGrid as e:
-                raise TaskFileError(f"{path}: {e}") from None
-        return sols
+        return read_id_lists(path, lambda g, tid, i: to_grid(g, f"{tid} solution[{i}]"), "grids")
     tasks = load_tasks(spec)
     missing = [t.id for t in tasks.values() if t.test_outputs is None]
     if missing:

@@ -24,6 +24,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
@@ -248,3 +249,13 @@ def make_executor(workers: int = 0) -> Executor:
     if workers == 0:
         return Processes(len(gpus), gpus) if gpus else InProcess()
     return Processes(workers, [gpus[i % len(gpus)] for i in range(workers)] if gpus else None)
+
+
+def process_start() -> float:
+    """The `time.monotonic()` value when this process started (interpreter start-up counts against the budget)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.monotonic() - min(max(age, 0.0), 60.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()

@@ -11,9 +11,8 @@ import pytest
 
 from solver import bench_ablation as A
 from solver.config import get_preset
-from solver.pretrain import is_heldout
-from solver.run import TaskResult
-from solver.tasks import Task
+from solver.results import TaskResult
+from solver.tasks import Task, is_heldout
 
 TESTS = Path(__file__).parent
 

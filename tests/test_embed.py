@@ -6,8 +6,8 @@ import torch  # noqa: F401  (imported once per session: the model embedding and 
 import solver.embed as E
 from solver.codec import Codec
 from solver.config import TTTConfig
-from solver.pretrain import is_heldout
-from solver.tasks import Task
+from solver.data import mix, neighbour_examples
+from solver.tasks import Task, is_heldout
 
 
 def grid(*rows):
@@ -88,7 +88,7 @@ def test_neighbour_examples_transform_inputs_and_outputs_alike():
     codec = Codec.compact()
     cfg = TTTConfig(num_transforms=16, max_examples=1000)
     task = identity_task()
-    examples = E.neighbour_examples([task], codec, cfg, seed=3)
+    examples = neighbour_examples([task], codec, cfg, seed=3)
     assert len(examples) > 3 * 8  # leave-one-out sequences under many transforms
     originals = {g.tobytes() for a, _ in task.train for g in [a]}
     augmented = 0
@@ -109,26 +109,27 @@ def query_pair(ids, codec):
 
 def test_mix_gives_neighbours_their_share_of_the_cap():
     own, other = list(range(40)), list(range(100, 130))
-    a, b = E.mix(own, other, 0.25, 36)
+    a, b = mix(own, other, 0.25, 36)
     assert (len(a), len(b)) == (27, 9) and a == own[:27] and b == other[:9]
-    a, b = E.mix(own[:10], other, 0.25, 36)   # few own sequences: the neighbours fill the cap
+    a, b = mix(own[:10], other, 0.25, 36)   # few own sequences: the neighbours fill the cap
     assert len(a) == 10 and len(b) == 26
-    assert E.mix(own, [], 0.5, 36) == (own[:36], [])
+    assert mix(own, [], 0.5, 36) == (own[:36], [])
     with pytest.raises(ValueError, match="share"):
-        E.mix(own, other, 1.0, 10)
+        mix(own, other, 1.0, 10)
 
 
 @pytest.mark.parametrize("order", ["first", "mixed"])
 def test_train_task_with_neighbours(tiny, order):
     from solver.adapter import attach
-    from solver.ttt import build_examples, train_task
+    from solver.data import build_examples
+    from solver.ttt import train_task
     cfg = TTTConfig(rank=2, num_transforms=2, max_examples=8, batch_size=2, neighbour_share=0.5,
                     neighbour_order=order)
     adapter = attach(tiny.model, cfg, tiny.codec.token_ids)
     try:
         task = Task("t", [(grid([1, 2]), grid([2, 1])), (grid([3, 4]), grid([4, 3]))], [grid([5, 6])])
         own = build_examples(task, tiny.codec, cfg)
-        res = train_task(adapter, task, tiny.codec, cfg, neighbours=[identity_task()])
+        res = train_task(adapter, task, tiny.codec, cfg, extra=neighbour_examples([identity_task()], tiny.codec, cfg))
         assert len(own) == 4 and res.examples == 8  # the neighbour filled the other half of the cap
         assert res.steps == 4  # first: 2 batches of neighbour sequences, then 2 of own; mixed: 4 together
     finally:

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from solver import data as D
 from solver import pretrain as P
+from solver.tasks import is_heldout
+from solver.train import lr_factor
 from solver.codec import Codec
 from solver.config import Config, get_preset
 from solver.tasks import Task
@@ -18,8 +21,8 @@ CODEC = Codec.compact()
 
 def small_tasks(arc1_train, n=4):
     """The n smallest non-held-out ARC-AGI-1 training tasks."""
-    kept = [t for tid, t in arc1_train.items() if not P.is_heldout(tid) and t.valid]
-    kept.sort(key=lambda t: (P.task_tokens(t, CODEC), t.id))
+    kept = [t for tid, t in arc1_train.items() if not is_heldout(tid) and t.valid]
+    kept.sort(key=lambda t: (D.task_tokens(t, CODEC), t.id))
     return kept[:n]
 
 
@@ -33,21 +36,21 @@ def write_dir(tmp_path, tasks, rename=None):
 
 # the held-out slice -------------------------------------------------------------------------------------------------
 def test_heldout_slice_is_fixed_and_never_trained_on(arc1_train, tmp_path):
-    held = {tid for tid in arc1_train if P.is_heldout(tid)}
+    held = {tid for tid in arc1_train if is_heldout(tid)}
     assert 40 <= len(held) <= 70                       # ~12.5% of 400, decided by id alone
-    assert set(P.heldout_tasks()) == {tid for tid in held if arc1_train[tid].valid}
-    training = P.load_training(["arc1:train"])
+    assert set(D.heldout_tasks()) == {tid for tid in held if arc1_train[tid].valid}
+    training = D.load_training(["arc1:train"])
     assert not held & set(training) and len(training) == 400 - len(held)
     # generated variants named after a held-out task (re-ARC style '<id>_<n>') are removed with it
     some_held = [arc1_train[t] for t in sorted(held)[:2]]
     some_kept = small_tasks(arc1_train, 2)
     d = write_dir(tmp_path, some_held + some_kept, rename=lambda tid: f"{tid}_gen7")
-    assert sorted(P.load_training([str(d)])) == sorted(f"{t.id}_gen7" for t in some_kept)
-    assert all(P.is_heldout(tid) for tid in P.heldout_tasks(5))
+    assert sorted(D.load_training([str(d)])) == sorted(f"{t.id}_gen7" for t in some_kept)
+    assert all(is_heldout(tid) for tid in D.heldout_tasks(5))
 
 
 def test_heldout_tasks_are_smallest_first(arc1_train):
-    sizes = [P.task_tokens(t, CODEC) for t in P.heldout_tasks(6).values()]
+    sizes = [D.task_tokens(t, CODEC) for t in D.heldout_tasks(6).values()]
     assert sizes == sorted(sizes) and len(sizes) == 6
 
 
@@ -55,13 +58,13 @@ def test_heldout_tasks_are_smallest_first(arc1_train):
 def test_every_pair_is_a_query_under_a_fresh_augmentation_each_epoch(arc1_train):
     task = small_tasks(arc1_train, 1)[0]
     pc = Config().pretrain
-    pairs = P.all_pairs(task)
-    seqs = P.task_sequences(task, CODEC, pc, seed=1)
+    pairs = D.all_pairs(task)
+    seqs = D.task_sequences(task, CODEC, pc, seed=1)
     assert len(seqs) == len(pairs)                    # each pair in turn is the query, the others its context
     for e in seqs:
         assert e.mask.any() and (e.ids == CODEC.inp).sum() == len(pairs)
-    epochs = [P.epoch_examples([task], CODEC, pc, k) for k in range(3)]
-    again = P.epoch_examples([task], CODEC, pc, 0)
+    epochs = [D.epoch_examples([task], CODEC, pc, k) for k in range(3)]
+    again = D.epoch_examples([task], CODEC, pc, 0)
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(epochs[0], again))  # a function of (seed, epoch)
     firsts = {tuple(ep[0].ids) for ep in epochs}
     assert len(firsts) == 3                           # fresh augmentations each epoch
@@ -70,7 +73,7 @@ def test_every_pair_is_a_query_under_a_fresh_augmentation_each_epoch(arc1_train)
 def test_token_batches_cover_every_sequence_within_the_budget():
     rng = np.random.default_rng(0)
     lengths = [int(x) for x in rng.integers(10, 400, 200)] + [900]
-    batches = P.token_batches(lengths, 800, rng)
+    batches = D.length_batches(lengths, rng, tokens=800)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 800
@@ -79,21 +82,21 @@ def test_token_batches_cover_every_sequence_within_the_budget():
 def test_batch_stream_resumes_in_the_same_order(arc1_train):
     tasks = small_tasks(arc1_train, 3)
     pc = Config().pretrain.__class__(batch_tokens=600, epochs=3)
-    whole = list(P.batch_stream(tasks, CODEC, pc))
-    per_epoch = len(P.epoch_batches(tasks, CODEC, pc, 0))
+    whole = list(D.batch_stream(tasks, CODEC, pc))
+    per_epoch = len(D.epoch_batches(tasks, CODEC, pc, 0))
     assert len({e for e, _ in whole}) == 3
     k = per_epoch + 2                                 # resume inside the second epoch
-    resumed = list(P.batch_stream(tasks, CODEC, pc, start=k))
+    resumed = list(D.batch_stream(tasks, CODEC, pc, start=k))
     assert len(resumed) == len(whole) - k
     for (e1, b1), (e2, b2) in zip(whole[k:], resumed):
         assert e1 == e2 and [x.ids.tolist() for x in b1] == [x.ids.tolist() for x in b2]
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    assert P.lr_factor(0.0, 0.1, 0.1) < 0.01
-    assert P.lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5)
-    assert P.lr_factor(0.1, 0.1, 0.1) == pytest.approx(1.0)
-    assert P.lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
+    assert lr_factor(0.0, 0.1, 0.1) < 0.01
+    assert lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
     pc = Config().pretrain.__class__(max_steps=100, budget="100s")
     assert P.progress_fraction(pc, 10, 50.0) == pytest.approx(0.5)  # time binds
     assert P.progress_fraction(pc, 80, 50.0) == pytest.approx(0.8)  # steps bind
@@ -114,7 +117,8 @@ def data_dir(arc1_train, tmp_path_factory):
 
 def test_pretrain_writes_a_model_the_run_loads(data_dir, tmp_path):
     from solver.model import load_model
-    from solver.run import Deadlines, pipeline
+    from solver.pipeline import pipeline
+    from solver.results import Deadlines
     state = P.pretrain(tiny_config(data_dir), tmp_path / "m", progress=False)
     assert state.step == 4 and state.tokens > 0 and [r["step"] for r in state.curve] == [0, 2, 4]
     assert (tmp_path / "m" / P.CURVE).read_text().count("\n") == 4

@@ -62,8 +62,11 @@ def twin_tasks():
 
 
 def test_a_reused_tasks_report_line_names_its_source(tmp_path):
-    from solver.run import REPORT_CSV, RESULTS, read_results, resolve_config, run_tasks
-    cfg = resolve_config("test", budget="60s").override(
+    from solver.config import resolve
+    from solver.report import REPORT_CSV
+    from solver.results import RESULTS, read_results
+    from solver.run import run_tasks
+    cfg = resolve("test", run={"budget": "60s"}).override(
         ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2, "rank": 2},
         infer={"num_views": 1, "score_views": 0},
         run={"order": "given", "reuse_adapters": True, "train_tokens_per_s": 100.0})  # TTT gets seconds
@@ -86,7 +89,8 @@ def test_warm_start_begins_from_the_stored_adapter(adapter, tmp_path, monkeypatc
     import solver.ttt
     from solver.codec import Codec
     from solver.config import get_preset
-    from solver.run import Deadlines, _train_or_reuse
+    from solver.pipeline import _train_or_reuse
+    from solver.results import Deadlines
     from solver.model import Loaded
     cfg = get_preset("test").override(ttt={"num_transforms": 1, "max_examples": 2, "rank": 2},
                                       run={"reuse_warm_threshold": 0.5, "reuse_threshold": 0.999})

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solver.config import get_preset
-from solver.run import (HARD_STOP_EXIT, RESULTS, Deadlines, TaskResult, config_at, demo_tasks, read_results,
-                        resolve_config, run_tasks, task_size)
 from solver import budget as B
+from solver.cli import demo_tasks
+from solver.config import get_preset, resolve
+from solver.results import RESULTS, Deadlines, TaskResult, read_results
+from solver.run import HARD_STOP_EXIT, config_at, run_tasks, task_size
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
 
@@ -91,7 +92,7 @@ def calls(tmp_path) -> list[dict]:
 
 
 def fake_cfg(factory="known_factory", budget="60s", workers=0, **run):
-    cfg = resolve_config("test", budget=budget, workers=workers, solver=f"test_run:{factory}")
+    cfg = resolve("test", run={"budget": budget, "workers": workers, "solver": f"test_run:{factory}"})
     # planning speeds of a fake that takes no time: every task is planned at full level
     return cfg.override(run={"train_tokens_per_s": 1e9, "prefill_tokens_per_s": 1e9, "decode_tokens_per_s": 1e9,
                              "task_overhead_s": 0.01, **run})
@@ -243,13 +244,13 @@ def test_degraded_config_follows_the_ladder(arc1_eval):
 
 def test_bad_budget_is_refused():
     with pytest.raises(ValueError, match="duration"):
-        resolve_config("test", budget="soon")
+        resolve("test", run={"budget": "soon"})
 
 
 def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
     """The real pipeline (model loaded once, TTT, prediction) on 3 tasks; the run ends within its budget."""
     tasks = demo_tasks(3)
-    cfg = resolve_config("test", budget="60s").override(
+    cfg = resolve("test", run={"budget": "60s"}).override(
         ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2}, infer={"num_views": 2, "score_views": 2})
     t0 = time.monotonic()
     report = run_tasks(tasks, cfg, tmp_path / "sub.json", tmp_path / "work", start=t0, progress=False)
@@ -303,19 +304,19 @@ def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
 
 
 def test_no_arguments_on_kaggle_runs_the_competition_set(fake_env, arc1_eval, monkeypatch):
+    import solver.cli
     import solver.config
-    import solver.run
     from solver.cli import main
     comp = fake_env / "input" / "arc-prize-2099"
     comp.mkdir(parents=True)
     tasks = dict(list(arc1_eval.items())[:3])
     write_challenges(comp / "arc-agi_test_challenges.json", tasks.values())
-    monkeypatch.setattr(solver.run, "KAGGLE_TASKS", str(fake_env / "input" / "arc-prize-*" /
+    monkeypatch.setattr(solver.cli, "KAGGLE_TASKS", str(fake_env / "input" / "arc-prize-*" /
                                                         "arc-agi_test_challenges.json"))
-    monkeypatch.setattr(solver.run, "KAGGLE_OUT", str(fake_env / "working" / "submission.json"))
-    monkeypatch.setattr(solver.run, "KAGGLE_WORK", str(fake_env / "working" / "run"))
+    monkeypatch.setattr(solver.cli, "KAGGLE_OUT", str(fake_env / "working" / "submission.json"))
+    monkeypatch.setattr(solver.cli, "KAGGLE_WORK", str(fake_env / "working" / "run"))
     monkeypatch.setitem(solver.config.PRESETS, "kaggle-4xl4", fake_cfg(budget="30s"))
-    monkeypatch.setattr(solver.run, "process_start", time.monotonic)  # the budget counts from now, not pytest's start
+    monkeypatch.setattr(solver.cli, "process_start", time.monotonic)  # the budget counts from now, not pytest's start
     assert main([]) == 0
     assert_complete(fake_env / "working" / "submission.json", load_tasks(comp / "arc-agi_test_challenges.json"))
     assert sorted(read_results(fake_env / "working" / "run" / RESULTS)) == sorted(tasks)
@@ -326,8 +327,8 @@ def test_scratch_tiny_pipeline_with_a_shared_adapter(tmp_path, arc1_eval):
     import torch
     from solver.adapter import attach
     from solver.model import load_model
-    from solver.run import pipeline
-    cfg = resolve_config("test", budget="60s").override(ttt={"rank": 4}, infer={"num_views": 1, "score_views": 0})
+    from solver.pipeline import pipeline
+    cfg = resolve("test", run={"budget": "60s"}).override(ttt={"rank": 4}, infer={"num_views": 1, "score_views": 0})
     loaded = load_model(cfg.model.spec)
     adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids)
     with torch.no_grad():

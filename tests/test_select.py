@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from solver.select import (RULES, Candidate, candidate_table, choose_attempts, fallback_attempts, rank_combined,
+from solver.select import (RULES, Candidate, candidate_table, choose_attempts, no_choice, rank_combined,
                            rank_hierarchical, rank_poe, rank_vote)
 
 
@@ -86,7 +86,7 @@ def test_fallback_skips_a_grid_already_chosen():
 
 
 def test_no_candidates_gives_test_input_then_zero():
-    att = fallback_attempts(g(3, (2, 3)), "no time left")
+    att = no_choice(g(3, (2, 3)), "no time left")
     assert att.attempt_1.shape == (2, 3) and att.attempt_2.tolist() == [[0]]
     assert att.note == "no time left" and att.report()["note"] == "no time left"
 

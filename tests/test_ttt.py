@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from solver import ttt
+from solver import data, train, ttt
 from solver.adapter import attach
 from solver.codec import Codec
 from solver.config import TTTConfig
@@ -56,7 +56,7 @@ def _segments(ids):
 
 # data -----------------------------------------------------------------------------------------------------------------
 def test_leave_one_out_of_three_demos(task3):
-    ex = ttt.build_examples(task3, CODEC, TTTConfig(augment=False))
+    ex = data.build_examples(task3, CODEC, TTTConfig(augment=False))
     assert len(ex) == 3
     for j, e in enumerate(ex):
         others = [p for k, p in enumerate(task3.train) if k != j]
@@ -70,7 +70,7 @@ def test_leave_one_out_of_three_demos(task3):
 
 def test_loss_mask_covers_exactly_the_output_cells(task3):
     for demo_outputs in (True, False):
-        (e, *_) = ttt.build_examples(task3, CODEC, TTTConfig(augment=False, train_demo_outputs=demo_outputs))
+        (e, *_) = data.build_examples(task3, CODEC, TTTConfig(augment=False, train_demo_outputs=demo_outputs))
         expected = np.zeros(len(e), bool)
         ids = list(e.ids)
         outs = [i for i, t in enumerate(ids) if t == CODEC.out]
@@ -85,17 +85,17 @@ def test_loss_mask_covers_exactly_the_output_cells(task3):
 
 def test_augmented_examples_are_unique_and_capped(task3):
     cfg = TTTConfig(num_transforms=8, max_examples=1000)
-    ex = ttt.build_examples(task3, CODEC, cfg, seed=3)
+    ex = data.build_examples(task3, CODEC, cfg, seed=3)
     assert len({e.ids.tobytes() for e in ex}) == len(ex) == 24
-    plain = ttt.build_examples(task3, CODEC, TTTConfig(augment=False))
+    plain = data.build_examples(task3, CODEC, TTTConfig(augment=False))
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(ex, plain))  # the un-augmented ones first
-    assert len(ttt.build_examples(task3, CODEC, TTTConfig(num_transforms=8, max_examples=10))) == 10
+    assert len(data.build_examples(task3, CODEC, TTTConfig(num_transforms=8, max_examples=10))) == 10
 
 
 def test_duplicates_are_removed():
     g = np.array([[1, 2], [0, 1]], np.uint8)
     task = Task("dup", [(g, _swap(g))] * 3, [g])
-    assert len(ttt.build_examples(task, CODEC, TTTConfig(augment=False))) == 1
+    assert len(data.build_examples(task, CODEC, TTTConfig(augment=False))) == 1
 
 
 def test_token_budget_drops_context_but_keeps_the_query():
@@ -104,7 +104,7 @@ def test_token_budget_drops_context_but_keeps_the_query():
     small, small2 = [(_grid(rng, 2, 2), _grid(rng, 2, 2)) for _ in range(2)]
     task = Task("budget", [big, small, small2], [small[0]])
     budget = CODEC.num_tokens([small], *big)   # the big query fits with one small demo only
-    ex = ttt.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=budget, train_demo_outputs=False))
+    ex = data.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=budget, train_demo_outputs=False))
     assert len(ex) == 3 and all(len(e) <= budget for e in ex)
     for e, (a, b) in zip(ex, task.train):
         query_in, query_out = _segments(e.ids)[-1]
@@ -112,20 +112,20 @@ def test_token_budget_drops_context_but_keeps_the_query():
     assert len(_segments(ex[0].ids)) == 2      # big query: one of its two small demos dropped
     assert len(_segments(ex[1].ids)) == 2      # small query: the big demo dropped, the small one kept
     tight = CODEC.num_tokens([], *small)       # now the big demo cannot be a query at all: that example goes
-    ex = ttt.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=tight))
+    ex = data.build_examples(task, CODEC, TTTConfig(augment=False, max_tokens=tight))
     assert len(ex) == 2 and all(len(_segments(e.ids)) == 1 for e in ex)
 
 
 def test_direct_format_has_no_context(task3):
-    ex = ttt.build_examples(task3, CODEC, TTTConfig(augment=False, data_format="direct"))
+    ex = data.build_examples(task3, CODEC, TTTConfig(augment=False, data_format="direct"))
     assert [len(_segments(e.ids)) for e in ex] == [1, 1, 1]
     with pytest.raises(ValueError, match="data_format"):
-        ttt.build_examples(task3, CODEC, TTTConfig(data_format="chat"))
+        data.build_examples(task3, CODEC, TTTConfig(data_format="chat"))
 
 
 def test_batches_group_similar_lengths():
     lengths = [5, 100, 6, 101, 7, 102, 8, 103]
-    batches = ttt.make_batches(lengths, 2, np.random.default_rng(0))
+    batches = data.length_batches(lengths, np.random.default_rng(0), rows=2)
     assert sorted(i for b in batches for i in b) == list(range(8))
     assert all(abs(lengths[b[0]] - lengths[b[1]]) <= 1 for b in batches)
 
@@ -166,12 +166,12 @@ def test_masked_loss_equals_the_models_own_loss(tiny):
     loaded, ad = tiny
     rng = np.random.default_rng(0)
     task = Task("shapes", [(_grid(rng, 2, 5), _grid(rng, 2, 5)), (_grid(rng, 3, 3), _grid(rng, 1, 2))], [])
-    ex = ttt.build_examples(task, loaded.codec, TTTConfig(num_transforms=8, augmentations=["dihedral"]))
+    ex = data.build_examples(task, loaded.codec, TTTConfig(num_transforms=8, augmentations=["dihedral"]))
     ex = sorted(ex, key=len)
-    batch = ttt.collate([ex[0], ex[-1]], loaded.codec.pad)
+    batch = data.collate([ex[0], ex[-1]], loaded.codec.pad)
     assert len(ex[0]) < len(ex[-1])  # padding present: the loss without a padding mask must still be exact
     with torch.no_grad():
-        ours = ttt.masked_loss(ad.model, batch)
+        ours = train.masked_loss(ad.model, batch)
         theirs = ad.model(**batch).loss
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
 

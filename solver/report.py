@@ -1,0 +1,102 @@
+"""The run's report: report.csv (one row per task), report.json (the summary, and the score when solutions are
+known), report.html when the budget has room, and the closing log lines.
+
+Reads a finished (or stopped) run: its tasks, outcomes and skipped tasks, as `solver.run.Run` holds them (passed in,
+read only). Knows nothing of planning, workers or models.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from solver import budget as B
+from solver.files import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
+
+
+REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
+                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from"]
+
+
+def write_report(run, printing: bool = True) -> dict:
+    """report.csv (one row per task) and report.json (summary, score when solutions are known) in the work dir."""
+    table = None
+    if run.solutions:
+        from solver.score import score_table
+        truths = {tid: t.test_outputs for tid, t in run.tasks.items() if t.test_outputs is not None}
+        table = score_table({tid: o.grids() for tid, o in run.outcomes.items()}, truths)
+        correct = dict(zip(table["task_id"], table["correct"]))
+    rows = []
+    for tid, task in run.tasks.items():
+        o = run.outcomes.get(tid)
+        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
+                                   "note": run.skipped.get(tid, "")}
+        row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
+                   correct=correct.get(tid, "") if table is not None else "")
+        rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, REPORT_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(run.workdir / REPORT_CSV, text.getvalue())
+    statuses = {}
+    for row in rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    done = list(run.outcomes.values())
+    report = {"tasks": len(run.tasks), "status": statuses, "budget_s": run.budget,
+              "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
+              "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
+              "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
+              "speed_correction": round(run.rates.correction, 3), "error": run.error,
+              "submission": str(run.out), "model": run.cfg.model.spec, "hardware": _hardware(run.workers),
+              "code_version": _git_version()}
+    if table is not None:
+        from solver.score import print_score, summary
+        report["score"] = summary(table)
+        if printing:
+            print_score(table)
+    write_json_atomic(run.workdir / REPORT_JSON, report)
+    problems = [r for r in rows if r["status"] in ("failed", "lost", "invalid", "retried")]
+    for r in problems:
+        log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
+    _write_html_report(run)
+    log.info("run done in %s of %s: %s; report in %s", B.format_seconds(report["elapsed_s"]),
+             B.format_seconds(run.budget), ", ".join(f"{v} {k}" for k, v in statuses.items()), run.workdir)
+    return report
+
+
+def _write_html_report(run) -> None:
+    """report.html beside report.csv, when the budget still has room: a picture of the run, never a risk to it."""
+    left = run.budget - (time.monotonic() - run.start)
+    if left < 5 + 0.25 * len(run.tasks):  # `show --report` on the 10-task demo: 2.6 s with imports, about 0.1 s a task
+        log.info("no report.html: %.0f s of the budget left (show --report %s writes it later)", left, run.workdir)
+        return
+    try:
+        from solver.show import write_html_report
+        write_html_report(run.workdir, run.tasks, submission=run.out)
+    except Exception as e:  # the report is optional; the submission and report.csv are already on disk
+        log.warning("report.html not written: %s: %s", type(e).__name__, e)
+
+
+def _hardware(workers: int) -> str:
+    from solver.workers import visible_gpus
+    gpus = visible_gpus()
+    return f"{platform.machine()} {os.cpu_count()} CPUs, {len(gpus)} GPU(s), {workers} worker(s)"
+
+
+def _git_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""

@@ -1,0 +1,120 @@
+"""What moves between the run, its workers and a solve function, and the results file that keeps it.
+
+`Deadlines` and `TaskResult` are the contract of a solve function (`solve(task, cfg, deadlines) -> TaskResult`);
+`Job` is a task as handed to a worker; `Outcome` is a finished task, one JSON line of results.jsonl, appended and
+flushed before the submission is rewritten, so that a killed run resumes without losing a finished task.
+Knows nothing of models, planning or reports.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from solver.submission import Attempts, complete_attempts
+from solver.tasks import Task
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+
+
+class Deadlines(NamedTuple):
+    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included)."""
+    ttt: float
+    end: float
+
+
+@dataclass
+class TaskStats:
+    """What solving a task did, beyond its attempts (reported per task)."""
+    ttt_steps: int = 0
+    candidates: int = 0
+    views: int = 0
+    ttt_seconds: float = 0.0
+    predict_seconds: float = 0.0
+    note: str = ""
+    adapter_from: str = ""  # 'reuse:<task id>@<cosine>' or 'warm:<task id>@<cosine>' (solver.reuse), else empty
+
+
+@dataclass
+class TaskResult(TaskStats):
+    """What a solve function returns: per test input a pair of grids, or None where it found nothing."""
+    attempts: list[Attempts | None] = field(default_factory=list)
+
+    def __init__(self, attempts: list[Attempts | None], **stats):
+        super().__init__(**stats)
+        self.attempts = attempts
+
+
+@dataclass
+class Job:
+    """One task as handed to a worker: the config of its level, its deadlines, and what to do if it raises."""
+    id: str
+    task: Task
+    level: int
+    cfg: dict
+    deadlines: Deadlines
+    retry_level: int
+    retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
+    retry_ttt_fraction: float
+
+
+@dataclass
+class Outcome(TaskStats):
+    """One finished task, as the results file holds it (one JSON line)."""
+    id: str = ""
+    status: str = ""  # ok | retried (raised once, then ok) | failed (raised twice: fallback) | lost | invalid
+    level: int = 0
+    attempts: list = field(default_factory=list)  # [[attempt_1, attempt_2], ...] one pair per test input, complete
+    found: int = 0  # test inputs whose attempts came from the solver rather than the fallback
+    seconds: float = 0.0
+    worker: str = ""
+    error: str = ""
+
+    def grids(self) -> list[Attempts]:
+        return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in self.attempts]
+
+
+def _json_pairs(pairs: list[Attempts]) -> list:
+    return [[a.tolist(), b.tolist()] for a, b in pairs]
+
+
+def fallback_outcome(task: Task, status: str, level: int, error: str = "", seconds: float = 0.0,
+                     worker: str = "") -> Outcome:
+    return Outcome(id=task.id, status=status, level=level, attempts=_json_pairs(complete_attempts(task, None)),
+                   seconds=seconds, worker=worker, error=error)
+
+
+def append_result(path: Path, outcome: Outcome) -> None:
+    """One JSON line, flushed to disk before returning."""
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(outcome), separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_results(path: Path) -> dict[str, Outcome]:
+    """Finished tasks by id. A line cut short by a kill is dropped, and cut off the file so appends stay whole."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: dropping a last line cut short (%d bytes)", path, len(data) - end)
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    out = {}
+    for n, line in enumerate(data[:end].decode().splitlines(), 1):
+        try:
+            o = Outcome(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as e:
+            log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
+            continue
+        out[o.id] = o
+    return out
