@@ -11,6 +11,10 @@ that it speaks `Codec.compact()`. A reduced model saves as an ordinary HF direct
 weights; loading that directory needs no flags. Converting a GGUF is slow (~30 s), so the converted (and reduced)
 model is cached as such a directory, keyed by the source file's path, size and mtime.
 
+PAD is never a target. In many tokenizers it is EOS's token (SmolLM2: both id 2), which reduction copies into two rows
+with equal logits, capping P(EOS) at 0.5. So every model `load_model` returns has a dead PAD logit (-inf) whenever PAD
+is a token of its own: forward hooks, put back at each load, since no weight can carry a constant -inf.
+
 Knows nothing of tasks, training or decoding: the codec alone knows the token layout; adapters live in solver.adapter.
 """
 from __future__ import annotations
@@ -81,8 +85,8 @@ def reduce_vocabulary(model, codec: Codec) -> Codec:
     """Cut the model's embedding and output rows to the codec's tokens, in place; returns `Codec.compact()`.
 
     Row i of each reduced matrix is row codec.token_ids[i] of the full one, so the reduced model's logit i equals the
-    full model's logit at token_ids[i]. Tied embeddings stay tied. Symbols sharing one token (eos = pad in many
-    tokenizers) get copies of the same row.
+    full model's logit at token_ids[i], except PAD's, which is dead (`mask_dead_logits`). Tied embeddings stay tied.
+    Symbols sharing one token (eos = pad in many tokenizers) get copies of the same row.
     """
     import torch
     from torch import nn
@@ -111,7 +115,63 @@ def reduce_vocabulary(model, codec: Codec) -> Codec:
                 new_out.bias.copy_(out.bias[rows])
             model.set_output_embeddings(new_out)
     _set_vocab_config(model, compact)
+    mask_dead_logits(model, compact)
     return compact
+
+
+def dead_logit_ids(codec: Codec) -> list[int]:
+    """Token ids the model must never predict: PAD, unless PAD is another symbol's token (EOS, in a full vocabulary)."""
+    return [] if codec.pad in codec.token_ids[:-1] else [codec.pad]
+
+
+_INDEX_CACHE: dict = {}  # (ids, device) -> long tensor
+
+
+def _fill_dead(logits, ids: list[int]):
+    """logits with the columns `ids` set to -inf (out of place: autograd sees a zero gradient there)."""
+    key = (tuple(ids), logits.device)
+    if key not in _INDEX_CACHE:  # built once per device: no host-to-device copy at every decoding step
+        import torch
+        _INDEX_CACHE[key] = torch.tensor(ids, dtype=torch.long, device=logits.device)
+    return logits.index_fill(-1, _INDEX_CACHE[key], float("-inf"))
+
+
+def _logits_hook(module, args, output):
+    """Forward hook: the model's output logits with the dead columns at -inf."""
+    if getattr(output, "logits", None) is not None:  # a ModelOutput (return_dict=False tuples are left alone)
+        output.logits = _fill_dead(output.logits, module._arc_dead_logits)
+    return output
+
+
+class _DeadLoss:
+    """A model's loss function, called on logits whose dead columns are -inf (the loss a model computes from labels)."""
+
+    def __init__(self, base, ids: list[int]):
+        self.base, self.ids = base, ids
+
+    def __call__(self, logits, labels, *args, **kwargs):
+        return self.base(_fill_dead(logits, self.ids), labels, *args, **kwargs)
+
+
+def mask_dead_logits(model, codec: Codec) -> list[int]:
+    """Make the logits of `dead_logit_ids(codec)` -inf in every forward pass from now on; returns those ids.
+
+    A forward hook sets them in the model's output `.logits`, and its loss function (the loss computed from `labels`)
+    sees them too, also where a wrapper bypasses the head's own forward (PEFT's trainable tokens on a tied head do).
+    The weights are untouched (a head has no bias to carry a constant), so `load_model` does this at each load; a
+    directory loaded by plain `from_pretrained` has a live PAD logit. Idempotent.
+    """
+    ids = dead_logit_ids(codec)
+    for handle in getattr(model, "_arc_dead_handles", ()):
+        handle.remove()
+    model._arc_dead_logits, model._arc_dead_handles = ids, ()
+    if ids:
+        model._arc_dead_handles = (model.register_forward_hook(_logits_hook),)
+    loss = getattr(model, "loss_function", None)  # a transformers model's; other models have none
+    if loss is not None and (ids or isinstance(loss, _DeadLoss)):
+        base = loss.base if isinstance(loss, _DeadLoss) else loss
+        model.loss_function = _DeadLoss(base, ids) if ids else base
+    return ids
 
 
 def _set_vocab_config(model, codec: Codec) -> None:
@@ -354,6 +414,7 @@ def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: st
         dev = resolve_device(device)
         if dev != "cpu" or dtype != "auto":
             model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+        mask_dead_logits(model, Codec.compact())
         return Loaded(model, Codec.compact(), spec)
     t0 = time.time()
     source, path = resolve_spec(spec)
@@ -366,6 +427,7 @@ def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: st
     model, codec = _load_hf_dir(path, torch_dtype, dev, load_in_4bit)
     if reduce_vocab:
         codec = reduce_vocabulary(model, codec)
+    mask_dead_logits(model, codec)  # hooks are not saved with the weights: every load puts them back
     log.info("loaded %s (%s, %s, %s vocabulary, %.1fM parameters) in %.1f s", spec, dev, str(torch_dtype)[6:],
              "reduced" if codec.is_compact else "full", num_params(model) / 1e6, time.time() - t0)
     return Loaded(model, codec, spec)

@@ -1,8 +1,9 @@
 """Model loading: vocabulary reduction, self-describing reduced directories, the GGUF cache, spec errors.
 
 Fast tests use a tiny random Llama on a 64-token word-level vocabulary whose symbol ids are scrambled; the real
-SmolLM2 is loaded only by the test marked slow.
+SmolLM2 is loaded by the tests marked real (once per module) and slow.
 """
+import math
 import json
 import os
 import random
@@ -15,9 +16,10 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 import solver.model as M
 from solver.codec import SYMBOLS, Codec, CodecError
-from solver.config import ModelConfig
+from solver.config import ModelConfig, TTTConfig
 
 VOCAB = 64
+LIVE = len(SYMBOLS) - 1  # compact ids 0..14 have live logits; 15 (PAD) is dead
 
 
 def make_tokenizer(split_digits: bool = False) -> PreTrainedTokenizerFast:
@@ -52,6 +54,11 @@ def logits(model, ids) -> torch.Tensor:
         return model(input_ids=torch.as_tensor(ids).reshape(1, -1)).logits[0].float()
 
 
+def live_distribution(full_logits, codec: Codec) -> torch.Tensor:
+    """The full model's next-token distribution over the codec's distinct tokens (PAD excluded), renormalised."""
+    return torch.softmax(full_logits[..., list(codec.token_ids[:LIVE])], -1)
+
+
 def prompt(codec: Codec) -> list[int]:
     """A short encoded ARC-like task in the codec's ids."""
     import numpy as np
@@ -79,7 +86,9 @@ def test_reduced_logits_equal_full_logits_at_kept_ids(tied):
     assert compact == Codec.compact()
     reduced = logits(model, prompt(compact))
     assert reduced.shape == (len(ids), len(SYMBOLS))
-    torch.testing.assert_close(reduced, full[:, list(codec.token_ids)], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reduced[:, :LIVE], full[:, list(codec.token_ids[:LIVE])], rtol=1e-5, atol=1e-5)
+    assert torch.all(reduced[:, compact.pad] == -math.inf)  # PAD, EOS's twin here, is dead
+    torch.testing.assert_close(torch.softmax(reduced, -1)[:, :LIVE], live_distribution(full, codec))
     assert model.get_input_embeddings().weight.shape == (16, 32)
     assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
     cfg, gen = model.config, model.generation_config
@@ -110,15 +119,17 @@ def test_saved_reduced_dir_reloads_plain_and_with_load_model(tmp_path, tied):
     model, codec = make_model(tied), Codec.for_tokenizer(make_tokenizer())
     compact = M.reduce_vocabulary(model, codec)
     expected = logits(model, prompt(compact))
+    assert torch.all(expected[:, compact.pad] == -math.inf)
     M.save_model(M.Loaded(model, compact, "test"), tmp_path / "r")
     meta = json.loads((tmp_path / "r" / M.CODEC_FILE).read_text())
     assert meta["reduced"] is True and meta["token_ids"] == list(range(16))
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "r").eval()
-    torch.testing.assert_close(logits(plain, prompt(compact)), expected)
+    plain = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "r").eval(), prompt(compact))
+    torch.testing.assert_close(plain[:, :LIVE], expected[:, :LIVE])
+    torch.testing.assert_close(plain[:, compact.pad], plain[:, compact.eos])  # the weights hold the twin row...
     loaded = M.load_model(str(tmp_path / "r"))
     assert loaded.codec == Codec.compact()
     assert loaded.model.config.tie_word_embeddings == tied
-    torch.testing.assert_close(logits(loaded.model, prompt(compact)), expected)
+    torch.testing.assert_close(logits(loaded.model, prompt(compact)), expected)  # ...which load_model kills again
 
 
 def test_hf_dir_full_and_reduced(hf_dir):
@@ -127,8 +138,10 @@ def test_hf_dir_full_and_reduced(hf_dir):
     assert full.model.dtype == torch.float32 and full.model.device.type == "cpu"
     reduced = M.load_model(str(hf_dir))
     assert reduced.codec == Codec.compact()
-    torch.testing.assert_close(logits(reduced.model, prompt(reduced.codec)),
-                               logits(full.model, prompt(full.codec))[:, list(full.codec.token_ids)])
+    full_logits = logits(full.model, prompt(full.codec))
+    assert M.dead_logit_ids(full.codec) == [] and torch.isfinite(full_logits).all()  # full: PAD is EOS, kept alive
+    torch.testing.assert_close(torch.softmax(logits(reduced.model, prompt(reduced.codec)), -1)[:, :LIVE],
+                               live_distribution(full_logits, full.codec))
     assert M.num_params(full.model) - M.num_params(reduced.model) == 2 * (VOCAB - 16) * 32  # embedding + head
 
 
@@ -148,6 +161,64 @@ def test_scratch_unchanged():
 def test_load_configured_reads_the_model_section(hf_dir):
     loaded = M.load_configured(ModelConfig(spec=str(hf_dir), reduce_vocab=False, dtype="bfloat16", device="cpu"))
     assert loaded.codec.vocab_size == VOCAB and loaded.model.dtype == torch.bfloat16
+
+
+# the dead PAD logit ---------------------------------------------------------------------------------------------------
+def test_dead_logit_ids():
+    assert M.dead_logit_ids(Codec.compact()) == [15]
+    shared = Codec.for_tokenizer(make_tokenizer())
+    assert shared.pad == shared.eos and M.dead_logit_ids(shared) == []  # full vocabulary: PAD's token is EOS's
+    own_pad = Codec(shared.token_ids[:-1] + (60,), VOCAB)
+    assert M.dead_logit_ids(own_pad) == [60]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_eos_probability_is_not_capped_at_half_by_its_pad_twin(tied):
+    """A full model sure of EOS stays sure after reduction (its PAD twin used to take half of the mass)."""
+    model, codec = make_model(tied), Codec.for_tokenizer(make_tokenizer())
+    ids = prompt(codec)
+    with torch.no_grad():  # by construction: EOS's output row along the last position's final hidden state
+        h = model.model(input_ids=torch.as_tensor(ids)[None]).last_hidden_state[0, -1]
+        model.get_output_embeddings().weight[codec.eos] = 20 * h / h.norm()
+    full = logits(model, ids)  # the prompt holds no EOS, so a tied input row changes nothing upstream
+    assert torch.softmax(full[-1], -1)[codec.eos] > 0.9
+    compact = M.reduce_vocabulary(model, codec)
+    reduced = torch.softmax(logits(model, prompt(compact)), -1)
+    assert reduced[-1, compact.eos] > 0.9 and reduced[:, compact.pad].max() == 0
+    torch.testing.assert_close(reduced[:, :LIVE], live_distribution(full, codec))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_pad_stays_dead_through_lora_training(tied):
+    """LoRA + trained embedding rows (trainable tokens on a tied head, bypassing its forward; copies when untied):
+    PAD's logit is -inf in training and after it, and the model's own loss sees it dead."""
+    from solver.adapter import attach
+    model, codec = make_model(tied), Codec.for_tokenizer(make_tokenizer())
+    compact = M.reduce_vocabulary(model, codec)
+    cfg = TTTConfig(backend="peft", rank=4, target_modules=["q_proj", "v_proj"], train_embeddings=True)
+    peft_model = attach(model, cfg, compact.token_ids).model
+    ids = torch.as_tensor(prompt(compact)).reshape(1, -1)
+    optimizer = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.5)
+    peft_model.train()
+    for _ in range(3):
+        out = peft_model(input_ids=ids, labels=ids)
+        assert torch.all(out.logits[0, :, compact.pad] == -math.inf)
+        own = torch.nn.functional.cross_entropy(out.logits[0, :-1, :LIVE], ids[0, 1:])  # PAD excluded by hand
+        torch.testing.assert_close(out.loss, own)
+        optimizer.zero_grad()
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in peft_model.parameters() if p.grad is not None)
+        optimizer.step()
+    peft_model.eval()
+    after = logits(peft_model, ids[0])
+    assert torch.all(after[:, compact.pad] == -math.inf) and torch.isfinite(after[:, :LIVE]).all()
+
+
+def test_scratch_models_have_a_dead_pad_logit():
+    model = M.load_model("scratch:tiny").model
+    assert torch.all(logits(model, prompt(Codec.compact()))[:, Codec.compact().pad] == -math.inf)
+    M.mask_dead_logits(model, Codec.compact())  # idempotent: one hook, one wrapped loss
+    assert len(model._forward_hooks) == 1 and not isinstance(model.loss_function.base, type(model.loss_function))
 
 
 # the GGUF cache -------------------------------------------------------------------------------------------------------
@@ -185,9 +256,11 @@ def test_second_load_hits_the_cache(fake_gguf, tmp_path):
     source = json.loads((cache / entries[0] / M.CODEC_FILE).read_text())["source"]
     assert source["token_ids"] == list(Codec.for_tokenizer(make_tokenizer()).token_ids)
     assert source["size"] == path.stat().st_size
-    expected = logits(make_model(tied=True), prompt(Codec.for_tokenizer(make_tokenizer())))
-    torch.testing.assert_close(logits(second.model, prompt(second.codec)),
-                               expected[:, list(Codec.for_tokenizer(make_tokenizer()).token_ids)])
+    full_codec = Codec.for_tokenizer(make_tokenizer())
+    expected = logits(make_model(tied=True), prompt(full_codec))
+    got = logits(second.model, prompt(second.codec))
+    torch.testing.assert_close(got[:, :LIVE], expected[:, list(full_codec.token_ids[:LIVE])])
+    assert torch.all(got[:, second.codec.pad] == -math.inf)
 
 
 def test_full_vocabulary_is_cached_separately(fake_gguf, tmp_path):
@@ -320,8 +393,37 @@ def test_smollm2_reduced_matches_full(tmp_path_factory, arc1_train):
     task = min(list(arc1_train.values())[:50], key=lambda t: full.codec.num_tokens(t.train[:2], t.test_inputs[0]))
     full_ids = full.codec.encode(task.train[:2], task.test_inputs[0]).ids
     compact_ids = reduced.codec.encode(task.train[:2], task.test_inputs[0]).ids
-    full_logits = logits(full.model, full_ids)[:, list(full.codec.token_ids)]
-    torch.testing.assert_close(logits(reduced.model, compact_ids), full_logits, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(torch.softmax(logits(again.model, compact_ids)[-1], -1),
-                               torch.softmax(full_logits[-1], -1), rtol=1e-4, atol=1e-5)
+    full_logits = logits(full.model, full_ids)
+    torch.testing.assert_close(logits(reduced.model, compact_ids)[:, :LIVE],
+                               full_logits[:, list(full.codec.token_ids[:LIVE])], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.softmax(logits(again.model, compact_ids)[-1], -1)[:LIVE],
+                               live_distribution(full_logits[-1], full.codec), rtol=1e-4, atol=1e-5)
     assert M.num_params(full.model) - M.num_params(reduced.model) == (49152 - 16) * 576  # tied: one matrix
+
+
+@pytest.fixture(scope="module")
+def smollm2_full_and_reduced():
+    """The real SmolLM2, full vocabulary (the cost: about 35 s converting on a cold cache, 5 s from the cache on a
+    2-core CPU) and reduced (cached: under a second); loaded once for the module."""
+    return M.load_model("smollm2", reduce_vocab=False), M.load_model("smollm2")
+
+
+def repeated_grids(codec: Codec, times: int = 3):
+    """BOS grid EOS, `times` over, without the last EOS: a short real prompt ending at a grid's end, where SmolLM2
+    expects EOS (the induction a repeated pattern sets up)."""
+    import numpy as np
+    grid = codec.grid_ids(np.array([[1, 2], [3, 4]], np.uint8))
+    return list(np.concatenate([[codec.bos], grid, [codec.eos]] * times)[:-1])
+
+
+@pytest.mark.real  # one full-vocabulary load (module fixture) and a 23-token prompt: CI runs it
+def test_smollm2_reduced_eos_beats_half_and_matches_full_without_pad(smollm2_full_and_reduced):
+    full, reduced = smollm2_full_and_reduced
+    assert full.codec.pad == full.codec.eos and reduced.codec.is_compact  # SmolLM2 shares PAD and EOS
+    full_logits = logits(full.model, repeated_grids(full.codec))
+    compact = logits(reduced.model, repeated_grids(reduced.codec))
+    assert torch.all(compact[:, reduced.codec.pad] == -math.inf)
+    p = torch.softmax(compact, -1)
+    assert p[-1, reduced.codec.eos] > 0.5  # a twin PAD row would cap this at 0.5
+    torch.testing.assert_close(p[:, :LIVE], live_distribution(full_logits, full.codec), rtol=0, atol=1e-4)
+
