@@ -49,13 +49,38 @@ class View:
 
 
 def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:
-    """The largest output shape worth generating: the largest demo output, or the query scaled by the largest
-    demo output/input ratio, whichever is larger, per side; at most 30."""
-    rows = max([b.shape[0] for _, b in train] + [math.ceil(query.shape[0] * max(b.shape[0] / a.shape[0]
-                                                                                  for a, b in train))])
-    cols = max([b.shape[1] for _, b in train] + [math.ceil(query.shape[1] * max(b.shape[1] / a.shape[1]
-                                                                                  for a, b in train))])
-    return min(rows, MAX_SIDE), min(cols, MAX_SIDE)
+    """The largest output shape worth generating, (rows, cols), at most 30x30.
+
+    The query's own shape when every demo keeps its shape (the common case). Else per side: the largest size predicted
+    for the query by the simple rules every demo obeys (a fixed size, a fixed ratio to either input side when it gives
+    whole cells, a fixed difference from either input side). When a side has no such rule, the shape depends on
+    content: a square as large as the query, as the demo outputs extrapolated one step (largest + (largest -
+    smallest)) and as the query scaled by the largest demo ratio. Chosen on the training splits less their protected
+    tasks, whose every test output it admits (tests/test_reachable.py).
+    """
+    def predicted(axis: int) -> list[int]:
+        outs = [b.shape[axis] for _, b in train]
+        sizes = [outs[0]] if len(set(outs)) == 1 else []
+        for src in (axis, 1 - axis):
+            pairs = [(b.shape[axis], a.shape[src]) for a, b in train]
+            o0, i0 = pairs[0]
+            if all(o * i0 == o0 * i for o, i in pairs) and query.shape[src] * o0 % i0 == 0:
+                sizes.append(query.shape[src] * o0 // i0)
+            if len({o - i for o, i in pairs}) == 1:
+                sizes.append(query.shape[src] + o0 - i0)
+        return [s for s in sizes if s >= 1]
+
+    if all(a.shape == b.shape for a, b in train):
+        return query.shape[0], query.shape[1]
+    rows, cols = predicted(0), predicted(1)
+    if rows and cols:
+        return min(max(rows), MAX_SIDE), min(max(cols), MAX_SIDE)
+    side = 0
+    for axis in (0, 1):
+        outs = [b.shape[axis] for _, b in train]
+        scaled = max(-(-query.shape[axis] * b.shape[axis] // a.shape[axis]) for a, b in train)  # ceil
+        side = max(side, 2 * max(outs) - min(outs), query.shape[axis], scaled)
+    return min(side, MAX_SIDE), min(side, MAX_SIDE)
 
 
 def make_view(task: Task, test_index: int, codec: Codec, transform: Transform) -> View:
