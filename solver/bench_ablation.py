@@ -125,12 +125,56 @@ def run_row(name: str, cfg: Config, tasks: dict[str, Task], workdir: Path, isola
 
 
 def run_ablation(base: Config, tasks: dict[str, Task], out_dir: Path, rows: list[tuple[str, dict]] = ROWS,
-                 isolate: bool = True) -> list[dict]:
+                 isolate: bool = True, executor: str = "local") -> list[dict]:
+    """Every row in turn (local), or side by side across a Ray cluster (executor 'ray': base.run.ray_address)."""
+    if executor == "ray":
+        return run_ablation_on_ray(base, tasks, out_dir, rows)
+    if executor != "local":
+        raise ValueError(f"unknown executor '{executor}' (choose local or ray)")
     results = []
     for i, (name, overrides) in enumerate(rows):
         log.info("ablation row %d/%d: %s", i + 1, len(rows), name)
         results.append(run_row(name, row_config(base, overrides), tasks, out_dir / f"row{i}", isolate))
     return results
+
+
+def run_ablation_on_ray(base: Config, tasks: dict[str, Task], out_dir: Path,
+                        rows: list[tuple[str, dict]] = ROWS) -> list[dict]:
+    """Each row a Ray task (one GPU, or run.ray_cpus_per_actor CPUs) running `run_row` in its own process with its
+    own budget, counted from its own start; rows wait for a free slot. The rows' folders are written on the nodes
+    that ran them; the table comes back here."""
+    import ray
+
+    from solver.ray_executor import actor_options, connect
+    connected = connect(base.run.ray_address)
+    try:
+        options, slots = actor_options(base.run.ray_cpus_per_actor)
+        log.info("ablation: %d rows on the Ray cluster, %d at a time (%s each)", len(rows), slots, options)
+        remote_row = ray.remote(max_retries=0)(run_row).options(**options)
+        shared = ray.put(tasks)
+        local = base.override(run={"executor": "local"})  # each row's own run is local to the node it lands on
+        refs = [remote_row.remote(name, row_config(local, o), shared, out_dir / f"row{i}", True)
+                for i, (name, o) in enumerate(rows)]
+        results = []
+        for ref, (name, o) in zip(refs, rows):
+            try:
+                results.append(ray.get(ref))
+            except ray.exceptions.RayError as e:
+                log.error("ablation row %s failed on the cluster: %s", name, str(e).splitlines()[0])
+                results.append(failed_row(name, row_config(base, o), tasks, f"{type(e).__name__} on the cluster"))
+            log.info("ablation row %s done", name)
+        return results
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def failed_row(name: str, cfg: Config, tasks: dict[str, Task], error: str) -> dict:
+    """The table's row of a row that never reported (nothing solved, the error named)."""
+    from solver.budget import parse_duration
+    truths = sum(len(t.test_outputs or []) for t in tasks.values())
+    return {"row": name, "model": cfg.model.spec, "tasks": len(tasks), "solved": 0, "correct": 0, "outputs": truths,
+            "score": 0.0, "seconds": 0.0, "budget_s": parse_duration(cfg.run.budget), "levels": "", "error": error}
 
 
 def format_table(results: list[dict]) -> str:
@@ -152,7 +196,9 @@ def write_csv(path: Path, results: list[dict]) -> None:
 
 def main(args) -> int:
     """Entry point of `python -m solver bench ablation` (args from solver.cli)."""
-    base = resolve(args.preset, args.config, args.set, model={"spec": args.model}, run={"budget": args.budget})
+    executor = getattr(args, "executor", None) or "local"
+    base = resolve(args.preset, args.config, args.set, model={"spec": args.model},
+                   run={"budget": args.budget, "executor": executor, "ray_address": getattr(args, "ray_address", None)})
     tasks = ablation_tasks(args.tasks, args.limit)
     out = Path(args.csv)
     out_dir = out.with_suffix("")
@@ -161,7 +207,7 @@ def main(args) -> int:
     rows = ROWS + RELATED_ROWS
     if getattr(args, "rows", ""):
         rows = [rows[int(i)] for i in args.rows.split(",")]
-    results = run_ablation(base, tasks, out_dir, rows)
+    results = run_ablation(base, tasks, out_dir, rows, executor=base.run.executor)
     write_csv(out, results)
     print(f"model {args.model}, {len(tasks)} tasks of {args.tasks}, budget {args.budget} per row, preset {args.preset}")
     print(format_table(results))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from solver.config import ConfigError, add_config_arguments, resolve
 from solver.files import setup_logging
-from solver.workers import process_start
+from solver.workers import process_start, use_executor
 from solver.tasks import Task, load_tasks
 
 log = logging.getLogger("solver.cli")
@@ -89,18 +89,36 @@ def add_run_parser(sub) -> None:
     s.add_argument("--solver", help="factory of the per-task solve function, 'module:function' (default: the "
                                     "pipeline)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_executor_arguments(s)
     add_config_arguments(s)
     s.set_defaults(func=cmd_run)
+
+
+def add_executor_arguments(s) -> None:
+    """--executor and --ray-address (run, bench ablation)."""
+    s.add_argument("--executor", choices=["local", "ray"], help="local (default): this machine's workers; ray: one "
+                                                                  "Ray actor per GPU of a Ray cluster")
+    s.add_argument("--ray-address", help="the Ray cluster to join: HOST:6379, or 'auto' for the one `ray start` began "
+                                         "here (default: $RAY_ADDRESS, else a new local cluster)")
+
+
+def executor_options(cfg) -> dict:
+    """The options of cfg.run.executor (solver.workers.use_executor)."""
+    if cfg.run.executor == "ray":
+        return {"address": cfg.run.ray_address, "cpus_per_actor": cfg.run.ray_cpus_per_actor}
+    return {}
 
 
 def cmd_run(args, start: float | None = None) -> int:
     start = process_start() if start is None else start
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
-                  run={"budget": args.budget, "workers": args.workers, "solver": args.solver})
+                  run={"budget": args.budget, "workers": args.workers, "solver": args.solver,
+                       "executor": args.executor, "ray_address": args.ray_address})
     tasks = load_tasks(args.tasks, args.limit)
     workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
     from solver.run import run_tasks
-    report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress)
+    with use_executor(cfg.run.executor, **executor_options(cfg)):
+        report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress)
     return 1 if report.get("error") else 0
 
 
@@ -190,6 +208,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
     s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
+    add_executor_arguments(s)
     add_config_arguments(s, "cpu-demo")
     s.set_defaults(func=cmd_bench)
     s = sub.add_parser("show", help="draw a task and a submission's attempts as a PNG, or a run's HTML report")

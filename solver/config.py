@@ -139,6 +139,11 @@ class RunConfig:
     prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
     decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")
     task_overhead_s: float = _f(1.0, "planning estimate of fixed seconds per task (view building, scoring)")
+    executor: str = _f("local", "local: the workers above on this machine | ray: one Ray actor per GPU of the cluster "
+                                "at ray_address (the command line picks it: solver.workers.use_executor)")
+    ray_address: str = _f("", "Ray cluster to join (HOST:6379, 'auto' for the one `ray start` began here; empty: "
+                              "$RAY_ADDRESS, else a new local cluster)")
+    ray_cpus_per_actor: float = _f(1.0, "CPUs each Ray actor (or ablation row) asks for on a cluster without GPUs")
 
 
 @dataclass
