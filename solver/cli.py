@@ -166,11 +166,13 @@ def add_pretrain_parser(sub) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from solver.pretrain import CURVE, plot_curve, pretrain
+    from solver.pretrain import CURVE, main_rank, plot_curve, pretrain
     data = [d for d in args.data.split(",") if d] if args.data else None
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
                   pretrain={"data": data, "budget": args.budget, "max_steps": args.steps})
     pretrain(cfg, args.out, progress=not args.no_progress)
+    if not main_rank():  # under torchrun, rank 0 alone writes and reports
+        return 0
     if (Path(args.out) / CURVE).is_file():
         try:
             print(f"curve: {plot_curve(Path(args.out) / CURVE, Path(args.out) / 'curve.png')}")

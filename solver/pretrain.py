@@ -7,6 +7,12 @@ Full fine-tuning for `scratch` models, LoRA (merged at the end) otherwise; bf16 
 GPU; a cosine schedule with warm-up over steps or time, whichever binds; periodic greedy one-view evaluation on the
 held-out slice; resumable checkpoints.
 
+Data-parallel under `torchrun --nproc_per_node N -m solver pretrain ...` (torch.distributed, initialised only when
+torchrun's WORLD_SIZE > 1: nccl on GPUs, gloo on CPUs): each optimiser step takes grad_accum x N micro-batches of the
+one deterministic stream, rank r those at r, r + N, ... (all ranks' together are the single-process stream);
+gradients are averaged by DistributedDataParallel; rank 0 alone evaluates and writes checkpoints, the curve and the
+model. The checkpoint counts micro-batches consumed, so a run resumes on any number of ranks.
+
 Output directory: the model (an ordinary HF directory + arc_codec.json, loadable with `--model DIR`), curve.csv (one
 row per evaluation), pretrain.json (the config), checkpoint/ (resume state; removed by nothing, ignored by loading).
 Knows nothing of the run's budget rules, decoding strategies (beyond greedy evaluation) or selection.
@@ -14,9 +20,11 @@ Knows nothing of the run's budget rules, decoding strategies (beyond greedy eval
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,7 +37,7 @@ from solver.config import Config, PretrainConfig, TTTConfig
 from solver.data import batch_stream, collate, epoch_batches, heldout_tasks, load_training
 from solver.files import write_atomic, write_text_atomic
 from solver.tasks import Task
-from solver.train import lr_factor, masked_loss, train_step
+from solver.train import StepResult, lr_factor, masked_loss, train_step
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,7 @@ def save_checkpoint(directory: Path, model, optimizer, state: State) -> None:
     import torch
     ck = {"weights": trainable_state(model), "optimizer": optimizer.state_dict(), "state": asdict(state)}
     write_atomic(directory / "state.pt", lambda tmp: torch.save(ck, tmp))
+    log.debug("checkpoint at step %d (%d micro-batches) in %s", state.step, state.micro, directory)
 
 
 def load_checkpoint(directory: Path, model, optimizer) -> State | None:
@@ -144,6 +153,80 @@ def export(model, codec: Codec, spec: str, directory: Path, lora: bool, source: 
     return save_model(Loaded(plain, codec, spec), directory, source=source)
 
 
+# data parallelism ---------------------------------------------------------------------------------------------------
+RANK_TIMEOUT_S = 3600.0  # how long ranks wait for each other in a collective (rank 0 evaluates while they wait)
+
+
+@dataclass
+class Ranks:
+    """This process's place in a data-parallel run: its rank, the number of ranks, and its GPU ('' : the config's)."""
+    rank: int = 0
+    world: int = 1
+    device: str = ""
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_ranks(device: str = "auto") -> Ranks:
+    """torch.distributed from torchrun's environment when WORLD_SIZE > 1 (nccl and GPU LOCAL_RANK when GPUs are
+    used, else gloo); a single process otherwise. Ranks other than 0 log warnings only (unless debugging)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    gpu = ""
+    if device != "cpu" and torch.cuda.is_available():
+        gpu = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(seconds=RANK_TIMEOUT_S))
+    if rank != 0 and not logging.getLogger("solver").isEnabledFor(logging.DEBUG):
+        logging.getLogger("solver").setLevel(logging.WARNING)
+    log.info("data-parallel pretraining: %d ranks (%s)", world, "nccl" if gpu else "gloo")
+    return Ranks(rank, world, gpu)
+
+
+def main_rank() -> bool:
+    """False in a torchrun rank other than 0 (which writes no files)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def close_ranks(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_ranks(step: StepResult, elapsed: float, ranks: Ranks) -> tuple[StepResult, float]:
+    """The step as all ranks saw it together (tokens summed; loss and elapsed time averaged): every rank then takes
+    the same schedule decisions (learning rate, evaluation, the end)."""
+    if ranks.world == 1:
+        return step, elapsed
+    import torch
+    import torch.distributed as dist
+    t = torch.tensor([step.loss, step.tokens, step.padded_tokens, step.trained_tokens, elapsed],
+                     dtype=torch.float64, device=ranks.device or "cpu")
+    dist.all_reduce(t)
+    loss, tokens, padded, trained, elapsed = t.tolist()
+    n = ranks.world
+    return StepResult(loss / n, int(round(tokens)), int(round(padded)), int(round(trained))), elapsed / n
+
+
+def fingerprint(batch: list) -> str:
+    """A short hash of a micro-batch's token ids: the debug log names each rank's data by it."""
+    h = hashlib.sha1()
+    for e in batch:
+        h.update(np.asarray(e.ids, dtype=np.int64).tobytes())
+    return h.hexdigest()[:10]
+
+
 # the loop -----------------------------------------------------------------------------------------------------------
 @dataclass
 class Session:
@@ -158,22 +241,26 @@ class Session:
     evals: list[Task]
     autocast: object = None
     micro_per_epoch: int = 0
+    ranks: Ranks = field(default_factory=Ranks)
+    trainer: object = None  # what the training step calls: the model, or its DistributedDataParallel wrapper
 
     @property
     def params(self) -> list:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
 
-def setup(cfg: Config, out: Path) -> Session:
-    """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW."""
+def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
+    """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW;
+    wrap the model in DistributedDataParallel on more than one rank (only rank 0 loads the evaluation tasks)."""
     import torch
 
     from solver.model import load_configured
     pc = cfg.pretrain
     tasks = list(load_training(pc.data).values())
-    evals = list(heldout_tasks(pc.eval_tasks, max_tokens=pc.max_tokens).values())
+    evals = list(heldout_tasks(pc.eval_tasks, max_tokens=pc.max_tokens).values()) if ranks.main else []
     lora = use_lora(pc, cfg.model.spec)
     mc = cfg.model if lora or cfg.model.dtype != "auto" else replace(cfg.model, dtype="float32")
+    mc = replace(mc, device=ranks.device) if ranks.device else mc
     loaded = load_configured(mc, pc.seed)
     if lora:
         from solver.adapter import attach
@@ -193,7 +280,11 @@ def setup(cfg: Config, out: Path) -> Session:
     log.info("pretrain %s (%s) on %d tasks (%s), %d held-out tasks evaluated, %d trainable parameters",
              cfg.model.spec, "LoRA" if lora else "full", len(tasks), ",".join(pc.data), len(evals),
              sum(p.numel() for g in groups for p in g["params"]))
-    return Session(cfg, out, model, loaded.codec, opt, lora, tasks, evals, autocast, micro)
+    trainer = model
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Session(cfg, out, model, loaded.codec, opt, lora, tasks, evals, autocast, micro, ranks, trainer)
 
 
 def record_eval(s: Session, state: State, train_loss: float) -> None:
@@ -212,21 +303,33 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
     """Train as cfg.pretrain says, resuming from out/checkpoint when present; the model is written to `out`.
 
     stop_at_step ends this session early (checkpoint and model written) without changing the schedule: a later call
-    resumes where it stopped.
+    resumes where it stopped. Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 writes the files.
     """
     pc, out = cfg.pretrain, Path(out)
     if not (pc.budget or pc.max_steps > 0 or pc.epochs > 0):
         raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps or pretrain.epochs")
+    ranks = init_ranks(cfg.model.device)
+    try:
+        return _pretrain(cfg, out, ranks, progress, stop_at_step)
+    finally:
+        close_ranks(ranks)
+
+
+def _pretrain(cfg: Config, out: Path, ranks: Ranks, progress: bool, stop_at_step: int | None) -> State:
+    pc = cfg.pretrain
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / META, json.dumps(cfg.to_dict(), indent=2) + "\n")
-    s = setup(cfg, out)
+    if ranks.main:
+        write_text_atomic(out / META, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    s = setup(cfg, out, ranks)
     state = load_checkpoint(out / CHECKPOINT, s.model, s.optimizer) or State()
     if state.step:
-        log.info("resuming from %s: step %d, epoch %d, %.1fM tokens", out / CHECKPOINT, state.step, state.epoch,
-                 state.tokens / 1e6)
-    if state.step == 0 and not state.curve and pc.eval_every > 0:
+        log.info("resuming from %s: step %d, epoch %d, %d micro-batches, %.1fM tokens", out / CHECKPOINT, state.step,
+                 state.epoch, state.micro, state.tokens / 1e6)
+    if ranks.main and state.step == 0 and not state.curve and pc.eval_every > 0:
         record_eval(s, state, float("nan"))  # the starting point of the curve
     last_loss = train_steps(s, state, progress, stop_at_step)
+    if not ranks.main:
+        return state
     if not state.curve or state.curve[-1]["step"] != state.step:
         record_eval(s, state, last_loss)
     save_checkpoint(out / CHECKPOINT, s.model, s.optimizer, state)
@@ -241,15 +344,16 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
 
 def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | None) -> float:
     """Optimiser steps until the schedule's end, the data's end or `stop_at_step`; evaluations and checkpoints on
-    their periods. `state` is updated in place; returns the mean training loss since the last evaluation."""
+    their periods (rank 0). `state` is updated in place; returns the mean training loss since the last evaluation."""
     from tqdm import tqdm
-    pc = s.cfg.pretrain
+    pc, ranks = s.cfg.pretrain, s.ranks
     device = next(s.model.parameters()).device
     stream = batch_stream(s.tasks, s.codec, pc, state.micro)
+    group_size = pc.grad_accum * ranks.world  # micro-batches per optimiser step, all ranks together
     s.model.train()
     session_start = last_ck = time.monotonic()
     base_elapsed = state.elapsed
-    bar = tqdm(total=1000, desc="pretrain", unit="‰", disable=not progress,
+    bar = tqdm(total=1000, desc="pretrain", unit="‰", disable=not progress or not ranks.main,
                bar_format="{l_bar}{bar}| {n}/{total}‰ [{elapsed}<{remaining}{postfix}]")
     losses = []
     while True:
@@ -258,31 +362,41 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
             break
         for g in s.optimizer.param_groups:
             g["lr"] = g["base_lr"] * lr_factor(p, pc.warmup, pc.min_lr_ratio)
-        micro = _take(stream, pc.grad_accum)
-        if not micro:
+        group = _take(stream, group_size)
+        if len(group) < ranks.world:  # the data's end: not a micro-batch left for every rank
             break
-        state.epoch = micro[-1][0]
-        step = train_step(s.model, [collate(b, s.codec.pad, device) for _, b in micro], s.optimizer, s.params,
-                          pc.max_grad_norm, s.autocast)
-        state.step, state.micro = state.step + 1, state.micro + len(micro)
+        micro = group[ranks.rank::ranks.world]  # this rank's share of the step's micro-batches
+        state.epoch = group[-1][0]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rank %d step %d micro-batches %s", ranks.rank, state.step + 1,
+                      " ".join(fingerprint(b) for _, b in micro))
+        step = train_step(s.trainer or s.model, [collate(b, s.codec.pad, device) for _, b in micro], s.optimizer,
+                          s.params, pc.max_grad_norm, s.autocast)
+        step, state.elapsed = all_ranks(step, base_elapsed + time.monotonic() - session_start, ranks)
+        state.step, state.micro = state.step + 1, state.micro + len(group)
         state.tokens, state.trained_tokens = state.tokens + step.tokens, state.trained_tokens + step.trained_tokens
-        state.elapsed = base_elapsed + time.monotonic() - session_start
         losses.append(step.loss)
-        bar.n = int(1000 * progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch))
-        bar.set_postfix_str(f"step {state.step} loss {np.mean(losses):.3f} "
-                            f"{state.tokens / max(state.elapsed, 1e-9):,.0f} tok/s "
-                            f"lr {s.optimizer.param_groups[0]['lr']:.2e} ep {state.epoch}", refresh=True)
+        _show(bar, s, state, losses)
         if pc.eval_every > 0 and state.step % pc.eval_every == 0:
-            record_eval(s, state, float(np.mean(losses)))
+            if ranks.main:
+                record_eval(s, state, float(np.mean(losses)))
             losses = []
-        if time.monotonic() - last_ck >= pc.checkpoint_every_s:
+        if ranks.main and time.monotonic() - last_ck >= pc.checkpoint_every_s:
             save_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer, state)
             last_ck = time.monotonic()
-        if len(micro) < pc.grad_accum:
+        if len(group) < group_size:
             break
     bar.close()
     state.elapsed = base_elapsed + time.monotonic() - session_start
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _show(bar, s: Session, state: State, losses: list[float]) -> None:
+    """The progress bar after a step: how far, loss, speed, learning rate, epoch."""
+    bar.n = int(1000 * progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch))
+    bar.set_postfix_str(f"step {state.step} loss {np.mean(losses):.3f} "
+                        f"{state.tokens / max(state.elapsed, 1e-9):,.0f} tok/s "
+                        f"lr {s.optimizer.param_groups[0]['lr']:.2e} ep {state.epoch}", refresh=True)
 
 
 def _take(stream, n: int) -> list:
