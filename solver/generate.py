@@ -8,13 +8,24 @@ handed: every decoding and scoring call takes a deadline (a `time.monotonic()` v
 Probabilities are the model's own (softmax over its whole vocabulary); the constraint only removes tokens, it does not
 renormalise, so a DFS completion's log-probability equals its teacher-forced score under the same view.
 
+One prefill per view (`SharedViews`): each view's prompt is computed once, batched across views, and kept as its KV
+rows; greedy/sampled decoding, DFS and teacher-forced scoring of every candidate all extend those rows (copied into a
+buffer cache sized to the prompt plus what will be added). A candidate's log-likelihood under a view is computed
+once: a decoded candidate's own log-prob is its score under its view; DFS first verifies, batched, the candidates
+other views found (their scores under it), then searches only nodes nothing computed yet. `decode_batch`,
+`dfs_view` and `score_candidates` without a SharedViews prefill their prompts themselves (the earlier path, kept for
+the benchmark and for callers with a single batch).
+
 The model is any causal LM called as `model(input_ids=, attention_mask=, position_ids=, past_key_values=,
-use_cache=True, logits_to_keep=)` returning `.logits` and `.past_key_values` (a transformers Cache: the loops use
-`crop`, `batch_repeat_interleave` and `copy.deepcopy` of it).
+use_cache=True, logits_to_keep=)` returning `.logits` and `.past_key_values`: a transformers Cache (a DynamicCache
+when none is passed) that the model fills through `Cache.update(keys, values, layer_idx)`, whose `layers` hold
+`.keys`/`.values` [rows, heads, positions, head dim]. The loops read those rows and also use `crop`,
+`batch_repeat_interleave` and `copy.deepcopy`.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +36,7 @@ import torch
 from solver.augment import DIHEDRAL_NAMES, Transform, sample_transforms
 from solver.codec import Codec
 from solver.config import InferConfig
-from solver.tasks import MAX_SIDE, Grid, Task
+from solver.tasks import MAX_SIDE, Grid, Task, grid_key
 
 EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, newline, EOS
 
@@ -154,6 +165,17 @@ def _add(stats: dict | None, key: str, value) -> None:
         stats[key] = stats.get(key, 0) + value
 
 
+def _mark(stats: dict | None, stage: str) -> None:
+    """Benchmarks: with stats['peak_mib'] (a dict), the peak memory since the last mark is kept under `stage` (the
+    largest reading of that stage) and the peak is reset."""
+    if stats is None or "peak_mib" not in stats:
+        return
+    from solver.measure import peak_memory_mib, reset_peak_memory
+    peaks = stats["peak_mib"]
+    peaks[stage] = max(peaks.get(stage, 0.0), peak_memory_mib())
+    reset_peak_memory()
+
+
 def _step_logprobs(logits: torch.Tensor, sym_ids: torch.Tensor) -> torch.Tensor:
     """[B, 12] log-probabilities of the symbols at the last position (softmax over the whole vocabulary)."""
     return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, sym_ids]
@@ -170,8 +192,9 @@ def _static_cache(model, max_len: int):
     return StaticCache(config=config, max_cache_len=max_len) if isinstance(config, PretrainedConfig) else None
 
 
-def _prefill(model, prompts: list[np.ndarray], pad: int, device, cache=None):
-    """Left-padded prefill of prompts; returns (last-position logits, cache, attention mask, next positions)."""
+def _prefill(model, prompts: list[np.ndarray], pad: int, device, cache=None, stats: dict | None = None):
+    """Left-padded prefill of prompts; returns (last-position logits, cache, attention mask, next positions).
+    `stats` counts the prompts under 'prefills'."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -182,7 +205,86 @@ def _prefill(model, prompts: list[np.ndarray], pad: int, device, cache=None):
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
+    _add(stats, "prefills", len(prompts))
     return out.logits, out.past_key_values, mask, pos[:, -1] + 1
+
+
+# prompt caches ----------------------------------------------------------------------------------------------------
+# A view's prompt is kept as its KV rows: per layer (keys, values), each [1, heads, prompt length, head dim], no
+# padding. Decoding, DFS and scoring copy the rows they need into a buffer cache sized to what they will add.
+@functools.cache
+def _buffer_layer():
+    """The class of a cache layer over a preallocated buffer (transformers is imported on first use)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """Keys and values [rows, heads, capacity, dim] filled up to `length`. An append writes in place (DynamicLayer
+        copies the whole cache at each step), crop moves the end back, and attention sees only the filled part
+        (StaticLayer attends over its whole capacity at every step)."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+            super().__init__()
+            self.buffers, self.length = (keys, values), length
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._expose()
+
+        def _expose(self) -> None:
+            self.keys, self.values = (b[:, :, :self.length] for b in self.buffers)
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            end = self.length + key_states.shape[-2]
+            if end > self.get_max_length():
+                raise ValueError(f"KV buffer of {self.get_max_length()} positions cannot take {end}: size it to the "
+                                 "prompt plus the tokens to be added")
+            self.buffers[0][:, :, self.length:end] = key_states
+            self.buffers[1][:, :, self.length:end] = value_states
+            self.length = end
+            self._expose()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def get_max_length(self) -> int:
+            return self.buffers[0].shape[2]
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes minus the number of tokens to remove, as DynamicLayer.crop")
+            self.length += tokens_to_remove
+            self._expose()
+
+    return BufferLayer
+
+
+def _split_rows(cache, lengths: list[int]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The KV rows of each prompt of a left-padded prefill (its last lengths[i] positions): views of the prefill's
+    tensors for unpadded rows (all rows are kept, nothing is held in vain), copies of padded ones."""
+    def row(t: torch.Tensor, i: int, n: int) -> torch.Tensor:
+        return t[i:i + 1] if n == t.shape[2] else t[i:i + 1, :, t.shape[2] - n:].clone()
+    return [[(row(layer.keys, i, n), row(layer.values, i, n)) for layer in cache.layers] for i, n in enumerate(lengths)]
+
+
+def _buffer_cache(rows: list[list[tuple[torch.Tensor, torch.Tensor]]], extra: int):
+    """A cache holding rows[i] (a prompt's KV rows) in row i, right-aligned (left padding), with room for `extra` more
+    positions; with its attention mask [n, width] and each row's next position [n]."""
+    from transformers.cache_utils import Cache
+    lengths = [row[0][0].shape[2] for row in rows]
+    width = max(lengths)
+    layers = []
+    for layer in range(len(rows[0])):
+        buffers = []
+        for part in (0, 1):
+            first = rows[0][layer][part]
+            buf = first.new_zeros((len(rows), first.shape[1], width + extra, first.shape[3]))
+            for i, row in enumerate(rows):
+                buf[i, :, width - lengths[i]:width] = row[layer][part][0]
+            buffers.append(buf)
+        layers.append(_buffer_layer()(*buffers, width))
+    device = rows[0][0][0].device
+    pos = torch.tensor(lengths, device=device)
+    mask = (torch.arange(width, device=device)[None, :] >= (width - pos)[:, None]).long()
+    return Cache(layers=layers), mask, pos
 
 
 # decoding -------------------------------------------------------------------------------------------------------
@@ -198,112 +300,167 @@ class Decoded:
 @torch.no_grad()
 def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, temperature: float = 0.0,
                  samples: int = 1, generator: torch.Generator | None = None, stats: dict | None = None,
-                 view_offset: int = 0) -> list[Decoded]:
+                 view_offset: int = 0, shared: SharedViews | None = None, record: dict | None = None) -> list[Decoded]:
     """Decode views together (greedy at temperature 0, else sampling; `samples` rows per view share its prefill).
 
     Sequences still unfinished at the deadline are dropped. `stats`, when given, accumulates 'steps', 'tokens'
-    (generated, EOS included), 'prefill_s' and 'decode_s'.
+    (generated, EOS included), 'prefill_s', 'decode_s' and 'prefills'. With `shared` (whose views
+    view_offset.. are these), decoding starts from its cached prompts instead of prefilling them. `record`, when
+    given, receives 'lp' and 'syms': each step's [rows, 12] symbol log-probs and the [rows] symbols chosen.
     """
     if not views or time.monotonic() >= deadline:
         return []
     device = _device(model)
+    if shared is not None:
+        logits, cache, mask, pos = shared.rows(range(view_offset, view_offset + len(views)), samples)
+    else:
+        start = time.perf_counter()
+        # one row per view: a preallocated cache; samples > 1 copy each view's prefilled rows: a DynamicCache
+        max_len = max(len(v.prompt) for v in views) + max(v.max_new_tokens for v in views)
+        cache = _static_cache(model, max_len) if samples == 1 else None
+        logits, cache, mask, pos = _prefill(model, [v.prompt for v in views], codec.pad, device, cache, stats)
+        _add(stats, "prefill_s", _synced(device) - start)
+        _mark(stats, "prefill")
+        if samples > 1:
+            cache.batch_repeat_interleave(samples)
+            logits, mask, pos = (x.repeat_interleave(samples, dim=0) for x in (logits, mask, pos))
+    start = time.perf_counter()
+    state = (model, logits, cache, mask, pos)
+    seqs, done, total = _decode_loop(state, codec, views, deadline, temperature, samples, generator, stats, record)
+    _add(stats, "decode_s", _synced(device) - start)
+    _mark(stats, "decode")
+    results = []
+    for row, seq in enumerate(seqs):
+        grid = symbols_to_grid(codec, seq) if done[row] else None
+        if grid is not None:
+            view = views[row // samples]
+            results.append(Decoded(view_offset + row // samples, view.transform.invert(grid), total[row],
+                                   seq.index(EOS_SYM) + 1))
+    return results
+
+
+def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temperature: float, samples: int,
+                 generator, stats: dict | None, record: dict | None) -> tuple[list[list[int]], list[bool], list[float]]:
+    """The constrained decoding steps from prefilled rows: (symbols per row, finished per row, log-prob per row)."""
+    model, logits, cache, mask, pos = state
+    device = logits.device
     sym_ids = symbol_ids(codec).to(device)
-    start = time.perf_counter()
-    max_new = max(v.max_new_tokens for v in views)
-    # one row per view: a preallocated cache; samples > 1 copy each view's prefilled rows, which needs a DynamicCache
-    cache = _static_cache(model, max(len(v.prompt) for v in views) + max_new) if samples == 1 else None
-    logits, cache, mask, pos = _prefill(model, [v.prompt for v in views], codec.pad, device, cache)
-    _add(stats, "prefill_s", _synced(device) - start)
-    start = time.perf_counter()
-    if samples > 1:
-        cache.batch_repeat_interleave(samples)
-        logits, mask, pos = (x.repeat_interleave(samples, dim=0) for x in (logits, mask, pos))
     n = len(views) * samples
     max_rows = torch.tensor([v.max_shape[0] for v in views], device=device).repeat_interleave(samples)
     max_cols = torch.tensor([v.max_shape[1] for v in views], device=device).repeat_interleave(samples)
     zeros = torch.zeros(n, dtype=torch.long, device=device)
-    state = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
+    con = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
     total = torch.zeros(n, dtype=torch.float64, device=device)
     generated = torch.zeros((), dtype=torch.long, device=device)
     syms = []
-    for _ in range(max_new):
-        lp = _step_logprobs(logits, sym_ids).masked_fill(~symbol_mask(state, max_rows, max_cols), -math.inf)
+    for _ in range(max(v.max_new_tokens for v in views)):
+        raw = _step_logprobs(logits, sym_ids)
+        lp = raw.masked_fill(~symbol_mask(con, max_rows, max_cols), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
             sym = lp.argmax(dim=-1)
-        total += torch.where(state[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
-        generated += (~state[3]).sum()
-        state = advance(*state, sym)
+        if record is not None:
+            record.setdefault("lp", []).append(raw)
+            record.setdefault("syms", []).append(sym)
+        total += torch.where(con[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
+        generated += (~con[3]).sum()
+        con = advance(*con, sym)
         syms.append(sym)
-        if bool(state[3].all()) or time.monotonic() >= deadline:
+        if bool(con[3].all()) or time.monotonic() >= deadline:
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=sym_ids[sym][:, None], attention_mask=mask, position_ids=pos[:, None],
                     past_key_values=cache, use_cache=True)
         logits, cache, pos = out.logits, out.past_key_values, pos + 1
-    seqs = torch.stack(syms, dim=1).tolist()
     _add(stats, "tokens", int(generated))
     _add(stats, "steps", len(syms))
-    _add(stats, "decode_s", _synced(device) - start)
-    results = []
-    for row in range(n):
-        grid = symbols_to_grid(codec, seqs[row]) if bool(state[3][row]) else None
-        if grid is not None:
-            view = views[row // samples]
-            results.append(Decoded(view_offset + row // samples, view.transform.invert(grid),
-                                   float(total[row]), seqs[row].index(EOS_SYM) + 1))
-    return results
+    return torch.stack(syms, dim=1).tolist(), con[3].tolist(), total.tolist()
 
 
 @torch.no_grad()
 def dfs_view(model, codec: Codec, view: View, deadline: float, *, threshold: float, max_candidates: int,
-             view_index: int = 0, stats: dict | None = None) -> list[Decoded]:
+             view_index: int = 0, stats: dict | None = None, shared: SharedViews | None = None,
+             known: dict | None = None) -> list[Decoded]:
     """Every completion of one view whose probability exceeds `threshold` (the ARChitects' DFS), best first.
 
-    The prompt is computed once; branches share its KV cache, which is cropped back on each return to a branch
-    point. Stops after `max_candidates` completions or at the deadline, returning those found.
+    The prompt is computed once (or taken from `shared`, whose view view_index this is); branches share its KV
+    cache, which is cropped back to a branch point on each return. `known` is a trie (`learn`) of symbol log-probs
+    already computed under this view (by decoding or verification): its nodes cost no model call. Stops after
+    `max_candidates` completions or at the deadline, returning those found.
     """
     if time.monotonic() >= deadline:
         return []
-    device = _device(model)
-    sym_ids = symbol_ids(codec).to(device)
-    logits, cache, _, _ = _prefill(model, [view.prompt], codec.pad, device)
-    prompt_len = len(view.prompt)
+    sym_ids = symbol_ids(codec).to(_device(model))
+    if shared is None:
+        logits, cache, _, _ = _prefill(model, [view.prompt], codec.pad, sym_ids.device, stats=stats)
+    else:
+        logits, cache, _, _ = shared.rows([view_index], extra=view.max_new_tokens)
+    root = {} if known is None else known
+    root.setdefault(LP, _step_logprobs(logits, sym_ids)[0].tolist())
+    feed = _Feeder(model, cache, len(view.prompt), sym_ids, stats)
     min_logp = math.log(threshold)
     max_rows, max_cols = view.max_shape
     found: list[tuple[list[int], float]] = []
-    stack = [([], 0.0, (0, 0, 0, False))]  # (symbols so far, their log-prob, constraint state)
+    stack = [([], 0.0, (0, 0, 0, False), root)]  # (symbols so far, their log-prob, constraint state, known node)
     while stack and len(found) < max_candidates and time.monotonic() < deadline:
-        path, logp, state = stack.pop()
+        path, logp, state, node = stack.pop()
         if path and path[-1] == EOS_SYM:
             found.append((path, logp))
             continue
-        if path:  # feed the last symbol on top of its parent's cache
-            cache.crop(-(cache.get_seq_length() - (prompt_len + len(path) - 1)))
-            position = torch.tensor([[prompt_len + len(path) - 1]], device=device)
-            out = model(input_ids=sym_ids[path[-1]].view(1, 1), position_ids=position, past_key_values=cache,
-                        use_cache=True)
-            logits, cache = out.logits, out.past_key_values
-            _add(stats, "tokens", 1)
-        lp = _step_logprobs(logits, sym_ids)[0].tolist()
+        lp = node[LP] if node is not None and LP in node else feed(path)
         digit, newline, eos = allowed(*state, max_rows, max_cols)
         ok = [digit] * 10 + [newline, eos]
         children = [(logp + lp[s], s) for s in range(12) if ok[s] and logp + lp[s] > min_logp]
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
-            stack.append((path + [s], child_logp, advance(*state, s)))
+            stack.append((path + [s], child_logp, advance(*state, s), None if node is None else node.get(s)))
     found.sort(key=lambda f: -f[1])
     return [Decoded(view_index, view.transform.invert(symbols_to_grid(codec, p)), lp, len(p)) for p, lp in found]
 
 
+LP = -1  # a known-node trie's key of the node's own [12] symbol log-probs; symbols 0..11 key its children
+
+
+def learn(trie: dict, path: list[int], lps: list[list[float]]) -> None:
+    """Record in a trie the [12] symbol log-probs lps[t] after each prefix path[:t], t < len(path)."""
+    node = trie
+    for sym, lp in zip(path, lps):
+        node.setdefault(LP, lp)
+        node = node.setdefault(sym, {})
+
+
+class _Feeder:
+    """The DFS's model calls: the cache holds the prompt and the symbols `cached`; the log-probs after a path feed
+    only what the cache lacks (a path whose parent was a known node feeds several symbols)."""
+
+    def __init__(self, model, cache, prompt_len: int, sym_ids: torch.Tensor, stats: dict | None):
+        self.model, self.cache, self.prompt_len, self.sym_ids, self.stats = model, cache, prompt_len, sym_ids, stats
+        self.cached: list[int] = []
+
+    def __call__(self, path: list[int]) -> list[float]:
+        keep = 0
+        while keep < min(len(self.cached), len(path) - 1) and self.cached[keep] == path[keep]:
+            keep += 1
+        self.cache.crop(-(self.cache.get_seq_length() - (self.prompt_len + keep)))
+        new = path[keep:]
+        position = torch.arange(self.prompt_len + keep, self.prompt_len + len(path), device=self.sym_ids.device)
+        out = self.model(input_ids=self.sym_ids[new][None], position_ids=position[None], past_key_values=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.cache, self.cached = out.past_key_values, list(path)
+        _add(self.stats, "tokens", len(new))
+        _add(self.stats, "dfs_calls", 1)
+        return _step_logprobs(out.logits, self.sym_ids)[0].tolist()
+
+
 def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, deadline: float, *, seed: int = 0,
-                 stats: dict | None = None) -> list[Decoded]:
-    """Decode every view with the configured strategy, in batches of icfg.batch_size views."""
+                 stats: dict | None = None, shared: SharedViews | None = None) -> list[Decoded]:
+    """Decode every view with the configured strategy, in batches of icfg.batch_size views (from the cached prompts
+    of `shared`, whose first views these are, when given)."""
     if icfg.strategy == "dfs":
         out = []
         for i, view in enumerate(views):
             out += dfs_view(model, codec, view, deadline, threshold=icfg.dfs_threshold,
-                            max_candidates=icfg.dfs_max_candidates, view_index=i, stats=stats)
+                            max_candidates=icfg.dfs_max_candidates, view_index=i, stats=stats, shared=shared)
         return out
     if icfg.strategy not in ("greedy", "sample"):
         raise ValueError(f"unknown decoding strategy '{icfg.strategy}' (greedy | dfs | sample)")
@@ -314,20 +471,189 @@ def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, dead
         out += decode_batch(model, codec, views[start:start + icfg.batch_size], deadline,
                             temperature=icfg.temperature if sample else 0.0,
                             samples=icfg.samples_per_view if sample else 1, generator=generator, stats=stats,
-                            view_offset=start)
+                            view_offset=start, shared=shared)
     return out
 
 
-# scoring --------------------------------------------------------------------------------------------------------
+# one prefill per view ---------------------------------------------------------------------------------------------
+class SharedViews:
+    """The views of one test input, each prompt computed once (one prefill per view, batched across views).
+
+    Decoding (greedy, sampling, DFS) and teacher-forced scoring all extend these cached prompts, batched. Every
+    (view, grid) log-likelihood met on the way (a decoded candidate's own log-prob, a DFS verification, a score) is
+    kept, so no candidate is computed twice under a view.
+    """
+
+    def __init__(self, model, codec: Codec, views: list[View], *, batch_size: int = 8, stats: dict | None = None):
+        self.model, self.codec, self.views, self.batch_size, self.stats = model, codec, views, batch_size, stats
+        self.kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * len(views)  # prompt KV rows
+        self.first: list[torch.Tensor | None] = [None] * len(views)  # [vocab] logits of the first answer token
+        self.logp: dict[tuple[int, bytes], float] = {}  # (view, grid_key) -> log-likelihood under that view
+        self.sym_ids = symbol_ids(codec).to(_device(model))
+        self.sym_of = {t: s for s, t in enumerate(symbol_tokens(codec))}
+
+    @torch.no_grad()
+    def prefill(self, n: int, deadline: float) -> int:
+        """Compute the prompts of the first n views (those not yet computed) until the deadline: views of one prompt
+        length together, up to batch_size per forward pass, so that no row is padded and attention needs no mask
+        (a dihedral view's prompt length is one of two). Returns how many of the first views are ready."""
+        n = min(n, len(self.views))
+        todo = [i for i in range(n) if self.kv[i] is None]
+        while todo and time.monotonic() < deadline:
+            start = time.perf_counter()
+            length = len(self.views[todo[0]].prompt)
+            chunk = [i for i in todo if len(self.views[i].prompt) == length][:self.batch_size]
+            logits, cache, _, _ = _prefill(self.model, [self.views[i].prompt for i in chunk], self.codec.pad,
+                                           self.sym_ids.device, stats=self.stats)
+            for i, kv, first in zip(chunk, _split_rows(cache, [length] * len(chunk)), logits[:, -1]):
+                self.kv[i], self.first[i] = kv, first
+            todo = [i for i in todo if i not in chunk]
+            del cache
+            _add(self.stats, "prefill_s", _synced(self.sym_ids.device) - start)
+            _mark(self.stats, "prefill")
+        return next((i for i, kv in enumerate(self.kv) if kv is None), len(self.kv))
+
+    def rows(self, views, samples: int = 1, extra: int | None = None):
+        """(first-token logits [n, 1, vocab], a cache of these views' prompts (each repeated `samples` times,
+        left-padded) with room for `extra` tokens (default: their max_new_tokens), its attention mask, next
+        positions)."""
+        idx = [v for v in views for _ in range(samples)]
+        extra = max(self.views[v].max_new_tokens for v in idx) if extra is None else extra
+        cache, mask, pos = _buffer_cache([self.kv[v] for v in idx], extra)
+        return torch.stack([self.first[v] for v in idx])[:, None], cache, mask, pos
+
+    def symbols(self, view: int, grid: Grid) -> list[int]:
+        """The symbol sequence (ending with EOS) that spells a task-frame grid under a view."""
+        return [self.sym_of[int(t)] for t in self.codec.grid_ids(self.views[view].transform.apply(grid))] + [EOS_SYM]
+
+    def remember(self, decoded: list[Decoded]) -> None:
+        """A decoded candidate's log-prob is its teacher-forced score under its own view."""
+        for d in decoded:
+            self.logp[(d.view, grid_key(d.grid))] = d.logp
+
+    @torch.no_grad()
+    def force(self, rows: list[tuple[int, list[int]]]) -> tuple[list[float], torch.Tensor]:
+        """Teacher-forced log-likelihoods of symbol sequences (each ending with EOS), each under a view, in one
+        forward pass extending the views' cached prompts: (totals, [rows, steps, 12] symbol log-probs per step)."""
+        lengths = torch.tensor([len(s) for _, s in rows], device=self.sym_ids.device)
+        width = int(lengths.max())
+        logits, cache, mask, pos = self.rows([v for v, _ in rows], extra=width - 1)
+        steps = _step_logprobs(logits, self.sym_ids)[:, None]
+        syms = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (_, s) in enumerate(rows):
+            syms[i, :len(s)] = torch.as_tensor(s)
+        syms = syms.to(self.sym_ids.device)
+        if width > 1:  # right padding (symbol 0): later positions cannot touch earlier ones
+            mask = torch.cat([mask, torch.ones((len(rows), width - 1), dtype=mask.dtype, device=mask.device)], 1)
+            positions = pos[:, None] + torch.arange(width - 1, device=pos.device)
+            out = self.model(input_ids=self.sym_ids[syms[:, :-1]], attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+            steps = torch.cat([steps, torch.log_softmax(out.logits.float(), dim=-1)[..., self.sym_ids]], dim=1)
+        chosen = steps.gather(2, syms[..., None])[..., 0].double()
+        real = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+        totals = torch.where(real, chosen, 0.0).sum(dim=1)  # never a 0/1 product: a dead logit is -inf
+        _add(self.stats, "forced", len(rows))
+        return totals.tolist(), steps
+
+    def verify(self, pairs: list[tuple[int, Grid]], deadline: float, batch_size: int,
+               known: dict[int, dict] | None = None) -> None:
+        """Teacher-force (view, grid) pairs not yet known, batch_size rows per forward pass (by view, then length),
+        until the deadline; scores go to self.logp and, with `known`, each step's log-probs to the trie known[view]."""
+        todo = {(v, grid_key(g)): (v, g) for v, g in pairs if (v, grid_key(g)) not in self.logp}
+        rows = sorted(((v, self.symbols(v, g), key) for (v, key), (_, g) in todo.items()),
+                      key=lambda r: (r[0], len(r[1])))
+        for start in range(0, len(rows), batch_size):
+            if time.monotonic() >= deadline:
+                return
+            chunk = rows[start:start + batch_size]
+            totals, steps = self.force([(v, s) for v, s, _ in chunk])
+            for (v, s, key), total, lp in zip(chunk, totals, steps.tolist()):
+                self.logp[(v, key)] = total
+                if known is not None:
+                    learn(known.setdefault(v, {}), s, lp)
+
+    def score(self, grids: list[Grid], n_views: int, deadline: float, batch_size: int = 16) -> np.ndarray:
+        """[views scored, grids] log-likelihoods under the first n_views views, reusing those already known; views
+        the deadline cut short are left out whole."""
+        start = time.perf_counter()
+        n = min(n_views, self.prefill(n_views, deadline))
+        self.verify([(v, g) for v in range(n) for g in grids], deadline, batch_size)
+        keys = [grid_key(g) for g in grids]
+        scores = []
+        for v in range(n):
+            if not all((v, k) in self.logp for k in keys):
+                break
+            scores.append([self.logp[(v, k)] for k in keys])
+        _add(self.stats, "scored", len(scores) * len(grids))
+        _add(self.stats, "score_s", _synced(self.sym_ids.device) - start)
+        _mark(self.stats, "score")
+        return np.array(scores).reshape(len(scores), len(grids))
+
+    def decode(self, icfg: InferConfig, deadline: float, *, seed: int = 0) -> list[Decoded]:
+        """Decode the first icfg.num_views views with the configured strategy from their cached prompts."""
+        n = min(icfg.num_views, self.prefill(icfg.num_views, deadline))
+        if icfg.strategy == "dfs":
+            return self.dfs(n, icfg, deadline)
+        out = decode_views(self.model, self.codec, self.views[:n], icfg, deadline, seed=seed, stats=self.stats,
+                           shared=self)
+        self.remember(out)
+        return out
+
+    def dfs(self, n: int, icfg: InferConfig, deadline: float) -> list[Decoded]:
+        """DFS of the first n views that checks before it searches.
+
+        The first branch of every view's DFS (its greedy path) is decoded batched across views, its steps' log-probs
+        kept as known nodes. Before each view's DFS, the candidates other views have found are teacher-forced from
+        its cache in batched passes (their scores under it, and more known nodes); its DFS then calls the model only
+        for nodes none of this covers. The same completions as dfs_view alone, with fewer model calls.
+        """
+        known: dict[int, dict] = {}
+        greedy: list[Decoded] = []
+        for start in range(0, n, icfg.batch_size):
+            record: dict = {}
+            batch = self.views[start:min(n, start + icfg.batch_size)]
+            greedy += decode_batch(self.model, self.codec, batch, deadline, stats=self.stats, view_offset=start,
+                                   shared=self, record=record)
+            _known_paths(record, start, known)
+        self.remember(greedy)
+        likely = [d for d in greedy if d.logp > math.log(icfg.dfs_threshold)]  # each its view's DFS finds
+        self.verify([(v, d.grid) for v in range(n) for d in likely if d.view != v], deadline, icfg.score_batch_size,
+                    known)
+        out: list[Decoded] = []
+        start = time.perf_counter()
+        for v in range(n):
+            self.verify([(v, d.grid) for d in out], deadline, icfg.score_batch_size, known)
+            found = dfs_view(self.model, self.codec, self.views[v], deadline, threshold=icfg.dfs_threshold,
+                             max_candidates=icfg.dfs_max_candidates, view_index=v, stats=self.stats, shared=self,
+                             known=known.get(v))
+            self.remember(found)
+            out += found
+        _add(self.stats, "dfs_s", _synced(self.sym_ids.device) - start)
+        _mark(self.stats, "decode")
+        return out
+
+
+def _known_paths(record: dict, view_offset: int, known: dict[int, dict]) -> None:
+    """Known DFS nodes from a recorded batched decode: the log-probs along each row's path, into known[view]."""
+    if not record:
+        return
+    lps = torch.stack(record["lp"], dim=1).tolist()
+    seqs = torch.stack(record["syms"], dim=1).tolist()
+    for row, (lp, seq) in enumerate(zip(lps, seqs)):
+        end = seq.index(EOS_SYM) + 1 if EOS_SYM in seq else len(seq)
+        learn(known.setdefault(view_offset + row, {}), seq[:end], lp)
+
+
+# scoring with a prefill of its own --------------------------------------------------------------------------------
 @torch.no_grad()
 def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: float,
-               batch_size: int = 16) -> np.ndarray | None:
+               batch_size: int = 16, stats: dict | None = None) -> np.ndarray | None:
     """Log-likelihood of each grid (task frame) as the answer under one view, teacher-forced; None if the deadline
     comes first. The prompt is computed once and its cache copied for each batch of candidates."""
     if time.monotonic() >= deadline:
         return None
     device = _device(model)
-    logits, cache, _, _ = _prefill(model, [view.prompt], codec.pad, device)
+    logits, cache, _, _ = _prefill(model, [view.prompt], codec.pad, device, stats=stats)
     first = torch.log_softmax(logits[0, -1].float(), dim=-1)
     prompt_len = len(view.prompt)
     scores = np.zeros(len(grids))
@@ -356,12 +682,16 @@ def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: flo
 
 def score_candidates(model, codec: Codec, views: list[View], grids: list[Grid], deadline: float,
                      batch_size: int = 16, stats: dict | None = None) -> np.ndarray:
-    """[views scored, grids] log-likelihoods; views the deadline cut short are left out whole."""
+    """[views scored, grids] log-likelihoods, each view prefilled again; views the deadline cut short are left out
+    whole. (SharedViews.score scores from the prompts decoding computed.)"""
+    start = time.perf_counter()
     rows = []
     for view in views:
-        s = score_view(model, codec, view, grids, deadline, batch_size)
+        s = score_view(model, codec, view, grids, deadline, batch_size, stats)
         if s is None:
             break
         rows.append(s)
         _add(stats, "scored", len(grids))
+    _add(stats, "score_s", _synced(_device(model)) - start)
+    _mark(stats, "score")
     return np.array(rows).reshape(len(rows), len(grids))

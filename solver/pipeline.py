@@ -110,15 +110,47 @@ def _solve_pipeline(loaded, adapter, shared, related: tuple, task: Task, cfg: Co
 
 
 def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, deadline: float,
-                stats: dict | None = None) -> Choice:
-    """Views, decoding, scoring and selection for one test input; fallbacks when time or candidates run out."""
-    from solver import generate as G
-    icfg, seed = cfg.infer, cfg.run.seed
+                stats: dict | None = None, *, shared_prefill: bool = True) -> Choice:
+    """Views, decoding, scoring and selection for one test input; fallbacks when time or candidates run out.
+
+    shared_prefill: one prefill per view, which decoding and scoring both extend; the scoring views are the decoding
+    views (score_views > num_views adds views, fewer scores under the first score_views). False: the earlier path
+    (decoding prefills its views, scoring prefills seed+1 views of its own), kept for `bench infer`.
+    """
+    icfg = cfg.infer
     fallback = task.test_inputs[test_index]
     if time.monotonic() >= deadline:
         return no_choice(fallback, "no time left")
-    views = G.make_views(task, test_index, codec, icfg.num_views, seed, icfg)
     decode_deadline = time.monotonic() + icfg.decode_share * (deadline - time.monotonic())
+    decode = _decode_and_score_shared if shared_prefill else _decode_and_score_separately
+    table = decode(model, codec, task, test_index, cfg, decode_deadline, deadline, stats)
+    note = "" if table else "no candidate decoded in time"
+    extra = {"weight": icfg.combined_weight} if icfg.rule == "combined" else {}
+    return choose_attempts(table, icfg.rule, fallback, note, **extra)
+
+
+def _decode_and_score_shared(model, codec: Codec, task: Task, test_index: int, cfg: Config, decode_deadline: float,
+                             deadline: float, stats: dict | None) -> list:
+    """The candidate table of one test input, scored, over one prefill per view (solver.generate.SharedViews)."""
+    from solver import generate as G
+    icfg, seed = cfg.infer, cfg.run.seed
+    views = G.make_views(task, test_index, codec, max(icfg.num_views, icfg.score_views), seed, icfg)
+    shared = G.SharedViews(model, codec, views, batch_size=icfg.batch_size, stats=stats)
+    decoded = shared.decode(icfg, decode_deadline, seed=seed)
+    table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in decoded])
+    if table and icfg.score_views > 0:
+        scores = shared.score([c.grid for c in table], icfg.score_views, deadline, icfg.score_batch_size)
+        for c, column in zip(table, scores.T):
+            c.scores = [float(x) for x in column]
+    return table
+
+
+def _decode_and_score_separately(model, codec: Codec, task: Task, test_index: int, cfg: Config,
+                                 decode_deadline: float, deadline: float, stats: dict | None) -> list:
+    """The candidate table of one test input, scored, the earlier way: decoding and scoring prefill their own views."""
+    from solver import generate as G
+    icfg, seed = cfg.infer, cfg.run.seed
+    views = G.make_views(task, test_index, codec, icfg.num_views, seed, icfg)
     decoded = G.decode_views(model, codec, views, icfg, decode_deadline, seed=seed, stats=stats)
     table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in decoded])
     if table and icfg.score_views > 0:
@@ -127,9 +159,7 @@ def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, d
                                     icfg.score_batch_size, stats)
         for c, column in zip(table, scores.T):
             c.scores = [float(x) for x in column]
-    note = "" if table else "no candidate decoded in time"
-    extra = {"weight": icfg.combined_weight} if icfg.rule == "combined" else {}
-    return choose_attempts(table, icfg.rule, fallback, note, **extra)
+    return table
 
 
 def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None = None) -> list[Choice]:

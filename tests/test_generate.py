@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from transformers import DynamicCache
 
 from solver.augment import IDENTITY, Transform
 from solver.codec import Codec
@@ -20,42 +21,33 @@ CODEC = Codec.compact()
 
 
 # fakes --------------------------------------------------------------------------------------------------------------
-class FakeCache:
-    """Keeps the token history of each row: the part of the transformers Cache interface the decode loops use."""
-
-    def __init__(self):
-        self.tokens = None
-
-    def get_seq_length(self) -> int:
-        return 0 if self.tokens is None else self.tokens.shape[1]
-
-    def crop(self, n: int) -> None:
-        if n:
-            self.tokens = self.tokens[:, :n]
-
-    def batch_repeat_interleave(self, n: int) -> None:
-        self.tokens = self.tokens.repeat_interleave(n, dim=0)
-
-
 class FakeModel(torch.nn.Module):
-    """A causal LM whose next-token log-probabilities are `policy(history)`, history = the row's tokens, pads removed."""
+    """A causal LM whose next-token log-probabilities are `policy(history)`, history = the row's tokens, pads removed.
+
+    Its cache is a real transformers DynamicCache (or the one passed in) filled through `Cache.update`, whose keys are
+    the token ids + 1 (0: padding). `prefills` counts rows of forward passes that start from an empty cache.
+    """
 
     def __init__(self, policy):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.policy = policy
         self.calls = 0
+        self.prefills = 0
 
     def forward(self, input_ids, past_key_values=None, logits_to_keep=0, **_):
         self.calls += 1
-        cache = past_key_values if past_key_values is not None else FakeCache()
-        cache.tokens = input_ids if cache.tokens is None else torch.cat([cache.tokens, input_ids], dim=1)
+        if past_key_values is None or past_key_values.get_seq_length() == 0:
+            self.prefills += input_ids.shape[0]
+        cache = past_key_values if past_key_values is not None else DynamicCache()
+        ids = (input_ids + 1).float()[:, None, :, None]
+        keys, _ = cache.update(ids, ids, 0)
         keep = logits_to_keep or input_ids.shape[1]  # positions whose logits are asked for
         rows = []
-        for row in cache.tokens.tolist():
+        for row in (keys[:, 0, :, 0].long() - 1).tolist():
             steps = []
             for t in range(len(row) - keep, len(row)):
-                history = [x for x in row[:t + 1] if x != CODEC.pad]
+                history = [x for x in row[:t + 1] if x not in (CODEC.pad, -1)]
                 steps.append(torch.as_tensor(self.policy(history), dtype=torch.float32))
             rows.append(torch.stack(steps))
         return type("Out", (), {"logits": torch.stack(rows), "past_key_values": cache})()

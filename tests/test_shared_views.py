@@ -1,0 +1,181 @@
+"""One prefill per view (solver.generate.SharedViews): scores from the shared cache, DFS that verifies before it
+searches, prefills counted per test input. Fakes from test_generate; the real-model checks use scratch:tiny (fp32)."""
+import math
+import time
+
+import numpy as np
+import pytest
+from test_generate import (CODEC, FakeModel, answer_ids, answer_policy, colour_swap_task, enumerate_above, split,
+                           tree_policy)
+
+from solver.augment import IDENTITY
+from solver.config import Config
+from solver.generate import EOS_SYM, NL_SYM, SharedViews, View, dfs_view, make_views, score_view
+from solver.model import Loaded, load_model
+from solver.pipeline import predict, predict_one
+from solver.tasks import Task, grid_key
+
+FAR = 120.0
+
+
+def transformed_views(codec, n: int = 6):
+    """Views of the colour swap with rotations/flips and colour permutations, prompts of different lengths."""
+    views = make_views(colour_swap_task(), 0, codec, n, 0, Config().infer)
+    assert any(v.transform.dihedral not in (0,) for v in views)
+    assert any(v.transform.colors != tuple(range(10)) for v in views)
+    assert len({len(v.prompt) for v in views}) > 1  # rows of different views in one batch: left padding
+    return views
+
+
+def some_grids() -> list[np.ndarray]:
+    task = colour_swap_task()
+    rng = np.random.default_rng(0)
+    return [task.test_outputs[0], task.test_inputs[0], rng.integers(0, 10, (2, 5)).astype(np.uint8),
+            np.array([[7]], np.uint8), rng.integers(0, 3, (4, 3)).astype(np.uint8)]
+
+
+def test_scores_from_the_shared_cache_equal_scores_from_a_fresh_prefill():
+    loaded = load_model("scratch:tiny", seed=3)
+    views, grids = transformed_views(loaded.codec), some_grids()
+    fresh = np.array([score_view(loaded.model, loaded.codec, v, grids, time.monotonic() + FAR) for v in views])
+    stats = {}
+    shared = SharedViews(loaded.model, loaded.codec, views, batch_size=4, stats=stats)  # two prefill batches
+    scores = shared.score(grids, len(views), time.monotonic() + FAR, batch_size=7)  # batches mix views
+    assert scores.shape == (len(views), len(grids))
+    assert np.abs(scores - fresh).max() < 1e-4
+    assert stats["prefills"] == len(views) and stats["scored"] == len(views) * len(grids)
+
+
+def test_decoded_log_probs_reused_as_scores_equal_fresh_scores():
+    loaded = load_model("scratch:tiny", seed=4)
+    views = transformed_views(loaded.codec)
+    views = [View(v.transform, v.prompt, (2, 3)) for v in views]  # short answers: a quick greedy decode
+    shared = SharedViews(loaded.model, loaded.codec, views)
+    icfg = Config().override(infer={"num_views": len(views)}).infer
+    decoded = shared.decode(icfg, time.monotonic() + FAR)
+    assert len(decoded) == len(views)
+    grids = list({grid_key(d.grid): d.grid for d in decoded}.values()) + some_grids()[:2]
+    scores = shared.score(grids, 3, time.monotonic() + FAR)  # fewer scoring views: the first 3
+    fresh = np.array([score_view(loaded.model, loaded.codec, v, grids, time.monotonic() + FAR) for v in views[:3]])
+    assert np.abs(scores - fresh).max() < 1e-4
+    for d in decoded[:3]:  # a decoded candidate's score under its own view is its log-prob
+        assert scores[d.view][[grid_key(g) for g in grids].index(grid_key(d.grid))] == d.logp
+
+
+def test_caches_are_sized_to_the_prompts_and_the_views_own_answer_caps():
+    loaded = load_model("scratch:tiny")
+    views = transformed_views(loaded.codec, 3)
+    views = [View(v.transform, v.prompt, shape) for v, shape in zip(views, [(2, 2), (3, 5), (1, 1)])]
+    shared = SharedViews(loaded.model, loaded.codec, views)
+    shared.prefill(3, time.monotonic() + FAR)
+    assert [kv[0][0].shape[2] for kv in shared.kv] == [len(v.prompt) for v in views]  # no padding kept
+    _, cache, mask, _ = shared.rows([0, 2])
+    width = max(len(views[0].prompt), len(views[2].prompt))
+    assert cache.layers[0].get_max_length() == width + max(views[0].max_new_tokens, views[2].max_new_tokens)
+    assert mask.shape == (2, width) and int(mask.sum()) == len(views[0].prompt) + len(views[2].prompt)
+
+
+# DFS that checks before it searches ---------------------------------------------------------------------------------
+def view_tree_policy(seed: int, num_views: int):
+    """Like tree_policy, but each view (told apart by the digit after BOS in its prompt) bends the shared tree a
+    little: views agree on much, not all."""
+    _, base = tree_policy(seed)
+
+    def probs(view: int, gen: tuple) -> np.ndarray:
+        p = base(gen)
+        rng = np.random.default_rng([seed, 1000 + view, len(gen)] + list(gen))
+        p = p * np.exp(rng.normal(0, 0.7, 12))
+        return p / p.sum()
+
+    def policy(history):
+        prompt, gen = split(history)
+        sym = {t: i for i, t in enumerate(list(CODEC.digit_ids) + [CODEC.nl, CODEC.eos])}
+        logits = np.full(len(CODEC.token_ids), -1e9)
+        view, seq = sym[prompt[1]], tuple(sym[t] for t in gen)
+        logits[list(CODEC.digit_ids) + [CODEC.nl, CODEC.eos]] = np.log(probs(view, seq))
+        return logits
+    views = [View(IDENTITY, np.array([CODEC.bos, CODEC.digit_ids[v], CODEC.out]), (2, 3)) for v in range(num_views)]
+    return policy, probs, views
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dfs_with_verification_returns_exactly_the_brute_forced_set(seed):
+    policy, probs, views = view_tree_policy(seed, 4)
+    threshold = 0.002
+    icfg = Config().override(infer={"strategy": "dfs", "num_views": 4, "dfs_threshold": threshold,
+                                    "dfs_max_candidates": 10 ** 6, "score_batch_size": 3}).infer
+    stats, model, plain_model = {}, FakeModel(policy), FakeModel(policy)
+    shared = SharedViews(model, CODEC, views, batch_size=2, stats=stats)
+    got = shared.decode(icfg, time.monotonic() + FAR)
+    for v in range(4):
+        expected = enumerate_above(lambda gen: probs(v, gen), threshold, views[v].max_shape)
+        assert {grid_key(d.grid): pytest.approx(d.logp, abs=1e-4) for d in got if d.view == v} == expected
+        dfs_view(plain_model, CODEC, views[v], time.monotonic() + FAR, threshold=threshold, max_candidates=10 ** 6)
+    # verification did work: fewer forward passes in all (prefills, greedy steps and verification included) than
+    # four DFS runs that each search everything
+    assert stats["forced"] > 0 and model.calls < plain_model.calls
+    # every candidate found by a view is already scored under every view that searched after it
+    for d in got:
+        assert all((w, grid_key(d.grid)) in shared.logp for w in range(d.view, 4))
+
+
+def test_verified_scores_are_teacher_forced_scores():
+    policy, probs, views = view_tree_policy(7, 3)
+    shared = SharedViews(FakeModel(policy), CODEC, views)
+    icfg = Config().override(infer={"strategy": "dfs", "num_views": 3, "dfs_threshold": 0.01}).infer
+    got = {grid_key(d.grid): d.grid for d in shared.decode(icfg, time.monotonic() + FAR)}
+    checked = 0
+    for (v, key), logp in shared.logp.items():
+        if key in got:
+            syms = shared.symbols(v, got[key])
+            truth = sum(math.log(probs(v, tuple(syms[:t]))[s]) for t, s in enumerate(syms))
+            assert logp == pytest.approx(truth, abs=1e-4)
+            checked += 1
+    assert checked > len(got)  # some under views other than the one that found them
+
+
+# prefills per test input --------------------------------------------------------------------------------------------
+def two_test_task() -> Task:
+    t = colour_swap_task()
+    x = np.array([[1, 2], [0, 1]], np.uint8)
+    return Task("swap2", t.train, [t.test_inputs[0], x], [t.test_outputs[0], 3 - x])
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "dfs", "sample"])
+@pytest.mark.parametrize("num_views,score_views", [(6, 3), (3, 6), (4, 0)])
+def test_prefills_per_test_input_equal_the_number_of_views(strategy, num_views, score_views):
+    task = two_test_task()
+    cfg = Config().override(infer={"strategy": strategy, "num_views": num_views, "score_views": score_views,
+                                   "samples_per_view": 2, "dfs_threshold": 0.3, "batch_size": 4})
+    model = FakeModel(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
+    found = predict(Loaded(model, CODEC, "fake"), task, cfg, time.monotonic() + FAR)
+    assert model.prefills == 2 * max(num_views, score_views)
+    assert all(len(c.scores) == score_views for a in found for c in a.candidates)
+    assert all(a.candidates for a in found)
+
+
+def test_the_earlier_path_prefills_decoding_and_scoring_views_apart():
+    task, cfg = colour_swap_task(), Config().override(infer={"num_views": 4, "score_views": 3})
+    model = FakeModel(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
+    predict_one(model, CODEC, task, 0, cfg, time.monotonic() + FAR, shared_prefill=False)
+    assert model.prefills == 4 + 3
+
+
+def test_past_deadline_costs_no_model_call():
+    model = FakeModel(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
+    shared = SharedViews(model, CODEC, make_views(colour_swap_task(), 0, CODEC, 3, 0, Config().infer))
+    past = time.monotonic() - 1
+    assert shared.decode(Config().infer, past) == []
+    assert shared.score([np.zeros((2, 2), np.uint8)], 3, past).shape == (0, 1)
+    assert model.calls == 0
+
+
+def test_symbols_spell_the_grid_in_the_views_frame():
+    views = transformed_views(CODEC, 4)
+    shared = SharedViews(FakeModel(lambda h: np.zeros(16)), CODEC, views)
+    grid = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    for v, view in enumerate(views):
+        syms = shared.symbols(v, grid)
+        rows = view.transform.apply(grid)
+        assert syms[-1] == EOS_SYM and syms.count(NL_SYM) == rows.shape[0]
+        assert [s for s in syms if s < 10] == rows.ravel().tolist()
