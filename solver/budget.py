@@ -6,12 +6,15 @@ models, configs, processes or files: the run (solver/run.py) turns a `Level` int
 times back in.
 
 The rules, in one place:
-- share: the next task gets its part, by size, of the worker-seconds left (minus those promised to tasks in flight),
-  never more than the wall time left, and never more than `headroom` times its estimated need.
-- order: longest first while the whole set fits, cheapest first under pressure (see `order_tasks`).
-- degradation: the best level whose estimate fits the share, in the order of `Level`.
-- re-planning: every dispatch re-reads the clock and what is pending; a correction factor (measured / estimated
-  seconds of finished tasks) scales every estimate.
+- share: the next task gets its floor (prediction + one TTT step) and a part, by what its full work adds, of the
+  worker-seconds left beyond every pending task's floor (minus those promised to tasks in flight); never more than
+  the wall time left, or `headroom` times its full need (`plan_share`).
+- work: prediction reserved first, then as many TTT steps as fit, down to one; steps and views scale together up to
+  the configured ones (`fit_work`); no TTT only when not even one step fits. `Level` names what a task did.
+- order: longest first while every pending task's floor (prediction + one step) fits, cheapest first when not
+  (see `order_tasks`).
+- re-planning: every dispatch re-reads the clock and what is pending; speeds measured by finished tasks replace the
+  preset's (`update_rates`), and a correction factor (measured / estimated seconds) scales what remains.
 """
 from __future__ import annotations
 
@@ -95,6 +98,17 @@ def total_seconds(size: TaskSize, work: Work, rates: Rates) -> float:
     return sum(estimate_seconds(size, work, rates))
 
 
+def update_rates(rates: Rates, measured: dict[str, float], weight: float = 0.5) -> Rates:
+    """Move each measured speed (train/prefill/decode tokens per second; 0 or absent: not measured) towards the
+    measurement (an exponential average)."""
+    new = {}
+    for key in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s"):
+        value = measured.get(key, 0.0)
+        if value and value > 0 and math.isfinite(value):
+            new[key] = (1 - weight) * getattr(rates, key) + weight * value
+    return replace(rates, **new)
+
+
 def update_correction(rates: Rates, estimated: float, measured: float, weight: float = 0.3) -> Rates:
     """Move the correction factor towards measured / estimated (an exponential average, clamped to [0.05, 20])."""
     if estimated <= 0 or measured <= 0:
@@ -105,52 +119,68 @@ def update_correction(rates: Rates, estimated: float, measured: float, weight: f
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The degradation ladder
+# Work that scales with the share
 
 class Level(IntEnum):
-    """What a task does, best first; under time pressure a task moves down this list."""
-    FULL = 0            # the configured TTT and views
-    FEWER_STEPS = 1     # TTT steps x steps_factor
-    FEWER_VIEWS = 2     # ... and views cut to min_views
+    """What a task did, best first (for reports: the planner scales work continuously, see `fit_work`)."""
+    FULL = 0            # the configured TTT steps and views
+    FEWER_STEPS = 1     # fewer TTT steps, every view
+    FEWER_VIEWS = 2     # TTT (at least one step) and fewer views
     SHARED_ADAPTER = 3  # no per-task training: the adapter shared by all tasks (where the pipeline has one), few views
-    NO_TTT = 4          # the base model, few views
+    NO_TTT = 4          # the base model, few views: not even one step fitted
     FALLBACK = 5        # no model: the fallback attempts
 
 
-def work_at(level: Level, full: Work, steps_factor: float = 0.5, min_views: int = 2) -> Work:
-    """The work a task does at `level`, from the work of the full configuration."""
-    if level == Level.FULL:
-        return full
-    steps = max(1, int(full.ttt_steps * steps_factor)) if full.ttt_steps else 0
-    views = min(full.views, max(1, min_views))
-    if level == Level.FEWER_STEPS:
-        return replace(full, ttt_steps=steps)
-    if level == Level.FEWER_VIEWS:
-        return replace(full, ttt_steps=steps, views=views)
-    if level == Level.SHARED_ADAPTER:
-        return replace(full, ttt_steps=0, views=views, shared_adapter=True)
-    if level == Level.NO_TTT:
-        return replace(full, ttt_steps=0, views=views, shared_adapter=False)
-    return Work(0, full.batch_size, 0)
+def step_seconds(size: TaskSize, batch_size: int, rates: Rates) -> float:
+    """Estimated seconds of one TTT step."""
+    return estimate_seconds(size, Work(1, batch_size, 0), rates)[0]
 
 
-def choose_level(size: TaskSize, full: Work, rates: Rates, share: float, *, min_seconds: float = 0.0,
-                 shared_adapter: bool = False, steps_factor: float = 0.5, min_views: int = 2,
-                 start: Level = Level.FULL) -> Level:
-    """The best level from `start` on whose estimated time fits in `share` seconds.
+def predict_seconds(size: TaskSize, views: int, rates: Rates) -> float:
+    return estimate_seconds(size, Work(0, 1, views), rates)[1]
 
-    SHARED_ADAPTER is skipped unless the pipeline has a shared adapter. When no level fits, NO_TTT as a best effort
-    (estimates are guesses until tasks finish, and prediction returns what it has at its deadline); FALLBACK (no
-    model at all) only when the share is below `min_seconds`.
+
+def fit_work(size: TaskSize, full: Work, rates: Rates, share: float, min_views: int = 2,
+             shared_adapter: bool = False) -> Work:
+    """The most work that fits in `share` seconds, never more than `full`.
+
+    Prediction is reserved first (min_views, at most the full views); training gets the rest, as many steps as fit
+    down to one; the time beyond (prediction at min_views + one step) goes to steps and views in proportion to what
+    each still lacks of `full`, then any leftover to more steps. Not even one step: no TTT (the shared adapter where
+    there is one), and as many views as fit (min_views at least, as a best effort: prediction keeps what it has at its
+    deadline).
     """
-    if share < min_seconds or share <= 0:
+    low = min(full.views, max(1, min_views))
+    step = step_seconds(size, full.batch_size, rates)
+    fits = [v for v in range(low, full.views + 1) if predict_seconds(size, v, rates) <= share]
+    share *= 1 + 1e-9  # a share computed as exactly the floor may land a rounding error below it
+    if full.ttt_steps == 0 or share < predict_seconds(size, low, rates) + step:
+        return Work(0, full.batch_size, max(fits, default=low), shared_adapter and full.ttt_steps > 0)
+    lacking = (full.ttt_steps - 1) * step + predict_seconds(size, full.views, rates) - predict_seconds(size, low, rates)
+    spare = share - predict_seconds(size, low, rates) - step
+    f = 1.0 if lacking <= 0 else min(1.0, spare / lacking)
+    views = low + int(f * (full.views - low))
+    steps = 1 + int(f * (full.ttt_steps - 1))
+    left = share - predict_seconds(size, views, rates) - steps * step
+    steps = min(full.ttt_steps, steps + max(0, int(left // step)) if step > 0 else full.ttt_steps)
+    return Work(steps, full.batch_size, views)
+
+
+def level_of(work: Work, full: Work) -> Level:
+    """The ladder's name for what a task did (or was planned to do)."""
+    if work.views == 0:
         return Level.FALLBACK
-    for level in Level:
-        if level < start or level >= Level.NO_TTT or (level == Level.SHARED_ADAPTER and not shared_adapter):
-            continue
-        if total_seconds(size, work_at(level, full, steps_factor, min_views), rates) <= share:
-            return level
-    return Level.NO_TTT
+    if work.ttt_steps == 0 and full.ttt_steps > 0:
+        return Level.SHARED_ADAPTER if work.shared_adapter else Level.NO_TTT
+    if work.views < full.views:
+        return Level.FEWER_VIEWS
+    return Level.FEWER_STEPS if work.ttt_steps < full.ttt_steps else Level.FULL
+
+
+def minimum_seconds(size: TaskSize, full: Work, rates: Rates, min_views: int = 2) -> tuple[float, float]:
+    """(prediction alone at min_views, that plus one TTT step): the two floors of a task's share."""
+    pred = predict_seconds(size, min(full.views, max(1, min_views)), rates)
+    return pred, pred + (step_seconds(size, full.batch_size, rates) if full.ttt_steps else 0.0)
 
 
 def retry_level(failed: Level) -> Level:
@@ -160,50 +190,77 @@ def retry_level(failed: Level) -> Level:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shares, deadlines and order
+# Shares and order
 
-def time_share(cost: float, pending_cost: float, remaining: float, workers: int, committed: float = 0.0,
-               cap: float = math.inf) -> float:
-    """Seconds the next task may take: its part by `cost` of the worker-seconds left.
+@dataclass(frozen=True)
+class Need:
+    """A task's estimated seconds: prediction alone (`bare`), that plus one TTT step (`one_step`), the full work."""
+    bare: float
+    one_step: float
+    full: float
 
-    remaining: wall seconds to the end of the run; committed: worker-seconds already promised to tasks in flight;
-    pending_cost: the cost of every task not yet started, this one included. Never more than `remaining`, `cap`,
-    or the uncommitted capacity, so shares handed out one after another never add up to more than is left.
+
+def plan_share(this: Need, pending: list[Need], remaining: float, workers: int, busy: list[float] = (),
+               cap: float = math.inf, headroom: float = 3.0, floor: float = 0.0) -> float:
+    """Seconds for the next task (`this`, also in `pending`: every task not yet started); `busy`: the seconds each
+    task in flight on the other workers still has to its deadline.
+
+    When the worker-seconds left cover every pending task's one-step floor, each task gets its floor plus a part of
+    the rest in proportion to what its full work adds above the floor (so time left over by tasks that finished
+    early flows to the tasks after them), but no more than leaves room for the others' floors on the workers' wall
+    time (`lane_room`). Otherwise the task gets its one-step floor if the others can still predict, else its
+    prediction floor. Never more than `headroom` x its full need, never less than `floor` (the shortest share worth
+    starting a task with), and never more than `cap`, the wall time left, or the uncommitted worker-seconds.
     """
     remaining = max(0.0, remaining)
-    capacity = max(0.0, workers * remaining - max(0.0, committed))
-    fraction = 1.0 if pending_cost <= 0 else min(1.0, max(0.0, cost) / pending_cost)
-    return max(0.0, min(capacity * fraction, remaining, cap))
+    lanes = other_lanes(remaining, workers, busy)
+    capacity = max(0.0, remaining + sum(lanes)) if workers > len(busy) else 0.0
+    low = sum(n.one_step for n in pending)
+    if capacity >= low * (1 - 1e-9):  # (sums of the same seconds in another order differ by rounding)
+        extra = sum(n.full - n.one_step for n in pending)
+        spare = capacity - low
+        share = this.one_step + (spare * (this.full - this.one_step) / extra if extra > 0 else spare / len(pending))
+        others = [n.one_step for n in pending]
+        others.remove(this.one_step)
+        share = max(this.one_step, min(share, remaining - lane_room(others, lanes)))
+    else:
+        others = sum(n.bare for n in pending) - this.bare
+        share = this.one_step if capacity - this.one_step >= others else this.bare
+    share = max(min(share, headroom * this.full), floor)
+    return max(0.0, min(share, cap, remaining, capacity))
 
 
-def plan_share(this: dict[Level, float], pending: dict[Level, float], remaining: float, workers: int,
-               committed: float = 0.0, cap: float = math.inf, headroom: float = 3.0, floor: float = 0.0) -> float:
-    """Seconds for the next task, from its estimated need at each level (`this`) and the pending set's (`pending`,
-    this task included).
-
-    Find the best level at which the whole pending set fits in the worker-seconds left; the task gets its part of
-    them in proportion to its need at that level (so at least that need). When the set does not fit even at the
-    last level, the task gets its need there (cheapest-first order then finishes as many tasks as it can). Never
-    more than `headroom` x its full need (the rest stays free for re-planning; but at least `floor`), `cap`, the
-    wall time left, or the uncommitted worker-seconds.
-    """
-    capacity = max(0.0, workers * max(0.0, remaining) - max(0.0, committed))
-    levels = [lv for lv in Level if lv in this and lv in pending and lv != Level.FALLBACK]
-    share = this[levels[-1]] if levels else 0.0
-    for level in levels:
-        if pending[level] <= capacity:
-            share = time_share(this[level], pending[level], remaining, workers, committed)
-            break
-    if Level.FULL in this:
-        share = min(share, max(headroom * this[Level.FULL], floor))
-    return max(0.0, min(share, cap, max(0.0, remaining), capacity))
+def other_lanes(remaining: float, workers: int, busy: list[float]) -> list[float]:
+    """The free seconds the other workers will have after their tasks in flight (idle ones: all that remains)."""
+    remaining = max(0.0, remaining)
+    return [max(0.0, remaining - b) for b in busy] + [remaining] * max(0, workers - 1 - len(busy))
 
 
-def stage_deadlines(now: float, seconds: float, ttt_estimate: float, predict_estimate: float) -> tuple[float, float]:
-    """(end of TTT, end of the task): TTT gets the share's part in proportion to its estimate, prediction the rest."""
-    total = ttt_estimate + predict_estimate
-    ttt_part = seconds * ttt_estimate / total if total > 0 else 0.0
-    return now + ttt_part, now + seconds
+def pick_next(pending: list[Need], remaining: float, workers: int, busy: list[float] = ()) -> int:
+    """Which pending task (index, in their planned order) the worker free now should take: the first, unless every
+    floor fits in the worker-seconds left but the others' would not fit after the first (on the other workers, or on
+    this one after it); then the one with the largest floor (the free worker has the most room: largest first is
+    how floors pack)."""
+    lanes = other_lanes(remaining, workers, busy)
+    floors = [n.one_step for n in pending]
+    if len(pending) < 2 or sum(floors) > max(0.0, remaining) + sum(lanes):  # they cannot all fit: keep the order
+        return 0
+    if lane_room(floors[1:], lanes) <= max(0.0, remaining) - floors[0]:
+        return 0
+    return max(range(len(pending)), key=lambda i: (floors[i], -i))
+
+
+def lane_room(others: list[float], lanes: list[float]) -> float:
+    """Seconds the next task's worker must keep free for the other tasks' floors: they are packed, largest first,
+    onto the other workers' free seconds (`lanes`, each onto the one with the most room); what fits on none stays."""
+    room, here = list(lanes), 0.0
+    for need in sorted(others, reverse=True):
+        j = max(range(len(room)), key=room.__getitem__, default=None)
+        if j is not None and room[j] >= need:
+            room[j] -= need
+        else:
+            here += need
+    return here
 
 
 def pressure(needs: list[float], remaining: float, workers: int, committed: float = 0.0) -> float:
@@ -238,3 +295,63 @@ def simulate(needs: list[float], workers: int, budget: float | None = None) -> t
         free[w] += need
         done += budget is None or free[w] <= budget
     return max(free), done
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole run, simulated with the rules above (bench plan, and the tests of the planner)
+
+@dataclass
+class Simulated:
+    """What a simulated run did: per task (in the given order) its TTT steps, views and seconds (0 views: never
+    started), and when the last task ended."""
+    steps: list[int]
+    views: list[int]
+    seconds: list[float]
+    end: float
+
+
+def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], first_guess: Rates, workers: int,
+                 budget: float, min_views: int = 2, headroom: float = 3.0, order: str = "auto") -> Simulated:
+    """Plan and 'run' tasks on `workers` workers: each dispatch plans a share and fits the work with the speeds
+    known so far (the first guess, then each finished task's measurement); a task takes its work's time at its
+    true speeds, cut at its share's end (its deadline). Tasks whose share would be under a second are skipped."""
+    n = len(tasks)
+    steps, views, seconds = [0] * n, [0] * n, [0.0] * n
+    free = [0.0] * workers
+    in_flight: dict[int, tuple[float, Rates]] = {}  # task -> (end, measured speeds), applied when it ends
+    pending, rates = list(range(n)), first_guess
+
+    def need(i: int) -> Need:
+        size, full = tasks[i]
+        bare, one = minimum_seconds(size, full, rates, min_views)
+        return Need(bare, one, total_seconds(size, full, rates))
+
+    while pending:
+        w = min(range(workers), key=free.__getitem__)
+        now = free[w]
+        for i, (end, measured) in sorted(in_flight.items(), key=lambda kv: kv[1][0]):
+            if end <= now:
+                rates = update_rates(rates, vars(measured))
+                del in_flight[i]
+        needs = {i: need(i) for i in pending}
+        busy = [end - now for end, _ in in_flight.values() if end > now]
+        if order != "given":
+            tight = pressure([needs[i].one_step for i in pending], budget - now, workers, sum(busy)) > 1
+            pending = order_tasks({i: needs[i].full for i in pending}, tight if order == "auto" else
+                                  order == "cheapest")
+        i = pending.pop(pick_next([needs[j] for j in pending], budget - now, workers, busy))
+        share = plan_share(needs[i], [needs[j] for j in [i] + pending], budget - now, workers, busy,
+                           headroom=headroom, floor=1.0)
+        if share < 1.0:
+            continue
+        size, full = tasks[i]
+        work = fit_work(size, full, rates, share, min_views)
+        took = min(share, total_seconds(size, work, true_rates[i]))
+        done_steps = work.ttt_steps
+        if took < total_seconds(size, work, true_rates[i]) * (1 - 1e-9):  # the deadline cut TTT short
+            left = share - predict_seconds(size, work.views, true_rates[i])
+            done_steps = max(0, min(work.ttt_steps, int(left // step_seconds(size, full.batch_size, true_rates[i]))))
+        steps[i], views[i], seconds[i] = done_steps, work.views, took
+        free[w] = now + took
+        in_flight[i] = (now + took, true_rates[i])
+    return Simulated(steps, views, seconds, max(free))

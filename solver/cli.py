@@ -12,7 +12,7 @@ from pathlib import Path
 from solver.config import ConfigError, add_config_arguments, resolve
 from solver.files import setup_logging
 from solver.workers import process_start, use_executor
-from solver.tasks import Task, load_tasks
+from solver.tasks import Task, load_tasks, load_tasks_checked
 
 log = logging.getLogger("solver.cli")
 
@@ -114,18 +114,19 @@ def cmd_run(args, start: float | None = None) -> int:
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
                   run={"budget": args.budget, "workers": args.workers, "solver": args.solver,
                        "executor": args.executor, "ray_address": args.ray_address})
-    tasks = load_tasks(args.tasks, args.limit)
+    tasks, problems = load_tasks_checked(args.tasks, args.limit)
     workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
-    from solver.run import run_tasks
+    from solver.run import exit_status, run_tasks
     with use_executor(cfg.run.executor, **executor_options(cfg)):
-        report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress)
-    return 1 if report.get("error") else 0
+        report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress,
+                           load_problems=problems)
+    return exit_status(report)
 
 
 def demo_tasks(n: int = DEMO_TASKS) -> dict[str, Task]:
     """The n ARC-AGI-1 evaluation tasks with the fewest tokens (one test input each): a quick demonstration."""
     from solver.codec import Codec
-    from solver.run import task_size
+    from solver.plan import task_size
     codec = Codec.compact()
     tasks = [t for t in load_tasks("arc1:eval").values() if t.valid and t.num_tests == 1]
     tasks.sort(key=lambda t: (task_size(t, codec).train_tokens + task_size(t, codec).prompt_tokens, t.id))
@@ -134,21 +135,20 @@ def demo_tasks(n: int = DEMO_TASKS) -> dict[str, Task]:
 
 def default_command(start: float | None = None) -> int:
     """`python -m solver` with no arguments: the competition run on Kaggle, else a CPU demonstration."""
-    from solver.run import run_tasks
+    from solver.run import exit_status, run_tasks
     start = process_start() if start is None else start
     found = sorted(glob.glob(KAGGLE_TASKS))
     if found:
         log.info("Kaggle: solving %s", found[-1])
         cfg = resolve("kaggle-4xl4")
-        report = run_tasks(load_tasks(found[-1]), cfg, KAGGLE_OUT, KAGGLE_WORK, start=start)
-        return 1 if report.get("error") else 0
+        tasks, problems = load_tasks_checked(found[-1])
+        return exit_status(run_tasks(tasks, cfg, KAGGLE_OUT, KAGGLE_WORK, start=start, load_problems=problems))
     cfg = resolve("cpu-demo")
     tasks = demo_tasks()
     workdir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     log.info("demonstration: %d small ARC-AGI-1 evaluation tasks, model %s, budget %s, work dir %s", len(tasks),
              cfg.model.spec, cfg.run.budget, workdir)
-    report = run_tasks(tasks, cfg, Path("submission") / "submission.json", workdir, start=start)
-    return 1 if report.get("error") else 0
+    return exit_status(run_tasks(tasks, cfg, Path("submission") / "submission.json", workdir, start=start))
 
 
 def add_pretrain_parser(sub) -> None:

@@ -54,7 +54,8 @@ class TTTConfig:
                                "whole examples")
     train_demo_outputs: bool = _f(True, "loss on demo outputs after the first too, not only the query output (MIT)")
     # adapter
-    backend: str = _f("auto", "auto (Unsloth with CUDA and unsloth installed, else PEFT) | peft | unsloth")
+    backend: str = _f("peft", "peft | unsloth (opt-in, unverified on a GPU; falls back to PEFT with a warning when "
+                              "it cannot import or attach) | auto (PEFT: Unsloth is never chosen by itself)")
     shared_adapter: bool = _f(False, "one adapter trained once on all tasks' data, no per-task reset "
                                      "(the 'shared adapter' ablation)")
     rank: int = _f(32, "LoRA rank")
@@ -80,8 +81,12 @@ class TTTConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     epochs: int = _f(1, "passes over the task's training set")
     batch_size: int = _f(2, "sequences per optimiser step (length-bucketed: similar lengths share a batch)")
-    warmup: float = _f(0.1, "fraction of steps of linear warm-up")
+    max_steps: int = _f(0, "cap on optimiser steps per task (0: none); the run's planner sets it to what fits the "
+                           "task's time share")
+    warmup: float = _f(0.1, "fraction of training (the steps that will run, or the time, whichever binds) of linear "
+                            "warm-up")
     schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine | linear | constant")
+    min_lr_ratio: float = _f(0.1, "final learning rate (reached at the last step that runs) as a fraction of lr")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory for long tasks, slower")
     loop: str = _f("manual", "manual: the package's training loop (logits only at trained positions); "
@@ -105,6 +110,9 @@ class InferConfig:
     decode_share: float = _f(0.7, "share of a test input's remaining time given to decoding; scoring gets the rest")
     rule: str = _f("combined", "selection rule: vote | hierarchical | poe | combined")
     combined_weight: float = _f(1.0, "rule combined: votes + weight x mean log-likelihood")
+    max_prompt_tokens: int = _f(0, "a prompt and its longest answer must fit this many tokens, else context demos are "
+                                   "dropped (largest first, never the query; named in the report); 0: the model's "
+                                   "context")
 
 
 @dataclass
@@ -120,8 +128,12 @@ class RunConfig:
     min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")
     max_task_seconds: float = _f(0.0, "cap on one task's time share (0: none)")
     headroom: float = _f(3.0, "a task's share is at most this times its estimated need at full level")
-    steps_factor: float = _f(0.5, "degradation 'fewer TTT steps': the share of TTT examples kept")
-    min_views: int = _f(2, "degradation 'fewer views': views (and scoring views) kept")
+    min_views: int = _f(2, "views (and scoring views) a task always keeps: prediction's time is reserved for them "
+                           "before TTT gets the rest of its share")
+    calibrate: bool = _f(True, "time one TTT step and one decoding step on a worker's first task (counted in the "
+                               "budget) and plan with the measured speeds")
+    replan: bool = _f(True, "the pipeline fits each task's work to its share again with the speeds its worker "
+                            "measured (off for a retry, which keeps its smaller configuration)")
     retry: bool = _f(True, "retry a task that raised once at a smaller level before giving it fallback attempts")
     shared_adapter: str = _f("", "directory of a LoRA adapter for every task (Adapter.save, e.g. trained with "
                                  "ttt.train_shared on training tasks), used at the degradation level 'shared "

@@ -79,6 +79,16 @@ def fitted_sequences(codec: Codec, units: list[Unit], max_tokens: int, train_dem
     return out
 
 
+def fit_prompt(task: Task, test_index: int, codec: Codec, max_tokens: int) -> tuple[Task, int]:
+    """The task with the largest demos dropped until the prompt of test input `test_index` (every demo, the query)
+    fits max_tokens: the same rule as training's (`fit_budget`), never the query; (task, demos dropped)."""
+    fitted = fit_budget(codec, (list(task.train), task.test_inputs[test_index], None), max_tokens)
+    kept = fitted[0] if fitted is not None else []
+    if len(kept) == len(task.train):
+        return task, 0
+    return Task(task.id, kept, task.test_inputs, task.test_outputs), len(task.train) - len(kept)
+
+
 def augmentation_kinds(names) -> dict[str, bool]:
     """sample_transforms' switches from a list of kind names; unknown names are an error."""
     unknown = set(names) - AUGMENTATIONS

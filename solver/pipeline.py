@@ -13,10 +13,13 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from functools import partial
 
+from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config
+from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.results import Deadlines, TaskResult
 from solver.select import Choice, candidate_table, choose_attempts, no_choice
 from solver.tasks import Task
@@ -24,11 +27,23 @@ from solver.tasks import Task
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Worker:
+    """What a worker keeps across tasks: the model, its adapter (and the shared adapter's state), the related-task
+    options, and the speeds it measured (None until it calibrated)."""
+    cfg: Config
+    loaded: object
+    adapter: object = None
+    shared: dict | None = None
+    related: tuple = (None, None)
+    rates: B.Rates | None = None
+
+
 def pipeline(cfg: Config):
     """Load the model (and attach a LoRA adapter when TTT is on) once; return solve(task, cfg, deadlines).
 
-    With cfg.run.shared_adapter, that adapter's weights are read once too; tasks at the 'shared adapter' level
-    (cfg.ttt.shared_adapter set by `config_at`) predict with them instead of training their own.
+    With cfg.run.shared_adapter, that adapter's weights are read once too; a task whose share fits no TTT step
+    predicts with them instead of the base model.
     """
     from solver import model as M
     loaded = M.load_configured(cfg.model, cfg.run.seed)
@@ -40,7 +55,7 @@ def pipeline(cfg: Config):
         adapter.load(cfg.run.shared_adapter)
         shared = adapter.snapshot()
         adapter.reset()
-    return partial(_solve_pipeline, loaded, adapter, shared, _related(cfg, loaded, adapter))
+    return partial(_solve_pipeline, Worker(cfg, loaded, adapter, shared, _related(cfg, loaded, adapter)))
 
 
 def _related(cfg: Config, loaded, adapter) -> tuple:
@@ -81,19 +96,83 @@ def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, de
     return res, decision.describe() if decision is not None else ""
 
 
-def _solve_pipeline(loaded, adapter, shared, related: tuple, task: Task, cfg: Config,
-                    deadlines: Deadlines) -> TaskResult:
+def fit_to_share(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> tuple[Config, Deadlines, B.Work]:
+    """The task's work fitted to the time to its deadline at this worker's speeds (measured, else the preset's):
+    prediction's time reserved first, TTT until the rest is spent (solver.budget.fit_work). A planned job is fitted
+    from the run's full configuration (the parent planned it with the speeds it knew); a retry (run.replan off)
+    keeps its smaller configuration, and only its views are fitted."""
+    rates = w.rates or preset_rates(cfg)
+    if cfg.run.replan:
+        cfg = w.cfg
+    size, full = task_size(task, w.loaded.codec), full_work(task, cfg)
+    now = time.monotonic()
+    share = max(0.0, deadlines.end - now)
+    work = B.fit_work(size, full, rates, share, cfg.run.min_views, w.shared is not None)
+    ttt_end = now + max(0.0, share - B.predict_seconds(size, work.views, rates)) if work.ttt_steps else now
+    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
+             work.views, full.views)
+    return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end), full
+
+
+def calibrate(w: Worker, task: Task, cfg: Config) -> B.Rates:
+    """Time one TTT step and a prefill and a few decoding steps of two views on the task's own sequences (the adapter
+    is reset after): the speeds this worker plans with (halfway from the preset's) until its tasks measure more."""
+    from solver.data import build_examples
+    from solver.generate import View, decode_batch, make_views
+    from solver.ttt import train
+    size, rates, codec = task_size(task, w.loaded.codec), preset_rates(cfg), w.loaded.codec
+    measured = {}
+    if w.adapter is not None and cfg.ttt.enabled:
+        examples = build_examples(task, codec, cfg.ttt, cfg.run.seed)[:cfg.ttt.batch_size]
+        res = train(w.adapter, examples, replace(cfg.ttt, max_steps=1), codec.pad, seed=cfg.run.seed)
+        w.adapter.reset()
+        if res.steps:
+            measured["train_tokens_per_s"] = cfg.ttt.batch_size * size.train_tokens / max(res.seconds, 1e-6)
+    model = w.adapter.model if w.adapter is not None else w.loaded.model
+    views = make_views(task, 0, codec, min(cfg.infer.num_views, 2), cfg.run.seed, cfg.infer)
+    views = [View(v.transform, v.prompt, (1, 2)) for v in views]  # a prefill and a few decoding steps
+    stats: dict = {}
+    model.eval()
+    decode_batch(model, codec, views, time.monotonic() + 600, stats=stats)
+    if stats.get("prefill_s"):
+        measured["prefill_tokens_per_s"] = len(views) * size.prompt_tokens / stats["prefill_s"]
+    if stats.get("decode_s") and stats.get("tokens"):
+        measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
+    log.info("task %s: calibrated %s", task.id, ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
+    return B.update_rates(rates, measured, weight=0.5)  # halfway: one step on a busy machine can mislead
+
+
+def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,
+                    stats: dict) -> dict[str, float]:
+    """A finished task's speeds in the planner's terms: the TTT steps' time per planned token, the decoding phase's
+    generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed."""
+    out = {}
+    if steps and ttt_s > 0:
+        out["train_tokens_per_s"] = steps * batch * size.train_tokens / ttt_s
+    decode_s = stats.get("decode_s", 0.0)
+    if decode_s > 0 and stats.get("tokens"):
+        out["decode_tokens_per_s"] = stats["tokens"] / decode_s
+    if views and predict_s > decode_s:
+        out["prefill_tokens_per_s"] = views * size.num_tests * size.prompt_tokens / (predict_s - decode_s)
+    return out
+
+
+def _solve_pipeline(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
     from solver.model import Loaded
     t0 = time.monotonic()
-    steps, model, adapter_from = 0, loaded.model, ""
+    if cfg.run.calibrate and w.rates is None and task.valid:
+        w.rates = calibrate(w, task, cfg)
+    calibration_s = time.monotonic() - t0
+    cfg, deadlines, full = fit_to_share(w, task, cfg, deadlines)
+    steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
         if cfg.ttt.shared_adapter:
-            if shared is None:
+            if w.shared is None:
                 raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
-            adapter.restore(shared)
+            adapter.restore(w.shared)
         elif cfg.ttt.enabled:
-            res, adapter_from = _train_or_reuse(adapter, related, loaded, task, cfg, deadlines)
+            res, adapter_from = _train_or_reuse(adapter, w.related, w.loaded, task, cfg, deadlines)
             if res.steps and not math.isfinite(res.loss):
                 raise FloatingPointError(f"TTT loss is {res.loss} after {res.steps} steps")
             steps = res.steps
@@ -102,11 +181,17 @@ def _solve_pipeline(loaded, adapter, shared, related: tuple, task: Task, cfg: Co
     stats: dict = {}
     base_only = adapter is not None and not cfg.ttt.enabled and not cfg.ttt.shared_adapter
     with adapter.disabled() if base_only else nullcontext():
-        found = predict(Loaded(model, loaded.codec, loaded.spec), task, cfg, deadlines.end, stats)
+        found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats)
+    t2 = time.monotonic()
+    speeds = measured_speeds(task_size(task, w.loaded.codec), steps, cfg.ttt.batch_size, t1 - t0 - calibration_s,
+                             cfg.infer.num_views, t2 - t1, stats)
+    w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
     attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
-    return TaskResult(attempts, ttt_steps=steps, candidates=sum(len(a.candidates) for a in found),
-                      views=cfg.infer.num_views, ttt_seconds=t1 - t0, predict_seconds=time.monotonic() - t1,
-                      note="; ".join(a.note for a in found if a.note), adapter_from=adapter_from)
+    did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
+    return TaskResult(attempts, level=int(B.level_of(did, full)), ttt_steps=steps, candidates=sum(len(a.candidates) for a in found),
+                      views=cfg.infer.num_views, ttt_seconds=t1 - t0, predict_seconds=t2 - t1,
+                      note="; ".join(a.note for a in found if a.note), adapter_from=adapter_from,
+                      calibration_seconds=calibration_s, **speeds)
 
 
 def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, deadline: float,
@@ -174,7 +259,30 @@ def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None
         out = []
         for i in range(len(task.test_inputs)):
             share = time.monotonic() + (deadline - time.monotonic()) / (len(task.test_inputs) - i)
-            out.append(predict_one(model, loaded.codec, task, i, cfg, min(share, deadline), stats))
+            fitted, note = prompt_within_context(model, loaded.codec, task, i, cfg)
+            choice = predict_one(model, loaded.codec, fitted, i, cfg, min(share, deadline), stats)
+            choice.note = "; ".join(n for n in (note, choice.note) if n)
+            out.append(choice)
         return out
     finally:
         model.train(was_training)
+
+
+def prompt_within_context(model, codec: Codec, task: Task, test_index: int, cfg: Config) -> tuple[Task, str]:
+    """The task with context demos dropped (largest first, as in training; never the query) until a prompt and the
+    longest answer worth generating fit the model's context (or infer.max_prompt_tokens); logged, and named in the
+    note the report shows."""
+    from solver.data import fit_prompt
+    from solver.generate import plausible_shape
+    limit = cfg.infer.max_prompt_tokens or getattr(getattr(model, "config", None), "max_position_embeddings", 0)
+    if not limit:
+        return task, ""
+    rows, cols = plausible_shape(task.train, task.test_inputs[test_index])
+    fitted, dropped = fit_prompt(task, test_index, codec, limit - (rows * (cols + 1) + 1))
+    if not dropped:
+        return task, ""
+    note = (f"test {test_index}: prompt trimmed to the {limit}-token context: {dropped} of {len(task.train)} demos "
+            f"dropped ({codec.num_tokens(task.train, task.test_inputs[test_index])} -> "
+            f"{codec.num_tokens(fitted.train, task.test_inputs[test_index])} tokens)")
+    log.warning("task %s: %s", task.id, note)
+    return fitted, note

@@ -35,44 +35,89 @@ def write_report(run, printing: bool = True) -> dict:
         from solver.score import score_table
         truths = {tid: t.test_outputs for tid, t in run.tasks.items() if t.test_outputs is not None}
         table = score_table({tid: o.grids() for tid, o in run.outcomes.items()}, truths)
-        correct = dict(zip(table["task_id"], table["correct"]))
-    rows = []
-    for tid, task in run.tasks.items():
-        o = run.outcomes.get(tid)
-        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
-                                   "note": run.skipped.get(tid, "")}
-        row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
-                   correct=correct.get(tid, "") if table is not None else "")
-        rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
+    rows = task_rows(run, dict(zip(table["task_id"], table["correct"])) if table is not None else None)
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, REPORT_COLUMNS)
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(run.workdir / REPORT_CSV, text.getvalue())
-    statuses = {}
-    for row in rows:
-        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    done = list(run.outcomes.values())
-    report = {"tasks": len(run.tasks), "status": statuses, "budget_s": run.budget,
-              "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
-              "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
-              "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
-              "speed_correction": round(run.rates.correction, 3), "error": run.error,
-              "submission": str(run.out), "model": run.cfg.model.spec, "hardware": _hardware(run.workers),
-              "code_version": _git_version()}
+    report = summarise(run, rows)
     if table is not None:
         from solver.score import print_score, summary
         report["score"] = summary(table)
         if printing:
             print_score(table)
     write_json_atomic(run.workdir / REPORT_JSON, report)
-    problems = [r for r in rows if r["status"] in ("failed", "lost", "invalid", "retried")]
-    for r in problems:
-        log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
+    for r in rows:
+        if r["status"] in ("failed", "lost", "invalid", "retried"):
+            log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
+    for line in report["load_problems"]:
+        log.warning("task set: %s", line)
     _write_html_report(run)
-    log.info("run done in %s of %s: %s; report in %s", B.format_seconds(report["elapsed_s"]),
-             B.format_seconds(run.budget), ", ".join(f"{v} {k}" for k, v in statuses.items()), run.workdir)
+    log.info("run done in %s of %s: %s", B.format_seconds(report["elapsed_s"]), B.format_seconds(run.budget),
+             summary_line(report))
     return report
+
+
+def task_rows(run, correct: dict | None) -> list[dict]:
+    """One report row per task of the run, in the task set's order."""
+    rows = []
+    for tid, task in run.tasks.items():
+        o = run.outcomes.get(tid)
+        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
+                                   "note": run.skipped.get(tid, "")}
+        row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
+                   correct=correct.get(tid, "") if correct is not None else "")
+        rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
+    return rows
+
+
+def _counts(values) -> dict:
+    out: dict = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _spread(values: list[float]) -> dict:
+    """min / median / max of a list (zeros when empty)."""
+    v = sorted(values)
+    return {"min": v[0], "median": v[len(v) // 2], "max": v[-1]} if v else {"min": 0, "median": 0, "max": 0}
+
+
+def summarise(run, rows: list[dict]) -> dict:
+    """report.json without the score: counts by status, level and failure kind, and what the budget bought."""
+    done = list(run.outcomes.values())
+    seconds = sum(o.seconds for o in done)
+    kinds = [part.split(":")[0].strip() for o in done if o.status in ("failed", "retried", "lost")
+             for part in (o.error or "unknown").split("| retry:")]
+    return {"tasks": len(run.tasks), "status": _counts(r["status"] for r in rows),
+            "levels": _counts(r["level"] for r in rows), "failures": _counts(kinds),
+            "fell_back_after_exception": sum(o.status == "failed" for o in done),
+            "budget_s": run.budget, "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
+            "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
+            "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),
+            "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
+            "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
+            "ttt_steps": _spread([o.ttt_steps for o in done if o.status != "invalid"]),
+            "views": _spread([o.views for o in done if o.status != "invalid"]),
+            "speeds": {k: round(getattr(run.rates, k), 1) for k in ("train_tokens_per_s", "prefill_tokens_per_s",
+                                                                     "decode_tokens_per_s")},
+            "speed_correction": round(run.rates.correction, 3), "load_problems": list(run.load_problems),
+            "error": run.error, "submission": str(run.out), "model": run.cfg.model.spec,
+            "hardware": _hardware(run.workers), "code_version": _git_version()}
+
+
+def summary_line(report: dict) -> str:
+    """The closing line: statuses, levels, failures, and how the budget was spent."""
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{v} {k}" for k, v in d.items()) or "none"
+    steps, views = report["ttt_steps"], report["views"]
+    return (f"tasks: {fmt(report['status'])}; levels: {fmt(report['levels'])}; failures: {fmt(report['failures'])}; "
+            f"{report['task_share_of_budget']:.0%} of the budget in tasks, {report['ttt_share_of_task_time']:.0%} "
+            f"of that in TTT; TTT steps per task {steps['min']}/{steps['median']}/{steps['max']} (min/median/max), "
+            f"views {views['min']}/{views['median']}/{views['max']}; "
+            f"{len(report['load_problems'])} task-set problems")
 
 
 def _write_html_report(run) -> None:

@@ -40,16 +40,26 @@ class TaskStats:
     predict_seconds: float = 0.0
     note: str = ""
     adapter_from: str = ""  # 'reuse:<task id>@<cosine>' or 'warm:<task id>@<cosine>' (solver.reuse), else empty
+    # speeds measured while solving (0: not measured), which the planner's estimates follow
+    train_tokens_per_s: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    calibration_seconds: float = 0.0  # of `seconds`, spent timing the worker's speeds (its first task only)
+
+    def speeds(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")}
 
 
 @dataclass
 class TaskResult(TaskStats):
-    """What a solve function returns: per test input a pair of grids, or None where it found nothing."""
+    """What a solve function returns: per test input a pair of grids, or None where it found nothing; `level`, what
+    it did when it re-fitted its work (solver.budget.Level; None: as planned)."""
     attempts: list[Attempts | None] = field(default_factory=list)
+    level: int | None = None
 
-    def __init__(self, attempts: list[Attempts | None], **stats):
+    def __init__(self, attempts: list[Attempts | None], level: int | None = None, **stats):
         super().__init__(**stats)
-        self.attempts = attempts
+        self.attempts, self.level = attempts, level
 
 
 @dataclass
@@ -62,7 +72,6 @@ class Job:
     deadlines: Deadlines
     retry_level: int
     retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
-    retry_ttt_fraction: float
 
 
 @dataclass

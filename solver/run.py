@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -31,6 +31,7 @@ from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config
 from solver.files import setup_logging, stale_temporaries
+from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.report import write_report
 from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
                             fallback_outcome, read_results)
@@ -41,56 +42,6 @@ from solver.workers import make_executor
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sizes, work and levels: the one place that turns config fields into the planner's numbers and back
-
-def task_size(task: Task, codec: Codec) -> B.TaskSize:
-    """Token counts of a task's training sequence, decoding prompt and expected output."""
-    if not task.valid or not task.train:
-        return B.TaskSize(0, 0, 0, task.num_tests)
-    *context, (qi, qo) = task.train
-    out = max(b.shape[0] * (b.shape[1] + 1) + 1 for _, b in task.train)
-    prompt = max((codec.num_tokens(task.train, q) for q in task.test_inputs), default=0)
-    return B.TaskSize(codec.num_tokens(context, qi, qo), prompt, out, task.num_tests)
-
-
-def ttt_examples(task: Task, cfg: Config) -> int:
-    """Training sequences TTT builds for a task (before de-duplication): demos x transforms, capped."""
-    k = len(task.train)
-    n = k * (cfg.ttt.num_transforms if cfg.ttt.augment else 1)
-    return max(0, min(cfg.ttt.max_examples, n))
-
-
-def full_work(task: Task, cfg: Config) -> B.Work:
-    """The work a task does at Level.FULL under `cfg`."""
-    steps = 0
-    if cfg.ttt.enabled and not cfg.ttt.shared_adapter:
-        steps = math.ceil(ttt_examples(task, cfg) / max(1, cfg.ttt.batch_size)) * cfg.ttt.epochs
-    return B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
-
-
-def rates(cfg: Config) -> B.Rates:
-    r = cfg.run
-    return B.Rates(r.train_tokens_per_s, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.task_overhead_s)
-
-
-def config_at(cfg: Config, level: B.Level, task: Task) -> Config:
-    """The config a task runs with at `level` (see budget.Level for the ladder)."""
-    r = cfg.run
-    if level in (B.Level.FULL, B.Level.FALLBACK):
-        return cfg
-    views = min(cfg.infer.num_views, max(1, r.min_views))
-    ttt = {"max_examples": max(cfg.ttt.batch_size, int(ttt_examples(task, cfg) * r.steps_factor))}
-    infer = {}
-    if level >= B.Level.FEWER_VIEWS:
-        infer = {"num_views": views, "score_views": min(cfg.infer.score_views, views)}
-    if level == B.Level.SHARED_ADAPTER:
-        ttt = {"shared_adapter": True}
-    if level == B.Level.NO_TTT:
-        ttt = {"enabled": False}
-    return cfg.override(ttt=ttt, infer=infer)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -122,29 +73,27 @@ def _free_memory() -> None:
 
 
 def handle_job(solve, worker: str, job: Job) -> Outcome:
-    """Solve one task; a raise is retried once at `job.retry_level`, then the task gets its fallback attempts."""
+    """Solve one task; a raise is logged with its traceback and retried once at `job.retry_level` (no TTT, few
+    views), then the task gets its fallback attempts. The outcome's `error` names the exception(s)."""
     t0 = time.monotonic()
     try:
         return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines), "ok", job.level, t0, worker)
     except Exception as e:
         first = f"{type(e).__name__}: {e}"
+        log.error("task %s raised at level %s (%s)%s", job.id, B.Level(job.level).name, first,
+                  "; retrying without TTT" if job.retry_cfg is not None else ": fallback attempts", exc_info=True)
     _free_memory()
     if job.retry_cfg is None:
-        log.error("task %s raised (%s): fallback attempts", job.id, first)
         return fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker)
-    log.warning("task %s raised at level %s: %s; retrying at level %s", job.id, B.Level(job.level).name, first,
-                B.Level(job.retry_level).name)
-    now = time.monotonic()
-    deadlines = Deadlines(now + job.retry_ttt_fraction * max(0.0, job.deadlines.end - now), job.deadlines.end)
     try:
-        result = solve(job.task, Config.from_dict(job.retry_cfg), deadlines)
+        result = solve(job.task, Config.from_dict(job.retry_cfg), Deadlines(time.monotonic(), job.deadlines.end))
         out = _outcome(job, result, "retried", job.retry_level, t0, worker)
         out.error = first
         return out
     except Exception as e:
         _free_memory()
         second = f"{type(e).__name__}: {e}"
-        log.error("task %s raised again (%s): fallback attempts", job.id, second)
+        log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
         return fallback_outcome(job.task, "failed", job.retry_level, f"{first} | retry: {second}",
                                 time.monotonic() - t0, worker)
 
@@ -153,6 +102,7 @@ def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, w
     found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
     pairs = complete_attempts(job.task, result.attempts)
     stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
+    level = result.level if result.level is not None else level
     return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
                    seconds=time.monotonic() - t0, worker=worker, **stats)
 
@@ -164,7 +114,7 @@ def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, w
 class _Plan:
     size: B.TaskSize
     full: B.Work
-    needs: dict = field(default_factory=dict)  # Level -> estimated seconds
+    need: B.Need | None = None  # estimated seconds at the current speeds
 
 
 class Run:
@@ -180,30 +130,28 @@ class Run:
         self.end = start + budget - margin               # no task deadline beyond this
         self.stop_at = start + budget - 0.6 * margin     # workers still running are stopped here
         self.hard_stop = start + budget - 0.4 * margin   # an in-process run still stuck in a task exits here
-        self.rates = rates(cfg)
-        self.shared_adapter = bool(cfg.run.shared_adapter)  # without one, the ladder skips that level
+        self.rates = preset_rates(cfg)
+        self.shared_adapter = bool(cfg.run.shared_adapter)  # without one, no task falls back to it
         self.codec = Codec.compact()
         self.outcomes: dict[str, Outcome] = {}
-        self.in_flight: dict[str, tuple[float, float]] = {}  # id -> (deadline, estimated seconds)
+        self.in_flight: dict[str, float] = {}  # id -> deadline
         self.skipped: dict[str, str] = {}
+        self.requeued: set[str] = set()  # tasks whose worker died once: a second loss gives fallback attempts
+        self.load_problems: list[str] = []
         self.solutions = solutions
         self.lock = threading.Lock()
         self.pbar = None
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
-        self.plans = {tid: self._plan(t) for tid, t in tasks.items()}
+        self.plans = {tid: _Plan(task_size(t, self.codec), full_work(t, cfg)) for tid, t in tasks.items()}
+        self._estimate()
         self.pending: list[str] = []
 
     # planning -----------------------------------------------------------------------------------------------------
-    def _plan(self, task: Task) -> _Plan:
-        p = _Plan(task_size(task, self.codec), full_work(task, self.cfg))
-        self._estimate(p)
-        return p
-
-    def _estimate(self, p: _Plan) -> None:
-        r = self.cfg.run
-        p.needs = {lv: B.total_seconds(p.size, B.work_at(lv, p.full, r.steps_factor, r.min_views), self.rates)
-                   for lv in B.Level if lv != B.Level.FALLBACK
-                   and (lv != B.Level.SHARED_ADAPTER or self.shared_adapter)}
+    def _estimate(self) -> None:
+        """Every task's need at the current speeds."""
+        for p in self.plans.values():
+            bare, one = B.minimum_seconds(p.size, p.full, self.rates, self.cfg.run.min_views)
+            p.need = B.Need(bare, one, B.total_seconds(p.size, p.full, self.rates))
 
     def next_job(self) -> Job | None:
         """Plan the next task now (clock, pending set, measured speed) and hand it out; None when done."""
@@ -214,23 +162,19 @@ class Run:
                 remaining = self.end - now
                 if remaining < r.min_task_seconds:
                     return None
-                committed = sum(max(0.0, d - now) for d, _ in self.in_flight.values())
-                self._reorder(remaining, committed)
-                tid0 = self.pending[0]
-                totals = {lv: sum(self.plans[t].needs[lv] for t in self.pending) for lv in self.plans[tid0].needs}
-                tid = self.pending.pop(0)
-                p = self.plans[tid]
-                share = B.plan_share(p.needs, totals, remaining, self.workers, committed,
+                busy = [max(0.0, d - now) for d in self.in_flight.values()]
+                self._reorder(remaining, sum(busy))
+                needs = [self.plans[t].need for t in self.pending]
+                pick = B.pick_next(needs, remaining, self.workers, busy)
+                share = B.plan_share(needs[pick], needs, remaining, self.workers, busy,
                                      cap=r.max_task_seconds or math.inf, headroom=r.headroom,
                                      floor=r.min_task_seconds)
-                level = B.choose_level(p.size, p.full, self.rates, share, min_seconds=r.min_task_seconds,
-                                       shared_adapter=self.shared_adapter, steps_factor=r.steps_factor,
-                                       min_views=r.min_views)
-                if level == B.Level.FALLBACK:
+                tid = self.pending.pop(pick)
+                if share < r.min_task_seconds:
                     self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
                     continue
-                self.in_flight[tid] = (now + share, p.needs[level])
-                return self._job(tid, level, now, share)
+                self.in_flight[tid] = now + share
+                return self._job(tid, now, share)
             return None
 
     def _reorder(self, remaining: float, committed: float) -> None:
@@ -238,35 +182,48 @@ class Run:
         order = self.cfg.run.order
         if order == "given":
             return
-        full = {t: self.plans[t].needs[B.Level.FULL] for t in self.pending}
-        tight = B.pressure(list(full.values()), remaining, self.workers, committed) > 1
+        full = {t: self.plans[t].need.full for t in self.pending}
+        floors = [self.plans[t].need.one_step for t in self.pending]
+        tight = B.pressure(floors, remaining, self.workers, committed) > 1
         self.pending = B.order_tasks(full, tight if order == "auto" else order == "cheapest")
 
-    def _job(self, tid: str, level: B.Level, now: float, share: float) -> Job:
+    def _job(self, tid: str, now: float, share: float) -> Job:
+        """The task with the work fitted to its share (prediction's time reserved first), its config and deadlines
+        (the end of its share, and of TTT). The pipeline fits the work again with the speeds its worker measured
+        (solver.pipeline.fit_to_share); the retry's config has no TTT and few views."""
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
-        ttt, pred = B.estimate_seconds(p.size, B.work_at(level, p.full, r.steps_factor, r.min_views), self.rates)
-        deadlines = Deadlines(*B.stage_deadlines(now, share, ttt, pred))
-        retry = B.retry_level(level)
-        rt, rp = B.estimate_seconds(p.size, B.work_at(retry, p.full, r.steps_factor, r.min_views), self.rates)
-        log.debug("task %s: level %s, share %.1fs (TTT until +%.1fs)", tid, level.name, share, deadlines.ttt - now)
-        retry_cfg = config_at(self.cfg, retry, task).to_dict() if r.retry else None
-        return Job(tid, task, int(level), config_at(self.cfg, level, task).to_dict(), deadlines, int(retry),
-                   retry_cfg, rt / (rt + rp) if rt + rp > 0 else 0.0)
+        work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter)
+        level = B.level_of(work, p.full)
+        predict = B.predict_seconds(p.size, work.views, self.rates)
+        deadlines = Deadlines(now + max(0.0, share - predict) if work.ttt_steps else now, now + share)
+        retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
+        log.debug("task %s: share %.1fs, %d TTT steps, %d views (%s), TTT until +%.1fs", tid, share,
+                  work.ttt_steps, work.views, level.name, deadlines.ttt - now)
+        retry_cfg = config_for(self.cfg, retry, p.full).override(run={"replan": False}).to_dict() if r.retry else None
+        return Job(tid, task, int(level), config_for(self.cfg, work, p.full).to_dict(), deadlines,
+                   int(B.level_of(retry, p.full)), retry_cfg)
 
     # recording ----------------------------------------------------------------------------------------------------
     def on_result(self, outcome: Outcome) -> None:
         with self.lock:
-            deadline, _ = self.in_flight.pop(outcome.id, (0.0, 0.0))
+            deadline = self.in_flight.pop(outcome.id, 0.0)
             if outcome.status == "ok":
-                # Measured speed, from the work actually done. A task its deadline cut short only says "slower".
-                p = self.plans[outcome.id]
-                estimate = B.total_seconds(p.size, B.Work(outcome.ttt_steps, p.full.batch_size, outcome.views),
-                                           self.rates)
-                if time.monotonic() < deadline - 0.5 or outcome.seconds > estimate:
-                    self.rates = B.update_correction(self.rates, estimate, outcome.seconds)
-                    for q in self.plans.values():
-                        self._estimate(q)
+                self._measured(outcome, deadline)
             self._record(outcome)
+
+    def _measured(self, outcome: Outcome, deadline: float) -> None:
+        """Speeds the task measured move the estimates; a solve function that measures none (a fake, another
+        solver) moves the correction factor instead, from its time against the estimate (a task its deadline cut
+        short only says "slower")."""
+        p = self.plans[outcome.id]
+        if any(outcome.speeds().values()):
+            self.rates = B.update_rates(self.rates, outcome.speeds())
+        else:
+            estimate = B.total_seconds(p.size, B.Work(outcome.ttt_steps, p.full.batch_size, outcome.views),
+                                       self.rates)
+            if time.monotonic() < deadline - 0.5 or outcome.seconds > estimate:
+                self.rates = B.update_correction(self.rates, estimate, outcome.seconds)
+        self._estimate()
 
     def on_lost(self, job: Job, reason: str) -> None:
         with self.lock:
@@ -274,7 +231,12 @@ class Run:
             if reason.startswith("stopped"):
                 self._skip(job.id, reason)  # cut off by the end of the run: a resumed run may try it again
                 return
-            log.error("task %s lost: %s", job.id, reason)
+            if job.id not in self.requeued:  # its worker died (killed, out of memory): once more, on another
+                self.requeued.add(job.id)
+                log.error("task %s lost (%s): queued again, once", job.id, reason)
+                self.pending.insert(0, job.id)
+                return
+            log.error("task %s lost again: %s", job.id, reason)
             self._record(fallback_outcome(self.tasks[job.id], "lost", job.level, reason))
 
     def _record(self, o: Outcome) -> None:
@@ -302,8 +264,9 @@ class Run:
 
 
 def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str | Path, *,
-              start: float | None = None, progress: bool = True) -> dict:
-    """Run a task set within cfg.run.budget; returns the summary also written to report.json."""
+              start: float | None = None, progress: bool = True, load_problems: list[str] = ()) -> dict:
+    """Run a task set within cfg.run.budget; returns the summary also written to report.json (`load_problems`: the
+    task set's bad files and ids, named in the report)."""
     start = time.monotonic() if start is None else start
     budget = B.parse_duration(cfg.run.budget)
     out, workdir = Path(out), Path(workdir)
@@ -323,6 +286,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     if solutions:
         import solver.score  # noqa: F401  (pandas: imported now, not in the last seconds of the budget)
     run = Run(tasks, cfg, out, workdir, start, budget, workers, solutions)
+    run.load_problems = list(load_problems)
     run.outcomes.update(resumed)
     if resumed:
         log.info("resuming in %s: %d of %d tasks already done", workdir, len(resumed), len(tasks))
@@ -394,6 +358,14 @@ class _progress:
 
 
 HARD_STOP_EXIT = 3  # exit status of a run the watchdog ended (its submission on disk is complete)
+FELL_BACK_EXIT = 4  # exit status of a run in which a task got fallback attempts because it raised (submission complete)
+
+
+def exit_status(report: dict) -> int:
+    """0: every task ran; 1: the run itself stopped on an error; FELL_BACK_EXIT: some task raised and fell back."""
+    if report.get("error"):
+        return 1
+    return FELL_BACK_EXIT if report.get("fell_back_after_exception") else 0
 
 
 def _watchdog(run: Run) -> None:

@@ -134,7 +134,7 @@ class Choice:
     candidates: list[Candidate] = field(default_factory=list)
     ranking: list[int] = field(default_factory=list)
     rule: str = ""
-    note: str = ""  # why the attempts are fallbacks, when they are
+    note: str = ""  # what the report should know: why the attempts are fallbacks, or that the prompt was trimmed
 
     def to_json(self) -> dict:
         return {"attempt_1": self.attempt_1.tolist(), "attempt_2": self.attempt_2.tolist()}

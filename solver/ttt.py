@@ -19,7 +19,7 @@ from solver.codec import IGNORE, Codec, Encoded
 from solver.config import TTTConfig
 from solver.data import build_examples, collate, length_batches, mix
 from solver.tasks import Task
-from solver.train import train_step
+from solver.train import lr_factor, train_step
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class TTTResult:
     first_loss: float = float("nan")
     seconds: float = 0.0
     stopped_by_deadline: bool = False
+    last_lr: float = float("nan")  # the learning rate of the last step (of the first parameter group)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,21 +54,31 @@ class TTTResult:
 
 
 def make_optimizer(adapter, cfg: TTTConfig):
-    """AdamW over the adapter's parameter groups; the fused kernel (one call for hundreds of LoRA tensors)."""
+    """AdamW over the adapter's parameter groups; the fused kernel (one call for hundreds of LoRA tensors). Each group
+    remembers its peak rate as 'base_lr' for the schedule."""
     import torch
-    return torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay,
-                             fused=True)
-
-
-def _schedule(cfg: TTTConfig, optimizer, total_steps: int):
-    from transformers import get_scheduler
-    return get_scheduler(cfg.schedule, optimizer, num_warmup_steps=int(cfg.warmup * total_steps),
-                         num_training_steps=max(total_steps, 1))
+    opt = torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay,
+                            fused=True)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    return opt
 
 
 def _time_left(deadline: float | None, step_seconds: float) -> bool:
     """Whether one more step (as long as the slowest so far) ends before the deadline."""
     return deadline is None or time.monotonic() + step_seconds < deadline
+
+
+def schedule_progress(step: int, total: int, start: float, deadline: float | None, slowest: float) -> float:
+    """How far training will be at the end of step `step` (0-based) of at most `total`: the larger of the steps
+    and the time used up; 1.0 for the last step that will run (the last of `total`, or the last one the deadline
+    leaves room for), so that the schedule ends at its final rate whenever training stops."""
+    if step >= total - 1 or (step > 0 and not _time_left(deadline, 2 * slowest)):
+        return 1.0
+    p = (step + 1) / total
+    if deadline is not None and deadline > start:
+        p = max(p, (time.monotonic() + slowest - start) / (deadline - start))
+    return min(1.0, p)
 
 
 def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | None = None,
@@ -85,24 +96,28 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
         return res
     rng = np.random.default_rng(seed)
     epochs = [length_batches([len(e) for e in examples], rng, rows=cfg.batch_size) for _ in range(cfg.epochs)]
-    total = sum(len(b) for b in epochs)
+    batches = [b for epoch in epochs for b in epoch][:cfg.max_steps or None]
+    total = len(batches)
     opt = make_optimizer(adapter, cfg)
-    sched = _schedule(cfg, opt, total)
     adapter.train_mode(cfg.gradient_checkpointing)
     params = [p for g in opt.param_groups for p in g["params"]]
     device = adapter.device
     slowest = 0.0
     try:
         with tqdm(total=total, desc="ttt", disable=not progress, leave=False) as bar:
-            for batch_idx in (b for epoch in epochs for b in epoch):
+            for k, batch_idx in enumerate(batches):
                 if not _time_left(deadline, slowest):
                     res.stopped_by_deadline = True
                     break
                 t0 = time.monotonic()
+                factor = lr_factor(schedule_progress(k, total, start, deadline, slowest), cfg.warmup,
+                                   cfg.min_lr_ratio, cfg.schedule)
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * factor
                 step = train_step(adapter.model, [collate([examples[i] for i in batch_idx], pad_id, device)], opt,
                                   params, cfg.max_grad_norm)
-                sched.step()
                 res.add(step, len(batch_idx))
+                res.last_lr = opt.param_groups[0]["lr"]
                 slowest = max(slowest, time.monotonic() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.loss:.3f}")
@@ -148,6 +163,7 @@ def train_hf(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, dead
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
             learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.schedule,
             warmup_steps=cfg.warmup, max_grad_norm=cfg.max_grad_norm or 1e9,
             train_sampling_strategy="group_by_length",  # checkpointing is the adapter's (train_mode)

@@ -28,84 +28,116 @@ def test_format_seconds():
     assert [B.format_seconds(s) for s in (42, 185, 3725)] == ["42s", "3m05s", "1h02m"]
 
 
-needs_st = st.lists(st.floats(0.0, 5000.0), min_size=1, max_size=30)
+def need_of(size: B.TaskSize, full: B.Work, rates: B.Rates = RATES, min_views: int = 2) -> B.Need:
+    bare, one = B.minimum_seconds(size, full, rates, min_views)
+    return B.Need(bare, one, B.total_seconds(size, full, rates))
+
+
+sizes_st = st.builds(B.TaskSize, train_tokens=st.integers(50, 8000), prompt_tokens=st.integers(50, 8000),
+                     output_tokens=st.integers(2, 931), num_tests=st.integers(1, 3))
+full_st = st.builds(B.Work, ttt_steps=st.integers(0, 200), batch_size=st.integers(1, 8), views=st.integers(1, 16))
 
 
 @settings(max_examples=300, deadline=None)
-@given(needs=needs_st, remaining=st.floats(0.0, 1e5), workers=st.integers(1, 8), committed=st.floats(0.0, 1e5),
-       headroom=st.floats(1.0, 5.0), cap=st.one_of(st.just(math.inf), st.floats(1.0, 1e4)))
-def test_shares_never_exceed_what_is_left(needs, remaining, workers, committed, headroom, cap):
-    """Handing out shares one task after another (each promised share committed) never promises more worker-seconds
-    than are left, and no single share is longer than the wall time left."""
-    committed = min(committed, workers * remaining)
-    start_capacity = workers * remaining - committed
-    pending = list(needs)
+@given(size=sizes_st, full=full_st, share=st.floats(0.0, 1e5), min_views=st.integers(1, 4))
+def test_fit_work_reserves_prediction_then_trains_as_many_steps_as_fit(size, full, share, min_views):
+    work = B.fit_work(size, full, RATES, share, min_views)
+    bare, one = B.minimum_seconds(size, full, RATES, min_views)
+    assert work.ttt_steps <= full.ttt_steps and work.views <= full.views
+    assert work.views >= min(full.views, min_views)                  # prediction always keeps its views
+    if full.ttt_steps and share >= one:
+        assert work.ttt_steps >= 1                                    # one step fits: it trains
+        assert B.total_seconds(size, work, RATES) <= share * (1 + 1e-9)
+    elif full.ttt_steps:
+        assert work.ttt_steps == 0                                    # not even one step: no TTT
+    if share >= B.total_seconds(size, full, RATES):
+        assert work == full
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=sizes_st, full=full_st, a=st.floats(0.0, 1e5), b=st.floats(0.0, 1e5))
+def test_more_time_never_means_less_work(size, full, a, b):
+    lo, hi = sorted((a, b))
+    small, big = B.fit_work(size, full, RATES, lo), B.fit_work(size, full, RATES, hi)
+    assert big.ttt_steps >= small.ttt_steps and big.views >= small.views
+
+
+def test_levels_name_what_a_task_did():
+    assert B.level_of(FULL, FULL) == B.Level.FULL
+    assert B.level_of(B.Work(3, 2, 8), FULL) == B.Level.FEWER_STEPS
+    assert B.level_of(B.Work(3, 2, 2), FULL) == B.Level.FEWER_VIEWS
+    assert B.level_of(B.Work(0, 2, 2), FULL) == B.Level.NO_TTT
+    assert B.level_of(B.Work(0, 2, 2, shared_adapter=True), FULL) == B.Level.SHARED_ADAPTER
+    assert B.level_of(B.Work(0, 2, 8), B.Work(0, 2, 8)) == B.Level.FULL  # TTT off by configuration
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.lists(st.tuples(sizes_st, full_st), min_size=1, max_size=20), remaining=st.floats(0.0, 1e5),
+       workers=st.integers(1, 8), busy=st.lists(st.floats(0.0, 1e5), max_size=7), headroom=st.floats(1.0, 5.0),
+       cap=st.one_of(st.just(math.inf), st.floats(1.0, 1e4)))
+def test_shares_never_exceed_what_is_left(n, remaining, workers, busy, headroom, cap):
+    """Handing out shares one task after another (each share then busy on a worker) never promises more
+    worker-seconds than are left, and no single share is longer than the wall time left."""
+    busy = [min(b, remaining) for b in busy[:workers - 1]]
+    start_capacity = workers * remaining - sum(busy)
+    pending = [need_of(size, full) for size, full in n]
     handed = 0.0
-    while pending:
-        this = {lv: n * (1 - 0.15 * lv) for lv, n in zip(B.Level, [pending[0]] * 5)}
-        totals = {lv: sum(n * (1 - 0.15 * lv) for n in pending) for lv in this}
-        share = B.plan_share(this, totals, remaining, workers, committed + handed, cap=cap, headroom=headroom)
+    while pending and len(busy) < workers:
+        share = B.plan_share(pending[0], pending, remaining, workers, busy, cap=cap, headroom=headroom)
         assert 0.0 <= share <= remaining + 1e-9
-        assert share <= cap + 1e-9 and share <= headroom * this[B.Level.FULL] + 1e-9
+        assert share <= cap + 1e-9 and share <= headroom * pending[0].full + 1e-9
         handed += share
+        busy.append(share)
         assert handed <= start_capacity + 1e-6 * max(1.0, start_capacity)
         pending.pop(0)
 
 
-@settings(max_examples=200, deadline=None)
-@given(cost=st.floats(0.0, 1e4), extra=st.floats(0.0, 1e5), remaining=st.floats(0.0, 1e5),
-       workers=st.integers(1, 8), committed=st.floats(0.0, 1e6))
-def test_time_share_bounds(cost, extra, remaining, workers, committed):
-    share = B.time_share(cost, cost + extra, remaining, workers, committed)
-    assert 0.0 <= share <= remaining + 1e-9
-    assert share <= max(0.0, workers * remaining - committed) + 1e-6
+def test_the_free_worker_takes_the_largest_floor_when_floors_are_tight():
+    small, big = B.Need(1.0, 2.0, 50.0), B.Need(1.0, 8.0, 9.0)
+    assert B.pick_next([small, big], remaining=100, workers=2, busy=[10]) == 0   # room for all: planned order
+    assert B.pick_next([small, big], remaining=9, workers=2, busy=[5]) == 1      # big fits only here now
+    assert B.lane_room([8.0, 2.0, 2.0], [9.0, 4.0]) == 0.0   # 8 on the first, both 2s on the second
+    assert B.lane_room([8.0, 2.0, 2.0], [9.0, 3.0]) == 2.0   # the last 2 fits on neither
+    assert B.lane_room([8.0, 2.0, 2.0], [5.0, 3.0]) == 8.0
 
 
-def test_share_when_everything_fits_is_proportional_and_at_least_the_need():
-    this = {B.Level.FULL: 10.0, B.Level.NO_TTT: 2.0}
-    totals = {B.Level.FULL: 40.0, B.Level.NO_TTT: 8.0}
-    share = B.plan_share(this, totals, remaining=100, workers=1, headroom=100)
-    assert share == pytest.approx(25.0)  # 10/40 of 100 s
-    # the set fits only at NO_TTT: the share is proportional at that level, still at least its need there
-    share = B.plan_share(this, totals, remaining=20, workers=1, headroom=100)
-    assert share == pytest.approx(5.0) and share >= this[B.Level.NO_TTT]
-    # it does not fit at all: the task gets its need at the last level
-    assert B.plan_share(this, totals, remaining=6, workers=1, headroom=100) == pytest.approx(2.0)
+def test_share_is_the_floor_plus_a_part_of_the_rest():
+    a, b = B.Need(2.0, 5.0, 25.0), B.Need(2.0, 5.0, 45.0)  # adds 20 and 40 above its one-step floor
+    assert B.plan_share(a, [a, b], remaining=70, workers=1, headroom=100) == pytest.approx(25.0)  # everything fits
+    assert B.plan_share(a, [a, b], remaining=40, workers=1, headroom=100) == pytest.approx(5.0 + 30 / 3)
+    assert B.plan_share(a, [a, b], remaining=8, workers=1, headroom=100) == pytest.approx(5.0)  # b can still predict
+    assert B.plan_share(a, [a, b], remaining=6, workers=1, headroom=100) == pytest.approx(2.0)  # b could not
 
 
-@settings(max_examples=200, deadline=None)
-@given(a=st.floats(0.0, 1e4), b=st.floats(0.0, 1e4))
-def test_more_time_never_means_a_worse_level(a, b):
-    lo, hi = sorted((a, b))
-    assert B.choose_level(SIZE, FULL, RATES, hi, min_seconds=2) <= B.choose_level(SIZE, FULL, RATES, lo, min_seconds=2)
+@settings(max_examples=150, deadline=None)
+@given(tasks=st.lists(st.tuples(sizes_st, full_st.filter(lambda w: w.ttt_steps > 0)), min_size=1, max_size=25),
+       workers=st.integers(1, 4), slack=st.floats(1.0, 3.0))
+def test_every_task_trains_when_the_budget_allows_one_step_each(tasks, workers, slack):
+    """With exact speeds and enough time for every task's prediction and one TTT step, every task gets at least
+    one step, and the run never overruns. One worker: the floors' sum is enough. Several: whole tasks must be
+    packed onto the workers, which the planner does greedily (largest floor first when tight): twice the packing
+    bound (floors / workers + the largest floor) is enough (1 failure in 1,500 random sets at 1.5x, none in 3,000 at
+    2x, measured when this rule was written)."""
+    floor = sum(need_of(s, f).one_step for s, f in tasks)
+    longest = max(need_of(s, f).one_step for s, f in tasks)
+    budget = slack * floor if workers == 1 else 2 * slack * (floor / workers + longest)
+    sim = B.simulate_run(tasks, [RATES] * len(tasks), RATES, workers, budget, headroom=3.0)
+    assert sim.end <= budget * (1 + 1e-9)
+    assert all(s >= 1 for s in sim.steps)
 
 
-def test_levels_follow_the_ladder():
-    needs = {lv: B.total_seconds(SIZE, B.work_at(lv, FULL), RATES) for lv in B.Level if lv != B.Level.FALLBACK}
-    assert needs[B.Level.FULL] > needs[B.Level.FEWER_STEPS] > needs[B.Level.FEWER_VIEWS] > needs[B.Level.NO_TTT]
-    pick = lambda share: B.choose_level(SIZE, FULL, RATES, share, min_seconds=2)  # noqa: E731
-    assert pick(needs[B.Level.FULL] + 1) == B.Level.FULL
-    assert pick(needs[B.Level.FULL] - 1) == B.Level.FEWER_STEPS
-    assert pick(needs[B.Level.FEWER_VIEWS] + 0.1) == B.Level.FEWER_VIEWS
-    assert pick(needs[B.Level.NO_TTT] + 0.1) == B.Level.NO_TTT  # SHARED_ADAPTER skipped: none exists
-    assert B.choose_level(SIZE, FULL, RATES, needs[B.Level.NO_TTT] + 0.1, shared_adapter=True) == \
-        B.Level.SHARED_ADAPTER
-    assert pick(needs[B.Level.NO_TTT] / 3) == B.Level.NO_TTT  # best effort when nothing fits
-    assert pick(1.0) == B.Level.FALLBACK
-
-
-def test_work_shrinks_down_the_ladder():
-    works = [B.work_at(lv, FULL, steps_factor=0.5, min_views=2) for lv in B.Level]
-    assert [w.ttt_steps for w in works] == [40, 20, 20, 0, 0, 0]
-    assert [w.views for w in works] == [8, 8, 2, 2, 2, 0]
-    assert works[B.Level.SHARED_ADAPTER].shared_adapter and not works[B.Level.NO_TTT].shared_adapter
-
-
-def test_retry_is_the_smallest_model_level():
-    for lv in list(B.Level)[:-1]:
-        assert B.retry_level(lv) == B.Level.NO_TTT
-        assert B.total_seconds(SIZE, B.work_at(B.retry_level(lv), FULL), RATES) <= \
-            B.total_seconds(SIZE, B.work_at(lv, FULL), RATES)
+@settings(max_examples=100, deadline=None)
+@given(tasks=st.lists(st.tuples(sizes_st, full_st.filter(lambda w: w.ttt_steps > 0)), min_size=32, max_size=48),
+       workers=st.integers(1, 4), fraction=st.floats(0.2, 0.9))
+def test_with_exact_speeds_a_run_uses_at_least_90_percent_and_never_overruns(tasks, workers, fraction):
+    """A budget that holds every task's one-step floor but not all the full work is used to at least 90% (at least
+    8 tasks per worker: with fewer, whole tasks cannot fill the last minutes of every worker)."""
+    floor = sum(need_of(s, f).one_step for s, f in tasks)
+    full_need = sum(need_of(s, f).full for s, f in tasks)
+    budget = (floor + fraction * (full_need - floor)) / workers
+    sim = B.simulate_run(tasks, [RATES] * len(tasks), RATES, workers, budget, headroom=3.0)
+    assert sim.end <= budget * (1 + 1e-9)
+    assert sum(sim.seconds) >= 0.9 * workers * budget
 
 
 def test_order_longest_first_unless_under_pressure():
@@ -128,12 +160,6 @@ def test_long_first_schedules_tighter_than_short_first():
     _, done_cheap = B.simulate(sorted(needs), workers=1, budget=11)
     _, done_long = B.simulate(sorted(needs, reverse=True), workers=1, budget=11)
     assert done_cheap > done_long
-
-
-def test_stage_deadlines_split_in_proportion():
-    ttt_end, end = B.stage_deadlines(100.0, 30.0, ttt_estimate=20.0, predict_estimate=10.0)
-    assert (ttt_end, end) == (pytest.approx(120.0), 130.0)
-    assert B.stage_deadlines(0.0, 10.0, 0.0, 0.0) == (0.0, 10.0)
 
 
 def test_correction_follows_measurements():

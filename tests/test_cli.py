@@ -31,3 +31,23 @@ def test_bad_file_is_a_message_not_a_traceback(tmp_path, capsys):
     (tmp_path / "x.json").write_text("{")
     assert main(["score", str(tmp_path / "x.json"), "--solutions", "arc1:eval"]) == 2
     assert "x.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_set_and_config_reach_every_field_typed_and_checked(tmp_path, capsys):
+    from solver.config import resolve
+    cfg = resolve("cpu-demo", sets=["infer.strategy=dfs", "infer.dfs_threshold=0.15", "ttt.augmentations=dihedral,order",
+                                    "run.retry=false", "ttt.rank=8"])
+    assert (cfg.infer.strategy, cfg.infer.dfs_threshold, cfg.ttt.augmentations, cfg.run.retry, cfg.ttt.rank) == \
+        ("dfs", 0.15, ["dihedral", "order"], False, 8)
+    cfg.save(tmp_path / "config.json")
+    again = resolve("default", str(tmp_path / "config.json"), ["infer.num_views=3"])
+    assert again.infer.strategy == "dfs" and again.infer.num_views == 3  # a saved config, then --set on top
+    tasks = tmp_path / "t_challenges.json"
+    tasks.write_text(json.dumps({"a": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]}}))
+    base = ["run", "--tasks", str(tasks), "--out", str(tmp_path / "s.json"), "--preset", "test"]
+    assert main(base + ["--set", "infer.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown field 'nope' in config section 'infer'" in err and "num_views" in err  # the valid names listed
+    assert main(base + ["--set", "ttt.rank=eight"]) == 2 and "not a valid int" in capsys.readouterr().err
+    assert main(base + ["--set", "nosection.x=1"]) == 2
+    assert "unknown config section 'nosection' (choose from model, ttt, infer, run, pretrain)" in capsys.readouterr().err

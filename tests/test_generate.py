@@ -282,7 +282,7 @@ def test_predict_votes_the_answer_most_views_agree_on(strategy):
 
 
 # end to end -----------------------------------------------------------------------------------------------------------
-@pytest.mark.real  # about a minute on a 2-core CPU, most of it TTT: the end-to-end check CI runs
+# about a minute on a 2-core CPU, most of it TTT (scratch:mini; the real model: tests/test_real_pipeline.py)
 def test_scratch_model_trained_on_a_colour_swap_gets_it_right_under_8_voted_views():
     """TTT (solver.ttt) on a fixed colour swap, then 8 dihedral / demo-order views decoded together and voted."""
     from solver.adapter import attach

@@ -18,7 +18,8 @@ from solver import budget as B
 from solver.cli import demo_tasks
 from solver.config import get_preset, resolve
 from solver.results import RESULTS, Deadlines, TaskResult, read_results
-from solver.run import HARD_STOP_EXIT, config_at, run_tasks, task_size
+from solver.plan import config_for, full_work, preset_rates, task_size
+from solver.run import HARD_STOP_EXIT, run_tasks
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
 
@@ -52,6 +53,11 @@ def faulty_factory(cfg):
     known = known_factory(cfg)
 
     def solve(task, cfg, deadlines):
+        marker = Path(os.environ.get("FAKE_LOG", "/nonexistent")).with_name(f"died-{task.id}")
+        if task.id in os.environ.get("FAKE_DIE_ONCE", "").split(",") and not marker.exists():
+            _log_call(task, cfg)
+            marker.touch()
+            os._exit(9)  # the worker process dies mid-task (killed, out of host memory)
         if task.id in os.environ.get("FAKE_RAISE", "").split(","):
             _log_call(task, cfg)
             raise RuntimeError("CUDA out of memory (fake)")
@@ -81,7 +87,7 @@ def fake_env(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
-    for k in ("FAKE_SLEEP", "FAKE_RAISE", "FAKE_RAISE_ONCE"):
+    for k in ("FAKE_SLEEP", "FAKE_RAISE", "FAKE_RAISE_ONCE", "FAKE_DIE_ONCE"):
         monkeypatch.delenv(k, raising=False)
     return tmp_path
 
@@ -150,6 +156,37 @@ def test_raising_task_gets_fallback_and_others_are_unaffected(fake_env, arc1_eva
     assert report["status"] == {"ok": 2, "failed": 1, "retried": 1}
 
 
+def test_a_failure_is_loud_logged_counted_and_in_the_exit_status(fake_env, arc1_eval, monkeypatch, caplog):
+    import logging
+
+    from solver.run import FELL_BACK_EXIT, exit_status
+    tasks = dict(list(arc1_eval.items())[:3])
+    bad = list(tasks)[0]
+    monkeypatch.setenv("FAKE_RAISE", bad)
+    out, work = fake_env / "sub.json", fake_env / "work"
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(tasks, fake_cfg("faulty_factory"), out, work, progress=False)
+    assert_complete(out, tasks)
+    tracebacks = [r for r in caplog.records if r.exc_info and bad in r.getMessage()]
+    assert len(tracebacks) == 2 and "CUDA out of memory" in caplog.text  # the first try and the retry
+    assert report["failures"] == {"RuntimeError": 2} and report["fell_back_after_exception"] == 1
+    assert json.loads((work / "report.json").read_text())["failures"] == {"RuntimeError": 2}
+    assert exit_status(report) == FELL_BACK_EXIT
+    assert exit_status(run_tasks({t: tasks[t] for t in list(tasks)[1:]}, fake_cfg(), fake_env / "b.json",
+                                 fake_env / "b", progress=False)) == 0
+    assert "failures: 2 RuntimeError" in caplog.text  # the closing summary line counts them
+
+
+def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "0.3")
+    tasks = dict(list(arc1_eval.items())[:3])
+    report = run_tasks(tasks, fake_cfg(), fake_env / "sub.json", fake_env / "work", progress=False,
+                       load_problems=["x.json: not valid JSON"])
+    assert report["levels"] == {"FULL": 3} and report["ttt_steps"] == {"min": 3, "median": 3, "max": 3}
+    assert report["views"]["max"] == fake_cfg().infer.num_views
+    assert 0 < report["task_share_of_budget"] <= 1 and report["load_problems"] == ["x.json: not valid JSON"]
+
+
 def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
     good = list(arc1_eval.values())[:2]
     raw = {t.id: t.to_json() for t in good}
@@ -163,6 +200,17 @@ def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
     assert set(json.loads(out.read_text())) == {"badtask1"} | {t.id for t in good}
     assert read_results(work / RESULTS)["badtask1"].status == "invalid"
     assert report["status"] == {"ok": 2, "invalid": 1}
+
+
+def test_a_task_whose_worker_died_is_redone_once(fake_env, arc1_eval, monkeypatch):
+    tasks = dict(list(arc1_eval.items())[:3])
+    victim = list(tasks)[1]
+    monkeypatch.setenv("FAKE_DIE_ONCE", victim)
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg("faulty_factory", workers=1), out, work, progress=False)
+    assert_complete(out, tasks)
+    assert report["status"] == {"ok": 3} and all(scores(out, tasks).values())
+    assert sorted(c["id"] for c in calls(fake_env)) == sorted(list(tasks) + [victim])  # the victim twice
 
 
 def test_two_worker_processes_do_each_task_once(fake_env, arc1_eval, monkeypatch):
@@ -219,25 +267,26 @@ def test_stuck_task_cannot_overrun_the_budget(fake_env, arc1_eval):
     tasks = dict(list(arc1_eval.items())[:3])
     tasks_file = write_challenges(fake_env / "tasks.json", tasks.values())
     out, work = fake_env / "sub.json", fake_env / "work"
-    t0 = time.monotonic()
     proc = _start(tasks_file, out, work, "stubborn_factory", "8s", {"FAKE_SLEEP": "60"})
     log, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 8.0, log
-    assert "hard stop" in log and proc.returncode == HARD_STOP_EXIT
+    assert "hard stop" in log and proc.returncode == HARD_STOP_EXIT, log
+    report = json.loads((work / "report.json").read_text())
+    assert report["elapsed_s"] <= report["budget_s"]  # the run's own clock: it ended inside its budget
     assert_complete(out, load_tasks(tasks_file))
     assert (work / "report.csv").exists()
 
 
-def test_degraded_config_follows_the_ladder(arc1_eval):
+def test_the_config_does_the_fitted_work(arc1_eval):
     cfg = get_preset("test").override(ttt={"num_transforms": 8, "max_examples": 40}, infer={"num_views": 8})
     task = next(iter(arc1_eval.values()))
-    assert config_at(cfg, B.Level.FULL, task).to_dict() == cfg.to_dict()
-    fewer = config_at(cfg, B.Level.FEWER_STEPS, task)
-    assert fewer.ttt.max_examples < 40 and fewer.infer.num_views == 8
-    views = config_at(cfg, B.Level.FEWER_VIEWS, task)
-    assert views.infer.num_views == cfg.run.min_views and views.infer.score_views <= cfg.run.min_views
-    assert not config_at(cfg, B.Level.NO_TTT, task).ttt.enabled
-    assert config_at(cfg, B.Level.SHARED_ADAPTER, task).ttt.shared_adapter
+    full = full_work(task, cfg)
+    assert config_for(cfg, full, full).to_dict() == cfg.to_dict()
+    fewer = config_for(cfg, B.Work(3, full.batch_size, 8), full)
+    assert fewer.ttt.max_steps == 3 and fewer.ttt.enabled and fewer.infer.num_views == 8
+    views = config_for(cfg, B.Work(3, full.batch_size, 2), full)
+    assert views.infer.num_views == 2 and views.infer.score_views <= 2
+    assert not config_for(cfg, B.Work(0, full.batch_size, 2), full).ttt.enabled
+    assert config_for(cfg, B.Work(0, full.batch_size, 2, shared_adapter=True), full).ttt.shared_adapter
     size = task_size(task, __import__("solver.codec").codec.Codec.compact())
     assert size.prompt_tokens > size.train_tokens > 0 and size.num_tests == task.num_tests
 
@@ -254,7 +303,7 @@ def test_scratch_tiny_pipeline_three_tasks_in_60s(tmp_path, arc1_eval):
         ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2}, infer={"num_views": 2, "score_views": 2})
     t0 = time.monotonic()
     report = run_tasks(tasks, cfg, tmp_path / "sub.json", tmp_path / "work", start=t0, progress=False)
-    assert time.monotonic() - t0 < 60
+    assert report["elapsed_s"] <= report["budget_s"]
     assert_complete(tmp_path / "sub.json", tasks)
     results = read_results(tmp_path / "work" / RESULTS)
     assert sorted(results) == sorted(tasks) and report["error"] == ""
@@ -274,8 +323,7 @@ def test_the_parent_never_imports_model_code():
 
 def _full_needs(tasks, cfg):
     from solver.codec import Codec
-    from solver.run import full_work, rates
-    return {tid: B.total_seconds(task_size(t, Codec.compact()), full_work(t, cfg), rates(cfg))
+    return {tid: B.total_seconds(task_size(t, Codec.compact()), full_work(t, cfg), preset_rates(cfg))
             for tid, t in tasks.items()}
 
 
@@ -289,7 +337,7 @@ def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
     assert {o.level for o in read_results(fake_env / "a" / RESULTS).values()} == {int(B.Level.FULL)}
     # TTT priced far beyond the budget: cheapest first, without TTT
     (fake_env / "calls.jsonl").unlink()
-    tight = fake_cfg(budget="30s", train_tokens_per_s=300.0, prefill_tokens_per_s=1e6, decode_tokens_per_s=1e5)
+    tight = fake_cfg(budget="30s", train_tokens_per_s=1.0, prefill_tokens_per_s=1e6, decode_tokens_per_s=1e5)
     run_tasks(tasks, tight, fake_env / "b.json", fake_env / "b", progress=False)
     order = [c["id"] for c in calls(fake_env)]
     assert order == B.order_tasks(_full_needs(tasks, tight), under_pressure=True)
@@ -338,11 +386,13 @@ def test_scratch_tiny_pipeline_with_a_shared_adapter(tmp_path, arc1_eval):
     saved = {n: p.clone() for n, p in adapter.trainable().items()}
     solve = pipeline(cfg.override(run={"shared_adapter": str(tmp_path / "shared")}))
     task = next(iter(demo_tasks(1).values()))
-    level_cfg = config_at(cfg, B.Level.SHARED_ADAPTER, task)
+    full = full_work(task, cfg)
+    level_cfg = config_for(cfg, B.Work(0, full.batch_size, 1, shared_adapter=True), full).override(
+        run={"replan": False})  # as planned: the worker does not fit TTT back in
     now = time.monotonic()
     result = solve(task, level_cfg, Deadlines(now, now + 20))
     assert result.ttt_steps == 0 and len(result.attempts) == task.num_tests
-    live = solve.args[1].trainable()  # the worker's adapter now holds the shared weights
+    live = solve.args[0].adapter.trainable()  # the worker's adapter now holds the shared weights
     assert all(torch.equal(live[n], saved[n]) for n in saved)
 
 

