@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "solver"
 # docs/architecture.md explains each stage; a new module must be placed here.
 LAYERS = [
     # leaves: import nothing of the package
-    "budget", "files", "measure", "ray_executor", "workers",
+    "budget", "files", "measure", "compat", "ray_executor", "workers",
     "config",
     # data
     "tasks", "submission", "augment", "codec", "data", "plan",
