@@ -1,9 +1,12 @@
 """LoRA adapters: attach one to a model, snapshot its initial state, reset to it, save and load it.
 
-Two backends behind one `Adapter`: PEFT everywhere, and Unsloth where CUDA is present and `unsloth` imports (imported
-lazily; without a GPU it raises ImportError or NotImplementedError, both of which mean "use PEFT"). The Unsloth path
-expects a model loaded by `unsloth.FastLanguageModel.from_pretrained` (model.py's job on a GPU); it is written
-against Unsloth's API and is unverified on a GPU.
+Two backends behind one `Adapter`: PEFT, the default and the only one `auto` picks, and Unsloth, strictly opt-in
+(`backend: unsloth`) and unverified on a GPU. A review against Unsloth 2026.10.7 found that its
+`FastLanguageModel.get_peft_model` needs a model loaded by `FastLanguageModel.from_pretrained` (model.py loads with
+transformers, so it raises there), that its forward returns logits at every position for a tensor `logits_to_keep`
+and tuples for caches, that it keeps copies of LoRA weights `restore` does not clear, and that it must be imported
+before transformers. So a request for Unsloth whose import or attach raises falls back to PEFT with one WARNING line
+naming the exception; Unsloth is imported only when asked for.
 
 Owns the adapter's trainable state. Knows nothing of tasks, tokens or training schedules.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from solver.compat import is_checkpointing, set_checkpointing
 from solver.config import TTTConfig
 
 log = logging.getLogger(__name__)
@@ -23,19 +27,28 @@ log = logging.getLogger(__name__)
 EMBEDDING_KEYS = ("trainable_tokens", "modules_to_save")  # parameter names of trained embeddings / output rows
 
 
-def select_backend(requested: str = "auto") -> str:
-    """'unsloth' when asked for (or 'auto') and usable here, else 'peft'; a fallback logs one line saying why."""
-    if requested not in ("auto", "peft", "unsloth"):
-        raise ValueError(f"unknown adapter backend '{requested}' (choose from auto, peft, unsloth)")
-    if requested == "peft":
+BACKENDS = ("peft", "unsloth", "auto")
+
+
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def select_backend(requested: str = "peft") -> str:
+    """'peft' for 'peft' and 'auto'; 'unsloth' only when asked for by name, with CUDA present and unsloth importable.
+    A request for Unsloth that cannot be met logs one WARNING line saying why and returns 'peft'."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown adapter backend '{requested}' (choose from {', '.join(BACKENDS)})")
+    if requested != "unsloth":
         return "peft"
-    if not torch.cuda.is_available():
-        log.info("adapter backend: PEFT (CUDA is not available, so Unsloth cannot be used)")
+    if not _cuda_available():
+        log.warning("adapter backend: PEFT, not the Unsloth asked for (CUDA is not available)")
         return "peft"
     try:
         importlib.import_module("unsloth")
-    except (ImportError, NotImplementedError) as e:
-        log.info("adapter backend: PEFT (unsloth does not import: %s: %s)", type(e).__name__, e)
+    except Exception as e:  # whatever `import unsloth` raises: ImportError, NotImplementedError without a GPU, ...
+        log.warning("adapter backend: PEFT, not the Unsloth asked for (import unsloth raised %s: %s)",
+                    type(e).__name__, e)
         return "peft"
     return "unsloth"
 
@@ -137,11 +150,8 @@ class Adapter:
             FastLanguageModel.for_training(self.model)
             return
         base = self.model.get_base_model()
-        if gradient_checkpointing != base.is_activation_checkpointing:
-            if gradient_checkpointing:  # non-reentrant: no need for inputs that require grad
-                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                base.activation_checkpointing_disable()
+        if gradient_checkpointing != is_checkpointing(base):
+            set_checkpointing(base, gradient_checkpointing)
         self.model.train()
 
     def eval_mode(self) -> None:
@@ -172,12 +182,29 @@ class Adapter:
 
 
 def attach(model, cfg: TTTConfig, token_ids=None, seed: int = 0) -> Adapter:
-    """A fresh LoRA adapter on model, on the backend `cfg.backend` resolves to here.
+    """A fresh LoRA adapter on model, on the backend `cfg.backend` resolves to here (see `select_backend`).
 
     token_ids: the codec's token ids (needed only to train embeddings of a tied model).
     """
     backend = select_backend(cfg.backend)
-    wrapped = _unsloth_model(model, cfg, seed) if backend == "unsloth" else _peft_model(model, cfg, token_ids, seed)
+    wrapped = _try_unsloth(model, cfg, seed) if backend == "unsloth" else None
+    backend = "unsloth" if wrapped is not None else "peft"
+    if wrapped is None:
+        wrapped = _peft_model(model, cfg, token_ids, seed)
     adapter = Adapter(wrapped, backend)
     log.debug("adapter: %s backend, rank %d, %d trainable parameters", backend, cfg.rank, adapter.num_trainable())
     return adapter
+
+
+def _try_unsloth(model, cfg: TTTConfig, seed: int):
+    """The model with Unsloth's LoRA, or None (one WARNING line) when Unsloth raises; an error if it raised after
+    adding LoRA layers (PEFT cannot attach on top of those)."""
+    try:
+        return _unsloth_model(model, cfg, seed)
+    except Exception as e:  # Unsloth's failures are many and depend on its version
+        if any("lora_" in name for name, _ in model.named_parameters()):
+            raise RuntimeError(f"Unsloth's get_peft_model raised {type(e).__name__}: {e} after adding LoRA layers; "
+                               f"load the model again and use ttt.backend=peft") from e
+        log.warning("adapter backend: PEFT, not the Unsloth asked for (FastLanguageModel.get_peft_model raised "
+                    "%s: %s)", type(e).__name__, e)
+        return None

@@ -93,7 +93,7 @@ def test_shared_state_is_used_when_present():
     assert all(torch.equal(ad.shared[n], p) for n, p in ad.trainable().items())
 
 
-# backend choice -------------------------------------------------------------------------------------------------------
+# backend choice: PEFT unless Unsloth is asked for by name and works -----------------------------------------------
 class _Refuse:
     """A meta-path finder that makes `import unsloth` raise the given exception (as it does without a GPU)."""
 
@@ -107,78 +107,154 @@ class _Refuse:
 
 
 @pytest.fixture
-def no_unsloth_module(monkeypatch):
+def gpu_without_unsloth(monkeypatch):
+    """CUDA reported present to the backend choice (not to PEFT or torch), no unsloth module imported."""
+    monkeypatch.setattr(A, "_cuda_available", lambda: True)
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    return monkeypatch
 
 
-def test_falls_back_to_peft_without_cuda(monkeypatch, caplog):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.INFO, logger="solver.adapter"):
-        assert A.select_backend("auto") == "peft"
-        assert A.select_backend("unsloth") == "peft"
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and all("CUDA is not available" in m for m in lines)
-
-
-@pytest.mark.parametrize("exc", [ImportError("No module named 'unsloth'"),
-                                 NotImplementedError("Unsloth currently only works on NVIDIA GPUs")])
-def test_falls_back_to_peft_when_unsloth_does_not_import(monkeypatch, caplog, no_unsloth_module, exc):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(sys, "meta_path", [_Refuse(exc)] + sys.meta_path)
-    with caplog.at_level(logging.INFO, logger="solver.adapter"):
-        assert A.select_backend("auto") == "peft"
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert "unsloth does not import" in line and type(exc).__name__ in line
-
-
-def test_peft_when_asked_even_with_unsloth(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
-    assert A.select_backend("peft") == "peft"
-    assert A.select_backend("auto") == "unsloth"
-    with pytest.raises(ValueError, match="unknown adapter backend"):
-        A.select_backend("lora")
-
-
-def test_unsloth_path_goes_through_fast_language_model(monkeypatch):
-    """The Unsloth path calls FastLanguageModel's API (a fake here, delegating to PEFT); unverified on a GPU."""
+def _fake_unsloth(monkeypatch, get_peft_model):
+    """Install a fake `unsloth` whose FastLanguageModel.get_peft_model is the given function; returns its call log."""
     calls = []
 
     class FastLanguageModel:
         @staticmethod
         def get_peft_model(model, **kw):
-            calls.append(("get_peft_model", kw))
-            from peft import LoraConfig, get_peft_model
-            monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # PEFT itself must not touch CUDA here
-            return get_peft_model(model, LoraConfig(r=kw["r"], lora_alpha=kw["lora_alpha"],
-                                                    target_modules=kw["target_modules"], use_rslora=kw["use_rslora"]))
+            calls.append("get_peft_model")
+            return get_peft_model(model, **kw)
 
         @staticmethod
         def for_training(model):
-            calls.append(("for_training", {}))
+            calls.append("for_training")
             model.train()
 
         @staticmethod
         def for_inference(model):
-            calls.append(("for_inference", {}))
+            calls.append("for_inference")
             model.eval()
 
     fake = types.ModuleType("unsloth")
     fake.FastLanguageModel = FastLanguageModel
-    loaded = load_model("scratch:tiny")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "unsloth", fake)
-    cfg = TTTConfig(rank=8, alpha=16, rslora=True, gradient_checkpointing=True, target_modules=["q_proj", "v_proj"])
-    ad = A.attach(loaded.model, cfg, seed=7)
-    assert ad.backend == "unsloth"
-    name, kw = calls[0]
-    assert name == "get_peft_model"
-    assert kw == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16, "lora_dropout": 0.0,
-                  "bias": "none", "use_gradient_checkpointing": "unsloth", "random_state": 7, "use_rslora": True,
-                  "loftq_config": None}
+    return calls
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "solver.adapter"]
+
+
+def _works_and_resets(ad):
+    before = _logits(ad.model)
+    _perturb(ad)
+    assert not torch.equal(before, _logits(ad.model))
+    ad.reset()
+    assert torch.equal(before, _logits(ad.model))
+
+
+@pytest.mark.parametrize("requested", ["auto", "peft"])
+def test_auto_and_peft_never_import_unsloth(gpu_without_unsloth, caplog, requested):
+    gpu_without_unsloth.setattr(sys, "meta_path", [_Refuse(AssertionError("unsloth imported"))] + sys.meta_path)
+    loaded = load_model("scratch:tiny")
+    with caplog.at_level(logging.INFO, logger="solver.adapter"):
+        ad = A.attach(loaded.model, TTTConfig(backend=requested, rank=4))
+    assert ad.backend == "peft" and "unsloth" not in sys.modules and _warnings(caplog) == []
+    _works_and_resets(ad)
+
+
+def test_auto_is_peft_even_with_unsloth_installed(gpu_without_unsloth):
+    calls = _fake_unsloth(gpu_without_unsloth, lambda model, **kw: pytest.fail("Unsloth used without being asked"))
+    ad = A.attach(load_model("scratch:tiny").model, TTTConfig(backend="auto", rank=4))
+    assert ad.backend == "peft" and calls == []
+
+
+def test_every_preset_and_the_default_use_peft():
+    from solver.config import PRESETS
+    assert TTTConfig().backend == "peft"
+    assert {name: cfg.ttt.backend for name, cfg in PRESETS.items()} == {name: "peft" for name in PRESETS}
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="unknown adapter backend 'lora'"):
+        A.select_backend("lora")
+
+
+def test_unsloth_without_cuda_falls_back_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(A, "_cuda_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="solver.adapter"):
+        ad = A.attach(load_model("scratch:tiny").model, TTTConfig(backend="unsloth", rank=4))
+    assert ad.backend == "peft"
+    (line,) = _warnings(caplog)
+    assert "CUDA is not available" in line
+
+
+@pytest.mark.parametrize("exc", [ImportError("No module named 'unsloth'"),
+                                 NotImplementedError("Unsloth currently only works on NVIDIA GPUs"),
+                                 RuntimeError("Unsloth: transformers was imported first")])
+def test_unsloth_that_does_not_import_falls_back_with_one_warning(gpu_without_unsloth, caplog, exc):
+    gpu_without_unsloth.setattr(sys, "meta_path", [_Refuse(exc)] + sys.meta_path)
+    with caplog.at_level(logging.INFO, logger="solver.adapter"):
+        ad = A.attach(load_model("scratch:tiny").model, TTTConfig(backend="unsloth", rank=4))
+    assert ad.backend == "peft"
+    (line,) = _warnings(caplog)
+    assert "import unsloth raised" in line and type(exc).__name__ in line and str(exc) in line
+    _works_and_resets(ad)
+
+
+def test_unsloth_whose_attach_raises_falls_back_to_a_working_peft_adapter(gpu_without_unsloth, caplog):
+    """What Unsloth 2026.10.7 does with a model transformers loaded: get_peft_model raises before adding LoRA."""
+    def refuse(model, **kw):
+        raise AttributeError("_saved_temp_tokenizer")
+
+    calls = _fake_unsloth(gpu_without_unsloth, refuse)
+    with caplog.at_level(logging.INFO, logger="solver.adapter"):
+        ad = A.attach(load_model("scratch:tiny").model, TTTConfig(backend="unsloth", rank=4))
+    assert calls == ["get_peft_model"] and ad.backend == "peft"
+    (line,) = _warnings(caplog)
+    assert "AttributeError" in line and "_saved_temp_tokenizer" in line
+    assert all("lora_" in n for n in ad.trainable()) and hasattr(ad.model, "peft_config")
     ad.train_mode()
     ad.eval_mode()
-    assert [c[0] for c in calls[1:]] == ["for_training", "for_inference"]
-    _perturb(ad)
-    ad.reset()
-    assert all(torch.equal(ad.initial[n], p) for n, p in ad.trainable().items())
+    assert calls == ["get_peft_model"]  # PEFT's modes, not Unsloth's
+    _works_and_resets(ad)
+
+
+def test_unsloth_that_raises_after_adding_lora_is_an_error(gpu_without_unsloth):
+    def half(model, **kw):
+        from peft import LoraConfig, get_peft_model
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+        raise TypeError("patch_peft_model: Trainer is not patched")
+
+    _fake_unsloth(gpu_without_unsloth, half)
+    with pytest.raises(RuntimeError, match="after adding LoRA layers.*use ttt.backend=peft"):
+        A.attach(load_model("scratch:tiny").model, TTTConfig(backend="unsloth", rank=4))
+
+
+def test_unsloth_that_attaches_is_used_with_its_modes(gpu_without_unsloth):
+    """A fake Unsloth that works (delegating to PEFT): its model is the adapter's, trained and evaluated through
+    FastLanguageModel's modes, and reset bit for bit. The real one is unverified on a GPU."""
+    def peft_lora(model, **kw):
+        from peft import LoraConfig, get_peft_model
+        return get_peft_model(model, LoraConfig(r=kw["r"], lora_alpha=kw["lora_alpha"],
+                                                target_modules=kw["target_modules"]))
+
+    calls = _fake_unsloth(gpu_without_unsloth, peft_lora)
+    ad = A.attach(load_model("scratch:tiny").model, TTTConfig(backend="unsloth", rank=8, target_modules=["q_proj"]))
+    assert ad.backend == "unsloth"
+    assert {p.shape[0] for n, p in ad.trainable().items() if "lora_A" in n} == {8}
+    ad.train_mode()
+    assert ad.model.training
+    ad.eval_mode()
+    assert not ad.model.training and calls == ["get_peft_model", "for_training", "for_inference"]
+    _works_and_resets(ad)
+
+
+# activation checkpointing -------------------------------------------------------------------------------------------
+def test_train_mode_switches_checkpointing_on_and_off():
+    from solver.compat import is_checkpointing
+    loaded, ad = _fresh()
+    base = ad.model.get_base_model()
+    ad.train_mode(gradient_checkpointing=True)
+    assert is_checkpointing(base)
+    ad.train_mode(gradient_checkpointing=False)
+    assert not is_checkpointing(base) and ad.model.training
