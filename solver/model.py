@@ -48,7 +48,8 @@ MAX_CONTEXT = 8192
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CODEC_FILE = "arc_codec.json"   # beside the weights: which codec the model speaks, and whether it was reduced
 CACHE_ENV = "ARC_SOLVER_CACHE"
-CACHE_FORMAT = 1                # bump when what the cache holds changes; part of every cache key
+CACHE_FORMAT = 2                # bump when what the cache holds changes; part of every cache key
+                                # 2: special tokens from the GGUF's metadata (transformers 5.17 misread EOS)
 
 
 class ModelSpecError(ValueError):
@@ -64,20 +65,25 @@ class Loaded:
 
 
 # scratch ------------------------------------------------------------------------------------------------------------
-def scratch_model(size: str, seed: int = 0):
-    """A randomly initialised Llama on the compact vocabulary (len(SYMBOLS) tokens)."""
+def random_llama(hidden: int, layers: int, heads: int, kv_heads: int, mlp: int, *, tied: bool = False, seed: int = 0,
+                 rope_theta: float = 10000.0, rms_norm_eps: float = 1e-6):
+    """A randomly initialised Llama of the given shape on the compact vocabulary (len(SYMBOLS) tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    if size not in SCRATCH_SIZES:
-        raise ModelSpecError(f"unknown scratch size '{size}' (choose from {', '.join(SCRATCH_SIZES)})")
-    hidden, layers, heads, kv, mlp = SCRATCH_SIZES[size]
     codec = Codec.compact()
     cfg = LlamaConfig(vocab_size=len(SYMBOLS), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=MAX_CONTEXT,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=MAX_CONTEXT,
                       bos_token_id=codec.bos, eos_token_id=codec.eos, pad_token_id=codec.pad,
-                      tie_word_embeddings=False, rope_theta=10000.0)
+                      tie_word_embeddings=tied, rope_theta=rope_theta, rms_norm_eps=rms_norm_eps)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
+
+
+def scratch_model(size: str, seed: int = 0):
+    """A randomly initialised Llama on the compact vocabulary (len(SYMBOLS) tokens)."""
+    if size not in SCRATCH_SIZES:
+        raise ModelSpecError(f"unknown scratch size '{size}' (choose from {', '.join(SCRATCH_SIZES)})")
+    return random_llama(*SCRATCH_SIZES[size], seed=seed)
 
 
 # vocabulary reduction -----------------------------------------------------------------------------------------------
@@ -211,15 +217,30 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
            "float16": "float16", "fp16": "float16"}
 
 
+def native_bf16(device: str) -> bool:
+    """Whether the CUDA device computes in bf16 natively (compute capability 8.0 or more: A100, L4, H100...).
+
+    Not torch.cuda.is_bf16_supported(), which also counts emulation: a T4 (7.5) says yes there and runs bf16 slowly.
+    """
+    import torch
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
 def resolve_dtype(dtype: str, device: str):
-    """'auto' -> bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU; else the named torch dtype."""
+    """'auto' -> bf16 on a GPU that computes it natively (sm80+), fp16 on an older GPU, fp32 on a CPU; else the
+    named torch dtype (bf16 asked for on an older GPU is used, emulated, with a warning)."""
     import torch
     if dtype == "auto":
         if not device.startswith("cuda"):
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     if dtype not in _DTYPES:
         raise ModelSpecError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(_DTYPES)})")
+    if _DTYPES[dtype] == "bfloat16" and device.startswith("cuda") and not native_bf16(device):
+        log.warning("dtype bfloat16 on %s, which has no native bf16 (compute capability below 8.0): emulated and "
+                    "slow; float16 or auto is faster there", device)
     return getattr(torch, _DTYPES[dtype])
 
 
@@ -313,6 +334,39 @@ def _drop_gguf_quantizer(model) -> None:
 
 
 # GGUF conversion and its cache --------------------------------------------------------------------------------------
+_GGUF_SPECIAL = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
+                 "pad": "tokenizer.ggml.padding_token_id"}
+
+
+def gguf_special_ids(path: Path) -> dict[str, int]:
+    """The BOS, EOS and PAD token ids a GGUF file's metadata names (those it names)."""
+    from gguf import GGUFReader
+    fields = GGUFReader(str(path)).fields
+    ids = {}
+    for name, key in _GGUF_SPECIAL.items():
+        field = fields.get(key)
+        if field is not None and field.data:
+            ids[name] = int(field.parts[field.data[0]][0])
+    return ids
+
+
+def set_special_tokens(tokenizer, ids: dict[str, int]) -> list[str]:
+    """Make the tokenizer's BOS/EOS/PAD the ids given (a GGUF file's own); returns what changed.
+
+    transformers 5.17 reads SmolLM2's GGUF tokenizer with EOS = <|im_start|> (id 1, the BOS) and no PAD, where the
+    file says EOS = PAD = <|im_end|> (id 2): the codec would then end every grid with the BOS token.
+    """
+    changed = []
+    for name, i in ids.items():
+        if getattr(tokenizer, f"{name}_token_id") != i and 0 <= i < len(tokenizer):
+            token = tokenizer.convert_ids_to_tokens(i)
+            changed.append(f"{name} {getattr(tokenizer, f'{name}_token')!r} -> {token!r} ({i})")
+            setattr(tokenizer, f"{name}_token", token)
+    if changed:
+        log.info("GGUF tokenizer special tokens set from the file's metadata: %s", ", ".join(changed))
+    return changed
+
+
 def convert_gguf(path: Path):
     """(model, tokenizer) from a GGUF file: every weight dequantized to a dense fp32 model on the CPU (slow)."""
     import torch
@@ -320,6 +374,7 @@ def convert_gguf(path: Path):
     t0 = time.time()
     log.info("converting GGUF %s (takes about 30 s; cached afterwards)", path)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    set_special_tokens(tokenizer, gguf_special_ids(path))
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
     _drop_gguf_quantizer(model)

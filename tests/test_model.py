@@ -150,6 +150,35 @@ def test_dtype_option(hf_dir):
     assert M.load_model("scratch:tiny", dtype="float16").model.dtype == torch.float16
 
 
+@pytest.mark.parametrize("capability, is_bf16_supported, expected", [
+    ((7, 5), True, torch.float16),    # T4: torch.cuda.is_bf16_supported() counts emulation and says yes
+    ((7, 0), False, torch.float16),   # V100
+    ((8, 0), True, torch.bfloat16),   # A100
+    ((8, 9), True, torch.bfloat16),   # L4
+    ((9, 0), True, torch.bfloat16),   # H100 / H200
+])
+def test_auto_dtype_is_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, capability, is_bf16_supported,
+                                                                    expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: is_bf16_supported)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    assert M.resolve_dtype("auto", "cuda:1") == expected
+    assert asked and torch.device(asked[-1]) == torch.device("cuda:1")  # the device's own capability
+    assert M.resolve_dtype("auto", "cpu") == torch.float32
+
+
+def test_bf16_asked_for_on_an_older_gpu_is_used_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with caplog.at_level("WARNING", logger="solver.model"):
+        assert M.resolve_dtype("bf16", "cuda") == torch.bfloat16
+        assert M.resolve_dtype("fp16", "cuda") == torch.float16
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "no native bf16" in line
+    assert M.resolve_dtype("bf16", "cpu") == torch.bfloat16  # a CPU is not warned about
+
+
 def test_scratch_unchanged():
     loaded = M.load_model("scratch:tiny", seed=3)
     assert loaded.codec == Codec.compact() and loaded.spec == "scratch:tiny"
@@ -235,6 +264,29 @@ def fake_gguf(tmp_path, monkeypatch):
         return make_model(tied=True), make_tokenizer()
     monkeypatch.setattr(M, "convert_gguf", convert)
     return path, calls
+
+
+def test_special_tokens_come_from_the_gguf_metadata(tmp_path):
+    """transformers 5.17 reads SmolLM2's GGUF with EOS = the BOS token and no PAD; the file's own ids win."""
+    import gguf
+    path = tmp_path / "special.gguf"
+    writer = gguf.GGUFWriter(path=str(path), arch="llama")
+    writer.add_bos_token_id(5)
+    writer.add_eos_token_id(7)
+    writer.add_pad_token_id(7)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    ids = M.gguf_special_ids(path)
+    assert ids == {"bos": 5, "eos": 7, "pad": 7}
+    tok = make_tokenizer()
+    tok.bos_token = tok.eos_token = tok.convert_ids_to_tokens(5)  # as 5.17 misreads it
+    tok.pad_token = None
+    assert len(M.set_special_tokens(tok, ids)) == 2
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (5, 7, 7)
+    assert Codec.for_tokenizer(tok).token_ids[-3:] == (5, 7, 7)
+    assert M.set_special_tokens(tok, ids) == []  # already right: nothing changes
 
 
 def cache_entries(root):
