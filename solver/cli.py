@@ -224,6 +224,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-demos", type=int, help="draw at most this many demonstration pairs")
     s.set_defaults(func=cmd_show)
 
+    from solver.check_gpu import add_parser as add_check_gpu_parser  # standard library only at import
+    add_check_gpu_parser(sub)  # `check-gpu`: the GPU path on a random model of SmolLM2's shape
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
     return p

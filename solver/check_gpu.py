@@ -1,0 +1,251 @@
+"""`python -m solver check-gpu`: the package's GPU path checked on a random model of SmolLM2-135M's exact shape.
+
+No download: the model (576 wide, 30 layers, 9 query / 3 key-value heads, tied embeddings, the reduced 16-token
+vocabulary) is initialised at random and saved as the package saves reduced models (solver.model.save_model), then
+loaded back through `load_model`. Then, one line per check ('ok' or 'FAILED: reason', with seconds):
+  load     the directory loads on the device, in the dtype asked for, reduced and tied
+  ttt      a few TTT steps on a small task change the adapter; reset gives the initial state bit for bit
+  decode   batched greedy decoding of several views equals decoding one view at a time
+  dfs      DFS finds the greedy completion, best first, each above the threshold, with its teacher-forced score
+  score    scores from the shared prefill equal scores from a prefill per view, and the decoded log-probs
+  fp16     load, TTT, decoding and scoring again in fp16 (a GPU), and bf16 (a GPU with native bf16: sm80+)
+On a CPU it runs in fp32 and says that it skips fp16 and bf16; `--tiny` checks a tiny model of the same kind (tests).
+Exit status 1 when any check failed.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SMOLLM2_SHAPE = (576, 30, 9, 3, 1536)  # hidden, layers, heads, kv heads, mlp (SmolLM2-135M)
+TINY_SHAPE = (64, 2, 4, 2, 128)
+SMOLLM2_ROPE = {"rope_theta": 100000.0, "rms_norm_eps": 1e-5}
+TTT_STEPS = 4  # about: the examples are capped at twice this, two a step
+VIEWS = 4
+FAR = float("inf")  # no deadline
+
+
+class CheckFailed(AssertionError):
+    """A check whose result is wrong (as opposed to one that raised)."""
+
+
+def expect(ok: bool, reason: str) -> None:
+    if not ok:
+        raise CheckFailed(reason)
+
+
+@dataclass
+class State:
+    """What the checks share: the model directory, where and how to load it, and what earlier checks made."""
+    directory: Path
+    device: str
+    dtype: str
+    strict: bool = True     # fp32: batched and one-at-a-time decoding must agree exactly
+    loaded: object = None
+    adapter: object = None
+    views: list = field(default_factory=list)
+    greedy: list = field(default_factory=list)
+
+    @property
+    def tol(self) -> float:
+        """Allowed difference of two log-probabilities of one token, computed two ways."""
+        return 1e-3 if self.strict else 0.05
+
+
+def swap_task():
+    """Three 3x3 demos and a test pair of one rule: colours 1 and 2 swapped."""
+    import numpy as np
+    from solver.tasks import Task
+    rng = np.random.default_rng(0)
+    grids = [rng.integers(0, 4, size=(3, 3)).astype(np.uint8) for _ in range(4)]
+    pairs = [(g, np.where(g == 1, 2, np.where(g == 2, 1, g)).astype(np.uint8)) for g in grids]
+    return Task("check-gpu", pairs[:3], [pairs[3][0]], [pairs[3][1]])
+
+
+def build(directory: Path, shape: tuple = SMOLLM2_SHAPE, seed: int = 0) -> Path:
+    """A random tied Llama of `shape` on the compact vocabulary, saved as a reduced model directory."""
+    from solver.codec import Codec
+    from solver.model import Loaded, random_llama, save_model
+    model = random_llama(*shape, tied=True, seed=seed, **SMOLLM2_ROPE)
+    return save_model(Loaded(model, Codec.compact(), "check-gpu"), directory)
+
+
+# the checks ---------------------------------------------------------------------------------------------------------
+def check_load(st: State) -> None:
+    import torch
+    from solver.model import load_model, resolve_dtype
+    st.loaded = load_model(str(st.directory), dtype=st.dtype, device=st.device)
+    model = st.loaded.model
+    p = next(model.parameters())
+    expect(p.device == torch.device(st.device) or (p.device.type == "cuda" and st.device == "cuda"),
+           f"weights on {p.device}, not {st.device}")
+    expect(p.dtype == resolve_dtype(st.dtype, st.device), f"weights in {p.dtype}, not {st.dtype}")
+    emb = model.get_input_embeddings().weight
+    expect(st.loaded.codec.is_compact and emb.shape[0] == 16, f"{emb.shape[0]} embedding rows, not 16")
+    expect(model.get_output_embeddings().weight is emb, "input and output embeddings are not tied after loading")
+
+
+def check_ttt(st: State) -> None:
+    import torch
+    from solver.adapter import attach
+    from solver.config import TTTConfig
+    from solver.ttt import train_task
+    cfg = TTTConfig(backend="peft", rank=8, num_transforms=4, max_examples=2 * TTT_STEPS, batch_size=2, lr=1e-3)
+    st.adapter = attach(st.loaded.model, cfg, st.loaded.codec.token_ids, seed=0)
+    initial = st.adapter.snapshot()
+    res = train_task(st.adapter, swap_task(), st.loaded.codec, cfg)
+    expect(res.steps >= TTT_STEPS // 2, f"{res.steps} TTT steps on {res.examples} examples")
+    expect(math.isfinite(res.loss) and math.isfinite(res.first_loss), f"TTT loss {res.first_loss} -> {res.loss}")
+    trained = st.adapter.snapshot()
+    expect(any(not torch.equal(initial[n], t) for n, t in trained.items()), "TTT left the adapter unchanged")
+    st.adapter.reset()
+    changed = [n for n, t in st.adapter.snapshot().items() if not torch.equal(initial[n], t)]
+    expect(not changed, f"reset is not bit-exact: {len(changed)} tensors differ, e.g. {changed[:1]}")
+    st.adapter.restore(trained)  # decode with the trained adapter (LoRA weights not zero)
+
+
+def check_decode(st: State) -> None:
+    from solver.config import InferConfig
+    from solver.generate import decode_batch, make_views
+    codec, model = st.loaded.codec, st.adapter.model
+    st.views = make_views(swap_task(), 0, codec, VIEWS, seed=0, icfg=InferConfig())
+    st.greedy = decode_batch(model, codec, st.views, FAR)
+    expect(len(st.greedy) == len(st.views), f"{len(st.greedy)} completions of {len(st.views)} views")
+    alone = [d for i, v in enumerate(st.views) for d in decode_batch(model, codec, [v], FAR, view_offset=i)]
+    for b, a in zip(st.greedy, alone):
+        expect(math.isfinite(b.logp), f"view {b.view}: log-prob {b.logp}")
+        if st.strict:
+            expect(b.view == a.view and b.grid.shape == a.grid.shape and (b.grid == a.grid).all(),
+                   f"view {b.view}: batched greedy decoding differs from decoding the view alone")
+            expect(abs(b.logp - a.logp) <= st.tol * b.tokens, f"view {b.view}: log-prob {b.logp:.4f} batched, "
+                                                                f"{a.logp:.4f} alone")
+
+
+def check_dfs(st: State) -> None:
+    from solver.generate import dfs_view, score_view
+    codec, model, view, greedy = st.loaded.codec, st.adapter.model, st.views[0], st.greedy[0]
+    threshold = math.exp(greedy.logp) / 4  # below the greedy path's probability: DFS must find it
+    found = dfs_view(model, codec, view, FAR, threshold=threshold, max_candidates=4)
+    expect(bool(found), "DFS found nothing above a threshold below the greedy completion's probability")
+    logps = [d.logp for d in found]
+    expect(logps == sorted(logps, reverse=True), f"DFS completions not best first: {logps}")
+    expect(all(lp > math.log(threshold) for lp in logps), "a DFS completion below the threshold")
+    expect(any(d.grid.shape == greedy.grid.shape and (d.grid == greedy.grid).all() for d in found) or not st.strict,
+           "DFS did not find the greedy completion")
+    scores = score_view(model, codec, view, [d.grid for d in found], FAR)
+    for d, s in zip(found, scores):
+        expect(abs(d.logp - s) <= st.tol * d.tokens, f"DFS log-prob {d.logp:.4f}, teacher-forced score {s:.4f}")
+
+
+def check_score(st: State) -> None:
+    import numpy as np
+    from solver.generate import SharedViews, score_candidates
+    from solver.tasks import grid_key
+    codec, model = st.loaded.codec, st.adapter.model
+    grids = list({grid_key(d.grid): d.grid for d in st.greedy}.values())
+    separate = score_candidates(model, codec, st.views, grids, FAR)
+    expect(separate.shape == (len(st.views), len(grids)), f"scores of shape {separate.shape}")
+    expect(bool(np.isfinite(separate).all()), "a score is not finite")
+    shared = SharedViews(model, codec, st.views, batch_size=VIEWS).score(grids, len(st.views), FAR)
+    worst = float(np.abs(shared - separate).max())
+    expect(worst <= st.tol * 20, f"shared-prefill scores differ from per-view scores by {worst:.4f}")
+    index = {grid_key(g): i for i, g in enumerate(grids)}
+    for d in st.greedy:
+        s = separate[d.view, index[grid_key(d.grid)]]
+        expect(abs(d.logp - s) <= st.tol * d.tokens, f"view {d.view}: decoded log-prob {d.logp:.4f}, score {s:.4f}")
+
+
+CHECKS = (("load", check_load), ("ttt", check_ttt), ("decode", check_decode), ("dfs", check_dfs),
+          ("score", check_score))
+
+
+# running them -------------------------------------------------------------------------------------------------------
+def _timed(fn, *args) -> tuple[str | None, float]:
+    """(None, seconds) when fn ran through, else (the reason it failed, seconds)."""
+    t0 = time.perf_counter()
+    try:
+        fn(*args)
+        return None, time.perf_counter() - t0
+    except CheckFailed as e:
+        return str(e), time.perf_counter() - t0
+    except Exception as e:  # a check that raises has failed: say what it raised, and go on to the next
+        return f"{type(e).__name__}: {e}", time.perf_counter() - t0
+
+
+def run_all(st: State) -> str | None:
+    """Every check in order, quietly; the first failure's reason, or None (for the fp16/bf16 lines)."""
+    for name, check in CHECKS:
+        reason, _ = _timed(check, st)
+        if reason is not None:
+            return f"{name}: {reason}"
+    return None
+
+
+def half_support(device: str) -> dict[str, str | None]:
+    """dtype -> None when the device runs it, else why it is skipped."""
+    import torch
+    from solver.model import native_bf16
+    if not device.startswith("cuda"):
+        return {"fp16": f"skipped ({device}: fp32 only)", "bf16": f"skipped ({device}: fp32 only)"}
+    cap = ".".join(map(str, torch.cuda.get_device_capability(torch.device(device))))
+    return {"fp16": None,
+            "bf16": None if native_bf16(device) else f"skipped (compute capability {cap}: no native bf16)"}
+
+
+def run_checks(device: str = "auto", tiny: bool = False, out=print) -> int:
+    """Build the model, run every check and print one line each; 0 when all passed, else 1."""
+    from solver.model import resolve_device
+    device = resolve_device(device)
+    shape = TINY_SHAPE if tiny else SMOLLM2_SHAPE
+    out(f"check-gpu: {_describe(device)}; random tied Llama {shape[0]} wide, {shape[1]} layers, {shape[2]}/{shape[3]} "
+        f"heads, 16-token vocabulary")
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="check-gpu-") as tmp:
+        reason, seconds = _timed(build, Path(tmp) / "model", shape)
+        out(_line("build", reason, seconds))
+        failed += reason is not None
+        st = State(Path(tmp) / "model", device, "float32")
+        for name, check in CHECKS:
+            reason, seconds = _timed(check, st) if not failed else ("skipped: an earlier check failed", 0.0)
+            out(_line(name, reason, seconds))
+            failed += reason is not None
+        for dtype, skip in half_support(device).items():
+            if skip is not None:
+                out(f"{dtype:<8} {skip}")
+                continue
+            reason, seconds = _timed(_half, Path(tmp) / "model", device, dtype)
+            out(_line(dtype, reason, seconds))
+            failed += reason is not None
+    return 1 if failed else 0
+
+
+def _half(directory: Path, device: str, dtype: str) -> None:
+    reason = run_all(State(directory, device, dtype, strict=False))
+    if reason is not None:
+        raise CheckFailed(reason)
+
+
+def _line(name: str, reason: str | None, seconds: float) -> str:
+    return f"{name:<8} {'ok' if reason is None else 'FAILED: ' + reason} ({seconds:.1f} s)"
+
+
+def _describe(device: str) -> str:
+    import torch
+    if not device.startswith("cuda"):
+        return f"device {device}, fp32"
+    d = torch.device(device)
+    cap = ".".join(map(str, torch.cuda.get_device_capability(d)))
+    return f"device {device} ({torch.cuda.get_device_name(d)}, compute capability {cap}), torch {torch.__version__}"
+
+
+def add_parser(sub) -> None:
+    """The `check-gpu` subcommand of `python -m solver`."""
+    s = sub.add_parser("check-gpu", help="check TTT, reset, decoding, DFS and scoring on the GPU with a random model "
+                                         "of SmolLM2's shape (no download); exit 1 if a check fails")
+    s.add_argument("--device", default="auto", help="auto (cuda when a GPU is visible, else cpu) | cuda | cuda:<n> "
+                                                    "| cpu")
+    s.add_argument("--tiny", action="store_true", help="a tiny model of the same kind instead (seconds on a CPU)")
+    s.set_defaults(func=lambda args: run_checks(args.device, args.tiny))
