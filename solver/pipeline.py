@@ -115,27 +115,28 @@ def fit_to_share(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> tu
 
 
 def calibrate(w: Worker, task: Task, cfg: Config) -> B.Rates:
-    """Time one TTT step and a prefill and a few decoding steps of two views on the task's own sequences (the adapter
-    is reset after): the speeds this worker plans with (halfway from the preset's) until its tasks measure more."""
+    """Time one TTT step on the task's shortest training sequence and a prefill and a few decoding steps of its first
+    view (the adapter is reset after): the speeds this worker plans with (halfway from the preset's) until its tasks
+    measure their own. Cheap on purpose: it is paid from the first task's share."""
     from solver.data import build_examples
     from solver.generate import View, decode_batch, make_views
     from solver.ttt import train
-    size, rates, codec = task_size(task, w.loaded.codec), preset_rates(cfg), w.loaded.codec
+    rates, codec = preset_rates(cfg), w.loaded.codec
     measured = {}
     if w.adapter is not None and cfg.ttt.enabled:
-        examples = build_examples(task, codec, cfg.ttt, cfg.run.seed)[:cfg.ttt.batch_size]
-        res = train(w.adapter, examples, replace(cfg.ttt, max_steps=1), codec.pad, seed=cfg.run.seed)
-        w.adapter.reset()
-        if res.steps:
-            measured["train_tokens_per_s"] = cfg.ttt.batch_size * size.train_tokens / max(res.seconds, 1e-6)
+        shortest = min(build_examples(task, codec, cfg.ttt, cfg.run.seed), key=len, default=None)
+        if shortest is not None:
+            res = train(w.adapter, [shortest], replace(cfg.ttt, max_steps=1, batch_size=1), codec.pad)
+            w.adapter.reset()
+            if res.steps:
+                measured["train_tokens_per_s"] = res.tokens / max(res.seconds, 1e-6)
     model = w.adapter.model if w.adapter is not None else w.loaded.model
-    views = make_views(task, 0, codec, min(cfg.infer.num_views, 2), cfg.run.seed, cfg.infer)
-    views = [View(v.transform, v.prompt, (1, 2)) for v in views]  # a prefill and a few decoding steps
+    view = make_views(task, 0, codec, 1, cfg.run.seed, cfg.infer)[0]
     stats: dict = {}
     model.eval()
-    decode_batch(model, codec, views, time.monotonic() + 600, stats=stats)
+    decode_batch(model, codec, [View(view.transform, view.prompt, (1, 2))], time.monotonic() + 600, stats=stats)
     if stats.get("prefill_s"):
-        measured["prefill_tokens_per_s"] = len(views) * size.prompt_tokens / stats["prefill_s"]
+        measured["prefill_tokens_per_s"] = len(view.prompt) / stats["prefill_s"]
     if stats.get("decode_s") and stats.get("tokens"):
         measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
     log.info("task %s: calibrated %s", task.id, ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
@@ -159,10 +160,10 @@ def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, view
 
 def _solve_pipeline(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
     from solver.model import Loaded
-    t0 = time.monotonic()
+    t0, calibration_s = time.monotonic(), 0.0
     if cfg.run.calibrate and w.rates is None and task.valid:
         w.rates = calibrate(w, task, cfg)
-    calibration_s = time.monotonic() - t0
+        calibration_s = time.monotonic() - t0
     cfg, deadlines, full = fit_to_share(w, task, cfg, deadlines)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:

@@ -403,3 +403,22 @@ def test_model_that_fails_to_load_leaves_the_fallback_submission(fake_env, arc1_
     assert "model weights not found" in report["error"] and report["status"] == {"skipped": 3}
     assert_complete(out, tasks)
     assert "model weights not found" in (work / "report.csv").read_text()
+
+
+def test_a_worker_calibrates_on_its_first_task_then_fits_work_with_what_it_measured(tmp_path):
+    from solver.pipeline import pipeline
+    cfg = resolve("test", run={"budget": "60s"}).override(
+        ttt={"num_transforms": 2, "max_examples": 4, "batch_size": 2, "rank": 2},
+        infer={"num_views": 2, "score_views": 0},
+        run={"train_tokens_per_s": 1e-3})  # the preset says no step ever fits: only measuring can say otherwise
+    solve = pipeline(cfg)
+    worker = solve.args[0]
+    first, second = list(demo_tasks(2).values())
+    now = time.monotonic()
+    a = solve(first, cfg, Deadlines(now, now + 30))
+    assert a.calibration_seconds > 0 and worker.rates.train_tokens_per_s > 1.0  # timed, not the preset's guess
+    assert a.train_tokens_per_s > 0 or a.ttt_steps == 0
+    now = time.monotonic()
+    b = solve(second, cfg, Deadlines(now, now + 30))
+    assert b.calibration_seconds == 0 and b.ttt_steps > 0  # fitted with the measured speed, it trains
+    assert b.level in (int(B.Level.FULL), int(B.Level.FEWER_STEPS), int(B.Level.FEWER_VIEWS))
