@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from solver.codec import IGNORE
+from solver.compat import kept_logits
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -24,9 +25,9 @@ def masked_loss(model, batch: dict):
     keep = F.pad(keep, (0, 1), value=False)
     # Right padding: under the causal mask no real token sees a pad, so no padding mask is needed, and without one
     # attention takes the fused causal kernel instead of materialising a T x T mask and probabilities.
-    out = model(input_ids=batch["input_ids"], logits_to_keep=keep, use_cache=False)
+    logits = kept_logits(model, batch["input_ids"], keep, use_cache=False)  # (either transformers version)
     targets = labels[:, 1:][keep[:, :-1]]
-    return F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), targets)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets)
 
 
 @dataclass

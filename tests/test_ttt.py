@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from solver import data, train, ttt
+from solver.compat import is_checkpointing
 from solver.adapter import attach
 from solver.codec import Codec
 from solver.config import TTTConfig
@@ -192,7 +193,7 @@ def test_gradient_checkpointing_computes_the_same_step(tiny):
     (l0, s0), (l1, s1) = results
     assert l0 == pytest.approx(l1, rel=1e-6)
     assert all(torch.allclose(s0[n], s1[n], atol=1e-6) for n in s0)
-    assert ad.model.get_base_model().is_activation_checkpointing
+    assert is_checkpointing(ad.model.get_base_model())
 
 
 @pytest.mark.parametrize("loop", ["manual", "hf"])
