@@ -37,7 +37,7 @@ from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskSt
                             fallback_outcome, read_results)
 from solver.submission import complete_attempts, write_submission
 from solver.tasks import Task
-from solver.workers import make_executor
+from solver.workers import WorkerBroken, make_executor
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job
     return partial(handle_job, solve, worker)
 
 
+STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
+                        "unspecified launch failure")
+
+
+def is_sticky_device_error(e: Exception) -> bool:
+    """Whether an exception leaves the process's CUDA context unusable (every later call fails): not out of memory."""
+    text = str(e)
+    return "out of memory" not in text and any(s in text for s in STICKY_DEVICE_ERRORS)
+
+
 def _free_memory() -> None:
     """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded."""
     torch = sys.modules.get("torch")
@@ -79,10 +89,14 @@ def handle_job(solve, worker: str, job: Job) -> Outcome:
     try:
         return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines), "ok", job.level, t0, worker)
     except Exception as e:
-        first = f"{type(e).__name__}: {e}"
+        first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
         log.error("task %s raised at level %s (%s)%s", job.id, B.Level(job.level).name, first,
-                  "; retrying without TTT" if job.retry_cfg is not None else ": fallback attempts", exc_info=True)
+                  "; retrying without TTT" if job.retry_cfg is not None and not sticky else ": fallback attempts",
+                  exc_info=True)
     _free_memory()
+    if sticky:
+        raise WorkerBroken(fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker),
+                           f"sticky device error in worker {worker}: {first}")
     if job.retry_cfg is None:
         return fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker)
     try:

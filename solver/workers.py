@@ -49,6 +49,19 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
+class WorkerBroken(Exception):
+    """Raised by a job handler whose process can run no more jobs (a sticky CUDA error: every later call fails at
+    once). It carries the job's outcome, which is recorded; a worker process then exits (BROKEN_EXIT) to be started
+    afresh instead of draining the queue into fallbacks."""
+
+    def __init__(self, outcome, reason: str):
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+BROKEN_EXIT = 75
+
+
 class InProcess:
     """One worker: the caller's own process. `stop_at` is checked between jobs (a job obeys its own deadline)."""
 
@@ -60,6 +73,9 @@ class InProcess:
                 return
             try:
                 result = handler(job)
+            except WorkerBroken as e:  # nothing to restart in-process: record it, and later jobs will say so too
+                log.error("job %s: %s; this process cannot start afresh", getattr(job, "id", job), e)
+                result = e.outcome
             except Exception as e:  # a handler should not raise; if it does, the job is lost and the run goes on
                 log.error("job %s raised: %s", getattr(job, "id", job), e)
                 on_lost(job, f"{type(e).__name__}: {e}")
@@ -92,6 +108,9 @@ def _worker_main(wid: int, gpu: str | None, setup, jobs, conn, parent_pid: int) 
         conn.send(("start", job.id))  # synchronous: the parent knows which job a worker held if it dies next
         try:
             conn.send(("done", handler(job)))
+        except WorkerBroken as e:
+            conn.send(("done", e.outcome))
+            os._exit(BROKEN_EXIT)  # started again by the parent, with a fresh CUDA context
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -218,7 +237,8 @@ class _Loop:
 
     def _message(self, wid: int, kind: str, payload) -> None:
         if kind == "ready":
-            self._feed()
+            if len(self.queued) < len(self.alive) - len(self.running):  # not when a job already waits for it
+                self._feed()  # (a worker started again finds the one fed when its predecessor finished)
         elif kind == "start":
             self.running[wid] = self.queued.pop(payload)
         elif kind == "done":

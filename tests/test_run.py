@@ -58,6 +58,9 @@ def faulty_factory(cfg):
             _log_call(task, cfg)
             marker.touch()
             os._exit(9)  # the worker process dies mid-task (killed, out of host memory)
+        if task.id in os.environ.get("FAKE_STICKY", "").split(","):
+            _log_call(task, cfg)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (fake)")
         if task.id in os.environ.get("FAKE_RAISE", "").split(","):
             _log_call(task, cfg)
             raise RuntimeError("CUDA out of memory (fake)")
@@ -87,7 +90,7 @@ def fake_env(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
-    for k in ("FAKE_SLEEP", "FAKE_RAISE", "FAKE_RAISE_ONCE", "FAKE_DIE_ONCE"):
+    for k in ("FAKE_SLEEP", "FAKE_RAISE", "FAKE_RAISE_ONCE", "FAKE_DIE_ONCE", "FAKE_STICKY"):
         monkeypatch.delenv(k, raising=False)
     return tmp_path
 
@@ -211,6 +214,22 @@ def test_a_task_whose_worker_died_is_redone_once(fake_env, arc1_eval, monkeypatc
     assert_complete(out, tasks)
     assert report["status"] == {"ok": 3} and all(scores(out, tasks).values())
     assert sorted(c["id"] for c in calls(fake_env)) == sorted(list(tasks) + [victim])  # the victim twice
+
+
+def test_a_sticky_device_error_restarts_its_worker_instead_of_draining_the_queue(fake_env, arc1_eval, monkeypatch):
+    tasks = dict(list(arc1_eval.items())[:4])
+    broken = list(tasks)[0]
+    monkeypatch.setenv("FAKE_STICKY", broken)
+    out, work = fake_env / "sub.json", fake_env / "work"
+    report = run_tasks(tasks, fake_cfg("faulty_factory", workers=1, order="given"), out, work, progress=False)
+    assert_complete(out, tasks)
+    results = read_results(work / RESULTS)
+    assert results[broken].status == "failed" and "illegal memory access" in results[broken].error
+    assert "retry" not in results[broken].error  # a retry in the same process would fail at once
+    assert all(results[t].status == "ok" for t in tasks if t != broken)
+    pids = {c["id"]: c["pid"] for c in calls(fake_env)}
+    assert all(pids[t] != pids[broken] for t in tasks if t != broken)  # the rest ran in a fresh worker process
+    assert report["failures"] == {"RuntimeError": 1}
 
 
 def test_two_worker_processes_do_each_task_once(fake_env, arc1_eval, monkeypatch):
