@@ -89,6 +89,10 @@ class TTTConfig:
     min_lr_ratio: float = _f(0.1, "final learning rate (reached at the last step that runs) as a fraction of lr")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory for long tasks, slower")
+    checkpoint_above_tokens: int = _f(0, "turn gradient checkpointing on for a task whose longest sequence is longer "
+                                         "(0: never)")
+    batch_tokens: int = _f(0, "cap on the tokens of one batch, padding included (0: none; batch_size still caps "
+                              "the rows); an out-of-memory step is retried with half the rows per pass")
     loop: str = _f("manual", "manual: the package's training loop (logits only at trained positions); "
                              "hf: transformers.Trainer")
 
@@ -249,7 +253,8 @@ PRESETS: dict[str, Config] = {
                              "decode_tokens_per_s": 40.0}),
     # Kaggle ARC Prize: 4x L4 (24 GB), 12 h session; one worker per GPU. Speeds are guesses for a ~1B model on an
     # L4 (not measured here); the run corrects them from the first tasks it finishes.
-    "kaggle-4xl4": _preset(ttt={"num_transforms": 32, "max_examples": 128, "batch_size": 4, "epochs": 1},
+    "kaggle-4xl4": _preset(ttt={"num_transforms": 32, "max_examples": 128, "batch_size": 4, "epochs": 1,
+                                "batch_tokens": 16384, "checkpoint_above_tokens": 4096},
                            infer={"num_views": 16, "score_views": 8, "batch_size": 16},
                            run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 3600.0,
                                 "train_tokens_per_s": 6000.0, "prefill_tokens_per_s": 20000.0,

@@ -95,14 +95,17 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     if not examples:
         return res
     rng = np.random.default_rng(seed)
-    epochs = [length_batches([len(e) for e in examples], rng, rows=cfg.batch_size) for _ in range(cfg.epochs)]
+    lengths = [len(e) for e in examples]
+    epochs = [length_batches(lengths, rng, rows=cfg.batch_size, tokens=cfg.batch_tokens or None)
+              for _ in range(cfg.epochs)]
     batches = [b for epoch in epochs for b in epoch][:cfg.max_steps or None]
     total = len(batches)
     opt = make_optimizer(adapter, cfg)
-    adapter.train_mode(cfg.gradient_checkpointing)
+    long = bool(cfg.checkpoint_above_tokens) and max(lengths) > cfg.checkpoint_above_tokens
+    adapter.train_mode(cfg.gradient_checkpointing or long)
     params = [p for g in opt.param_groups for p in g["params"]]
     device = adapter.device
-    slowest = 0.0
+    slowest, rows = 0.0, cfg.batch_size  # rows: sequences per forward pass, halved after an out-of-memory error
     try:
         with tqdm(total=total, desc="ttt", disable=not progress, leave=False) as bar:
             for k, batch_idx in enumerate(batches):
@@ -114,8 +117,8 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
                                    cfg.min_lr_ratio, cfg.schedule)
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * factor
-                step = train_step(adapter.model, [collate([examples[i] for i in batch_idx], pad_id, device)], opt,
-                                  params, cfg.max_grad_norm)
+                step, rows = _step_fitting_memory(adapter, [examples[i] for i in batch_idx], rows, opt, params, cfg,
+                                                  pad_id, device)
                 res.add(step, len(batch_idx))
                 res.last_lr = opt.param_groups[0]["lr"]
                 slowest = max(slowest, time.monotonic() - t0)
@@ -125,6 +128,25 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
         adapter.eval_mode()
     res.seconds = time.monotonic() - start
     return res
+
+
+def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: list, cfg: TTTConfig, pad_id: int,
+                         device) -> tuple:
+    """One optimiser step on the batch, `rows` sequences per forward pass (accumulated); on an out-of-memory error,
+    the same step again with half the rows per pass, down to one (then the error stands). Returns (step, rows)."""
+    import torch
+    while True:
+        micro = [collate(batch[i:i + rows], pad_id, device) for i in range(0, len(batch), max(1, rows))]
+        try:
+            return train_step(adapter.model, micro, opt, params, cfg.max_grad_norm), rows
+        except torch.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if rows <= 1:
+                raise
+            rows = max(1, min(rows, len(batch)) // 2)
+            log.warning("TTT step out of memory: %d sequences per forward pass from now on (accumulated)", rows)
 
 
 def train_hf(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | None = None,

@@ -287,3 +287,38 @@ def test_smollm2_reduced_vocabulary_trains():
     ad = attach(loaded.model, cfg, loaded.codec.token_ids)
     res = ttt.train_task(ad, task, loaded.codec, cfg)
     assert res.steps == 6 and math.isfinite(res.loss) and res.loss < res.first_loss
+
+
+def test_an_out_of_memory_step_is_retried_with_fewer_rows_per_pass(tiny, monkeypatch, caplog):
+    import logging
+    loaded, ad = tiny
+    real_step = ttt.train_step
+    passes = []
+
+    def small_memory(model, micro, *args, **kw):
+        passes.append([b["input_ids"].shape[0] for b in micro])
+        if any(b["input_ids"].shape[0] > 1 for b in micro):
+            raise torch.OutOfMemoryError("fake: 2 rows do not fit")
+        return real_step(model, micro, *args, **kw)
+    monkeypatch.setattr(ttt, "train_step", small_memory)
+    cfg = TTTConfig(**{**FAST, "batch_size": 4}, epochs=2)
+    with caplog.at_level(logging.WARNING):
+        res = ttt.train_task(ad, swap_task(4, side=2), loaded.codec, cfg)
+    assert res.steps == 2 and res.examples == 8  # the same steps, each accumulated over 1-row passes
+    assert passes[:3] == [[4], [2, 2], [1, 1, 1, 1]] and passes[3] == [1, 1, 1, 1]  # halved once and for all
+    assert "out of memory" in caplog.text
+
+
+def test_batches_keep_a_token_budget_and_long_tasks_turn_checkpointing_on(tiny):
+    loaded, ad = tiny
+    task = swap_task(4, side=2)
+    longest = max(len(e) for e in data.build_examples(task, loaded.codec, TTTConfig(**FAST)))
+    cfg = TTTConfig(**{**FAST, "batch_size": 4}, batch_tokens=2 * longest, checkpoint_above_tokens=longest - 1)
+    res = ttt.train_task(ad, task, loaded.codec, cfg)
+    assert res.steps == 2 and res.padded_tokens <= 2 * res.steps * longest  # two sequences per batch at most
+    asked = []
+    real_mode = ad.train_mode
+    ad.train_mode = lambda gc=False: (asked.append(gc), real_mode(gc))[1]
+    for threshold in (longest - 1, longest):
+        ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, checkpoint_above_tokens=threshold))
+    assert asked == [True, False]  # on only for a task with a sequence over the threshold
