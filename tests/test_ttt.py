@@ -322,3 +322,12 @@ def test_batches_keep_a_token_budget_and_long_tasks_turn_checkpointing_on(tiny):
     for threshold in (longest - 1, longest):
         ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, checkpoint_above_tokens=threshold))
     assert asked == [True, False]  # on only for a task with a sequence over the threshold
+
+
+def test_lora_weights_and_optimiser_stay_fp32_on_a_half_precision_model():
+    """fp16 (a T4) has no loss scaler here: the trainable LoRA weights, so AdamW's state, are kept in fp32."""
+    loaded = load_model("scratch:tiny")
+    loaded.model.half()
+    ad = attach(loaded.model, TTTConfig(backend="peft", rank=4), loaded.codec.token_ids)
+    assert {p.dtype for p in ad.trainable().values()} == {torch.float32}
+    assert next(p for p in ad.model.parameters() if not p.requires_grad).dtype == torch.float16
