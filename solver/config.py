@@ -191,6 +191,15 @@ class PretrainConfig:
     eval_every: int = _f(200, "optimiser steps between evaluations on the held-out slice (0: only at the end)")
     eval_tasks: int = _f(16, "held-out tasks evaluated (the smallest ones): greedy one-view accuracy and loss")
     checkpoint_every_s: float = _f(300.0, "seconds between resumable checkpoints (and one at the end)")
+    allow_eval_data: bool = _f(False, "keep evaluation-split tasks in the data (e.g. ARC-AGI-1 evaluation when the "
+                                      "target is ARC-AGI-2); the held-out slice goes anyway; the model records the "
+                                      "splits it saw, and run/bench warn when measured on one of them")
+    generated_demos: int = _f(3, "demos of each task grouped from a file of generated examples (plus one test)")
+    generated_per_file: int = _f(8, "tasks drawn from each file of generated examples per pass over the files")
+    epoch_tasks: int = _f(0, "tasks per epoch when sources are weighted (0: as many as all sources hold)")
+    window_tasks: int = _f(2048, "tasks whose sequences are length-bucketed together: bounds the memory of an epoch")
+    stream_mb: float = _f(256.0, "a directory of task files larger than this (MiB) is read as drawn, not loaded whole")
+    cache_mb: float = _f(1024.0, "MiB of JSON files read as drawn that are kept parsed (least recently used out)")
 
 
 @dataclass

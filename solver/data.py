@@ -147,20 +147,53 @@ def mix(own: list[Encoded], others: list[Encoded], share: float, cap: int) -> tu
 
 
 # pretraining data ---------------------------------------------------------------------------------------------------
-def load_training(specs: list[str]) -> dict[str, Task]:
-    """Valid tasks of every spec, the held-out slice removed; ids repeated across specs get the spec as a prefix."""
+def load_training(specs: list[str], allow_eval: bool = False) -> dict[str, Task]:
+    """Valid tasks of every source (`SPEC[:WEIGHT]`, weights ignored here; generated example lists give one pass's
+    tasks), less every evaluation-split and held-out task by id or content (solver.tasks.drop_protected, one log line
+    per source; `allow_eval` keeps evaluation tasks); ids repeated across specs get the spec as a prefix."""
+    from solver.sources import open_source
+    pc = PretrainConfig(data=list(specs), allow_eval_data=allow_eval)
     out: dict[str, Task] = {}
-    for spec in specs:
-        tasks = load_tasks(spec)
-        held = [tid for tid in tasks if is_heldout(tid)]
-        kept = {tid: t for tid, t in tasks.items() if t.valid and not is_heldout(tid)}
-        log.info("data %s: %d tasks, %d held out, %d invalid", spec, len(tasks), len(held),
-                 len(tasks) - len(held) - len(kept))
-        for tid, t in kept.items():
-            out[tid if tid not in out else f"{spec}/{tid}"] = t
+    for text in specs:
+        src = open_source(text, pc)
+        keys = src.keys if hasattr(src, "keys") else None
+        tasks = src.draw(0, src.size, pc.seed)
+        for tid, t in zip(keys or [t.id for t in tasks], tasks):
+            out[tid if tid not in out else f"{src.name}/{tid}"] = t
     if not out:
-        raise ValueError(f"no training tasks in {specs} (after removing the held-out slice and invalid tasks)")
+        raise ValueError(f"no training tasks in {specs} (after removing protected splits and invalid tasks)")
     return out
+
+
+def mixture_stream(mixture, codec: Codec, pc: PretrainConfig, start: int = 0) -> Iterator[tuple[int, list]]:
+    """(epoch, micro-batch) of a solver.sources.Mixture from micro-batch number `start` on: each epoch's tasks in
+    windows of `pc.window_tasks` (shuffled across sources first when there are several windows), each window's
+    sequences length-bucketed. One source in one window is `batch_stream` over its tasks, batch for batch."""
+    epoch, seen = 0, 0
+    while pc.epochs <= 0 or epoch < pc.epochs:
+        count = 0
+        for batches in window_batches(mixture.epoch(epoch), codec, pc, epoch):
+            count += len(batches)
+            skip = max(0, start - seen)
+            for b in batches[skip:]:
+                yield epoch, b
+            seen += len(batches)
+        if not count:
+            raise ValueError("no training sequence fits max_tokens; raise pretrain.max_tokens")
+        epoch += 1
+
+
+def window_batches(tasks: list[Task], codec: Codec, pc: PretrainConfig, epoch: int) -> Iterator[list[list]]:
+    """An epoch's micro-batches, window by window (the order and seeds of `epoch_batches` for a single window)."""
+    size = max(1, pc.window_tasks)
+    if len(tasks) > size:
+        tasks = [tasks[i] for i in np.random.default_rng(epoch_seed(pc.seed, epoch, -2 ** 31)).permutation(len(tasks))]
+    for w, first in enumerate(range(0, len(tasks), size)):
+        examples = [e for i, t in enumerate(tasks[first:first + size], first)
+                    for e in task_sequences(t, codec, pc, epoch_seed(pc.seed, epoch, i))]
+        rng = np.random.default_rng(epoch_seed(pc.seed, epoch, -1 - w))
+        yield [[examples[i] for i in b] for b in length_batches([len(e) for e in examples], rng,
+                                                               tokens=pc.batch_tokens)]
 
 
 def task_tokens(task: Task, codec: Codec) -> int:

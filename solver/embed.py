@@ -3,8 +3,8 @@
 Two embeddings of a task: `features` (model-free: colour histograms of inputs and outputs, size ratios, how much a
 same-shape output changes), and `model_embeddings` (the base model's mean last hidden state over the task's demos,
 encoded by the codec; batched, cached on disk per model and task set). `Index` holds unit vectors and answers
-nearest neighbours by cosine similarity with numpy; `library` loads a task set with the held-out slice of ARC-AGI-1
-training (solver.tasks.is_heldout) removed, so neighbours never leak held-out tasks into measurements.
+nearest neighbours by cosine similarity with numpy; `library` loads a task set less every evaluation-split and
+held-out task, by id or by content (solver.tasks.drop_protected), so neighbours never leak them into measurements.
 
 The model embedding takes the model (and an adapter to switch off while embedding: the base model's view of a task);
 it never trains one. Knows nothing of training loops, TTT data (solver.data builds neighbours' sequences) or the
@@ -24,7 +24,7 @@ from solver.codec import Codec
 from solver.config import TTTConfig
 from solver.data import fit_budget
 from solver.files import write_atomic
-from solver.tasks import NUM_COLORS, Task, is_heldout, load_tasks
+from solver.tasks import NUM_COLORS, Task, drop_protected, load_tasks
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +199,12 @@ class Index:
         return [(self.ids[i], float(sims[i])) for i in order if self.ids[i] not in exclude][:k]
 
 
-def library(spec: str, exclude_heldout: bool = True) -> dict[str, Task]:
-    """Valid tasks of a task SPEC (arc1:train, arc2:train, a directory); the held-out slice removed by id."""
+def library(spec: str, exclude_protected: bool = True) -> dict[str, Task]:
+    """Valid tasks of a task SPEC (arc1:train, arc2:train, a directory), less every task of an evaluation split or
+    the held-out slice, by id or by content (solver.tasks.drop_protected; one log line of what was dropped)."""
     tasks = {tid: t for tid, t in load_tasks(spec).items() if t.valid and t.train}
-    if exclude_heldout:
-        tasks = {tid: t for tid, t in tasks.items() if not is_heldout(tid)}
+    if exclude_protected:
+        tasks, _ = drop_protected(tasks, f"neighbour library {spec}")
     return tasks
 
 

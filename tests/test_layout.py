@@ -13,7 +13,7 @@ LAYERS = [
     "budget", "files", "measure", "compat", "ray_executor", "workers",
     "config",
     # data
-    "tasks", "submission", "augment", "codec", "data", "plan",
+    "tasks", "submission", "augment", "codec", "sources", "data", "plan",
     # models and training
     "model", "adapter", "train", "ttt",
     # decoding, then what needs decoding or a trained model
