@@ -155,10 +155,15 @@ def add_pretrain_parser(sub) -> None:
     """The `pretrain` subcommand."""
     s = sub.add_parser("pretrain", help="fine-tune a model on whole ARC task sets before TTT (resumable)")
     s.add_argument("--model", help="model SPEC to start from (default: the preset's)")
-    s.add_argument("--data", help="comma-separated task SPECs (arc1:train, re-ARC style directories, ...); the "
-                                  "held-out slice of arc1:train is always removed")
+    s.add_argument("--data", help="comma-separated SPEC[:WEIGHT] (arc1:train:1,path/to/re-arc:3; task sets, folders "
+                                  "of task or generated-example JSON); evaluation splits and the held-out slice are "
+                                  "removed by id and content")
+    s.add_argument("--allow-eval-data", action="store_true", default=None,
+                   help="keep evaluation-split tasks (the model records it; run and bench warn on those splits)")
+    s.add_argument("--tokens", help="tokens to train on in all (50M): the schedule follows tokens across sessions, "
+                                    "--budget then limits each session")
     s.add_argument("--out", required=True, help="output directory: the model, curve.csv, checkpoint/ (resumes)")
-    s.add_argument("--budget", help="training wall time: 35m, 6h")
+    s.add_argument("--budget", help="wall time: 35m, 6h; the session ends with its export a minute before it")
     s.add_argument("--steps", type=int, help="optimiser steps (cap)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     add_config_arguments(s, "pretrain-cpu")
@@ -169,7 +174,8 @@ def cmd_pretrain(args) -> int:
     from solver.pretrain import CURVE, main_rank, plot_curve, pretrain
     data = [d for d in args.data.split(",") if d] if args.data else None
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
-                  pretrain={"data": data, "budget": args.budget, "max_steps": args.steps})
+                  pretrain={"data": data, "budget": args.budget, "max_steps": args.steps,
+                            "allow_eval_data": args.allow_eval_data, "target_tokens": args.tokens})
     pretrain(cfg, args.out, progress=not args.no_progress)
     if not main_rank():  # under torchrun, rank 0 alone writes and reports
         return 0

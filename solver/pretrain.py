@@ -1,21 +1,27 @@
-"""Initial fine-tuning on whole ARC task sets (`python -m solver pretrain`): the loop, its schedule, checkpoints and
-evaluation.
+"""Initial fine-tuning on whole ARC task sets (`python -m solver pretrain`): the loop, its schedule, checkpoints,
+exports and evaluation.
 
-Data comes from solver.data (every pair of a task in turn as the query, a fresh augmentation per task each epoch,
-token-budgeted length-bucketed batches; the held-out slice never included); each optimiser step is solver.train's.
-Full fine-tuning for `scratch` models, LoRA (merged at the end) otherwise; bf16 autocast and gradient accumulation on a
-GPU; a cosine schedule with warm-up over steps or time, whichever binds; periodic greedy one-view evaluation on the
-held-out slice; resumable checkpoints.
+Data comes from solver.sources (weighted task sets and generated examples, every evaluation split and the held-out
+slice removed by id and content unless `allow_eval_data`) through solver.data (every pair of a task in turn as the
+query, a fresh augmentation per task each epoch, token-budgeted length-bucketed batches); each optimiser step is
+solver.train's, in solver.precision's arithmetic (bf16 autocast on GPUs with native bf16, fp16 with loss scaling on
+older ones, fp32 on CPUs; fused AdamW; CPU threads chosen by solver.threads). Full fine-tuning for `scratch` models,
+LoRA otherwise; a cosine schedule with warm-up over steps, tokens (`target_tokens`, across sessions) or time,
+whichever binds; periodic greedy one-view evaluation on the held-out slice; resumable checkpoints. A `budget` ends
+the session with its export written `budget_margin` before the budget's end.
 
 Data-parallel under `torchrun --nproc_per_node N -m solver pretrain ...` (torch.distributed, initialised only when
 torchrun's WORLD_SIZE > 1: nccl on GPUs, gloo on CPUs): each optimiser step takes grad_accum x N micro-batches of the
 one deterministic stream, rank r those at r, r + N, ... (all ranks' together are the single-process stream);
-gradients are averaged by DistributedDataParallel; rank 0 alone evaluates and writes checkpoints, the curve and the
-model. The checkpoint counts micro-batches consumed, so a run resumes on any number of ranks.
+gradients are averaged by DistributedDataParallel; rank 0 alone evaluates, decides the end of a budgeted session and
+writes checkpoints, the curve and the model. The checkpoint counts micro-batches consumed, so a run resumes on any
+number of ranks.
 
-Output directory: the model (an ordinary HF directory + arc_codec.json, loadable with `--model DIR`), curve.csv (one
-row per evaluation), pretrain.json (the config), checkpoint/ (resume state; removed by nothing, ignored by loading).
-Knows nothing of the run's budget rules, decoding strategies (beyond greedy evaluation) or selection.
+Output directory: LoRA: an adapter export (solver.shipped: small enough to commit, loadable as `--model DIR` or
+`BASE+DIR`, recording data, splits, steps, tokens and the command; written with every checkpoint, and enough alone to
+resume from); full training: an HF directory + arc_codec.json. Also curve.csv (one row per evaluation), pretrain.json
+(the config), checkpoint/ (resume state with the optimiser; ignored by loading). Knows nothing of the run's budget
+rules, decoding strategies (beyond greedy evaluation) or selection.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,9 +40,12 @@ import numpy as np
 
 from solver.budget import parse_duration
 from solver.codec import Codec
+from solver.compat import set_checkpointing
 from solver.config import Config, PretrainConfig, TTTConfig
-from solver.data import batch_stream, collate, epoch_batches, heldout_tasks, load_training
+from solver.data import collate, heldout_tasks, mixture_stream, window_batches
 from solver.files import write_atomic, write_text_atomic
+from solver.shipped import export_adapter, is_export, load_into, read_meta, resolve_default
+from solver.sources import Mixture, open_mixture, parse_count
 from solver.tasks import Task
 from solver.train import StepResult, lr_factor, masked_loss, train_step
 
@@ -45,14 +55,30 @@ CHECKPOINT, CURVE, META = "checkpoint", "curve.csv", "pretrain.json"
 
 
 # schedule -----------------------------------------------------------------------------------------------------------
+def budget_margin(pc: PretrainConfig) -> float:
+    """Seconds before the end of `budget` by which the session's final export is written: budget_margin_s, or
+    budget_margin_fraction of a short budget."""
+    return min(pc.budget_margin_s, pc.budget_margin_fraction * parse_duration(pc.budget)) if pc.budget else 0.0
+
+
+def schedule_seconds(pc: PretrainConfig) -> float:
+    """Training seconds the schedule spans: the budget less its margin, unless a token target sets the schedule
+    (then the budget limits each session alone); 0 when time does not drive it."""
+    if not pc.budget or parse_count(pc.target_tokens):
+        return 0.0
+    return parse_duration(pc.budget) - budget_margin(pc)
+
+
 def progress_fraction(pc: PretrainConfig, step: int, elapsed: float, micro: int = 0,
-                      micro_per_epoch: int = 0) -> float:
-    """How far training is, 0..1: the largest of steps, time and epochs used up (whichever limit binds)."""
+                      micro_per_epoch: int = 0, tokens: int = 0) -> float:
+    """How far training is, 0..1: the largest of steps, tokens, time and epochs used up (whichever limit binds)."""
     parts = [0.0]
     if pc.max_steps > 0:
         parts.append(step / pc.max_steps)
-    if pc.budget:
-        parts.append(elapsed / parse_duration(pc.budget))
+    if parse_count(pc.target_tokens):
+        parts.append(tokens / parse_count(pc.target_tokens))
+    if schedule_seconds(pc) > 0:
+        parts.append(elapsed / schedule_seconds(pc))
     if pc.epochs > 0 and micro_per_epoch > 0:
         parts.append(micro / (pc.epochs * micro_per_epoch))
     return min(1.0, max(parts))
@@ -113,7 +139,7 @@ def use_lora(pc: PretrainConfig, spec: str) -> bool:
 def lora_config(pc: PretrainConfig) -> TTTConfig:
     """The adapter settings of LoRA pretraining (solver.adapter reads a TTTConfig)."""
     return TTTConfig(rank=pc.rank, alpha=pc.alpha, rslora=True, train_embeddings=pc.train_embeddings,
-                     gradient_checkpointing=pc.gradient_checkpointing)
+                     gradient_checkpointing=pc.gradient_checkpointing, target_modules=list(pc.target_modules))
 
 
 def trainable_state(model) -> dict:
@@ -144,13 +170,51 @@ def load_checkpoint(directory: Path, model, optimizer) -> State | None:
     return State(**ck["state"])
 
 
-def export(model, codec: Codec, spec: str, directory: Path, lora: bool, source: dict) -> Path:
-    """The final model as an HF directory + arc_codec.json (LoRA merged into a copy of the weights)."""
-    import copy
-
+def export(s: Session, state: State) -> None:
+    """The model as it stands, with what training saw: LoRA as an adapter export (solver.shipped: small, loadable as
+    `BASE+DIR` or DIR, and enough to resume from), full training as an HF directory + arc_codec.json."""
     from solver.model import Loaded, save_model
-    plain = copy.deepcopy(model).merge_and_unload() if lora else model
-    return save_model(Loaded(plain, codec, spec), directory, source=source)
+    t0 = time.monotonic()
+    pc = s.cfg.pretrain
+    source = {"pretrain": {"data": list(pc.data), "splits": s.splits, "steps": state.step, "tokens": state.tokens,
+                           "trained_tokens": state.trained_tokens, "seconds": round(state.elapsed), "base": s.base,
+                           "mode": "lora" if s.lora else "full", "allow_eval_data": pc.allow_eval_data,
+                           "command": command_line()}}
+    if s.lora:
+        export_adapter(s.model, s.codec, s.out, s.base, {"base_seed": pc.seed, "source": source,
+                                                         "state": asdict(state)}, pc.export_dtype)
+    else:
+        save_model(Loaded(s.model, s.codec, s.base), s.out, source=source)
+    s.export_s = time.monotonic() - t0
+
+
+def command_line() -> str:
+    """This process's command, as typed (`python -m solver ...` for the package's entry point)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("solver", "__main__.py")):
+        argv[0] = "python -m solver"
+    return " ".join(argv)
+
+
+def resume(s: Session) -> State:
+    """Where a previous session stopped: the checkpoint (weights, optimiser, state), or a later adapter export
+    alone (weights and state; the optimiser starts afresh); a new State when there is neither."""
+    state = load_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer)
+    if s.lora and is_export(s.out):
+        saved = read_meta(s.out).get("state")
+        if saved and saved["step"] > (state.step if state else -1):
+            try:
+                load_into(s.model, s.out)
+            except (ValueError, RuntimeError) as e:
+                raise ValueError(f"the adapter export in {s.out} does not fit this model/config ({e}); use another "
+                                 f"--out or the settings it was trained with") from None
+            s.optimizer.state.clear()
+            state = State(**saved)
+            log.info("resuming from the adapter export %s (optimiser state starts afresh)", s.out)
+    if state and state.step:
+        log.info("resuming from %s: step %d, epoch %d, %d micro-batches, %.1fM tokens", s.out, state.step,
+                 state.epoch, state.micro, state.tokens / 1e6)
+    return state or State()
 
 
 # data parallelism ---------------------------------------------------------------------------------------------------
@@ -204,19 +268,19 @@ def close_ranks(ranks: Ranks) -> None:
             dist.destroy_process_group()
 
 
-def all_ranks(step: StepResult, elapsed: float, ranks: Ranks) -> tuple[StepResult, float]:
-    """The step as all ranks saw it together (tokens summed; loss and elapsed time averaged): every rank then takes
-    the same schedule decisions (learning rate, evaluation, the end)."""
+def all_ranks(step: StepResult, elapsed: float, ranks: Ranks, stop: bool = False) -> tuple[StepResult, float, bool]:
+    """The step as all ranks saw it together (tokens summed; loss and elapsed time averaged) and rank 0's wish to end
+    the session: every rank then takes the same schedule decisions (learning rate, evaluation, the end)."""
     if ranks.world == 1:
-        return step, elapsed
+        return step, elapsed, stop
     import torch
     import torch.distributed as dist
-    t = torch.tensor([step.loss, step.tokens, step.padded_tokens, step.trained_tokens, elapsed],
-                     dtype=torch.float64, device=ranks.device or "cpu")
+    t = torch.tensor([step.loss, step.tokens, step.padded_tokens, step.trained_tokens, elapsed,
+                      float(stop and ranks.main)], dtype=torch.float64, device=ranks.device or "cpu")
     dist.all_reduce(t)
-    loss, tokens, padded, trained, elapsed = t.tolist()
+    loss, tokens, padded, trained, elapsed, stops = t.tolist()
     n = ranks.world
-    return StepResult(loss / n, int(round(tokens)), int(round(padded)), int(round(trained))), elapsed / n
+    return StepResult(loss / n, int(round(tokens)), int(round(padded)), int(round(trained))), elapsed / n, stops > 0
 
 
 def fingerprint(batch: list) -> str:
@@ -237,127 +301,177 @@ class Session:
     codec: Codec
     optimizer: object
     lora: bool
-    tasks: list[Task]
+    mixture: Mixture
     evals: list[Task]
-    autocast: object = None
+    precision: object = None  # solver.precision.Precision: autocast and the optimiser to step (loss-scaled in fp16)
     micro_per_epoch: int = 0
     ranks: Ranks = field(default_factory=Ranks)
     trainer: object = None  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    base: str = ""          # the model SPEC trained from (`default` resolved)
+    splits: list = field(default_factory=list)  # protected splits the data overlaps (evaluation ones, if allowed)
+    tuner: object = None    # solver.threads.ThreadTuner on a CPU with pretrain.threads 0
+    deadline: float | None = None  # time.monotonic() by which the session's final export is written
+    eval_s: float = 0.0     # how long the last evaluation took (what the end of a session keeps time for)
+    export_s: float = 0.0   # how long the last checkpoint and export took
+    step_s: float = 0.0     # how long the last optimiser step took
 
     @property
     def params(self) -> list:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
+    def reserve(self) -> float:
+        """Seconds the end of a session needs after the last step: an evaluation and an export, with room."""
+        return 1.5 * (self.eval_s + self.export_s) + self.step_s
 
-def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
-    """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW;
-    wrap the model in DistributedDataParallel on more than one rank (only rank 0 loads the evaluation tasks)."""
+
+def make_optimizer(groups: list[dict], pc: PretrainConfig):
+    """AdamW, fused (one kernel for every tensor: on a CPU, a quarter of the step time of the per-tensor loop)
+    where torch offers it for these parameters, else the multi-tensor loop."""
     import torch
-
-    from solver.model import load_configured
-    pc = cfg.pretrain
-    tasks = list(load_training(pc.data).values())
-    evals = list(heldout_tasks(pc.eval_tasks, max_tokens=pc.max_tokens).values()) if ranks.main else []
-    lora = use_lora(pc, cfg.model.spec)
-    mc = cfg.model if lora or cfg.model.dtype != "auto" else replace(cfg.model, dtype="float32")
-    mc = replace(mc, device=ranks.device) if ranks.device else mc
-    loaded = load_configured(mc, pc.seed)
-    if lora:
-        from solver.adapter import attach
-        adapter = attach(loaded.model, lora_config(pc), loaded.codec.token_ids, pc.seed)
-        model, groups = adapter.model, adapter.param_groups(pc.lr, pc.lr)
-    else:
-        model = loaded.model
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": pc.lr}]
-        if pc.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    opt = torch.optim.AdamW(groups, lr=pc.lr, weight_decay=pc.weight_decay, betas=(0.9, 0.95))
+    kwargs = {"lr": pc.lr, "weight_decay": pc.weight_decay, "betas": (0.9, 0.95)}
+    try:
+        opt = torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        log.debug("fused AdamW unavailable (%s); the multi-tensor one instead", e)
+        opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
+    return opt
+
+
+def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
+    """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW and
+    the step's precision; wrap the model in DistributedDataParallel on more than one rank (only rank 0 loads the
+    evaluation tasks)."""
+    from solver.model import load_configured
+    from solver.precision import Precision, choose
+    from solver.threads import tuner_for
+    pc = cfg.pretrain
+    mixture = open_mixture(pc)
+    evals = list(heldout_tasks(pc.eval_tasks, max_tokens=pc.max_tokens).values()) if ranks.main else []
+    base = resolve_default(cfg.model.spec)
+    lora = use_lora(pc, base)
+    mc = replace(cfg.model, spec=base)
+    mc = mc if lora or mc.dtype != "auto" else replace(mc, dtype="float32")
+    mc = replace(mc, device=ranks.device) if ranks.device else mc
+    loaded = load_configured(mc, pc.seed)
+    model, groups = _trainable(loaded, pc, lora)
+    opt = make_optimizer(groups, pc)
     device = next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and pc.bf16 else None
-    micro = len(epoch_batches(tasks, loaded.codec, pc, 0)) if pc.epochs > 0 else 0
-    log.info("pretrain %s (%s) on %d tasks (%s), %d held-out tasks evaluated, %d trainable parameters",
-             cfg.model.spec, "LoRA" if lora else "full", len(tasks), ",".join(pc.data), len(evals),
-             sum(p.numel() for g in groups for p in g["params"]))
+    params = [p for g in groups for p in g["params"]]
+    precision = Precision(choose(device, pc.bf16), device, model, opt, params)
+    micro = sum(len(b) for b in window_batches(mixture.epoch(0), loaded.codec, pc, 0)) if pc.epochs > 0 else 0
+    log.info("pretrain %s (%s, %s) on %s, %d held-out tasks evaluated, %d trainable parameters", base,
+             "LoRA" if lora else "full", precision.describe(), mixture.describe(), len(evals),
+             sum(p.numel() for p in params))
     trainer = model
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
         trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return Session(cfg, out, model, loaded.codec, opt, lora, tasks, evals, autocast, micro, ranks, trainer)
+    return Session(cfg, out, model, loaded.codec, opt, lora, mixture, evals, precision, micro, ranks, trainer, base,
+                   mixture.splits(), tuner_for(pc.threads, device.type, ranks.world))
+
+
+def _trainable(loaded, pc: PretrainConfig, lora: bool) -> tuple[object, list[dict]]:
+    """(the model to train, its optimiser groups): LoRA attached, or every parameter of a full model."""
+    if lora:
+        from solver.adapter import attach
+        adapter = attach(loaded.model, lora_config(pc), loaded.codec.token_ids, pc.seed)
+        return adapter.model, adapter.param_groups(pc.lr, pc.lr)
+    model = loaded.model
+    if pc.gradient_checkpointing:
+        set_checkpointing(model, True)
+    return model, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": pc.lr}]
 
 
 def record_eval(s: Session, state: State, train_loss: float) -> None:
     """Evaluate on the held-out tasks, append a row to the curve and rewrite curve.csv."""
+    t0 = time.monotonic()
     res = evaluate(s.model, s.codec, s.evals) if s.evals else {"accuracy": float("nan"), "loss": float("nan")}
     row = {"step": state.step, "tokens": state.tokens, "elapsed_s": round(state.elapsed, 1),
            "train_loss": round(train_loss, 4), "heldout_loss": round(res["loss"], 4),
            "heldout_accuracy": round(res["accuracy"], 4)}
     state.curve.append(row)
-    log.info("eval step %d: %.2fM tokens, train loss %.3f, held-out loss %.3f, accuracy %.3f", row["step"],
-             row["tokens"] / 1e6, row["train_loss"], row["heldout_loss"], row["heldout_accuracy"])
+    s.eval_s = time.monotonic() - t0
+    log.info("eval step %d: %.2fM tokens, train loss %.3f, held-out loss %.3f, accuracy %.3f (%.0f s)", row["step"],
+             row["tokens"] / 1e6, row["train_loss"], row["heldout_loss"], row["heldout_accuracy"], s.eval_s)
     write_curve(s.out / CURVE, state.curve)
 
 
+def save_all(s: Session, state: State) -> None:
+    """The checkpoint, and with LoRA the adapter export (small: it is always as recent as the checkpoint)."""
+    t0 = time.monotonic()
+    save_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer, state)
+    if s.lora:
+        export(s, state)
+    s.export_s = time.monotonic() - t0
+
+
 def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: int | None = None) -> State:
-    """Train as cfg.pretrain says, resuming from out/checkpoint when present; the model is written to `out`.
+    """Train as cfg.pretrain says, resuming from out/checkpoint (or out's adapter export) when present; the model is
+    written to `out`. With a budget, the session ends with its export written budget_margin before the budget.
 
     stop_at_step ends this session early (checkpoint and model written) without changing the schedule: a later call
     resumes where it stopped. Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 writes the files.
     """
+    started = time.monotonic()
     pc, out = cfg.pretrain, Path(out)
-    if not (pc.budget or pc.max_steps > 0 or pc.epochs > 0):
-        raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps or pretrain.epochs")
+    if not (pc.budget or pc.max_steps > 0 or pc.epochs > 0 or parse_count(pc.target_tokens)):
+        raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps, pretrain.epochs or "
+                         "pretrain.target_tokens")
     ranks = init_ranks(cfg.model.device)
     try:
-        return _pretrain(cfg, out, ranks, progress, stop_at_step)
+        return _pretrain(cfg, out, ranks, progress, stop_at_step, started)
     finally:
         close_ranks(ranks)
 
 
-def _pretrain(cfg: Config, out: Path, ranks: Ranks, progress: bool, stop_at_step: int | None) -> State:
+def _pretrain(cfg: Config, out: Path, ranks: Ranks, progress: bool, stop_at_step: int | None,
+              started: float) -> State:
     pc = cfg.pretrain
     out.mkdir(parents=True, exist_ok=True)
     if ranks.main:
         write_text_atomic(out / META, json.dumps(cfg.to_dict(), indent=2) + "\n")
     s = setup(cfg, out, ranks)
-    state = load_checkpoint(out / CHECKPOINT, s.model, s.optimizer) or State()
-    if state.step:
-        log.info("resuming from %s: step %d, epoch %d, %d micro-batches, %.1fM tokens", out / CHECKPOINT, state.step,
-                 state.epoch, state.micro, state.tokens / 1e6)
+    if pc.budget:
+        s.deadline = started + parse_duration(pc.budget) - budget_margin(pc)
+    state = resume(s)
     if ranks.main and state.step == 0 and not state.curve and pc.eval_every > 0:
         record_eval(s, state, float("nan"))  # the starting point of the curve
-    last_loss = train_steps(s, state, progress, stop_at_step)
+    try:
+        last_loss = train_steps(s, state, progress, stop_at_step)
+    finally:
+        if s.tuner is not None:
+            s.tuner.close()
     if not ranks.main:
         return state
     if not state.curve or state.curve[-1]["step"] != state.step:
         record_eval(s, state, last_loss)
-    save_checkpoint(out / CHECKPOINT, s.model, s.optimizer, state)
-    source = {"pretrain": {"data": pc.data, "steps": state.step, "tokens": state.tokens,
-                           "seconds": round(state.elapsed), "base": cfg.model.spec,
-                           "mode": "lora" if s.lora else "full"}}
-    export(s.model, s.codec, cfg.model.spec, out, s.lora, source)
-    log.info("pretrain done: %d steps, %.2fM tokens in %.0f s; model in %s", state.step, state.tokens / 1e6,
-             state.elapsed, out)
+    save_all(s, state)
+    if not s.lora:
+        export(s, state)
+    log.info("pretrain done: %d steps, %.2fM tokens in %.0f s (%.0f tokens/s); model in %s", state.step,
+             state.tokens / 1e6, state.elapsed, state.tokens / max(state.elapsed, 1e-9), out)
     return state
 
 
 def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | None) -> float:
-    """Optimiser steps until the schedule's end, the data's end or `stop_at_step`; evaluations and checkpoints on
-    their periods (rank 0). `state` is updated in place; returns the mean training loss since the last evaluation."""
+    """Optimiser steps until the schedule's end, the data's end, the session's deadline or `stop_at_step`;
+    evaluations and checkpoints on their periods (rank 0). `state` is updated in place; returns the mean training
+    loss since the last evaluation."""
     from tqdm import tqdm
     pc, ranks = s.cfg.pretrain, s.ranks
-    device = next(s.model.parameters()).device
-    stream = batch_stream(s.tasks, s.codec, pc, state.micro)
+    stream = mixture_stream(s.mixture, s.codec, pc, state.micro)
     group_size = pc.grad_accum * ranks.world  # micro-batches per optimiser step, all ranks together
     s.model.train()
     session_start = last_ck = time.monotonic()
     base_elapsed = state.elapsed
     bar = tqdm(total=1000, desc="pretrain", unit="‰", disable=not progress or not ranks.main,
                bar_format="{l_bar}{bar}| {n}/{total}‰ [{elapsed}<{remaining}{postfix}]")
-    losses = []
-    while True:
-        p = progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch)
+    losses, stop = [], ranks.world == 1 and _too_late(s, 0.0)  # (ranks decide together, after each step)
+    late = stop
+    while not stop:
+        p = progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch, state.tokens)
         if p >= 1.0 or (stop_at_step is not None and state.step >= stop_at_step):
             break
         for g in s.optimizer.param_groups:
@@ -365,35 +479,60 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
         group = _take(stream, group_size)
         if len(group) < ranks.world:  # the data's end: not a micro-batch left for every rank
             break
-        micro = group[ranks.rank::ranks.world]  # this rank's share of the step's micro-batches
-        state.epoch = group[-1][0]
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("rank %d step %d micro-batches %s", ranks.rank, state.step + 1,
-                      " ".join(fingerprint(b) for _, b in micro))
-        step = train_step(s.trainer or s.model, [collate(b, s.codec.pad, device) for _, b in micro], s.optimizer,
-                          s.params, pc.max_grad_norm, s.autocast)
-        step, state.elapsed = all_ranks(step, base_elapsed + time.monotonic() - session_start, ranks)
+        step, want = _step(s, state, group)
+        step, state.elapsed, late = all_ranks(step, base_elapsed + time.monotonic() - session_start, ranks, want)
         state.step, state.micro = state.step + 1, state.micro + len(group)
         state.tokens, state.trained_tokens = state.tokens + step.tokens, state.trained_tokens + step.trained_tokens
         losses.append(step.loss)
         _show(bar, s, state, losses)
         if pc.eval_every > 0 and state.step % pc.eval_every == 0:
-            if ranks.main:
+            if ranks.main and _too_late(s, s.eval_s):
+                log.info("eval step %d skipped: the budget's end is near (the final evaluation follows)", state.step)
+            elif ranks.main:
                 record_eval(s, state, float(np.mean(losses)))
             losses = []
         if ranks.main and time.monotonic() - last_ck >= pc.checkpoint_every_s:
-            save_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer, state)
+            save_all(s, state)
             last_ck = time.monotonic()
-        if len(group) < group_size:
-            break
+        stop = late or len(group) < group_size
     bar.close()
     state.elapsed = base_elapsed + time.monotonic() - session_start
+    if late:
+        log.info("pretrain: the budget's end is near; this session stops at step %d (resume with the same --out)",
+                 state.step)
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _step(s: Session, state: State, group: list) -> tuple[StepResult, bool]:
+    """One optimiser step on this rank's share of the group; (its result, whether rank 0 wants the session to end:
+    the next step and the session's end would not fit before the deadline)."""
+    ranks = s.ranks
+    device = next(s.model.parameters()).device
+    micro = group[ranks.rank::ranks.world]  # this rank's share of the step's micro-batches
+    state.epoch = group[-1][0]
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("rank %d step %d micro-batches %s", ranks.rank, state.step + 1,
+                  " ".join(fingerprint(b) for _, b in micro))
+    t0 = time.monotonic()
+    if s.tuner is not None:
+        s.tuner.before()
+    step = train_step(s.trainer or s.model, [collate(b, s.codec.pad, device) for _, b in micro],
+                      s.precision.optimizer, s.params, s.cfg.pretrain.max_grad_norm, s.precision.autocast)
+    if s.tuner is not None:
+        s.tuner.after(step.tokens)
+    s.step_s = time.monotonic() - t0
+    return step, _too_late(s, 0.0)
+
+
+def _too_late(s: Session, extra: float) -> bool:
+    """Whether `extra` seconds of work, then a step and the session's end, would pass the deadline."""
+    return s.deadline is not None and time.monotonic() + extra + s.reserve() >= s.deadline
 
 
 def _show(bar, s: Session, state: State, losses: list[float]) -> None:
     """The progress bar after a step: how far, loss, speed, learning rate, epoch."""
-    bar.n = int(1000 * progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch))
+    bar.n = int(1000 * progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch,
+                                         state.tokens))
     bar.set_postfix_str(f"step {state.step} loss {np.mean(losses):.3f} "
                         f"{state.tokens / max(state.elapsed, 1e-9):,.0f} tok/s "
                         f"lr {s.optimizer.param_groups[0]['lr']:.2e} ep {state.epoch}", refresh=True)

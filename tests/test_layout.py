@@ -10,12 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "solver"
 # docs/architecture.md explains each stage; a new module must be placed here.
 LAYERS = [
     # leaves: import nothing of the package
-    "budget", "files", "measure", "compat", "ray_executor", "workers",
+    "budget", "files", "measure", "threads", "compat", "ray_executor", "workers",
     "config",
     # data
     "tasks", "submission", "augment", "codec", "sources", "data", "plan",
     # models and training
-    "model", "adapter", "train", "ttt",
+    "shipped", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model
     "generate", "pretrain", "embed", "reuse", "select",
     # one task, then the run and its outputs

@@ -178,7 +178,7 @@ def test_kaggle_notebook_writes_the_fallback_before_an_install_that_fails(tmp_pa
 def test_explore_notebook_draws_tasks_report_and_candidates(placeholder, tasks):
     root, comp, _ = placeholder
     env = {"ARC_RUN_DIR": str(root / "working" / "run"), "ARC_TASKS": str(comp / "arc-agi_evaluation_challenges.json"),
-           "ARC_TASK_IDS": ",".join(list(tasks)[:2]), "ARC_CANDIDATES_SECONDS": "8"}
+           "ARC_TASK_IDS": ",".join(list(tasks)[:2]), "ARC_CANDIDATES_SECONDS": "30"}  # half of it TTT
     nb = execute("explore.ipynb", root, env)
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 1 + 2 + 1  # the report plot, two tasks, the candidates of one test input

@@ -98,9 +98,13 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5)
     assert lr_factor(0.1, 0.1, 0.1) == pytest.approx(1.0)
     assert lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
-    pc = Config().pretrain.__class__(max_steps=100, budget="100s")
-    assert P.progress_fraction(pc, 10, 50.0) == pytest.approx(0.5)  # time binds
-    assert P.progress_fraction(pc, 80, 50.0) == pytest.approx(0.8)  # steps bind
+    pc = Config().pretrain.__class__(max_steps=100, budget="100s")  # a 10 s margin (a tenth of a short budget)
+    assert P.budget_margin(pc) == pytest.approx(10.0) and P.schedule_seconds(pc) == pytest.approx(90.0)
+    assert P.progress_fraction(pc, 10, 45.0) == pytest.approx(0.5)  # time binds
+    assert P.progress_fraction(pc, 80, 45.0) == pytest.approx(0.8)  # steps bind
+    long = Config().pretrain.__class__(budget="2h", target_tokens="1M")
+    assert P.budget_margin(long) == 60.0 and P.schedule_seconds(long) == 0.0  # tokens set the schedule
+    assert P.progress_fraction(long, 5, 7000.0, tokens=250_000) == pytest.approx(0.25)
 
 
 # end to end ---------------------------------------------------------------------------------------------------------
@@ -158,12 +162,16 @@ def test_old_config_without_a_pretrain_section_loads():
     assert get_preset("pretrain-gpu").pretrain.mode == "lora"
 
 
-def test_lora_pretraining_saves_merged_weights(data_dir, tmp_path):
+def test_lora_pretraining_writes_an_adapter_export_that_loads_merged(data_dir, tmp_path):
     from solver.model import load_model
+    from solver.shipped import META, read_meta
     cfg = tiny_config(data_dir, steps=2).override(pretrain={"mode": "lora", "rank": 4, "eval_every": 0})
     P.pretrain(cfg, tmp_path / "lora", progress=False)
-    assert not (tmp_path / "lora" / "adapter_config.json").exists()     # merged: a plain model directory
-    loaded = load_model(str(tmp_path / "lora"))
+    assert (tmp_path / "lora" / META).is_file() and not (tmp_path / "lora" / "config.json").exists()
+    meta = read_meta(tmp_path / "lora")
+    assert meta["base"] == "scratch:tiny" and meta["source"]["pretrain"]["steps"] == 2 == meta["state"]["step"]
+    loaded = load_model(str(tmp_path / "lora"))                          # the recorded base, the adapter merged
     fresh = dict(load_model("scratch:tiny").model.named_parameters())
     changed = [n for n, p in loaded.model.named_parameters() if not torch.equal(p, fresh[n])]
     assert any("proj" in n for n in changed) and any("embed_tokens" in n or "lm_head" in n for n in changed)
+    assert not any("lora_" in n for n, _ in loaded.model.named_parameters())
