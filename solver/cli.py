@@ -47,6 +47,8 @@ def cmd_bench(args) -> int:
         from solver.bench_ablation import main as bench
     elif args.what == "plan":
         from solver.bench_plan import main as bench
+    elif args.what == "pretrain":
+        from solver.bench_pretrain import main as bench
     else:
         from solver.bench_infer import main as bench
     return bench(args) or 0
@@ -209,7 +211,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed), "
                                      "ablation (does TTT help: the paper's comparison on the held-out slice), plan (the planner on real "
                                      "task sizes, no model)")
-    s.add_argument("what", choices=["ttt", "infer", "ablation", "plan"])
+    s.add_argument("what", choices=["ttt", "infer", "ablation", "plan", "pretrain"])
     s.add_argument("--model", default="smollm2", help="model SPEC")
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")

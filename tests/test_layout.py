@@ -21,7 +21,8 @@ LAYERS = [
     # one task, then the run and its outputs
     "results", "pipeline", "score", "show", "report", "run",
     # entry points
-    "bench_plan", "bench_ttt", "bench_infer", "bench_ablation", "check_gpu", "cli", "__main__", "__init__",
+    "bench_plan", "bench_ttt", "bench_infer", "bench_ablation", "bench_pretrain", "check_gpu", "cli", "__main__",
+    "__init__",
 ]
 MAX_FUNCTION_LINES = 60
 
