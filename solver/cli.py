@@ -117,6 +117,8 @@ def cmd_run(args, start: float | None = None) -> int:
                   run={"budget": args.budget, "workers": args.workers, "solver": args.solver,
                        "executor": args.executor, "ray_address": args.ray_address})
     tasks, problems = load_tasks_checked(args.tasks, args.limit)
+    from solver.shipped import warn_if_trained_on
+    warn_if_trained_on(cfg.model.spec, tasks)  # a model measured on a split it was trained on says so
     workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
     from solver.run import exit_status, run_tasks
     with use_executor(cfg.run.executor, **executor_options(cfg)):

@@ -28,7 +28,8 @@ def _f(default, help: str):
 
 @dataclass
 class ModelConfig:
-    spec: str = _f("smollm2", "model SPEC: HF directory, .gguf file, 'smollm2', or 'scratch:<size>'")
+    spec: str = _f("default", "model SPEC: 'default' (the repository's models/default/ when it exists, else untouched "
+                              "smollm2), HF directory, BASE+ADAPTER_DIR, .gguf file, 'smollm2', or 'scratch:<size>'")
     reduce_vocab: bool = _f(True, "shrink a pretrained model's embeddings and head to the codec's tokens")
     load_in_4bit: bool = _f(False, "load a HF model in 4 bit (GPU only, bitsandbytes)")
     dtype: str = _f("auto", "float32 | bfloat16 | float16 | auto (bf16 on a GPU that has it, fp16 on an older GPU, "
@@ -263,7 +264,7 @@ PRESETS: dict[str, Config] = {
                     run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0,
                          "decode_tokens_per_s": 200.0}),
     # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
-    "cpu-demo": _preset(model={"spec": "smollm2"},
+    "cpu-demo": _preset(model={"spec": "default"},
                         ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16},
                         infer={"num_views": 8, "score_views": 4, "batch_size": 8},
                         run={"budget": "10m", "workers": 0, "safety_margin_s": 15.0,

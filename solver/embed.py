@@ -24,7 +24,7 @@ from solver.codec import Codec
 from solver.config import TTTConfig
 from solver.data import fit_budget
 from solver.files import write_atomic
-from solver.tasks import NUM_COLORS, Task, drop_protected, load_tasks
+from solver.tasks import NUM_COLORS, Task, content_key, drop_protected, load_tasks
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,8 @@ class Neighbours:
 
     def find(self, task: Task, k: int) -> list[Task]:
         """The k library tasks nearest to task (its own id excluded), best first."""
-        hits = self.index.nearest(self.embed([task])[0], k, exclude={task.id})
+        own = content_key(task) if task.train else None
+        copies = {i for i, t in self.tasks.items() if own is not None and t.train and content_key(t) == own}
+        hits = self.index.nearest(self.embed([task])[0], k, exclude={task.id} | copies)  # never its own copy
         log.info("task %s: neighbours %s", task.id, ", ".join(f"{i} ({s:.3f})" for i, s in hits))
         return [self.tasks[i] for i, _ in hits]

@@ -135,3 +135,11 @@ def test_train_task_with_neighbours(tiny, order):
         assert res.steps == 4  # first: 2 batches of neighbour sequences, then 2 of own; mixed: 4 together
     finally:
         tiny.model = adapter.model.unload()
+
+
+def test_neighbours_never_include_the_task_itself_under_another_id(train_library):
+    task = next(iter(train_library.values()))
+    copy = Task("copy-of-it", list(reversed(task.train)), task.test_inputs, task.test_outputs)  # demos reordered
+    library = dict(train_library) | {copy.id: copy}
+    found = E.Neighbours(library).find(task, 5)
+    assert len(found) == 5 and all(t.id not in (task.id, copy.id) for t in found)
