@@ -1,124 +1,161 @@
-"""Benchmark of inference: `python -m solver bench infer --model SPEC --tasks SPEC [--limit N]`.
+"""Benchmark of inference: `python -m solver bench infer --model SPEC --tasks SPEC [--limit N] [--set infer.X=Y]`.
 
-For the first test input of each task: its views decoded together in one batch and one view at a time (greedy, same
-views, same answers), then the distinct answers scored under the scoring views. Prints views/s, generated tokens/s
-(end to end and in the decode phase alone), candidates scored/s, the batched/one-at-a-time ratio and peak memory, as
-a table, then one JSON line. Owns no inference code: it times solver.generate.
+For the first test input of each task, side by side in one run: the earlier prediction path (decoding prefills its
+views, scoring prefills its own views again: `predict_one(shared_prefill=False)`) and the shared one (one prefill
+per view, extended by decoding and scoring), each end to end (views, decoding, scoring, selection); then the decode
+phase alone, batched and one view at a time from the same cached prompts. Prints prefills, end-to-end seconds,
+candidates, candidates scored per second, peak memory per stage and in all, decode tokens/s and the batched /
+one-at-a-time ratio, as tables, then one JSON line. Starts from the default config (8 views, 8 scoring views,
+greedy) and applies --set. Owns no inference code: it times solver.pipeline and solver.generate.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 
 import numpy as np
 import torch
 
-from solver.config import Config
-from solver.generate import decode_batch, make_views, score_candidates
-from solver.measure import peak_memory_mib
+from solver.config import resolve
+from solver.generate import SharedViews, decode_batch, make_views
+from solver.measure import peak_memory_mib, reset_peak_memory
 from solver.model import load_model
-from solver.select import candidate_table
+from solver.pipeline import predict_one
 from solver.tasks import load_tasks
 
 NO_DEADLINE = float("inf")
+PATHS = ("separate", "shared")  # predict_one(shared_prefill=False), predict_one(shared_prefill=True)
+STAGES = ("prefill", "decode", "score")
 
 
-def bench_task(loaded, task, cfg: Config) -> dict:
-    """Time batched and one-view-at-a-time greedy decoding of one test input, then scoring of its candidates."""
+def time_path(loaded, task, cfg, shared: bool) -> dict:
+    """One test input through predict_one: wall seconds, prefills, candidates, scoring rate and peak memory."""
+    stats: dict = {"peak_mib": {}}
+    reset_peak_memory()
+    start = time.perf_counter()
+    choice = predict_one(loaded.model, loaded.codec, task, 0, cfg, NO_DEADLINE, stats, shared_prefill=shared)
+    wall = time.perf_counter() - start
+    peaks = stats["peak_mib"]
+    return {"wall_s": wall, "prefills": stats.get("prefills", 0), "candidates": len(choice.candidates),
+            "scored": stats.get("scored", 0), "score_s": stats.get("score_s", 0.0),
+            "scored_per_s": stats.get("scored", 0) / max(stats.get("score_s", 0.0), 1e-9),
+            "prefill_s": stats.get("prefill_s", 0.0), "peak_mib": max([peak_memory_mib(), *peaks.values()]),
+            "steps": stats.get("steps", 0), "forced": stats.get("forced", 0), "dfs_calls": stats.get("dfs_calls", 0),
+            "dfs_s": stats.get("dfs_s", 0.0), "decode_s": stats.get("decode_s", 0.0),
+            **{f"peak_{s}_mib": peaks.get(s, 0.0) for s in STAGES}}
+
+
+def time_decode_phase(loaded, task, cfg) -> dict:
+    """Greedy decoding of the views batched and one view at a time, both from one set of cached prompts."""
     model, codec, icfg = loaded.model, loaded.codec, cfg.infer
     views = make_views(task, 0, codec, icfg.num_views, cfg.run.seed, icfg)
+    shared = SharedViews(model, codec, views, batch_size=icfg.batch_size)
+    shared.prefill(len(views), NO_DEADLINE)
     batched, single = {}, {}
-    start = time.perf_counter()
-    together = decode_batch(model, codec, views, NO_DEADLINE, stats=batched)
-    batched["wall_s"] = time.perf_counter() - start
-    start = time.perf_counter()
+    decode_batch(model, codec, views, NO_DEADLINE, stats=batched, shared=shared)
     for i, view in enumerate(views):
-        decode_batch(model, codec, [view], NO_DEADLINE, stats=single, view_offset=i)
-    single["wall_s"] = time.perf_counter() - start
-    table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in together])
-    score_views = make_views(task, 0, codec, icfg.score_views, cfg.run.seed + 1, icfg)
-    scoring = {}
-    start = time.perf_counter()
-    score_candidates(model, codec, score_views, [c.grid for c in table], NO_DEADLINE, icfg.score_batch_size, scoring)
-    scoring["wall_s"] = time.perf_counter() - start
-    n = len(views)
-    return {
-        "task": task.id, "views": n, "prompt_tokens": int(np.mean([len(v.prompt) for v in views])),
-        "gen_tokens": batched["tokens"], "candidates": len(table), "scored": scoring.get("scored", 0),
-        "batched_views_per_s": n / batched["wall_s"], "single_views_per_s": n / single["wall_s"],
-        "batched_tok_per_s": batched["tokens"] / batched["wall_s"],
-        "single_tok_per_s": single["tokens"] / single["wall_s"],
-        "batched_decode_tok_per_s": batched["tokens"] / batched["decode_s"],
-        "single_decode_tok_per_s": single["tokens"] / single["decode_s"],
-        "batched_prefill_s": batched["prefill_s"], "single_prefill_s": single["prefill_s"],
-        "scored_per_s": scoring.get("scored", 0) / scoring["wall_s"],
-        "batched_wall_s": batched["wall_s"], "single_wall_s": single["wall_s"], "score_wall_s": scoring["wall_s"],
-    }
+        decode_batch(model, codec, [view], NO_DEADLINE, stats=single, view_offset=i, shared=shared)
+    return {"views": len(views), "prompt_tokens": int(np.mean([len(v.prompt) for v in views])),
+            "gen_tokens": batched["tokens"], "batched_decode_s": batched["decode_s"],
+            "single_decode_s": single["decode_s"], "batched_decode_tok_per_s": batched["tokens"] / batched["decode_s"],
+            "single_decode_tok_per_s": single["tokens"] / single["decode_s"]}
+
+
+def bench_task(loaded, task, cfg) -> dict:
+    """Both prediction paths on one task's first test input, then the decode phase."""
+    row = {"task": task.id}
+    for name in PATHS:
+        row[name] = time_path(loaded, task, cfg, shared=name == "shared")
+    row.update(time_decode_phase(loaded, task, cfg))
+    row["speedup"] = row["separate"]["wall_s"] / row["shared"]["wall_s"]
+    row["ratio_decode"] = row["single_decode_s"] / row["batched_decode_s"]
+    return row
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Aggregate figures over tasks (sums of tokens over sums of seconds)."""
-    def total(key):
-        return sum(r[key] for r in rows)
-    tokens, views = total("gen_tokens"), total("views")
-    b_decode = sum(r["gen_tokens"] / r["batched_decode_tok_per_s"] for r in rows)
-    s_decode = sum(r["gen_tokens"] / r["single_decode_tok_per_s"] for r in rows)
-    return {
-        "tasks": len(rows), "views": views, "gen_tokens": tokens,
-        "batched_views_per_s": views / total("batched_wall_s"), "single_views_per_s": views / total("single_wall_s"),
-        "batched_tok_per_s": tokens / total("batched_wall_s"), "single_tok_per_s": tokens / total("single_wall_s"),
-        "batched_decode_tok_per_s": tokens / b_decode, "single_decode_tok_per_s": tokens / s_decode,
-        "ratio_end_to_end": total("single_wall_s") / total("batched_wall_s"),
-        "ratio_decode": s_decode / b_decode,
-        "scored_per_s": total("scored") / max(total("score_wall_s"), 1e-9),
-    }
+    """Aggregate figures over tasks: per-task means of each path, ratios of sums."""
+    def total(path, key):
+        return sum(r[path][key] for r in rows)
+    out = {"tasks": len(rows), "gen_tokens": sum(r["gen_tokens"] for r in rows)}
+    for p in PATHS:
+        out[f"{p}_wall_s_per_task"] = total(p, "wall_s") / len(rows)
+        out[f"{p}_prefills_per_task"] = total(p, "prefills") / len(rows)
+        out[f"{p}_candidates"] = total(p, "candidates")
+        out[f"{p}_scored_per_s"] = total(p, "scored") / max(total(p, "score_s"), 1e-9)
+        out[f"{p}_peak_mib"] = max(r[p]["peak_mib"] for r in rows)
+        for s in STAGES:
+            out[f"{p}_peak_{s}_mib"] = max(r[p][f"peak_{s}_mib"] for r in rows)
+    out["speedup_end_to_end"] = total("separate", "wall_s") / total("shared", "wall_s")
+    out["batched_decode_tok_per_s"] = out["gen_tokens"] / sum(r["batched_decode_s"] for r in rows)
+    out["single_decode_tok_per_s"] = out["gen_tokens"] / sum(r["single_decode_s"] for r in rows)
+    out["ratio_decode"] = out["batched_decode_tok_per_s"] / out["single_decode_tok_per_s"]
+    return out
 
 
-def print_table(rows: list[dict], summary: dict) -> None:
-    head = (f"{'task':<10} {'prompt':>6} {'gen':>5} | {'views/s':>15} | {'gen tok/s (end to end)':>22} | "
-            f"{'decode tok/s':>15} | {'ratio':>5} | {'scored/s':>8}")
+def print_tables(rows: list[dict], s: dict) -> None:
+    head = (f"{'task':<10} {'prompt':>6} | {'prefills':>9} | {'end to end s':>20} | {'candidates':>10} | "
+            f"{'scored/s':>15} | {'peak MiB':>13}")
     print(head)
-    print(f"{'':<10} {'tok':>6} {'tok':>5} | {'8 batch  1x1':>15} | {'8 batch    1x1':>22} | {'8 batch    1x1':>15} |"
-          f" {'dec':>5} | {'':>8}")
+    print(f"{'':<10} {'tok':>6} | {'sep  shr':>9} | {'separate  shared  x':>20} | {'sep  shr':>10} | "
+          f"{'sep    shared':>15} | {'sep    shr':>13}")
     print("-" * len(head))
     for r in rows:
-        print(f"{r['task']:<10} {r['prompt_tokens']:>6} {r['gen_tokens']:>5} | "
-              f"{r['batched_views_per_s']:>7.2f} {r['single_views_per_s']:>7.2f} | "
-              f"{r['batched_tok_per_s']:>11.1f} {r['single_tok_per_s']:>10.1f} | "
-              f"{r['batched_decode_tok_per_s']:>7.1f} {r['single_decode_tok_per_s']:>7.1f} | "
-              f"{r['single_decode_tok_per_s'] and r['batched_decode_tok_per_s'] / r['single_decode_tok_per_s']:>5.2f} |"
-              f" {r['scored_per_s']:>8.2f}")
-    s = summary
+        a, b = r["separate"], r["shared"]
+        print(f"{r['task']:<10} {r['prompt_tokens']:>6} | {a['prefills']:>4} {b['prefills']:>4} | "
+              f"{a['wall_s']:>8.1f} {b['wall_s']:>7.1f} {r['speedup']:>4.1f} | {a['candidates']:>4} "
+              f"{b['candidates']:>5} | {a['scored_per_s']:>6.2f} {b['scored_per_s']:>8.2f} | "
+              f"{a['peak_mib']:>6.0f} {b['peak_mib']:>6.0f}")
     print("-" * len(head))
-    print(f"{'all':<10} {'':>6} {s['gen_tokens']:>5} | {s['batched_views_per_s']:>7.2f} {s['single_views_per_s']:>7.2f} | "
-          f"{s['batched_tok_per_s']:>11.1f} {s['single_tok_per_s']:>10.1f} | "
-          f"{s['batched_decode_tok_per_s']:>7.1f} {s['single_decode_tok_per_s']:>7.1f} | {s['ratio_decode']:>5.2f} |"
-          f" {s['scored_per_s']:>8.2f}")
-    print(f"batched / one-at-a-time: {s['ratio_decode']:.2f}x in the decode phase, "
-          f"{s['ratio_end_to_end']:.2f}x end to end (prefill included)")
+    print(f"{'per task':<10} {'':>6} | {s['separate_prefills_per_task']:>4.0f} {s['shared_prefills_per_task']:>4.0f} | "
+          f"{s['separate_wall_s_per_task']:>8.1f} {s['shared_wall_s_per_task']:>7.1f} {s['speedup_end_to_end']:>4.1f} |"
+          f" {s['separate_candidates']:>4} {s['shared_candidates']:>5} | {s['separate_scored_per_s']:>6.2f} "
+          f"{s['shared_scored_per_s']:>8.2f} | {s['separate_peak_mib']:>6.0f} {s['shared_peak_mib']:>6.0f}")
+    print("seconds by stage per task (separate / shared): " + ", ".join(
+        f"{st} {sum(r['separate'][st + '_s'] for r in rows) / len(rows):.1f} / "
+        f"{sum(r['shared'][st + '_s'] for r in rows) / len(rows):.1f}" for st in STAGES))
+    print("peak MiB by stage (separate / shared): " + ", ".join(
+        f"{st} {s[f'separate_peak_{st}_mib']:.0f} / {s[f'shared_peak_{st}_mib']:.0f}" for st in STAGES)
+        + "  (the separate path's scoring stage holds its own prefills)")
+    if any(r[p]["dfs_calls"] for r in rows for p in PATHS):
+        print("DFS per task: " + "; ".join(
+            f"{r['task']} separate {r['separate']['dfs_calls']} single-row calls, shared {r['shared']['steps']} "
+            f"batched greedy steps + {r['shared']['forced']} candidates verified/scored in batches + "
+            f"{r['shared']['dfs_calls']} single-row calls ({r['shared']['dfs_s']:.1f} s)" for r in rows))
+    print(f"\ndecode phase from the same cached prompts: {'task':<10} {'gen tok':>7} | {'batched':>8} {'1x1':>7} "
+          f"tok/s | ratio")
+    for r in rows:
+        print(f"{'':<43}{r['task']:<10} {r['gen_tokens']:>7} | {r['batched_decode_tok_per_s']:>8.1f} "
+              f"{r['single_decode_tok_per_s']:>7.1f}       | {r['ratio_decode']:>5.2f}")
+    print(f"{'':<43}{'all':<10} {s['gen_tokens']:>7} | {s['batched_decode_tok_per_s']:>8.1f} "
+          f"{s['single_decode_tok_per_s']:>7.1f}       | {s['ratio_decode']:>5.2f}")
 
 
 def main(args) -> int:
-    """Entry point of `python -m solver bench infer` (args: model, tasks, limit)."""
-    cfg = Config()
+    """Entry point of `python -m solver bench infer` (args: model, tasks, limit, set)."""
+    cfg = resolve("default", None, getattr(args, "set", []) or [])
     loaded = load_model(args.model)
     device = next(loaded.model.parameters()).device
     loaded.model.eval()
     tasks = [t for t in load_tasks(args.tasks, limit=args.limit).values() if t.valid]
+    load_before = os.getloadavg()
     warm = make_views(tasks[0], 0, loaded.codec, 1, 0, cfg.infer)
     decode_batch(loaded.model, loaded.codec, warm, time.monotonic() + 30)  # first-call costs out of the figures
     rows = []
     for task in tasks:
         rows.append(bench_task(loaded, task, cfg))
-        print(f"# {task.id}: {rows[-1]['batched_wall_s']:.1f} s batched, {rows[-1]['single_wall_s']:.1f} s one at a "
-              f"time, {rows[-1]['score_wall_s']:.1f} s scoring", flush=True)
+        r = rows[-1]
+        print(f"# {task.id}: separate {r['separate']['wall_s']:.1f} s, shared {r['shared']['wall_s']:.1f} s "
+              f"({r['speedup']:.2f}x); decode phase {r['ratio_decode']:.2f}x batched", flush=True)
     summary = summarise(rows)
-    print(f"model {args.model} on {device} ({torch.get_num_threads()} threads, {platform.processor() or 'cpu'}), "
-          f"{cfg.infer.num_views} views, {cfg.infer.score_views} scoring views, greedy")
-    print_table(rows, summary)
+    load_after = os.getloadavg()
+    print(f"model {args.model} on {device} ({torch.get_num_threads()} threads, {platform.processor() or 'cpu'}, "
+          f"{os.cpu_count()} cores, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after), "
+          f"{cfg.infer.num_views} views, {cfg.infer.score_views} scoring views, {cfg.infer.strategy}; peak memory is "
+          f"the process's resident high-water mark (CPU) or allocated (GPU)")
+    print_tables(rows, summary)
     summary.update(model=args.model, device=str(device), threads=torch.get_num_threads(),
-                   peak_memory_mib=round(peak_memory_mib(), 1))
-    print(f"peak memory: {summary['peak_memory_mib']:.0f} MiB")
+                   load_before=round(load_before[0], 2), load_after=round(load_after[0], 2))
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0

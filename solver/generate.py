@@ -248,6 +248,10 @@ def _buffer_layer():
         def get_max_length(self) -> int:
             return self.buffers[0].shape[2]
 
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.buffers = tuple(b[indices] for b in self.buffers)
+            self._expose()
+
         def crop(self, tokens_to_remove: int) -> None:
             if tokens_to_remove > 0:
                 raise ValueError("crop takes minus the number of tokens to remove, as DynamicLayer.crop")
@@ -326,7 +330,8 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
             logits, mask, pos = (x.repeat_interleave(samples, dim=0) for x in (logits, mask, pos))
     start = time.perf_counter()
     state = (model, logits, cache, mask, pos)
-    seqs, done, total = _decode_loop(state, codec, views, deadline, temperature, samples, generator, stats, record)
+    seqs, done, total = _decode_loop(state, codec, views, deadline, temperature, samples, generator, stats, record,
+                                     compact=shared is not None)
     _add(stats, "decode_s", _synced(device) - start)
     _mark(stats, "decode")
     results = []
@@ -340,42 +345,55 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
 
 
 def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temperature: float, samples: int,
-                 generator, stats: dict | None, record: dict | None) -> tuple[list[list[int]], list[bool], list[float]]:
-    """The constrained decoding steps from prefilled rows: (symbols per row, finished per row, log-prob per row)."""
+                 generator, stats: dict | None, record: dict | None,
+                 compact: bool = False) -> tuple[list[list[int]], list[bool], list[float]]:
+    """The constrained decoding steps from prefilled rows: (symbols per row, finished per row, log-prob per row).
+
+    With `compact`, a row leaves the batch and the cache (Cache.batch_select_indices) once it has finished, so a batch
+    of uneven answers costs what its unfinished rows do, not its longest answer times its rows.
+    """
     model, logits, cache, mask, pos = state
     device = logits.device
     sym_ids = symbol_ids(codec).to(device)
     n = len(views) * samples
-    max_rows = torch.tensor([v.max_shape[0] for v in views], device=device).repeat_interleave(samples)
-    max_cols = torch.tensor([v.max_shape[1] for v in views], device=device).repeat_interleave(samples)
+    rows = torch.arange(n, device=device)  # the batch row of each row still decoding
+    caps = torch.tensor([v.max_shape for v in views], device=device).repeat_interleave(samples, dim=0)
     zeros = torch.zeros(n, dtype=torch.long, device=device)
     con = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
     total = torch.zeros(n, dtype=torch.float64, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     generated = torch.zeros((), dtype=torch.long, device=device)
     syms = []
     for _ in range(max(v.max_new_tokens for v in views)):
         raw = _step_logprobs(logits, sym_ids)
-        lp = raw.masked_fill(~symbol_mask(con, max_rows, max_cols), -math.inf)
+        lp = raw.masked_fill(~symbol_mask(con, caps[:, 0], caps[:, 1]), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
             sym = lp.argmax(dim=-1)
-        if record is not None:
-            record.setdefault("lp", []).append(raw)
-            record.setdefault("syms", []).append(sym)
-        total += torch.where(con[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
+        total[rows] += torch.where(con[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
         generated += (~con[3]).sum()
         con = advance(*con, sym)
-        syms.append(sym)
-        if bool(con[3].all()) or time.monotonic() >= deadline:
+        done[rows] = con[3]
+        syms.append(torch.full((n,), EOS_SYM, device=device).index_put_((rows,), sym))
+        if record is not None:
+            record.setdefault("lp", []).append(raw.new_zeros((n, raw.shape[1])).index_put_((rows,), raw))
+            record.setdefault("syms", []).append(syms[-1])
+        finished = int(con[3].sum())
+        if finished == len(rows) or time.monotonic() >= deadline:
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+        if compact and finished:
+            keep = (~con[3]).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            rows, caps, mask, pos, sym, con = rows[keep], caps[keep], mask[keep], pos[keep], sym[keep], \
+                tuple(x[keep] for x in con)
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=sym_ids[sym][:, None], attention_mask=mask, position_ids=pos[:, None],
                     past_key_values=cache, use_cache=True)
         logits, cache, pos = out.logits, out.past_key_values, pos + 1
     _add(stats, "tokens", int(generated))
     _add(stats, "steps", len(syms))
-    return torch.stack(syms, dim=1).tolist(), con[3].tolist(), total.tolist()
+    return torch.stack(syms, dim=1).tolist(), done.tolist(), total.tolist()
 
 
 @torch.no_grad()
@@ -477,15 +495,21 @@ def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, dead
 
 # one prefill per view ---------------------------------------------------------------------------------------------
 class SharedViews:
-    """The views of one test input, each prompt computed once (one prefill per view, batched across views).
+    """The views of one test input, each prompt computed once (one prefill per view, batched across views on an
+    accelerator).
 
     Decoding (greedy, sampling, DFS) and teacher-forced scoring all extend these cached prompts, batched. Every
     (view, grid) log-likelihood met on the way (a decoded candidate's own log-prob, a DFS verification, a score) is
     kept, so no candidate is computed twice under a view.
     """
 
-    def __init__(self, model, codec: Codec, views: list[View], *, batch_size: int = 8, stats: dict | None = None):
-        self.model, self.codec, self.views, self.batch_size, self.stats = model, codec, views, batch_size, stats
+    def __init__(self, model, codec: Codec, views: list[View], *, batch_size: int = 8, stats: dict | None = None,
+                 prefill_batch: int | None = None):
+        self.model, self.codec, self.views, self.stats = model, codec, views, stats
+        # views per prefill forward pass: batch_size on an accelerator; one on a CPU, where a 1,948-token SmolLM2
+        # prompt took 5.2 s alone and 6.0 s per view four at a time (quiet 2-core dev machine)
+        cpu = _device(model).type == "cpu"
+        self.prefill_batch = prefill_batch or (1 if cpu else batch_size)
         self.kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * len(views)  # prompt KV rows
         self.first: list[torch.Tensor | None] = [None] * len(views)  # [vocab] logits of the first answer token
         self.logp: dict[tuple[int, bytes], float] = {}  # (view, grid_key) -> log-likelihood under that view
@@ -495,14 +519,14 @@ class SharedViews:
     @torch.no_grad()
     def prefill(self, n: int, deadline: float) -> int:
         """Compute the prompts of the first n views (those not yet computed) until the deadline: views of one prompt
-        length together, up to batch_size per forward pass, so that no row is padded and attention needs no mask
+        length together, up to prefill_batch per forward pass, so that no row is padded and attention needs no mask
         (a dihedral view's prompt length is one of two). Returns how many of the first views are ready."""
         n = min(n, len(self.views))
         todo = [i for i in range(n) if self.kv[i] is None]
         while todo and time.monotonic() < deadline:
             start = time.perf_counter()
             length = len(self.views[todo[0]].prompt)
-            chunk = [i for i in todo if len(self.views[i].prompt) == length][:self.batch_size]
+            chunk = [i for i in todo if len(self.views[i].prompt) == length][:self.prefill_batch]
             logits, cache, _, _ = _prefill(self.model, [self.views[i].prompt for i in chunk], self.codec.pad,
                                            self.sym_ids.device, stats=self.stats)
             for i, kv, first in zip(chunk, _split_rows(cache, [length] * len(chunk)), logits[:, -1]):
@@ -628,7 +652,9 @@ class SharedViews:
                              known=known.get(v))
             self.remember(found)
             out += found
-        _add(self.stats, "dfs_s", _synced(self.sym_ids.device) - start)
+        elapsed = _synced(self.sym_ids.device) - start
+        _add(self.stats, "dfs_s", elapsed)
+        _add(self.stats, "decode_s", elapsed)  # the planner's decoding speed: tokens (DFS's included) per decode_s
         _mark(self.stats, "decode")
         return out
 

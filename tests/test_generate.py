@@ -34,9 +34,11 @@ class FakeModel(torch.nn.Module):
         self.policy = policy
         self.calls = 0
         self.prefills = 0
+        self.rows: list[int] = []  # batch rows of each call
 
     def forward(self, input_ids, past_key_values=None, logits_to_keep=0, **_):
         self.calls += 1
+        self.rows.append(input_ids.shape[0])
         if past_key_values is None or past_key_values.get_seq_length() == 0:
             self.prefills += input_ids.shape[0]
         cache = past_key_values if past_key_values is not None else DynamicCache()

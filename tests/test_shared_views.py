@@ -10,7 +10,8 @@ from test_generate import (CODEC, FakeModel, answer_ids, answer_policy, colour_s
 
 from solver.augment import IDENTITY
 from solver.config import Config
-from solver.generate import EOS_SYM, NL_SYM, SharedViews, View, dfs_view, make_views, score_view
+from solver.generate import (EOS_SYM, NL_SYM, SharedViews, View, decode_batch, dfs_view, make_views,
+                             score_view)
 from solver.model import Loaded, load_model
 from solver.pipeline import predict, predict_one
 from solver.tasks import Task, grid_key
@@ -39,7 +40,7 @@ def test_scores_from_the_shared_cache_equal_scores_from_a_fresh_prefill():
     views, grids = transformed_views(loaded.codec), some_grids()
     fresh = np.array([score_view(loaded.model, loaded.codec, v, grids, time.monotonic() + FAR) for v in views])
     stats = {}
-    shared = SharedViews(loaded.model, loaded.codec, views, batch_size=4, stats=stats)  # two prefill batches
+    shared = SharedViews(loaded.model, loaded.codec, views, prefill_batch=4, stats=stats)  # batched prefills
     scores = shared.score(grids, len(views), time.monotonic() + FAR, batch_size=7)  # batches mix views
     assert scores.shape == (len(views), len(grids))
     assert np.abs(scores - fresh).max() < 1e-4
@@ -75,6 +76,37 @@ def test_caches_are_sized_to_the_prompts_and_the_views_own_answer_caps():
     assert mask.shape == (2, width) and int(mask.sum()) == len(views[0].prompt) + len(views[2].prompt)
 
 
+def test_finished_rows_leave_the_batch_and_answers_stay_those_of_one_view_at_a_time():
+    task = colour_swap_task()
+    views = make_views(task, 0, CODEC, 4, 0, Config().infer)
+    lengths = [(1, 1), (3, 3), (2, 5), (4, 4)]  # answers of different lengths: rows finish at different steps
+    script = {bytes(v.prompt.tolist()): answer_ids(np.ones(s, np.uint8)) for v, s in zip(views, lengths)}
+    views = [View(v.transform, v.prompt, (5, 5)) for v in views]
+    model = FakeModel(answer_policy(script, default=answer_ids([[5]])))
+    shared = SharedViews(model, CODEC, views)
+    shared.prefill(4, time.monotonic() + FAR)
+    model.rows.clear()
+    together = decode_batch(model, CODEC, views, time.monotonic() + FAR, shared=shared)
+    # 3, 13, 13 and 21 symbols: a row leaves the batch when its answer ends
+    assert model.rows == [4] * 2 + [3] * 10 + [1] * 8
+    alone = [decode_batch(model, CODEC, [v], time.monotonic() + FAR) for v in views]
+    assert [(grid_key(d.grid), d.logp, d.tokens) for d in together] == \
+        [(grid_key(d.grid), d.logp, d.tokens) for [d] in alone]
+    assert [views[d.view].transform.apply(d.grid).shape for d in together] == lengths
+
+
+def test_shared_greedy_equals_one_view_at_a_time_on_a_real_model():
+    loaded = load_model("scratch:tiny", seed=5)
+    views = transformed_views(loaded.codec, 4)
+    views = [View(v.transform, v.prompt, s) for v, s in zip(views, [(1, 2), (3, 3), (2, 4), (1, 1)])]
+    shared = SharedViews(loaded.model, loaded.codec, views)
+    together = decode_batch(loaded.model, loaded.codec, views, time.monotonic() + FAR,
+                            shared=shared) if shared.prefill(4, time.monotonic() + FAR) == 4 else []
+    alone = [decode_batch(loaded.model, loaded.codec, [v], time.monotonic() + FAR)[0] for v in views]
+    assert [grid_key(d.grid) for d in together] == [grid_key(d.grid) for d in alone]
+    assert np.abs(np.array([d.logp for d in together]) - [d.logp for d in alone]).max() < 1e-4
+
+
 # DFS that checks before it searches ---------------------------------------------------------------------------------
 def view_tree_policy(seed: int, num_views: int):
     """Like tree_policy, but each view (told apart by the digit after BOS in its prompt) bends the shared tree a
@@ -105,7 +137,7 @@ def test_dfs_with_verification_returns_exactly_the_brute_forced_set(seed):
     icfg = Config().override(infer={"strategy": "dfs", "num_views": 4, "dfs_threshold": threshold,
                                     "dfs_max_candidates": 10 ** 6, "score_batch_size": 3}).infer
     stats, model, plain_model = {}, FakeModel(policy), FakeModel(policy)
-    shared = SharedViews(model, CODEC, views, batch_size=2, stats=stats)
+    shared = SharedViews(model, CODEC, views, batch_size=2, prefill_batch=3, stats=stats)
     got = shared.decode(icfg, time.monotonic() + FAR)
     for v in range(4):
         expected = enumerate_above(lambda gen: probs(v, gen), threshold, views[v].max_shape)
