@@ -3,9 +3,9 @@ utilisation (MFU) against the fp32 matmul peak measured here, for each CPU threa
 same micro-batches; where a step's time goes (one step under torch.profiler); what one held-out evaluation costs.
 
 Settings are the preset's (`pretrain-cpu` unless --preset names another; --model, --set pretrain.* apply); the timed
-steps are `pretrain.max_steps` (default 6) after one untimed warm-up step per row. FLOPs as in solver.bench_ttt: 6 per
-trained matmul parameter per token, 4 per frozen one, causal attention 6*T^2*d per layer per sequence. Ends with one
-JSON line.
+steps are `pretrain.max_steps` (default 6) after one untimed warm-up step per row. FLOPs as solver.measure.FlopModel
+counts them: 6 per trained matmul parameter per token, 4 per frozen one, causal attention 6*T^2*d per layer per
+sequence. Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -16,33 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from solver.bench_ttt import FlopModel
 from solver.config import resolve
-from solver.measure import matmul_peak_gflops
+from solver.measure import FlopModel, flop_model, matmul_peak_gflops
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 6
 BENCH_PRESET = "pretrain-cpu"  # used when the bench command's own default preset (cpu-demo) is left as it is
-
-
-def flop_model(model) -> FlopModel:
-    """FLOP constants of a model being pretrained: LoRA (frozen base) or full (every matmul trained)."""
-    import torch
-    lora = any("lora_" in n for n, _ in model.named_parameters())
-    matmul = head = 0
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and "lora_" not in name and "original_module" not in name:
-            if "lm_head" in name:
-                head = max(head, mod.weight.numel())
-            else:
-                matmul += mod.weight.numel()
-    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    heads_dim = cfg.num_attention_heads * getattr(cfg, "head_dim", None) or cfg.hidden_size
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if lora:
-        return FlopModel(matmul, trained, head, cfg.num_hidden_layers, heads_dim)
-    return FlopModel(0, matmul, head, cfg.num_hidden_layers, heads_dim)
 
 
 def rows_to_run(device_type: str, top: int) -> list[tuple[int, str]]:

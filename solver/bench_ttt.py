@@ -6,9 +6,7 @@ and on the full vocabulary of a pretrained model (scratch models have only the c
 prints examples/s, tokens/s, trained tokens/s, step time, peak memory and MFU against the fp32 matmul peak measured
 here. Ends with one JSON line.
 
-FLOPs are counted honestly for LoRA: 4 per frozen matmul parameter per token (forward, and the input gradient of
-backward: frozen weights get no weight gradient), 6 per trainable parameter per token, the output head only at the
-positions with loss (all that training needs), and causal attention (2*T*d per token per layer forward, 3x in all).
+FLOPs as solver.measure.FlopModel counts them (honestly for LoRA: a frozen weight gets no weight gradient).
 """
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ import time
 import numpy as np
 
 from solver.config import get_preset
-from solver.measure import matmul_peak_gflops, peak_memory_mib, reset_peak_memory
+from solver.measure import FlopModel, flop_model, matmul_peak_gflops, peak_memory_mib, reset_peak_memory
 from solver.tasks import load_tasks
 
 log = logging.getLogger(__name__)
@@ -29,37 +27,6 @@ log = logging.getLogger(__name__)
 SEQ_TOKENS = 1024      # sequences are trimmed to this budget; tasks whose longest sequence is under 3/4 of it are skipped
 STEPS_PER_TASK = 2     # timed optimiser steps per task and variant (after one untimed warm-up step)
 BATCH = 2
-
-
-@dataclasses.dataclass
-class FlopModel:
-    """Per-token FLOP constants of an adapted model."""
-    frozen: int     # frozen matmul parameters in the decoder layers
-    trainable: int  # trainable parameters (LoRA matrices, trained embeddings / head copies)
-    head: int       # output-head matmul parameters (vocab x hidden)
-    layers: int
-    attn_dim: int   # heads x head dim
-
-    def flops(self, lengths: list[int], trained_tokens: int) -> float:
-        tokens = sum(lengths)
-        attention = 6 * self.layers * self.attn_dim * sum(t * t for t in lengths)  # causal: T^2*d per matmul
-        return 4 * self.frozen * tokens + 6 * self.trainable * tokens + 4 * self.head * trained_tokens + attention
-
-
-def flop_model(peft_model) -> FlopModel:
-    import torch
-    frozen = head = 0
-    for name, mod in peft_model.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or "lora_" in name or "original_module" in name:
-            continue
-        if "lm_head" in name:
-            head = max(head, mod.weight.numel())
-        else:
-            frozen += mod.weight.numel()
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    cfg = peft_model.get_base_model().config
-    attn_dim = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
-    return FlopModel(frozen, trainable, head, cfg.num_hidden_layers, attn_dim)
 
 
 def pick_tasks(tasks: dict, codec, cfg, limit: int) -> list:
@@ -117,55 +84,78 @@ def setup(spec: str, reduce_vocab: bool, cfg):
     return vocab, loaded, adapter, flop_model(adapter.model), load_s
 
 
-def bench(spec: str, tasks_all: dict, limit: int, loops: list[str]) -> list[dict]:
-    """Every (vocabulary, loop) on every task, interleaved task by task so that outside load hits all alike."""
+def make_setups(spec: str, cfg, backends: list[str]) -> list:
+    """One setup per backend asked for that is available (reduced vocabulary), then the full vocabulary with PEFT
+    for pretrained models. A backend that falls back (Unsloth without a GPU or not importable) is left out, logged."""
+    setups = []
+    for backend in backends:
+        one = setup(spec, True, dataclasses.replace(cfg, backend=backend))
+        if one[2].backend != backend:
+            log.warning("bench ttt: backend %s unavailable here (it fell back to %s); no row for it", backend,
+                        one[2].backend)
+            continue
+        setups.append(one)
+    if not spec.startswith("scratch"):
+        setups.append(setup(spec, False, dataclasses.replace(cfg, backend="peft")))
+    return setups
+
+
+def bench(spec: str, tasks_all: dict, limit: int, loops: list[str], backends: list[str] = ("peft",)) -> list[dict]:
+    """Every (vocabulary, backend, loop) on every task, interleaved task by task so that outside load hits all
+    alike."""
     cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
-                              batch_size=BATCH, backend="auto")
-    setups = [setup(spec, True, cfg)] + ([] if spec.startswith("scratch") else [setup(spec, False, cfg)])
+                              batch_size=BATCH, backend="peft")
+    setups = make_setups(spec, cfg, list(backends))
     tasks = pick_tasks(tasks_all, setups[0][1].codec, cfg, limit)
-    runs = {(s[0], loop): [] for s in setups for loop in loops}
+    runs = {(i, loop): [] for i in range(len(setups)) for loop in loops}
     for task in tasks:
-        for vocab, loaded, adapter, flops, _ in setups:
+        for i, (vocab, loaded, adapter, flops, _) in enumerate(setups):
             for loop in loops:
                 r = measure(loaded, adapter, task, cfg, loop, flops)
-                runs[vocab, loop].append(r)
-                log.info("%s %s %s %s: %.1f tokens/s", task.id, spec, vocab, loop, r["tokens"] / r["seconds"])
+                runs[i, loop].append(r)
+                log.info("%s %s %s %s %s: %.1f tokens/s", task.id, spec, vocab, adapter.backend, loop,
+                         r["tokens"] / r["seconds"])
     rows = []
-    for vocab, loaded, adapter, flops, load_s in setups:
+    for i, (vocab, loaded, adapter, flops, load_s) in enumerate(setups):
         for loop in loops:
-            row = {"model": spec, "vocab": vocab, "loop": loop, **summarise(runs[vocab, loop])}
-            row.update(vocab_size=loaded.model.get_input_embeddings().weight.shape[0], backend=adapter.backend,
-                       load_s=load_s, tasks=[t.id for t in tasks])
+            row = {"model": spec, "vocab": vocab, "backend": adapter.backend, "loop": loop,
+                   **summarise(runs[i, loop])}
+            row.update(vocab_size=loaded.model.get_input_embeddings().weight.shape[0], load_s=load_s,
+                       tasks=[t.id for t in tasks])
             rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict], peak: float) -> None:
-    head = f"{'vocab':8} {'V':>6} {'loop':7} {'ex/s':>6} {'tokens/s':>8} {'loss tok/s':>10} {'step s':>7} " \
+    head = f"{'vocab':8} {'V':>6} {'backend':8} {'loop':7} {'ex/s':>6} {'tokens/s':>8} {'loss tok/s':>10} {'step s':>7} " \
            f"{'peak MiB':>9} {'GFLOP/s':>8} {'MFU':>6}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['vocab']:8} {r['vocab_size']:>6} {r['loop']:7} {r['examples_per_s']:6.2f} {r['tokens_per_s']:8.1f} "
+        print(f"{r['vocab']:8} {r['vocab_size']:>6} {r['backend']:8} {r['loop']:7} {r['examples_per_s']:6.2f} {r['tokens_per_s']:8.1f} "
               f"{r['trained_tokens_per_s']:10.1f} {r['step_s']:7.2f} {r['peak_mib']:9.0f} {r['gflops']:8.1f} "
               f"{r['gflops'] / peak:6.1%}")
 
 
 def main(args) -> int:
     import torch
+    from solver.model import resolve_device, resolve_dtype
     spec, limit = args.model, args.limit
-    peak = matmul_peak_gflops()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, fp32 matmul peak {peak:.1f} GFLOP/s")
+    device = resolve_device("auto")
+    dtype = str(resolve_dtype("auto", device)).removeprefix("torch.")  # what load_model trains in here
+    peak = matmul_peak_gflops(device=device, dtype=dtype)
+    where = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
+    print(f"machine: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype} matmul peak "
+          f"{peak:.1f} GFLOP/s on {device}")
     tasks_all = load_tasks(args.tasks)
     loops = ["manual", "hf"]
-    rows = bench(spec, tasks_all, limit, loops)
+    rows = bench(spec, tasks_all, limit, loops, [b for b in (getattr(args, "backends", "") or "peft").split(",")])
     scratch = spec.startswith("scratch")
     print(f"\nmodel {spec}, tasks {args.tasks} ({', '.join(rows[0]['tasks'])}), sequences <= {SEQ_TOKENS} tokens, "
           f"batch {BATCH}, {STEPS_PER_TASK} timed steps per task, backend {rows[0]['backend']}; rates are medians "
           f"over tasks, peak memory is the process's (CPU) or allocated (GPU) high-water mark")
     print_table(rows, peak)
-    summary = {"model": spec, "tasks": args.tasks, "matmul_peak_gflops": round(peak, 1),
+    summary = {"model": spec, "tasks": args.tasks, "matmul_peak_gflops": round(peak, 1), "matmul_dtype": dtype,
                "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
     if scratch:
         print("scratch models have only the compact vocabulary: no reduced/full ratio")

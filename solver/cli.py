@@ -169,7 +169,10 @@ def add_pretrain_parser(sub) -> None:
     s.add_argument("--out", required=True, help="output directory: the model, curve.csv, checkpoint/ (resumes)")
     s.add_argument("--budget", help="wall time: 35m, 6h; the session ends with its export a minute before it")
     s.add_argument("--steps", type=int, help="optimiser steps (cap)")
+    s.add_argument("--flops", help="training FLOPs to spend in all (2e14): the schedule follows FLOPs across sessions "
+                                   "(bases of different sizes at equal compute); --budget then limits each session")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    s.add_argument("--no-plot", action="store_true", help="no curve.png (fewer files in --out)")
     add_config_arguments(s, "pretrain-cpu")
     s.set_defaults(func=cmd_pretrain)
 
@@ -179,11 +182,12 @@ def cmd_pretrain(args) -> int:
     data = [d for d in args.data.split(",") if d] if args.data else None
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
                   pretrain={"data": data, "budget": args.budget, "max_steps": args.steps,
-                            "allow_eval_data": args.allow_eval_data, "target_tokens": args.tokens})
+                            "allow_eval_data": args.allow_eval_data, "target_tokens": args.tokens,
+                            "target_flops": args.flops})
     pretrain(cfg, args.out, progress=not args.no_progress)
     if not main_rank():  # under torchrun, rank 0 alone writes and reports
         return 0
-    if (Path(args.out) / CURVE).is_file():
+    if (Path(args.out) / CURVE).is_file() and not args.no_plot:
         try:
             print(f"curve: {plot_curve(Path(args.out) / CURVE, Path(args.out) / 'curve.png')}")
         except ImportError:
@@ -220,6 +224,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
     s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
+    s.add_argument("--backends", default="peft", help="ttt: adapter backends side by side (peft,unsloth); one that "
+                                                      "is unavailable here is left out with a warning")
     add_executor_arguments(s)
     add_config_arguments(s, "cpu-demo")
     s.set_defaults(func=cmd_bench)
@@ -238,6 +244,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_check_gpu_parser(sub)  # `check-gpu`: the GPU path on a random model of SmolLM2's shape
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
+    from solver.session import add_parser as add_session_parser  # standard library only at import
+    add_session_parser(sub)  # `gpu-session`: one GPU window, verification then pretraining
     return p
 
 

@@ -197,6 +197,11 @@ class PretrainConfig:
                                       "splits it saw, and run/bench warn when measured on one of them")
     target_tokens: str = _f("", "tokens to train on in all (50M, 2G; empty: none): the schedule follows tokens seen "
                                 "across resumed sessions, and budget then limits each session alone")
+    target_flops: str = _f("", "training FLOPs to spend in all (2e14, 500T; empty: none; as solver.measure.FlopModel "
+                               "counts them, padding included): the schedule follows FLOPs across resumed sessions, "
+                               "so that bases of different sizes are compared at equal compute")
+    checkpoint_dir: str = _f("", "where the resumable checkpoint (weights and optimiser) goes (empty: OUT/checkpoint); "
+                                 "the export in OUT is enough alone to resume from")
     budget_margin_s: float = _f(60.0, "a budgeted session writes its final export at least this long before the "
                                       "budget ends (budget_margin_fraction of the budget when that is less)")
     budget_margin_fraction: float = _f(0.1, "the margin of a short budget, as a fraction of it")

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 SCRATCH_SIZES = {
     "tiny": (32, 2, 4, 2, 64),          # ~30k parameters: for tests
     "mini": (64, 2, 4, 2, 128),         # ~76k: the smallest that reliably learns a colour swap by TTT in seconds
-    "small": (256, 6, 8, 4, 768),       # ~4M
+    "small": (256, 6, 8, 4, 768),       # ~4.7M
+    "9m": (384, 6, 6, 2, 1024),         # ~9.5M: the largest whose bf16 export (18 MiB) ships in the repository
     "medium": (512, 8, 8, 4, 1536),     # ~23M
     "large": (768, 12, 12, 4, 2304),    # ~75M
 }
@@ -311,12 +312,20 @@ def read_codec_file(directory: Path) -> Codec | None:
     return codec
 
 
-def save_model(loaded: Loaded, directory: str | Path, source: dict | None = None, tokenizer=None) -> Path:
-    """Save as an ordinary HF directory plus arc_codec.json, so that `load_model(directory)` needs no flags."""
+def save_model(loaded: Loaded, directory: str | Path, source: dict | None = None, tokenizer=None,
+               dtype: str | None = None, shard_bytes: int | None = None) -> Path:
+    """Save as an ordinary HF directory plus arc_codec.json, so that `load_model(directory)` needs no flags; weights
+    cast to `dtype` (a torch dtype name; None: as they are) in safetensors files of at most `shard_bytes`."""
     directory = Path(directory)
     model = loaded.model
     _drop_gguf_quantizer(model)
-    model.save_pretrained(directory)
+    kwargs = {}
+    if dtype is not None:
+        import torch
+        kwargs["state_dict"] = {k: v.detach().to(getattr(torch, dtype)) for k, v in model.state_dict().items()}
+    if shard_bytes is not None:
+        kwargs["max_shard_size"] = shard_bytes
+    model.save_pretrained(directory, **kwargs)
     if tokenizer is not None and not loaded.codec.is_compact:
         tokenizer.save_pretrained(directory)  # a reduced model's ids mean nothing to the tokenizer: not saved
     meta = {"reduced": loaded.codec.is_compact, "token_ids": list(loaded.codec.token_ids),

@@ -64,19 +64,22 @@ def budget_margin(pc: PretrainConfig) -> float:
 def schedule_seconds(pc: PretrainConfig) -> float:
     """Training seconds the schedule spans: the budget less its margin, unless a token target sets the schedule
     (then the budget limits each session alone); 0 when time does not drive it."""
-    if not pc.budget or parse_count(pc.target_tokens):
+    if not pc.budget or parse_count(pc.target_tokens) or parse_count(pc.target_flops):
         return 0.0
     return parse_duration(pc.budget) - budget_margin(pc)
 
 
 def progress_fraction(pc: PretrainConfig, step: int, elapsed: float, micro: int = 0,
-                      micro_per_epoch: int = 0, tokens: int = 0) -> float:
-    """How far training is, 0..1: the largest of steps, tokens, time and epochs used up (whichever limit binds)."""
+                      micro_per_epoch: int = 0, tokens: int = 0, flops: float = 0.0) -> float:
+    """How far training is, 0..1: the largest of steps, tokens, FLOPs, time and epochs used up (whichever limit
+    binds)."""
     parts = [0.0]
     if pc.max_steps > 0:
         parts.append(step / pc.max_steps)
     if parse_count(pc.target_tokens):
         parts.append(tokens / parse_count(pc.target_tokens))
+    if parse_count(pc.target_flops):
+        parts.append(flops / parse_count(pc.target_flops))
     if schedule_seconds(pc) > 0:
         parts.append(elapsed / schedule_seconds(pc))
     if pc.epochs > 0 and micro_per_epoch > 0:
@@ -126,6 +129,7 @@ class State:
     epoch: int = 0
     tokens: int = 0         # real tokens forwarded
     trained_tokens: int = 0  # tokens with loss
+    flops: float = 0.0      # training FLOPs computed (solver.measure.FlopModel, padding included)
     elapsed: float = 0.0    # seconds of training, summed over resumed sessions
     curve: list = field(default_factory=list)  # one dict per evaluation
 
@@ -173,19 +177,41 @@ def load_checkpoint(directory: Path, model, optimizer) -> State | None:
 def export(s: Session, state: State) -> None:
     """The model as it stands, with what training saw: LoRA as an adapter export (solver.shipped: small, loadable as
     `BASE+DIR` or DIR, and enough to resume from), full training as an HF directory + arc_codec.json."""
-    from solver.model import Loaded, save_model
+    from solver.model import Loaded
     t0 = time.monotonic()
     pc = s.cfg.pretrain
     source = {"pretrain": {"data": list(pc.data), "splits": s.splits, "steps": state.step, "tokens": state.tokens,
-                           "trained_tokens": state.trained_tokens, "seconds": round(state.elapsed), "base": s.base,
+                           "trained_tokens": state.trained_tokens, "flops": float(f"{state.flops:.4g}"),
+                           "seconds": round(state.elapsed), "base": s.base,
                            "mode": "lora" if s.lora else "full", "allow_eval_data": pc.allow_eval_data,
                            "command": command_line()}}
     if s.lora:
         export_adapter(s.model, s.codec, s.out, s.base, {"base_seed": pc.seed, "source": source,
                                                          "state": asdict(state)}, pc.export_dtype)
     else:
-        save_model(Loaded(s.model, s.codec, s.base), s.out, source=source)
+        export_full(Loaded(s.model, s.codec, s.base), s.out, {**source, "state": asdict(state)}, pc.export_dtype)
     s.export_s = time.monotonic() - t0
+
+
+def export_full(loaded, out: Path, source: dict, dtype: str) -> None:
+    """A fully trained model as an HF directory in `out` (weights in `dtype`, files of at most 16 MiB), written
+    beside it first and moved in file by file, arc_codec.json (which records the training state) last, so that a
+    killed export leaves the previous one loadable; files of the previous export that the new one lacks go."""
+    import shutil
+
+    from solver.model import CODEC_FILE, save_model
+    from solver.shipped import SHARD_BYTES
+    tmp = out / ".export.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(loaded, tmp, source=source, dtype=dtype, shard_bytes=SHARD_BYTES - 2 ** 20)
+    (tmp / "generation_config.json").unlink(missing_ok=True)  # decoding is the package's own: one file fewer
+    names = sorted(p.name for p in tmp.iterdir() if p.name != CODEC_FILE) + [CODEC_FILE]
+    for stale in out.glob("model*.safetensors*"):
+        if stale.name not in names:
+            stale.unlink()
+    for name in names:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
 
 
 def command_line() -> str:
@@ -197,24 +223,56 @@ def command_line() -> str:
 
 
 def resume(s: Session) -> State:
-    """Where a previous session stopped: the checkpoint (weights, optimiser, state), or a later adapter export
-    alone (weights and state; the optimiser starts afresh); a new State when there is neither."""
-    state = load_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer)
-    if s.lora and is_export(s.out):
-        saved = read_meta(s.out).get("state")
-        if saved and saved["step"] > (state.step if state else -1):
-            try:
-                load_into(s.model, s.out)
-            except (ValueError, RuntimeError) as e:
-                raise ValueError(f"the adapter export in {s.out} does not fit this model/config ({e}); use another "
-                                 f"--out or the settings it was trained with") from None
-            s.optimizer.state.clear()
-            state = State(**saved)
-            log.info("resuming from the adapter export %s (optimiser state starts afresh)", s.out)
+    """Where a previous session stopped: the checkpoint (weights, optimiser, state), or a later export alone
+    (weights and state; the optimiser starts afresh); a new State when there is neither."""
+    state = load_checkpoint(checkpoint_dir(s), s.model, s.optimizer)
+    saved = exported_state(s.out)
+    if saved and saved["step"] > (state.step if state else -1):
+        try:
+            load_export(s)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ValueError(f"the export in {s.out} does not fit this model/config ({e}); use another --out or the "
+                             f"settings it was trained with") from None
+        s.optimizer.state.clear()
+        state = State(**saved)
+        log.info("resuming from the export in %s (optimiser state starts afresh)", s.out)
     if state and state.step:
         log.info("resuming from %s: step %d, epoch %d, %d micro-batches, %.1fM tokens", s.out, state.step,
                  state.epoch, state.micro, state.tokens / 1e6)
     return state or State()
+
+
+def exported_state(out: Path) -> dict | None:
+    """The training state an export in `out` records (adapter export or full model), or None."""
+    from solver.model import CODEC_FILE
+    if is_export(out):
+        return read_meta(out).get("state")
+    path = out / CODEC_FILE
+    if path.is_file():
+        return json.loads(path.read_text()).get("source", {}).get("state")
+    return None
+
+
+def load_export(s: Session) -> None:
+    """The export's weights into the model being trained: LoRA's into the PEFT model, a full model's (any dtype)
+    into every parameter."""
+    if s.lora:
+        load_into(s.model, s.out)
+        return
+    import torch
+    from safetensors.torch import load_file
+    weights = {}
+    for f in sorted(s.out.glob("model*.safetensors")):
+        weights.update(load_file(str(f)))
+    own = s.model.state_dict()
+    tied = getattr(s.model.config, "tie_word_embeddings", False)
+    missing = sorted(k for k in own if k not in weights and not (tied and k == "lm_head.weight"))
+    if missing or any(weights[k].shape != own[k].shape for k in own if k in weights):
+        raise ValueError(f"{len(missing)} tensors missing or of another shape (first: {(missing or list(own))[0]})")
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in weights:
+                v.copy_(weights[k].to(v.dtype))
 
 
 # data parallelism ---------------------------------------------------------------------------------------------------
@@ -314,6 +372,7 @@ class Session:
     eval_s: float = 0.0     # how long the last evaluation took (what the end of a session keeps time for)
     export_s: float = 0.0   # how long the last checkpoint and export took
     step_s: float = 0.0     # how long the last optimiser step took
+    flop_model: object = None  # solver.measure.FlopModel of the model as trained
 
     @property
     def params(self) -> list:
@@ -343,6 +402,7 @@ def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
     """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW and
     the step's precision; wrap the model in DistributedDataParallel on more than one rank (only rank 0 loads the
     evaluation tasks)."""
+    from solver.measure import flop_model
     from solver.model import load_configured
     from solver.precision import Precision, choose
     from solver.threads import tuner_for
@@ -369,7 +429,7 @@ def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
         from torch.nn.parallel import DistributedDataParallel
         trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return Session(cfg, out, model, loaded.codec, opt, lora, mixture, evals, precision, micro, ranks, trainer, base,
-                   mixture.splits(), tuner_for(pc.threads, device.type, ranks.world))
+                   mixture.splits(), tuner_for(pc.threads, device.type, ranks.world), flop_model=flop_model(model))
 
 
 def _trainable(loaded, pc: PretrainConfig, lora: bool) -> tuple[object, list[dict]]:
@@ -388,7 +448,8 @@ def record_eval(s: Session, state: State, train_loss: float) -> None:
     """Evaluate on the held-out tasks, append a row to the curve and rewrite curve.csv."""
     t0 = time.monotonic()
     res = evaluate(s.model, s.codec, s.evals) if s.evals else {"accuracy": float("nan"), "loss": float("nan")}
-    row = {"step": state.step, "tokens": state.tokens, "elapsed_s": round(state.elapsed, 1),
+    row = {"step": state.step, "tokens": state.tokens, "flops": float(f"{state.flops:.4g}"),
+           "elapsed_s": round(state.elapsed, 1),
            "train_loss": round(train_loss, 4), "heldout_loss": round(res["loss"], 4),
            "heldout_accuracy": round(res["accuracy"], 4)}
     state.curve.append(row)
@@ -399,12 +460,15 @@ def record_eval(s: Session, state: State, train_loss: float) -> None:
 
 
 def save_all(s: Session, state: State) -> None:
-    """The checkpoint, and with LoRA the adapter export (small: it is always as recent as the checkpoint)."""
+    """The checkpoint, and the export: always as recent as the checkpoint, and enough alone to resume from."""
     t0 = time.monotonic()
-    save_checkpoint(s.out / CHECKPOINT, s.model, s.optimizer, state)
-    if s.lora:
-        export(s, state)
+    save_checkpoint(checkpoint_dir(s), s.model, s.optimizer, state)
+    export(s, state)
     s.export_s = time.monotonic() - t0
+
+
+def checkpoint_dir(s: Session) -> Path:
+    return Path(s.cfg.pretrain.checkpoint_dir) if s.cfg.pretrain.checkpoint_dir else s.out / CHECKPOINT
 
 
 def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: int | None = None) -> State:
@@ -416,9 +480,10 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
     """
     started = time.monotonic()
     pc, out = cfg.pretrain, Path(out)
-    if not (pc.budget or pc.max_steps > 0 or pc.epochs > 0 or parse_count(pc.target_tokens)):
-        raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps, pretrain.epochs or "
-                         "pretrain.target_tokens")
+    if not (pc.budget or pc.max_steps > 0 or pc.epochs > 0 or parse_count(pc.target_tokens)
+            or parse_count(pc.target_flops)):
+        raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps, pretrain.epochs, "
+                         "pretrain.target_tokens or pretrain.target_flops")
     ranks = init_ranks(cfg.model.device)
     try:
         return _pretrain(cfg, out, ranks, progress, stop_at_step, started)
@@ -448,8 +513,6 @@ def _pretrain(cfg: Config, out: Path, ranks: Ranks, progress: bool, stop_at_step
     if not state.curve or state.curve[-1]["step"] != state.step:
         record_eval(s, state, last_loss)
     save_all(s, state)
-    if not s.lora:
-        export(s, state)
     log.info("pretrain done: %d steps, %.2fM tokens in %.0f s (%.0f tokens/s); model in %s", state.step,
              state.tokens / 1e6, state.elapsed, state.tokens / max(state.elapsed, 1e-9), out)
     return state
@@ -471,7 +534,8 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
     losses, stop = [], ranks.world == 1 and _too_late(s, 0.0)  # (ranks decide together, after each step)
     late = stop
     while not stop:
-        p = progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch, state.tokens)
+        p = progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch, state.tokens,
+                              state.flops)
         if p >= 1.0 or (stop_at_step is not None and state.step >= stop_at_step):
             break
         for g in s.optimizer.param_groups:
@@ -483,6 +547,7 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
         step, state.elapsed, late = all_ranks(step, base_elapsed + time.monotonic() - session_start, ranks, want)
         state.step, state.micro = state.step + 1, state.micro + len(group)
         state.tokens, state.trained_tokens = state.tokens + step.tokens, state.trained_tokens + step.trained_tokens
+        state.flops += s.flop_model.flops([max(len(e) for e in b) for _, b in group for _ in b], step.trained_tokens)
         losses.append(step.loss)
         _show(bar, s, state, losses)
         if pc.eval_every > 0 and state.step % pc.eval_every == 0:
@@ -532,7 +597,7 @@ def _too_late(s: Session, extra: float) -> bool:
 def _show(bar, s: Session, state: State, losses: list[float]) -> None:
     """The progress bar after a step: how far, loss, speed, learning rate, epoch."""
     bar.n = int(1000 * progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch,
-                                         state.tokens))
+                                         state.tokens, state.flops))
     bar.set_postfix_str(f"step {state.step} loss {np.mean(losses):.3f} "
                         f"{state.tokens / max(state.elapsed, 1e-9):,.0f} tok/s "
                         f"lr {s.optimizer.param_groups[0]['lr']:.2e} ep {state.epoch}", refresh=True)
@@ -551,7 +616,7 @@ def write_curve(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
     text = io.StringIO(newline="")
-    w = csv.DictWriter(text, list(rows[0]))
+    w = csv.DictWriter(text, list(dict.fromkeys(k for r in rows for k in r)))  # rows of older sessions may lack some
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(path, text.getvalue())

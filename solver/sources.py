@@ -53,13 +53,13 @@ def parse_source(text: str) -> SourceSpec:
 
 
 def parse_count(text: str | int | float) -> int:
-    """'50M' -> 50_000_000 ('k', 'M', 'G' or 'B' suffixes; plain numbers too; '' or 0: none)."""
+    """'50M' -> 50_000_000 ('k', 'M', 'G', 'B', 'T' or 'P' suffixes; plain numbers and 2e14 too; '' or 0: none)."""
     if isinstance(text, (int, float)):
         return int(text)
     t = text.strip().upper()
     if not t:
         return 0
-    scale = {"K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "B": 10 ** 9}.get(t[-1], 1)
+    scale = {"K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "B": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15}.get(t[-1], 1)
     try:
         value = float(t[:-1] if scale > 1 else t) * scale
     except ValueError:

@@ -1,0 +1,251 @@
+"""`python -m solver gpu-session --minutes M --out DIR [--resume EXPORT]`: one borrowed-GPU window, used in full.
+
+A short verification first, each step a subprocess with its own time limit, so that a failure or a hang is recorded
+and never stops what follows:
+  check-gpu   the package's GPU path on a random model of SmolLM2's shape (`--tiny` on a CPU)
+  bench-ttt   TTT step speed, PEFT and (where it imports) Unsloth side by side: tokens/s, step time, peak memory, MFU
+              against a matmul rate measured on the device in the training dtype
+  bench-infer prediction of one test input, today's path and the shared-prefill one
+  run         a short `run --preset h100` on ARC-AGI-1 training tasks, with the report's per-stage times
+Then pretraining of the base (`--model`, default scratch:9m; resumed from `--resume` or from what DIR/model already
+holds, continuing its step count and token/FLOP schedule) until one minute before M, exporting every
+`--export-every` seconds and once at the end. The checkpoint with optimiser state stays outside DIR.
+
+DIR ends with at most 8 files, none over 16 MiB: session.json (every figure, the versions of torch, transformers,
+peft and unsloth, the device, each step's result or failure, the pretraining curve: loss against tokens seen) and
+model/ (the export: config.json, arc_codec.json, safetensors shards of at most 15 MiB and their index, curve.csv,
+pretrain.json). session.json is rewritten after every step.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from solver.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SESSION = "session.json"
+MODEL = "model"
+MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2 ** 20  # what one device call brings back
+END_MARGIN_S = 60.0  # the session ends this long before its minutes are up
+DEFAULT_BASE = "scratch:9m"
+
+
+def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int) -> list[tuple[str, list[str], int]]:
+    """(name, `python -m solver` arguments, time limit in seconds) of each verification step."""
+    run_out = out_tmp / "run"
+    return [
+        ("check-gpu", ["check-gpu"] + ([] if gpu else ["--tiny"]), 90),
+        ("bench-ttt", ["bench", "ttt", "--model", model, "--limit", "1", "--backends", "peft,unsloth"], 120),
+        ("bench-infer", ["bench", "infer", "--model", model, "--limit", "1"], 90),
+        ("run", ["run", "--preset", "h100" if gpu else "test", "--model", model, "--tasks", "arc1:train", "--limit",
+                 "10", "--budget", f"{run_seconds}s", "--no-progress", "--out", str(run_out / "submission.json"),
+                 "--workdir", str(run_out / "work")], run_seconds + 60),
+    ]
+
+
+def run_step(args: list[str], limit_s: float, env: dict | None = None) -> dict:
+    """`python -m solver ARGS` with a time limit: exit status, seconds, the last JSON line it printed (its figures)
+    and, on a failure, the tail of its output. Never raises."""
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "solver", *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, limit_s), env=env)
+        rc, stdout, stderr = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, stdout, stderr = "timeout", _text(e.stdout), _text(e.stderr) + f"\nstopped after {limit_s:.0f} s"
+    except OSError as e:
+        rc, stdout, stderr = "not started", "", str(e)
+    return {"command": "python -m solver " + " ".join(args), "rc": rc, "seconds": round(time.monotonic() - t0, 1),
+            "ok": rc == 0, "figures": last_json(stdout),
+            "output_tail": (stdout if rc == 0 else stdout + "\n" + stderr)[-(1500 if rc == 0 else 3000):]}
+
+
+def _text(b) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+
+def last_json(text: str) -> dict | None:
+    """The last line of `text` that parses as a JSON object, or None."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def run_report(workdir: Path) -> dict | None:
+    """The figures of a run's report.json that say where the time went."""
+    path = workdir / "report.json"
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    keep = ("tasks", "score", "levels", "failures", "budget_use", "seconds", "ttt_steps", "views", "speeds", "stages")
+    return {k: v for k, v in r.items() if k in keep or k.endswith("_s")}
+
+
+def versions() -> dict:
+    """Versions of what the session runs on, and the device."""
+    import importlib.metadata as md
+
+    import torch
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "peft", "accelerate", "unsloth", "trl"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    out["cuda"] = torch.version.cuda
+    out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return out
+
+
+def read_curve(model_dir: Path) -> list[dict]:
+    path = model_dir / "curve.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(v: str):
+    try:
+        return float(v) if any(c in v for c in ".en") else int(v)
+    except ValueError:
+        return v
+
+
+def out_files(out: Path) -> list[dict]:
+    """Every file under `out` with its size, and whether it breaks the limits of what comes back."""
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    return [{"file": str(p.relative_to(out)), "bytes": p.stat().st_size,
+             "too_large": p.stat().st_size > MAX_FILE_BYTES} for p in files]
+
+
+class Session:
+    """session.json as it grows: rewritten atomically after every step."""
+
+    def __init__(self, out: Path, meta: dict):
+        self.out, self.data = out, {**meta, "steps": {}}
+
+    def record(self, name: str, result: dict) -> None:
+        self.data["steps"][name] = result
+        log.info("session step %s: %s in %.0f s", name, "ok" if result.get("ok") else f"FAILED ({result.get('rc')})",
+                 result.get("seconds", 0))
+        self.save()
+
+    def save(self) -> None:
+        write_text_atomic(self.out / SESSION, json.dumps(self.data, indent=1, default=str) + "\n")
+
+
+def prepare_model_dir(model_dir: Path, resume: str | None) -> str | None:
+    """Copy the export to resume from into model_dir unless model_dir already holds a later one; returns what the
+    pretraining resumes from (a path) or None for a fresh start."""
+    from solver.pretrain import exported_state
+    model_dir.mkdir(parents=True, exist_ok=True)
+    have = exported_state(model_dir)
+    if resume:
+        given = exported_state(Path(resume))
+        if given is None:
+            raise ValueError(f"--resume {resume}: not an export of `pretrain` (no recorded training state)")
+        if have is None or given["step"] > have["step"]:
+            for f in Path(resume).iterdir():
+                if f.is_file() and f.name != "curve.png":
+                    shutil.copy2(f, model_dir / f.name)
+            have = given
+    return str(model_dir) if have else None
+
+
+def pretrain_args(args, model_dir: Path, seconds: float, checkpoint_dir: Path) -> list[str]:
+    """The `pretrain` command of the session's training phase."""
+    cmd = ["pretrain", "--preset", args.preset, "--model", args.model, "--out", str(model_dir), "--budget",
+           f"{max(1, int(seconds))}s", "--no-progress", "--no-plot",
+           "--set", f"pretrain.checkpoint_dir={checkpoint_dir}",
+           "--set", f"pretrain.checkpoint_every_s={args.export_every}",
+           "--set", "pretrain.export_dtype=bfloat16"]
+    if args.data:
+        cmd += ["--data", args.data]
+    if args.tokens:
+        cmd += ["--tokens", args.tokens]
+    for s in args.set or []:
+        cmd += ["--set", s]
+    return cmd
+
+
+def main(args) -> int:
+    """Entry point of `python -m solver gpu-session`."""
+    import torch
+    start = time.monotonic()
+    end = start + 60 * args.minutes - END_MARGIN_S
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / MODEL
+    gpu = torch.cuda.is_available()
+    session = Session(out, {"minutes": args.minutes, "model": args.model, "gpu": gpu, "versions": versions(),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    session.data["resumed_from"] = prepare_model_dir(model_dir, args.resume)
+    session.save()
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-session-"))
+    verify_model = str(model_dir) if session.data["resumed_from"] else args.model
+    steps = verification_steps(verify_model, tmp, gpu, args.run_seconds)
+    wanted = [s for s in args.verify.split(",") if s] if args.verify != "all" else [s[0] for s in steps]
+    for name, cmd, limit in steps:
+        if name in wanted:
+            room = end - time.monotonic() - args.min_pretrain_s
+            res = run_step(cmd, min(limit, room)) if room > 5 else {"ok": False, "rc": "skipped: no time left"}
+            if name == "run":
+                res["report"] = run_report(tmp / "run" / "work")
+            session.record(name, res)
+    seconds = end - time.monotonic()
+    res = run_step(pretrain_args(args, model_dir, seconds, tmp / "checkpoint"), seconds + END_MARGIN_S / 2)
+    from solver.pretrain import exported_state
+    state = exported_state(model_dir)
+    res.update(state={k: v for k, v in (state or {}).items() if k != "curve"} or None, curve=read_curve(model_dir))
+    session.record("pretrain", res)
+    session.data["files"] = out_files(out)
+    session.data["seconds"] = round(time.monotonic() - start, 1)
+    session.save()
+    files = out_files(out)
+    problems = [f["file"] for f in files if f["too_large"]] + (["more than 8 files"] if len(files) > MAX_FILES else [])
+    if problems:
+        log.warning("gpu-session output breaks the limits of what comes back: %s", ", ".join(problems))
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"session": str(out / SESSION), "steps": {k: v.get("ok") for k, v in session.data["steps"].items()},
+                      "files": len(files), "seconds": session.data["seconds"]}))
+    return 0 if res["ok"] else 1
+
+
+def add_parser(sub) -> None:
+    """The `gpu-session` subcommand."""
+    s = sub.add_parser("gpu-session", help="one GPU window: a minute of verification, then pretraining to the end")
+    s.add_argument("--minutes", type=float, required=True, help="length of the window (the session ends a minute "
+                                                                  "before it)")
+    s.add_argument("--out", required=True, help="output directory: session.json and model/ (at most 8 files)")
+    s.add_argument("--resume", help="an export of `pretrain` to continue from (its step count and schedule go on)")
+    s.add_argument("--model", default=DEFAULT_BASE, help=f"base SPEC to pretrain (default {DEFAULT_BASE})")
+    s.add_argument("--data", default="arc1:train,arc2:train", help="pretraining data SPECs (evaluation splits and "
+                                                                   "the held-out slice are always removed)")
+    s.add_argument("--tokens", default="1G", help="tokens to train on in all, across sessions: the learning-rate "
+                                                  "schedule follows tokens seen, so that each session continues the "
+                                                  "last (default 1G)")
+    s.add_argument("--preset", default="pretrain-gpu", help="pretraining preset")
+    s.add_argument("--set", action="append", help="pretraining config fields, as `pretrain --set`")
+    s.add_argument("--export-every", type=float, default=120.0, help="seconds between exports")
+    s.add_argument("--verify", default="all", help="verification steps to run: all, none, or a comma-separated list "
+                                                   "of check-gpu,bench-ttt,bench-infer,run")
+    s.add_argument("--run-seconds", type=int, default=60, help="budget of the verification run")
+    s.add_argument("--min-pretrain-s", type=float, default=120.0, help="verification stops when less than this "
+                                                                       "would be left for pretraining")
+    s.set_defaults(func=main)

@@ -1,0 +1,92 @@
+"""`gpu-session` on the CPU with a tiny base: every verification step recorded (figures or failure), pretraining to
+the end, an export that loads and resumes with its step count continued, and what comes back within the limits."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from solver import session as S
+from solver.config import resolve
+from solver.model import load_model
+from solver.pretrain import exported_state, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "scratch:tiny", "--preset", "pretrain-cpu", "--data", "arc1:train", "--set",
+        "pretrain.eval_tasks=2", "--set", "pretrain.eval_every=4", "--set", "pretrain.batch_tokens=2048",
+        "--export-every", "10", "--tokens", "5M"]
+
+
+def gpu_session(out: Path, minutes: float, *extra: str) -> dict:
+    p = subprocess.run([sys.executable, "-m", "solver", "gpu-session", "--minutes", str(minutes), "--out", str(out),
+                        *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert (out / S.SESSION).is_file(), p.stderr[-3000:]
+    return json.loads((out / S.SESSION).read_text())
+
+
+def check_limits(out: Path) -> None:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= S.MAX_FILES, files
+    assert all(p.stat().st_size <= S.MAX_FILE_BYTES for p in files)
+
+
+def test_a_session_verifies_trains_and_its_export_resumes(tmp_path):
+    out = tmp_path / "out"
+    d = gpu_session(out, 3, "--run-seconds", "10", "--min-pretrain-s", "60")
+    assert d["versions"]["torch"] and d["versions"]["device"] == "cpu" and d["gpu"] is False
+    assert list(d["steps"]) == ["check-gpu", "bench-ttt", "bench-infer", "run", "pretrain"]
+    for name, step in d["steps"].items():  # each step: its figures, or why it failed
+        assert step["ok"] or step.get("output_tail") or str(step["rc"]).startswith("skipped"), name
+    assert d["steps"]["check-gpu"]["ok"], d["steps"]["check-gpu"]
+    ttt = d["steps"]["bench-ttt"]
+    if ttt["ok"]:  # PEFT measured; Unsloth (no GPU here) left out, not faked
+        assert {r["backend"] for r in ttt["figures"]["rows"]} == {"peft"}
+    pre = d["steps"]["pretrain"]
+    assert pre["ok"] and pre["state"]["step"] > 0 and pre["state"]["flops"] > 0
+    assert pre["curve"] and pre["curve"][-1]["tokens"] == pre["state"]["tokens"]
+    check_limits(out)
+    loaded = load_model(str(out / S.MODEL))  # the export loads as a model
+    assert sum(p.numel() for p in loaded.model.parameters()) > 0
+
+    # the next window resumes from the export alone (no checkpoint comes back): its step count goes on
+    again = tmp_path / "again"
+    assert S.prepare_model_dir(again, str(out / S.MODEL)) == str(again)
+    cfg = resolve("pretrain-cpu", None, ["pretrain.eval_tasks=1", "pretrain.eval_every=0",
+                                         "pretrain.batch_tokens=2048", "pretrain.target_tokens=5M"],
+                  model={"spec": "scratch:tiny"}, pretrain={"data": ["arc1:train"]})
+    state = pretrain(cfg, again, progress=False, stop_at_step=pre["state"]["step"] + 2)
+    assert state.step == pre["state"]["step"] + 2 and state.tokens > pre["state"]["tokens"]
+    assert exported_state(again)["step"] == state.step
+
+
+def test_a_failed_or_hung_step_is_recorded_and_the_session_goes_on(tmp_path, monkeypatch):
+    steps = [("broken", ["bench", "no-such-bench"], 30), ("hung", ["check-gpu", "--tiny"], 1)]
+    real = S.run_step
+    pretrain_calls = []
+
+    def run_step(args, limit, env=None):  # the verification steps for real; pretraining only recorded
+        if args[0] == "pretrain":
+            pretrain_calls.append(args)
+            return {"ok": True, "rc": 0, "seconds": 0.0, "figures": None}
+        return real(args, limit, env)
+    monkeypatch.setattr(S, "verification_steps", lambda *a: steps)
+    monkeypatch.setattr(S, "run_step", run_step)
+    assert S.main(session_args(tmp_path, minutes=5, verify="broken,hung")) == 0
+    d = json.loads((tmp_path / S.SESSION).read_text())
+    assert d["steps"]["broken"]["rc"] == 2 and "invalid choice" in d["steps"]["broken"]["output_tail"]
+    assert d["steps"]["hung"]["rc"] == "timeout"
+    assert d["steps"]["pretrain"]["ok"] and len(pretrain_calls) == 1
+
+
+def session_args(out: Path, minutes: float, verify: str):
+    import argparse
+    p = argparse.ArgumentParser()
+    S.add_parser(p.add_subparsers())
+    return p.parse_args(["gpu-session", "--minutes", str(minutes), "--out", str(out), "--verify", verify,
+                         "--model", "scratch:tiny"])
+
+
+def test_resume_refuses_a_folder_that_is_not_an_export(tmp_path):
+    with pytest.raises(ValueError, match="not an export"):
+        S.prepare_model_dir(tmp_path / "model", str(tmp_path))
