@@ -510,6 +510,7 @@ class SharedViews:
         # prompt took 5.2 s alone and 6.0 s per view four at a time (quiet 2-core dev machine)
         cpu = _device(model).type == "cpu"
         self.prefill_batch = prefill_batch or (1 if cpu else batch_size)
+        self.rate = 0.0  # prompt tokens per second of the last prefill: a prefill that would end late is not begun
         self.kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * len(views)  # prompt KV rows
         self.first: list[torch.Tensor | None] = [None] * len(views)  # [vocab] logits of the first answer token
         self.logp: dict[tuple[int, bytes], float] = {}  # (view, grid_key) -> log-likelihood under that view
@@ -520,20 +521,28 @@ class SharedViews:
     def prefill(self, n: int, deadline: float) -> int:
         """Compute the prompts of the first n views (those not yet computed) until the deadline: views of one prompt
         length together, up to prefill_batch per forward pass, so that no row is padded and attention needs no mask
-        (a dihedral view's prompt length is one of two). Returns how many of the first views are ready."""
+        (a dihedral view's prompt length is one of two). Once a view is ready, a prefill that the last one's speed says
+        would end past the deadline is not begun (counted in stats' `prefills_too_late`). Returns how many of the first
+        views are ready."""
         n = min(n, len(self.views))
         todo = [i for i in range(n) if self.kv[i] is None]
         while todo and time.monotonic() < deadline:
             start = time.perf_counter()
             length = len(self.views[todo[0]].prompt)
             chunk = [i for i in todo if len(self.views[i].prompt) == length][:self.prefill_batch]
+            if self.rate and any(kv is not None for kv in self.kv) and \
+                    time.monotonic() + length * len(chunk) / self.rate > deadline:
+                _add(self.stats, "prefills_too_late", len(todo))  # would end past the deadline: not started
+                break
             logits, cache, _, _ = _prefill(self.model, [self.views[i].prompt for i in chunk], self.codec.pad,
                                            self.sym_ids.device, stats=self.stats)
             for i, kv, first in zip(chunk, _split_rows(cache, [length] * len(chunk)), logits[:, -1]):
                 self.kv[i], self.first[i] = kv, first
             todo = [i for i in todo if i not in chunk]
             del cache
-            _add(self.stats, "prefill_s", _synced(self.sym_ids.device) - start)
+            seconds = _synced(self.sym_ids.device) - start
+            self.rate = length * len(chunk) / max(seconds, 1e-9)  # prompt tokens/s, the last prefill's
+            _add(self.stats, "prefill_s", seconds)
             _mark(self.stats, "prefill")
         return next((i for i, kv in enumerate(self.kv) if kv is None), len(self.kv))
 

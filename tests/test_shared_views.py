@@ -202,6 +202,23 @@ def test_past_deadline_costs_no_model_call():
     assert model.calls == 0
 
 
+def test_a_prefill_that_would_end_past_the_deadline_is_not_begun():
+    class SlowPrefill(FakeModel):
+        def forward(self, input_ids, past_key_values=None, **kw):
+            if past_key_values is None or past_key_values.get_seq_length() == 0:
+                time.sleep(0.3 * input_ids.shape[0])  # each prompt takes 0.3 s
+            return super().forward(input_ids, past_key_values=past_key_values, **kw)
+
+    model = SlowPrefill(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
+    views = make_views(colour_swap_task(), 0, CODEC, 4, 0, Config().infer)
+    views = [View(v.transform, views[0].prompt, v.max_shape) for v in views]  # one prompt length: one per pass
+    stats = {}
+    shared = SharedViews(model, CODEC, views, prefill_batch=1, stats=stats)
+    assert shared.prefill(4, time.monotonic() + 0.5) == 1  # the first always; a second would end at 0.6 s
+    assert model.prefills == 1 and stats["prefills_too_late"] == 3
+    assert shared.prefill(4, time.monotonic() + FAR) == 4
+
+
 def test_symbols_spell_the_grid_in_the_views_frame():
     views = transformed_views(CODEC, 4)
     shared = SharedViews(FakeModel(lambda h: np.zeros(16)), CODEC, views)
