@@ -18,6 +18,7 @@ from pathlib import Path
 
 from solver import budget as B
 from solver.files import write_json_atomic, write_text_atomic
+from solver.measure import peak_memory_mib
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def summarise(run, rows: list[dict]) -> dict:
                                                                      "decode_tokens_per_s")},
             "speed_correction": round(run.rates.correction, 3), "load_problems": list(run.load_problems),
             "error": run.error, "submission": str(run.out), "model": run.cfg.model.spec,
-            "hardware": _hardware(run.workers), "code_version": _git_version()}
+            "hardware": _hardware(run.workers), "code_version": _git_version(),
+            "peak_memory_mib": round(peak_memory_mib())}  # this process's: the whole run when workers are in-process
 
 
 def summary_line(report: dict) -> str:

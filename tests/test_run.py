@@ -188,6 +188,7 @@ def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch
     assert report["levels"] == {"FULL": 3} and report["ttt_steps"] == {"min": 3, "median": 3, "max": 3}
     assert report["views"]["max"] == fake_cfg().infer.num_views
     assert 0 < report["task_share_of_budget"] <= 1 and report["load_problems"] == ["x.json: not valid JSON"]
+    assert report["peak_memory_mib"] > 10  # the process's resident high-water mark
 
 
 def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
