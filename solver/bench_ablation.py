@@ -39,6 +39,10 @@ RELATED_ROWS: list[tuple[str, dict]] = [
     # small tasks is at cosine 0.86 (model-free features)
     ("full + adapter reuse (warm start >= 0.85)", {"run": {"reuse_adapters": True, "reuse_warm_threshold": 0.85}}),
 ]
+# rows that isolate one thing, appended after the others so that earlier row numbers keep their meaning
+EXTRA_ROWS: list[tuple[str, dict]] = [
+    ("pretrained only + augmented inference, voting", {"ttt": {"enabled": False}}),  # row 3 without its TTT
+]
 SHARED_SHARE = 0.5  # the share of a row's budget the shared adapter trains in (the rest: the run that uses it)
 COLUMNS = ["row", "model", "tasks", "solved", "correct", "outputs", "score", "seconds", "budget_s", "levels"]
 
@@ -204,7 +208,7 @@ def main(args) -> int:
     out_dir = out.with_suffix("")
     log.info("ablation: model %s, %d tasks (%s), budget %s per row, preset %s; rows in %s", args.model, len(tasks),
              ", ".join(tasks), args.budget, args.preset, out_dir)
-    rows = ROWS + RELATED_ROWS
+    rows = ROWS + RELATED_ROWS + EXTRA_ROWS
     if getattr(args, "rows", ""):
         rows = [rows[int(i)] for i in args.rows.split(",")]
     results = run_ablation(base, tasks, out_dir, rows, executor=base.run.executor)
