@@ -84,9 +84,10 @@ def setup(spec: str, reduce_vocab: bool, cfg):
     return vocab, loaded, adapter, flop_model(adapter.model), load_s
 
 
-def make_setups(spec: str, cfg, backends: list[str]) -> list:
-    """One setup per backend asked for that is available (reduced vocabulary), then the full vocabulary with PEFT
-    for pretrained models. A backend that falls back (Unsloth without a GPU or not importable) is left out, logged."""
+def make_setups(spec: str, cfg, backends: list[str], full_vocab: bool = True) -> list:
+    """One setup per backend asked for that is available (reduced vocabulary), then (full_vocab) the full vocabulary
+    with PEFT for pretrained models. A backend that falls back (Unsloth without a GPU or not importable) is left out,
+    logged."""
     setups = []
     for backend in backends:
         one = setup(spec, True, dataclasses.replace(cfg, backend=backend))
@@ -95,17 +96,18 @@ def make_setups(spec: str, cfg, backends: list[str]) -> list:
                         one[2].backend)
             continue
         setups.append(one)
-    if not spec.startswith("scratch"):
+    if full_vocab and not spec.startswith("scratch"):
         setups.append(setup(spec, False, dataclasses.replace(cfg, backend="peft")))
     return setups
 
 
-def bench(spec: str, tasks_all: dict, limit: int, loops: list[str], backends: list[str] = ("peft",)) -> list[dict]:
+def bench(spec: str, tasks_all: dict, limit: int, loops: list[str], backends: list[str] = ("peft",),
+          full_vocab: bool = True) -> list[dict]:
     """Every (vocabulary, backend, loop) on every task, interleaved task by task so that outside load hits all
     alike."""
     cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
                               batch_size=BATCH, backend="peft")
-    setups = make_setups(spec, cfg, list(backends))
+    setups = make_setups(spec, cfg, list(backends), full_vocab)
     tasks = pick_tasks(tasks_all, setups[0][1].codec, cfg, limit)
     runs = {(i, loop): [] for i in range(len(setups)) for loop in loops}
     for task in tasks:
@@ -149,7 +151,8 @@ def main(args) -> int:
           f"{peak:.1f} GFLOP/s on {device}")
     tasks_all = load_tasks(args.tasks)
     loops = ["manual", "hf"]
-    rows = bench(spec, tasks_all, limit, loops, [b for b in (getattr(args, "backends", "") or "peft").split(",")])
+    backends = [b for b in (getattr(args, "backends", "") or "peft").split(",")]
+    rows = bench(spec, tasks_all, limit, loops, backends, full_vocab=not getattr(args, "reduced_only", False))
     scratch = spec.startswith("scratch")
     print(f"\nmodel {spec}, tasks {args.tasks} ({', '.join(rows[0]['tasks'])}), sequences <= {SEQ_TOKENS} tokens, "
           f"batch {BATCH}, {STEPS_PER_TASK} timed steps per task, backend {rows[0]['backend']}; rates are medians "
@@ -157,10 +160,10 @@ def main(args) -> int:
     print_table(rows, peak)
     summary = {"model": spec, "tasks": args.tasks, "matmul_peak_gflops": round(peak, 1), "matmul_dtype": dtype,
                "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
-    if scratch:
-        print("scratch models have only the compact vocabulary: no reduced/full ratio")
+    if scratch or not any(r["vocab"] == "full" for r in rows):
+        print("no full-vocabulary rows (a scratch model, or --reduced-only): no reduced/full ratio")
     else:
-        by = {(r["vocab"], r["loop"]): r["tokens_per_s"] for r in rows}
+        by = {(r["vocab"], r["loop"]): r["tokens_per_s"] for r in rows if r["backend"] == "peft"}
         summary["ratio_reduced_vs_full_same_loop"] = round(by["reduced", "manual"] / by["full", "manual"], 3)
         summary["ratio_reduced_manual_vs_full_hf"] = round(by["reduced", "manual"] / by["full", "hf"], 3)
         print(f"reduced/full tokens/s: {summary['ratio_reduced_vs_full_same_loop']:.2f}x with the same (manual) loop, "

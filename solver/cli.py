@@ -226,6 +226,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
     s.add_argument("--backends", default="peft", help="ttt: adapter backends side by side (peft,unsloth); one that "
                                                       "is unavailable here is left out with a warning")
+    s.add_argument("--reduced-only", action="store_true", help="ttt: no full-vocabulary rows (saves a second load)")
     add_executor_arguments(s)
     add_config_arguments(s, "cpu-demo")
     s.set_defaults(func=cmd_bench)

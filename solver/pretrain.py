@@ -235,7 +235,8 @@ def resume(s: Session) -> State:
                              f"settings it was trained with") from None
         s.optimizer.state.clear()
         state = State(**saved)
-        log.info("resuming from the export in %s (optimiser state starts afresh)", s.out)
+        log.info("resuming from the %s export %s (optimiser state starts afresh)", "adapter" if s.lora else "model",
+                 s.out)
     if state and state.step:
         log.info("resuming from %s: step %d, epoch %d, %d micro-batches, %.1fM tokens", s.out, state.step,
                  state.epoch, state.micro, state.tokens / 1e6)

@@ -37,7 +37,7 @@ SESSION = "session.json"
 MODEL = "model"
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2 ** 20  # what one device call brings back
 END_MARGIN_S = 60.0  # the session ends this long before its minutes are up
-DEFAULT_BASE = "scratch:9m"
+DEFAULT_BASE = "smollm2"  # the base chosen by measurement (README, "Which base")
 
 
 def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int) -> list[tuple[str, list[str], int]]:
@@ -45,7 +45,8 @@ def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int) -
     run_out = out_tmp / "run"
     return [
         ("check-gpu", ["check-gpu"] + ([] if gpu else ["--tiny"]), 90),
-        ("bench-ttt", ["bench", "ttt", "--model", model, "--limit", "1", "--backends", "peft,unsloth"], 120),
+        ("bench-ttt", ["bench", "ttt", "--model", model, "--limit", "1", "--backends", "peft,unsloth",
+                       "--reduced-only"], 120),
         ("bench-infer", ["bench", "infer", "--model", model, "--limit", "1"], 90),
         ("run", ["run", "--preset", "h100" if gpu else "test", "--model", model, "--tasks", "arc1:train", "--limit",
                  "10", "--budget", f"{run_seconds}s", "--no-progress", "--out", str(run_out / "submission.json"),

@@ -108,28 +108,44 @@ def export_adapter(peft_model, codec: Codec, directory: str | Path, base: str, m
     atomically and the metadata last, so a killed export leaves the previous one loadable."""
     import torch
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
     if not codec.is_compact:
         raise AdapterError("an adapter export needs a reduced model (codec of 16 tokens)")
     directory = Path(directory)
     cast = getattr(torch, dtype)
     state = {k: v.detach().to("cpu", cast).contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    cfg = peft_model.peft_config["default"].to_dict()
+    cfg["base_model_name_or_path"] = base
+    full = {**meta, "format": FORMAT, "base": base, "dtype": dtype,
+            "codec": {"token_ids": list(codec.token_ids), "vocab_size": codec.vocab_size}}
+    return _write(directory, state, cfg, full)
+
+
+def _write(directory: Path, state: dict, config: dict, meta: dict) -> dict:
+    """The weights in shards, adapter_config.json, then arc_adapter.json (naming the shards) last; stale shards go."""
+    from safetensors.torch import save_file
     groups = _shards(state, SHARD_BYTES)
     names = _shard_names(len(groups))
     for name, group in zip(names, groups):
         write_atomic(directory / name, lambda tmp, g=group: save_file(g, str(tmp), metadata={"format": "pt"}))
-    cfg = peft_model.peft_config["default"].to_dict()
-    cfg["base_model_name_or_path"] = base
-    write_text_atomic(directory / CONFIG, json.dumps(cfg, indent=1, default=list) + "\n")
-    full = {**meta, "format": FORMAT, "base": base, "files": names, "dtype": dtype,
-            "codec": {"token_ids": list(codec.token_ids), "vocab_size": codec.vocab_size}}
-    write_text_atomic(directory / META, json.dumps(full, indent=1) + "\n")
+    write_text_atomic(directory / CONFIG, json.dumps(config, indent=1, default=list) + "\n")
+    write_text_atomic(directory / META, json.dumps({**meta, "files": names}, indent=1) + "\n")
     for stale in directory.glob(f"{WEIGHTS}*.safetensors"):
         if stale.name not in names:
             stale.unlink()
     sizes = {n: (directory / n).stat().st_size for n in names + [CONFIG, META]}
     _check_size(directory, sizes)
     return sizes
+
+
+def cast_export(directory: str | Path, dtype: str) -> dict:
+    """Rewrite an adapter export's weights in `dtype` in place (bfloat16 halves a float32 export: what a GPU window
+    carries); returns {file: bytes}."""
+    import torch
+    directory = Path(directory)
+    meta = read_meta(directory)
+    state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_weights(directory).items()}
+    config = json.loads((directory / CONFIG).read_text())
+    return _write(directory, state, config, {**meta, "dtype": dtype})
 
 
 def _check_size(directory: Path, sizes: dict) -> None:

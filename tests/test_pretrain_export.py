@@ -179,3 +179,21 @@ def test_the_thread_tuner_keeps_the_faster_count(monkeypatch):
         tuner.after(1000)
     tuner.close()
     assert seen[1:5] == [1, 1, 2, 2] and seen[5:] == [1, 1, 1] and tuner.best == 1
+
+
+def test_a_float32_export_cast_to_bfloat16_halves_and_still_loads(data_dir, arc1_train, tmp_path):
+    out = tmp_path / "x"
+    s, state = train_in_memory(lora_config(data_dir, steps=1), out)
+    before = sum((out / f).stat().st_size for f in X.read_meta(out)["files"])
+    tasks = small_tasks(arc1_train, 2)
+    want = logits(load_model(f"scratch:tiny+{out}").model, tasks)
+    X.cast_export(out, "bfloat16")
+    meta = X.read_meta(out)
+    after = sum((out / f).stat().st_size for f in meta["files"])
+    assert meta["dtype"] == "bfloat16" and after < 0.6 * before
+    assert all(v.dtype == torch.bfloat16 for v in X.load_weights(out).values())
+    got = logits(load_model(f"scratch:tiny+{out}").model, tasks)
+    live = torch.isfinite(want)  # PAD's logit is dead (-inf) in both
+    assert torch.equal(live, torch.isfinite(got))
+    assert (got - want)[live].abs().max() < 0.05 * want[live].abs().max()  # bf16 rounding of the adapter only
+    assert P.exported_state(out)["step"] == state.step  # still resumable

@@ -13,7 +13,7 @@ from solver.model import load_model
 from solver.pretrain import exported_state, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "scratch:tiny", "--preset", "pretrain-cpu", "--data", "arc1:train", "--set",
+TINY = ["--model", "scratch:tiny", "--preset", "pretrain-scratch", "--data", "arc1:train", "--set",
         "pretrain.eval_tasks=2", "--set", "pretrain.eval_every=4", "--set", "pretrain.batch_tokens=2048",
         "--export-every", "10", "--tokens", "5M"]
 
@@ -52,7 +52,7 @@ def test_a_session_verifies_trains_and_its_export_resumes(tmp_path):
     # the next window resumes from the export alone (no checkpoint comes back): its step count goes on
     again = tmp_path / "again"
     assert S.prepare_model_dir(again, str(out / S.MODEL)) == str(again)
-    cfg = resolve("pretrain-cpu", None, ["pretrain.eval_tasks=1", "pretrain.eval_every=0",
+    cfg = resolve("pretrain-scratch", None, ["pretrain.eval_tasks=1", "pretrain.eval_every=0",
                                          "pretrain.batch_tokens=2048", "pretrain.target_tokens=5M"],
                   model={"spec": "scratch:tiny"}, pretrain={"data": ["arc1:train"]})
     state = pretrain(cfg, again, progress=False, stop_at_step=pre["state"]["step"] + 2)
