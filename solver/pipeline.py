@@ -116,8 +116,9 @@ def fit_to_share(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> tu
 
 def calibrate(w: Worker, task: Task, cfg: Config) -> B.Rates:
     """Time one TTT step on the task's shortest training sequence and a prefill and a few decoding steps of its first
-    view (the adapter is reset after): the speeds this worker plans with (halfway from the preset's) until its tasks
-    measure their own. Cheap on purpose: it is paid from the first task's share."""
+    view (the adapter is reset after): the speeds this worker plans with (solver.budget.cautious_rates: a slower one
+    whole, a faster one halfway from the preset's) until its tasks measure their own. Cheap on purpose: it is paid
+    from the first task's share."""
     from solver.data import build_examples
     from solver.generate import View, decode_batch, make_views
     from solver.ttt import train
@@ -140,7 +141,7 @@ def calibrate(w: Worker, task: Task, cfg: Config) -> B.Rates:
     if stats.get("decode_s") and stats.get("tokens"):
         measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
     log.info("task %s: calibrated %s", task.id, ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
-    return B.update_rates(rates, measured, weight=0.5)  # halfway: one step on a busy machine can mislead
+    return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
 
 
 def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,

@@ -170,3 +170,14 @@ def test_correction_follows_measurements():
     assert r.correction == pytest.approx(2.0, rel=0.01)
     assert B.total_seconds(SIZE, FULL, r) == pytest.approx(2 * est, rel=0.01)
     assert B.update_correction(r, 0.0, 5.0) == r
+
+
+def test_a_slower_first_measurement_is_believed_whole_and_a_faster_one_halfway():
+    planned = B.Rates(train_tokens_per_s=150, prefill_tokens_per_s=1000, decode_tokens_per_s=40, task_overhead_s=1)
+    got = B.cautious_rates(planned, {"train_tokens_per_s": 33, "prefill_tokens_per_s": 86,
+                                     "decode_tokens_per_s": 60})
+    assert got.train_tokens_per_s == 33 and got.prefill_tokens_per_s == 86  # a busy machine: plan at its speed
+    assert got.decode_tokens_per_s == pytest.approx(50)  # faster than planned: halfway
+    size = B.TaskSize(train_tokens=500, prompt_tokens=624, output_tokens=90, num_tests=1)
+    # the reserve for prediction is what the measured speeds say, not the optimistic preset's
+    assert B.predict_seconds(size, 5, got) > 3 * B.predict_seconds(size, 5, planned)
