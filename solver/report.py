@@ -92,9 +92,11 @@ def summarise(run, rows: list[dict]) -> dict:
     seconds = sum(o.seconds for o in done)
     kinds = [part.split(":")[0].strip() for o in done if o.status in ("failed", "retried", "lost")
              for part in (o.error or "unknown").split("| retry:")]
+    empty = sum(o.status == "ok" and o.candidates == 0 for o in done)  # trained (or not), then answered nothing
+    kinds += ["no candidate"] * empty
     return {"tasks": len(run.tasks), "status": _counts(r["status"] for r in rows),
             "levels": _counts(r["level"] for r in rows), "failures": _counts(kinds),
-            "fell_back_after_exception": sum(o.status == "failed" for o in done),
+            "fell_back_after_exception": sum(o.status == "failed" for o in done), "no_candidate": empty,
             "budget_s": run.budget, "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
             "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
             "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),

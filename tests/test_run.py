@@ -79,6 +79,17 @@ def stubborn_factory(cfg):
     return solve
 
 
+def empty_factory(cfg):
+    """Trains, then answers nothing (no candidate decoded in time) for task ids in FAKE_EMPTY; else known answers."""
+    known = known_factory(cfg)
+
+    def solve(task, cfg, deadlines):
+        if task.id in os.environ.get("FAKE_EMPTY", "").split(","):
+            return TaskResult([None] * task.num_tests, ttt_steps=3, candidates=0, views=cfg.infer.num_views)
+        return known(task, cfg, deadlines)
+    return solve
+
+
 def broken_factory(cfg):
     raise FileNotFoundError("model weights not found (fake)")
 
@@ -178,6 +189,14 @@ def test_a_failure_is_loud_logged_counted_and_in_the_exit_status(fake_env, arc1_
     assert exit_status(run_tasks({t: tasks[t] for t in list(tasks)[1:]}, fake_cfg(), fake_env / "b.json",
                                  fake_env / "b", progress=False)) == 0
     assert "failures: 2 RuntimeError" in caplog.text  # the closing summary line counts them
+
+
+def test_a_task_that_answers_nothing_is_a_failure_in_the_report(fake_env, arc1_eval, monkeypatch):
+    tasks = dict(list(arc1_eval.items())[:3])
+    monkeypatch.setenv("FAKE_EMPTY", list(tasks)[1])
+    report = run_tasks(tasks, fake_cfg("empty_factory"), fake_env / "sub.json", fake_env / "work", progress=False)
+    assert report["no_candidate"] == 1 and report["failures"] == {"no candidate": 1}
+    assert len(json.loads((fake_env / "sub.json").read_text())) == 3  # its entry holds fallback attempts
 
 
 def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch):
