@@ -304,13 +304,17 @@ class Decoded:
 @torch.no_grad()
 def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, temperature: float = 0.0,
                  samples: int = 1, generator: torch.Generator | None = None, stats: dict | None = None,
-                 view_offset: int = 0, shared: SharedViews | None = None, record: dict | None = None) -> list[Decoded]:
+                 view_offset: int = 0, shared: SharedViews | None = None, record: dict | None = None,
+                 floor: float | None = None) -> list[Decoded]:
     """Decode views together (greedy at temperature 0, else sampling; `samples` rows per view share its prefill).
 
     Sequences still unfinished at the deadline are dropped. `stats`, when given, accumulates 'steps', 'tokens'
     (generated, EOS included), 'prefill_s', 'decode_s' and 'prefills'. With `shared` (whose views
     view_offset.. are these), decoding starts from its cached prompts instead of prefilling them. `record`, when
-    given, receives 'lp' and 'syms': each step's [rows, 12] symbol log-probs and the [rows] symbols chosen.
+    given, receives 'lp' and 'syms': each step's [rows, 12] symbol log-probs and the [rows] symbols chosen, and
+    'cut': the step at which each row left below `floor` (-1: it did not). With `floor` (and `shared`), a row whose
+    log-prob falls below it leaves the batch unfinished: DFS wants only paths above its threshold, and a path's
+    log-prob only falls.
     """
     if not views or time.monotonic() >= deadline:
         return []
@@ -331,7 +335,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
     start = time.perf_counter()
     state = (model, logits, cache, mask, pos)
     seqs, done, total = _decode_loop(state, codec, views, deadline, temperature, samples, generator, stats, record,
-                                     compact=shared is not None)
+                                     compact=shared is not None, floor=floor if shared is not None else None)
     _add(stats, "decode_s", _synced(device) - start)
     _mark(stats, "decode")
     results = []
@@ -345,8 +349,8 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
 
 
 def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temperature: float, samples: int,
-                 generator, stats: dict | None, record: dict | None,
-                 compact: bool = False) -> tuple[list[list[int]], list[bool], list[float]]:
+                 generator, stats: dict | None, record: dict | None, compact: bool = False,
+                 floor: float | None = None) -> tuple[list[list[int]], list[bool], list[float]]:
     """The constrained decoding steps from prefilled rows: (symbols per row, finished per row, log-prob per row).
 
     With `compact`, a row leaves the batch and the cache (Cache.batch_select_indices) once it has finished, so a batch
@@ -362,6 +366,7 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
     con = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
     total = torch.zeros(n, dtype=torch.float64, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
+    cut = torch.full((n,), -1, dtype=torch.long, device=device)  # the step at which a row left below `floor`
     generated = torch.zeros((), dtype=torch.long, device=device)
     syms = []
     for _ in range(max(v.max_new_tokens for v in views)):
@@ -379,11 +384,13 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
         if record is not None:
             record.setdefault("lp", []).append(raw.new_zeros((n, raw.shape[1])).index_put_((rows,), raw))
             record.setdefault("syms", []).append(syms[-1])
-        finished = int(con[3].sum())
+        leaving = con[3] if floor is None else con[3] | (total[rows] < floor)
+        cut[rows[leaving & ~con[3]]] = len(syms) - 1
+        finished = int(leaving.sum())
         if finished == len(rows) or time.monotonic() >= deadline:
             break
         if compact and finished:
-            keep = (~con[3]).nonzero()[:, 0]
+            keep = (~leaving).nonzero()[:, 0]
             cache.batch_select_indices(keep)
             rows, caps, mask, pos, sym, con = rows[keep], caps[keep], mask[keep], pos[keep], sym[keep], \
                 tuple(x[keep] for x in con)
@@ -393,6 +400,8 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
         logits, cache, pos = out.logits, out.past_key_values, pos + 1
     _add(stats, "tokens", int(generated))
     _add(stats, "steps", len(syms))
+    if record is not None:
+        record["cut"] = cut
     return torch.stack(syms, dim=1).tolist(), done.tolist(), total.tolist()
 
 
@@ -635,8 +644,8 @@ class SharedViews:
     def dfs(self, n: int, icfg: InferConfig, deadline: float) -> list[Decoded]:
         """DFS of the first n views that checks before it searches.
 
-        The first branch of every view's DFS (its greedy path) is decoded batched across views, its steps' log-probs
-        kept as known nodes. Before each view's DFS, the candidates other views have found are teacher-forced from
+        The first branch of every view's DFS (its greedy path, until it ends or falls below the threshold) is decoded
+        batched across views, its steps' log-probs kept as known nodes. Before each view's DFS, the candidates other views have found are teacher-forced from
         its cache in batched passes (their scores under it, and more known nodes); its DFS then calls the model only
         for nodes none of this covers. The same completions as dfs_view alone, with fewer model calls.
         """
@@ -646,7 +655,7 @@ class SharedViews:
             record: dict = {}
             batch = self.views[start:min(n, start + icfg.batch_size)]
             greedy += decode_batch(self.model, self.codec, batch, deadline, stats=self.stats, view_offset=start,
-                                   shared=self, record=record)
+                                   shared=self, record=record, floor=math.log(icfg.dfs_threshold))
             _known_paths(record, start, known)
         self.remember(greedy)
         likely = [d for d in greedy if d.logp > math.log(icfg.dfs_threshold)]  # each its view's DFS finds
@@ -674,8 +683,9 @@ def _known_paths(record: dict, view_offset: int, known: dict[int, dict]) -> None
         return
     lps = torch.stack(record["lp"], dim=1).tolist()
     seqs = torch.stack(record["syms"], dim=1).tolist()
-    for row, (lp, seq) in enumerate(zip(lps, seqs)):
-        end = seq.index(EOS_SYM) + 1 if EOS_SYM in seq else len(seq)
+    cuts = record["cut"].tolist() if "cut" in record else [-1] * len(seqs)
+    for row, (lp, seq, cut) in enumerate(zip(lps, seqs, cuts)):
+        end = cut + 1 if cut >= 0 else seq.index(EOS_SYM) + 1 if EOS_SYM in seq else len(seq)
         learn(known.setdefault(view_offset + row, {}), seq[:end], lp)
 
 

@@ -10,8 +10,8 @@ from test_generate import (CODEC, FakeModel, answer_ids, answer_policy, colour_s
 
 from solver.augment import IDENTITY
 from solver.config import Config
-from solver.generate import (EOS_SYM, NL_SYM, SharedViews, View, decode_batch, dfs_view, make_views,
-                             score_view)
+from solver.generate import (EOS_SYM, LP, NL_SYM, SharedViews, View, _known_paths, decode_batch, dfs_view,
+                             make_views, score_view)
 from solver.model import Loaded, load_model
 from solver.pipeline import predict, predict_one
 from solver.tasks import Task, grid_key
@@ -93,6 +93,32 @@ def test_finished_rows_leave_the_batch_and_answers_stay_those_of_one_view_at_a_t
     assert [(grid_key(d.grid), d.logp, d.tokens) for d in together] == \
         [(grid_key(d.grid), d.logp, d.tokens) for [d] in alone]
     assert [views[d.view].transform.apply(d.grid).shape for d in together] == lengths
+
+
+def test_a_row_below_the_floor_leaves_the_batch_unfinished_and_its_path_stays_known():
+    views = make_views(colour_swap_task(), 0, CODEC, 4, 0, Config().infer)
+    sure = answer_policy({}, default=answer_ids(np.ones((2, 2))))
+
+    def policy(history):  # view 1 is torn between two symbols at every step: p = 1/2 each
+        logits = sure(history)
+        if split(history)[0] == bytes(views[1].prompt.tolist()):
+            logits[CODEC.token_ids[7]] = 0.0
+        return logits
+    model = FakeModel(policy)
+    shared = SharedViews(model, CODEC, views)
+    shared.prefill(4, time.monotonic() + FAR)
+    model.rows.clear()
+    record = {}
+    got = decode_batch(model, CODEC, views, time.monotonic() + FAR, shared=shared, record=record,
+                       floor=math.log(0.3))
+    assert model.rows[0] == 4 and set(model.rows[1:]) == {3}  # after 1/4 < 0.3 at its second symbol it left
+    assert sorted(d.view for d in got) == [0, 2, 3] and record["cut"].tolist() == [-1, 1, -1, -1]
+    known = {}
+    _known_paths(record, 0, known)
+    depth, node = 0, known[1]
+    while LP in node:  # the nodes of its path with log-probs: the two it saw, not the padding after it left
+        depth, node = depth + 1, next(v for k, v in node.items() if k != LP)
+    assert depth == 2
 
 
 def test_shared_greedy_equals_one_view_at_a_time_on_a_real_model():
