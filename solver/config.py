@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from solver.budget import parse_duration
+
+log = logging.getLogger(__name__)
+
+# fields that older versions had and saved: dropped with a warning when a saved config is read
+RETIRED: dict[str, set[str]] = {"ttt": {"loop"}}  # ttt.loop: the Trainer loop, removed (one training loop)
 
 
 class ConfigError(ValueError):
@@ -94,8 +100,6 @@ class TTTConfig:
                                          "(0: never)")
     batch_tokens: int = _f(0, "cap on the tokens of one batch, padding included (0: none; batch_size still caps "
                               "the rows); an out-of-memory step is retried with half the rows per pass")
-    loop: str = _f("manual", "manual: the package's training loop (logits only at trained positions); "
-                             "hf: transformers.Trainer")
 
 
 @dataclass
@@ -237,6 +241,10 @@ class Config:
         for f in dataclasses.fields(cls):
             sub = d.get(f.name, {})
             known = {x.name for x in dataclasses.fields(f.default_factory)}
+            retired = set(sub) & RETIRED.get(f.name, set())
+            if retired:  # a config saved by an older version (a run's workdir): the field no longer means anything
+                log.warning("config section '%s': ignoring retired keys %s", f.name, sorted(retired))
+                sub = {k: v for k, v in sub.items() if k not in retired}
             unknown = set(sub) - known
             if unknown:
                 raise ConfigError(f"config section '{f.name}' has unknown keys: {sorted(unknown)}")

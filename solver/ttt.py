@@ -2,8 +2,8 @@
 
 Training: length-bucketed batches of solver.data's sequences, AdamW with warm-up and a schedule, the shared
 `solver.train.train_step` (logits only at trained positions), stopping cleanly before a caller's deadline (a
-`time.monotonic()` value). `loop="hf"` runs the same data through `transformers.Trainer` instead (measured against the
-package's loop in `bench ttt`). Extra sequences (a related task's, built by the caller) can join a task's own.
+`time.monotonic()` value); the one loop (`transformers.Trainer` was measured against it on a quiet CPU: 154 against
+158 tokens/s, and removed). Extra sequences (a related task's, built by the caller) can join a task's own.
 
 Knows nothing of decoding, voting, task embeddings or the run's budget; the adapter's state lives in solver/adapter.py.
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from solver.codec import IGNORE, Codec, Encoded
+from solver.codec import Codec, Encoded
 from solver.config import TTTConfig
 from solver.data import build_examples, collate, length_batches, mix
 from solver.tasks import Task
@@ -86,10 +86,6 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     """Train the adapter on the examples (no reset here); stop before the deadline; the model ends in eval mode."""
     if deadline is not None and time.monotonic() >= deadline:
         return TTTResult(stopped_by_deadline=True)
-    if cfg.loop == "hf":
-        return train_hf(adapter, examples, cfg, pad_id, deadline, seed)
-    if cfg.loop != "manual":
-        raise ValueError(f"unknown TTT loop '{cfg.loop}' (choose manual or hf)")
     from tqdm import tqdm
     res, start = TTTResult(), time.monotonic()
     if not examples:
@@ -147,65 +143,6 @@ def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: 
                 raise
             rows = max(1, min(rows, len(batch)) // 2)
             log.warning("TTT step out of memory: %d sequences per forward pass from now on (accumulated)", rows)
-
-
-def train_hf(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | None = None,
-             seed: int = 0) -> TTTResult:
-    """The same training through transformers.Trainer (its loss: logits at every position)."""
-    import tempfile
-
-    import torch
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    res, start = TTTResult(), time.monotonic()
-    if not examples:
-        return res
-    rows = [{"input_ids": e.ids, "labels": e.labels(), "length": len(e)} for e in examples]
-
-    class Stop(TrainerCallback):
-        slowest, t0 = 0.0, 0.0
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.slowest = max(self.slowest, time.monotonic() - self.t0)
-            if not _time_left(deadline, self.slowest):
-                res.stopped_by_deadline = control.should_training_stop = True
-
-    def collator(items):
-        batch = collate([Encoded(np.asarray(r["input_ids"]), np.asarray(r["labels"]) != IGNORE) for r in items],
-                        pad_id)
-        res.examples += len(items)
-        res.tokens += int(batch["attention_mask"].sum())
-        res.padded_tokens += batch["input_ids"].numel()
-        res.trained_tokens += int((batch["labels"] != IGNORE).sum())
-        return batch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps or -1,
-            learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.schedule,
-            warmup_steps=cfg.warmup, max_grad_norm=cfg.max_grad_norm or 1e9,
-            train_sampling_strategy="group_by_length",  # checkpointing is the adapter's (train_mode)
-            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
-            use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, dataloader_num_workers=0)
-        opt = make_optimizer(adapter, cfg)
-        trainer = Trainer(model=adapter.model, args=args, train_dataset=rows, data_collator=collator,
-                          optimizers=(opt, None), callbacks=[Stop()])
-        trainer.remove_callback(PrinterCallback)  # one log line per task is ours to write
-        adapter.train_mode(cfg.gradient_checkpointing)
-        try:
-            trainer.train()
-        finally:
-            adapter.eval_mode()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    res.steps = trainer.state.global_step
-    if losses:
-        res.first_loss, res.loss = float(losses[0]), float(losses[-1])
-    res.seconds = time.monotonic() - start
-    return res
 
 
 def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: float | None = None, seed: int = 0,

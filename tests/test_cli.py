@@ -51,3 +51,15 @@ def test_set_and_config_reach_every_field_typed_and_checked(tmp_path, capsys):
     assert main(base + ["--set", "ttt.rank=eight"]) == 2 and "not a valid int" in capsys.readouterr().err
     assert main(base + ["--set", "nosection.x=1"]) == 2
     assert "unknown config section 'nosection' (choose from model, ttt, infer, run, pretrain)" in capsys.readouterr().err
+
+
+def test_a_saved_config_with_a_retired_field_still_loads_and_an_unknown_one_does_not(caplog):
+    import pytest
+
+    from solver.config import Config, ConfigError
+    old = Config().to_dict()
+    old["ttt"]["loop"] = "hf"  # written by a version that had the Trainer loop
+    assert Config.from_dict(old).ttt == Config().ttt and "retired keys ['loop']" in caplog.text
+    old["ttt"]["no_such_field"] = 1
+    with pytest.raises(ConfigError, match="no_such_field"):
+        Config.from_dict(old)

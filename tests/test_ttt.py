@@ -151,11 +151,10 @@ def tiny():
 FAST = dict(augment=False, lr=2e-2, embedding_lr=2e-2, schedule="constant", warmup=0.0, batch_size=2)
 
 
-@pytest.mark.parametrize("loop", ["manual", "hf"])
-def test_training_loss_falls(tiny, loop):
+def test_training_loss_falls(tiny):
     loaded, ad = tiny
     task = swap_task(4, side=2)
-    cfg = TTTConfig(**FAST, epochs=30, loop=loop)
+    cfg = TTTConfig(**FAST, epochs=30)
     probe = data.collate(data.build_examples(task, loaded.codec, cfg), loaded.codec.pad)  # the same sequences
     ad.reset()
     with torch.no_grad():
@@ -196,14 +195,13 @@ def test_gradient_checkpointing_computes_the_same_step(tiny):
     assert is_checkpointing(ad.model.get_base_model())
 
 
-@pytest.mark.parametrize("loop", ["manual", "hf"])
-def test_stops_cleanly_at_the_deadline(tiny, loop):
+def test_stops_cleanly_at_the_deadline(tiny):
     loaded, ad = tiny
     task = swap_task(4, side=2)
-    cfg = TTTConfig(**FAST, epochs=100, loop=loop)
+    cfg = TTTConfig(**FAST, epochs=100)
     res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() - 1)
     assert res.steps == 0 and res.stopped_by_deadline
-    cfg = TTTConfig(**FAST, epochs=10_000, loop=loop)
+    cfg = TTTConfig(**FAST, epochs=10_000)
     res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
     assert 0 < res.steps < 20_000 and res.stopped_by_deadline  # it stopped at its deadline, not after all its steps
 
