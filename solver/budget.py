@@ -113,7 +113,7 @@ def cautious_rates(rates: Rates, measured: dict[str, float]) -> Rates:
     """Rates after a first quick measurement: each measured speed taken whole where it is slower than the planned one
     (prediction's reserve must hold: a task that trains must also answer), halfway towards it where it is faster
     (one quick step on a busy machine can flatter)."""
-    slower = {k: v for k, v in measured.items() if v and 0 < v < getattr(rates, k, 0.0)}
+    slower = {k: v for k, v in measured.items() if 0 < v < getattr(rates, k)}
     faster = {k: v for k, v in measured.items() if k not in slower}
     return update_rates(update_rates(rates, slower, weight=1.0), faster, weight=0.5)
 

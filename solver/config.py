@@ -219,8 +219,8 @@ class PretrainConfig:
                          "few minutes: on a shared machine one thread can beat two)")
     target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                               "module names that get LoRA (mode lora)")
-    export_dtype: str = _f("float32", "dtype of the LoRA export's weights: float32 (exact) | bfloat16 | float16 "
-                                      "(half the size)")
+    export_dtype: str = _f("float32", "dtype of the export's weights, adapter or full model: float32 (exact) | "
+                                      "bfloat16 | float16 (half the size)")
 
 
 @dataclass

@@ -384,8 +384,10 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
         if record is not None:
             record.setdefault("lp", []).append(raw.new_zeros((n, raw.shape[1])).index_put_((rows,), raw))
             record.setdefault("syms", []).append(syms[-1])
-        leaving = con[3] if floor is None else con[3] | (total[rows] < floor)
-        cut[rows[leaving & ~con[3]]] = len(syms) - 1
+        leaving = con[3]
+        if floor is not None:
+            leaving = leaving | (total[rows] < floor)
+            cut[rows[leaving & ~con[3]]] = len(syms) - 1
         finished = int(leaving.sum())
         if finished == len(rows) or time.monotonic() >= deadline:
             break

@@ -535,8 +535,7 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
     losses, stop = [], ranks.world == 1 and _too_late(s, 0.0)  # (ranks decide together, after each step)
     late = stop
     while not stop:
-        p = progress_fraction(pc, state.step, state.elapsed, state.micro, s.micro_per_epoch, state.tokens,
-                              state.flops)
+        p = progress_of(s, state)
         if p >= 1.0 or (stop_at_step is not None and state.step >= stop_at_step):
             break
         for g in s.optimizer.param_groups:
@@ -590,6 +589,12 @@ def _step(s: Session, state: State, group: list) -> tuple[StepResult, bool]:
     return step, _too_late(s, 0.0)
 
 
+def progress_of(s: Session, state: State) -> float:
+    """progress_fraction of the session's schedule where `state` stands."""
+    return progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch, state.tokens,
+                             state.flops)
+
+
 def _too_late(s: Session, extra: float) -> bool:
     """Whether `extra` seconds of work, then a step and the session's end, would pass the deadline."""
     return s.deadline is not None and time.monotonic() + extra + s.reserve() >= s.deadline
@@ -597,8 +602,7 @@ def _too_late(s: Session, extra: float) -> bool:
 
 def _show(bar, s: Session, state: State, losses: list[float]) -> None:
     """The progress bar after a step: how far, loss, speed, learning rate, epoch."""
-    bar.n = int(1000 * progress_fraction(s.cfg.pretrain, state.step, state.elapsed, state.micro, s.micro_per_epoch,
-                                         state.tokens, state.flops))
+    bar.n = int(1000 * progress_of(s, state))
     bar.set_postfix_str(f"step {state.step} loss {np.mean(losses):.3f} "
                         f"{state.tokens / max(state.elapsed, 1e-9):,.0f} tok/s "
                         f"lr {s.optimizer.param_groups[0]['lr']:.2e} ep {state.epoch}", refresh=True)

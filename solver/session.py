@@ -122,10 +122,12 @@ def read_curve(model_dir: Path) -> list[dict]:
 
 
 def _number(v: str):
-    try:
-        return float(v) if any(c in v for c in ".en") else int(v)
-    except ValueError:
-        return v
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def out_files(out: Path) -> list[dict]:
@@ -215,10 +217,9 @@ def main(args) -> int:
     state = exported_state(model_dir)
     res.update(state={k: v for k, v in (state or {}).items() if k != "curve"} or None, curve=read_curve(model_dir))
     session.record("pretrain", res)
-    session.data["files"] = out_files(out)
-    session.data["seconds"] = round(time.monotonic() - start, 1)
-    session.save()
     files = out_files(out)
+    session.data.update(files=files, seconds=round(time.monotonic() - start, 1))
+    session.save()
     problems = [f["file"] for f in files if f["too_large"]] + (["more than 8 files"] if len(files) > MAX_FILES else [])
     if problems:
         log.warning("gpu-session output breaks the limits of what comes back: %s", ", ".join(problems))
