@@ -1,0 +1,121 @@
+"""The program search alone over a task set: `python -m solver search` (a submission, scored when solutions are known)
+and `python -m solver bench search` (programs evaluated per second, core-seconds per task, peak memory, test outputs
+solved top-1/top-2, then one JSON line).
+
+Owns only these two command bodies: the search is solver.search, the submission solver.submission, the scoring
+solver.score.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+
+import numpy as np
+
+from solver.score import print_score, score_table
+from solver.search import SearchResult, answers, search_task
+from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
+from solver.tasks import Task, is_heldout, load_tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK_S = 30.0  # per-task cap without a budget
+
+
+def select_tasks(tasks_spec: str, limit: int | None, heldout: bool) -> dict[str, Task]:
+    """The task set, less everything outside the held-out slice when `heldout`."""
+    tasks = load_tasks(tasks_spec, None if heldout else limit)
+    if heldout:
+        tasks = {tid: t for tid, t in tasks.items() if is_heldout(tid)}
+        tasks = dict(list(tasks.items())[:limit]) if limit is not None else tasks
+    return tasks
+
+
+def attempts_of(task: Task, result: SearchResult) -> list[Attempts]:
+    """Two attempts per test input: the two best distinct answers, then the fallbacks."""
+    return [fill_attempts([g for g, _ in answers(result, i)][:2], test_in)
+            for i, test_in in enumerate(task.test_inputs[:task.num_tests])]
+
+
+def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc: str):
+    """Search every task in turn (tqdm with an ETA); yields (task, result or None when it raised, core-seconds)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    per_task = budget_s / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
+    with logging_redirect_tqdm():
+        for task in tqdm(list(tasks.values()), desc=desc, unit="task"):
+            start = time.process_time()
+            try:
+                result = search_task(task, time.monotonic() + per_task, depth)
+            except Exception:  # one task's failure must not end the run: it gets fallback attempts
+                log.exception("search: task %s raised; fallback attempts", task.id)
+                result = None
+            yield task, result, time.process_time() - start
+
+
+def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
+                   limit: int | None = None, heldout: bool = False) -> int:
+    """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
+    known. Returns 0, or 1 when some task raised."""
+    tasks = select_tasks(tasks_spec, limit, heldout)
+    attempts: dict[str, list[Attempts]] = {}
+    failed = found = 0
+    for task, result, _ in search_each(tasks, depth, budget_s, "search"):
+        if result is None:
+            failed += 1
+            attempts[task.id] = fallback_attempts(task)
+            continue
+        found += bool(result.programs)
+        attempts[task.id] = attempts_of(task, result)
+        write_submission(out, tasks, attempts)
+    write_submission(out, tasks, attempts)
+    print(f"search: {len(tasks)} tasks, {found} with a fitting program, {failed} raised; submission {out}")
+    solutions = {t.id: t.test_outputs for t in tasks.values() if t.test_outputs is not None}
+    if solutions:
+        print_score(score_table(attempts, solutions), show_table=False)
+    return 1 if failed else 0
+
+
+def _solved(task: Task, result: SearchResult | None) -> tuple[int, int, int]:
+    """Test outputs right at the first answer, within the first two, and how many were known."""
+    if task.test_outputs is None or result is None:
+        return 0, 0, 0 if task.test_outputs is None else len(task.test_outputs)
+    top1 = top2 = 0
+    for i, truth in enumerate(task.test_outputs):
+        grids = [g for g, _ in answers(result, i)][:2]
+        hits = [g.shape == truth.shape and np.array_equal(g, truth) for g in grids]
+        top1 += bool(hits[:1] and hits[0])
+        top2 += any(hits)
+    return top1, top2, len(task.test_outputs)
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory (the search needs no torch, so not solver.measure's GPU-aware one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_command(tasks_spec: str = "arc1:train", depth: int = 2, limit: int | None = None, heldout: bool = True,
+                  budget_s: float | None = None) -> int:
+    """Print the search's speed, cost and solves over a task set, then one JSON line of the figures."""
+    tasks = select_tasks(tasks_spec, limit, heldout)
+    evaluated, core, top1, top2, total, failed = 0, [], 0, 0, 0, 0
+    for task, result, seconds in search_each(tasks, depth, budget_s, "bench search"):
+        core.append(seconds)
+        failed += result is None
+        evaluated += result.stats["evaluated"] if result is not None else 0
+        a, b, n = _solved(task, result)
+        top1, top2, total = top1 + a, top2 + b, total + n
+    core_total = sum(core)
+    figures = {"tasks": len(tasks), "depth": depth, "evaluated": evaluated,
+               "programs_per_s": evaluated / core_total if core_total else 0.0,
+               "core_s_min": min(core, default=0.0), "core_s_median": float(np.median(core)) if core else 0.0,
+               "core_s_max": max(core, default=0.0), "core_s_total": core_total, "peak_mib": peak_rss_mib(),
+               "top1": top1, "top2": top2, "test_outputs": total, "raised": failed}
+    print(f"tasks {len(tasks)}  depth {depth}  programs evaluated/s {figures['programs_per_s']:.0f}")
+    print(f"core-seconds per task: min {figures['core_s_min']:.2f}  median {figures['core_s_median']:.2f}  "
+          f"max {figures['core_s_max']:.2f}  (all {core_total:.1f})")
+    print(f"peak memory {figures['peak_mib']:.0f} MiB   solved top-1 {top1}/{total}  top-2 {top2}/{total}")
+    print(json.dumps(figures))
+    return 1 if failed else 0

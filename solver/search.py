@@ -1,0 +1,322 @@
+"""Program search: breadth-first enumeration of compositions of grid primitives that reproduce every demo output.
+
+Owns the enumeration, the learned final colour map, the ranking of fitting programs and the search's views of a task
+(as given, transposed, colours normalised per pair). Programs that give the same grids on every demo input and every
+test input are one node. Bounded by a deadline (time.monotonic()) checked inside the loop and by a cap on the bytes
+of the nodes it holds; it returns what it found when either stops it. Knows the primitives only by name and function
+(solver.grids); knows nothing of models, submissions or scores.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from solver.grids import Primitive, library, predicted_shape
+from solver.tasks import MAX_SIDE, Grid, Task, grid_key
+
+STOP_ORDER = ("done", "deadline", "memory")  # a result's `stopped` is the worst of its views'
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program that reproduces every demo output, and its output per test input (None where it does not apply)."""
+    text: str  # e.g. "crop_bbox | rot90 | colour_map{1:2}"; an augmentation is named first: "transposed: ..."
+    depth: int  # primitives composed (the colour map not counted)
+    size: int  # steps in the text: primitives, the colour map, the augmentation
+    outputs: tuple  # one Grid (or None) per test input, in the task's own frame
+
+
+@dataclass
+class SearchResult:
+    """Fitting programs, best first, and what the search did."""
+    programs: list[Program] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class View:
+    """The task as one search sees it, and how to map its test outputs back to the task's own frame."""
+    name: str  # "" for the task as given
+    inputs: list[Grid]  # demo inputs, then test inputs
+    outputs: list[Grid]  # demo outputs
+    back: object  # back(test_index, grid) -> grid in the task's frame
+
+
+def _digest(values) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for g in values:
+        h.update(b"N" if g is None else grid_key(g))
+    return h.digest()
+
+
+def learn_colour_map(produced: list[Grid], wanted: list[Grid]) -> np.ndarray | None:
+    """A colour table t (t[c] for colour c) with t[p] == w cell for cell in every pair, or None when the shapes
+    differ or one colour would need two images. Colours not seen map to themselves."""
+    if any(p.shape != w.shape for p, w in zip(produced, wanted)):
+        return None
+    table = np.arange(10, dtype=np.uint8)
+    for p, w in zip(produced, wanted):
+        table[p.ravel()] = w.ravel()  # the last image of each colour wins; the check below finds any conflict
+    return table if all(np.array_equal(table[p], w) for p, w in zip(produced, wanted)) else None
+
+
+def colour_map_text(table: np.ndarray, produced: list[Grid]) -> str:
+    """' | colour_map{a:b,...}' for the colours the table changes among those produced; '' when it changes none."""
+    seen = np.unique(np.concatenate([p.ravel() for p in produced]))
+    pairs = [f"{c}:{table[c]}" for c in seen.tolist() if table[c] != c]
+    return f" | colour_map{{{','.join(pairs)}}}" if pairs else ""
+
+
+class _Search:
+    """One breadth-first search over one view: the frontier of distinct nodes, the candidates found, the counters."""
+
+    def __init__(self, view: View, prims: list[tuple[str, Primitive]], deadline: float, max_bytes: int):
+        self.view, self.prims, self.deadline, self.max_bytes = view, prims, deadline, max_bytes
+        self.num_demos = len(view.outputs)
+        self.found: dict[bytes, tuple] = {}  # test-outputs digest -> (names, finish text, tests, votes, weak)
+        self.seen: set[bytes] = set()
+        self.bytes = 0
+        self.evaluated = 0
+        self.stopped = "done"
+        self.depth_reached = 0
+
+    def run(self, depth: int) -> None:
+        """Enumerate compositions up to `depth` primitives; stops early at the deadline or the memory cap."""
+        root = tuple(self.view.inputs)
+        self.seen.add(_digest(root))
+        self._consider((), root)
+        frontier = [((), root)]
+        for d in range(1, depth + 1):
+            last = d == depth
+            frontier = self._level(frontier, last)
+            if self.stopped != "done":
+                return
+            self.depth_reached = d
+
+    def _level(self, frontier: list, last: bool) -> list:
+        nxt = []
+        for names, values in frontier:
+            for pname, fn in self.prims:
+                if time.monotonic() > self.deadline:
+                    self.stopped = "deadline"
+                    return nxt
+                self.evaluated += 1
+                if last:
+                    self._try_final(names + (pname,), fn, values)
+                    continue
+                new = self._apply(fn, values)
+                if new is None:
+                    continue
+                key = _digest(new)
+                if key in self.seen:
+                    continue
+                self.seen.add(key)
+                self.bytes += sum(g.nbytes for g in new if g is not None) + 64 + 16 * len(new)
+                if self.bytes > self.max_bytes:
+                    self.stopped = "memory"
+                    return nxt
+                nxt.append((names + (pname,), new))
+                self._consider(names + (pname,), new)
+        return nxt
+
+    def _apply(self, fn: Primitive, values: tuple) -> tuple | None:
+        """fn on every grid of a node; None when a demo grid gives None (a test grid may give None)."""
+        out = []
+        for i, g in enumerate(values):
+            r = None if g is None else fn(g)
+            if r is None and i < self.num_demos:
+                return None
+            out.append(r)
+        return tuple(out)
+
+    def _try_final(self, names: tuple, fn: Primitive, values: tuple) -> None:
+        """fn as the last step: rejected at the first demo whose output shape or colours cannot fit."""
+        shape = predicted_shape(names[-1], values[0].shape)
+        if shape is not None and shape != self.view.outputs[0].shape:
+            return
+        produced, overlays = [], (False, True)
+        for i, (g, want) in enumerate(zip(values, self.view.outputs)):
+            r = fn(g)
+            if r is None or r.shape != want.shape:
+                return
+            if r.shape != self.view.inputs[i].shape:
+                overlays = tuple(o for o in overlays if not o)
+            overlays = tuple(o for o in overlays if self._fits(self._finish(r, i, o), want))
+            if not overlays:
+                return
+            produced.append(r)
+        tests = tuple(None if g is None else fn(g) for g in values[self.num_demos:])
+        for over in overlays:
+            self._accept(names, produced, tests, over)
+
+    @staticmethod
+    def _fits(r: Grid | None, want: Grid) -> bool:
+        return r is not None and learn_colour_map([r], [want]) is not None
+
+    def _finish(self, r: Grid | None, i: int, over: bool) -> Grid | None:
+        """r, or with `over` r laid on the view's input i (its zero cells show the input; None when shapes differ)."""
+        if not over or r is None:
+            return r
+        base = self.view.inputs[i]
+        return np.where(r != 0, r, base) if r.shape == base.shape else None
+
+    def _consider(self, names: tuple, values: tuple) -> None:
+        """Record a stored node as a candidate when its demo grids fit the demo outputs."""
+        produced = list(values[:self.num_demos])
+        if all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
+            for over in (False, True):
+                self._accept(names, produced, values[self.num_demos:], over)
+
+    def _accept(self, names: tuple, produced: list[Grid], tests: tuple, over: bool) -> None:
+        """Record a program whose demo grids (laid on the inputs when `over`) fit the outputs under a colour map."""
+        produced = [self._finish(r, i, over) for i, r in enumerate(produced)]
+        if any(r is None for r in produced):
+            return
+        table = learn_colour_map(produced, self.view.outputs)
+        if table is None:
+            return
+        tests = tuple(None if g is None else table[g]
+                      for g in (self._finish(t, self.num_demos + j, over) for j, t in enumerate(tests)))
+        key = _digest(tests)
+        finish = (" | over_input" if over else "") + colour_map_text(table, produced)
+        old = self.found.get(key)
+        votes = 1 if old is None else old[3] + 1
+        if old is None or (len(names), finish.count("|"), names) < (len(old[0]), old[1].count("|"), old[0]):
+            self.found[key] = (names, finish, tests, votes, _weak(table, produced))
+        else:
+            self.found[key] = old[:3] + (votes, old[4])
+
+
+def _weak(table: np.ndarray, produced: list[Grid]) -> bool:
+    """Whether a colour map changes a colour that only one demo shows (where there are several demos)."""
+    changed = np.flatnonzero(table != np.arange(10))
+    return len(produced) >= 2 and any(sum(bool((r == c).any()) for r in produced) < 2 for c in changed)
+
+
+def _transposed(task: Task) -> View:
+    return View("transposed", [g.T.copy() for g, _ in task.train] + [g.T.copy() for g in task.test_inputs],
+                [o.T.copy() for _, o in task.train], lambda i, g: g.T.copy())
+
+
+def _permutation(g: Grid, fixed: set[int]) -> np.ndarray:
+    """A colour permutation for one pair: the fixed colours stay, the others take the free slots in order (the
+    lowest first), the input's colours by falling frequency (ties by colour), then the rest; so the input's most
+    frequent colour becomes the background 0 unless 0 is fixed."""
+    counts = np.bincount(g.ravel(), minlength=10)
+    free = [c for c in range(10) if c not in fixed]
+    movable = sorted(free, key=lambda c: (-counts[c], c))
+    perm = np.arange(10, dtype=np.uint8)
+    perm[movable] = free
+    return perm
+
+
+def _normalised(task: Task) -> View | None:
+    """Each pair's colours relabelled by their frequency in its input (colours that only outputs bring stay); None
+    when that changes nothing."""
+    fixed = {int(c) for _, o in task.train for c in np.unique(o)} - {int(c) for i, _ in task.train for c in np.unique(i)}
+    demo_perms = [_permutation(i, fixed) for i, _ in task.train]
+    test_perms = [_permutation(g, fixed) for g in task.test_inputs]
+    if all((p == np.arange(10)).all() for p in demo_perms + test_perms):
+        return None
+    inverse = [np.argsort(p).astype(np.uint8) for p in test_perms]
+    return View("colours", [p[i] for p, (i, _) in zip(demo_perms, task.train)] +
+                [p[g] for p, g in zip(test_perms, task.test_inputs)],
+                [p[o] for p, (_, o) in zip(demo_perms, task.train)], lambda i, g: inverse[i][g])
+
+
+def views(task: Task) -> list[View]:
+    """The task as given, transposed, and with colours normalised (where that differs)."""
+    plain = View("", [i for i, _ in task.train] + list(task.test_inputs), [o for _, o in task.train],
+                 lambda i, g: g)
+    return [v for v in (plain, _transposed(task), _normalised(task)) if v is not None]
+
+
+def plausible(task: Task, outputs: tuple) -> bool:
+    """Whether a program's test outputs could be answers: present, at most 30x30, of colours that the demo outputs or
+    the test input show, and of the shape the demos imply (the input's where every demo keeps its shape, the common
+    one where all demo outputs share one)."""
+    same_as_input = all(i.shape == o.shape for i, o in task.train)
+    shapes = {o.shape for _, o in task.train}
+    known = np.zeros(10, dtype=bool)
+    for _, o in task.train:
+        known[o.ravel()] = True
+    for g, test_in in zip(outputs, task.test_inputs):
+        if g is None or g.size == 0 or g.shape[0] > MAX_SIDE or g.shape[1] > MAX_SIDE:
+            return False
+        seen = known.copy()
+        seen[test_in.ravel()] = True
+        if not seen[g.ravel()].all():
+            return False
+        if same_as_input and g.shape != test_in.shape:
+            return False
+        if not same_as_input and len(shapes) == 1 and g.shape not in shapes:
+            return False
+    return True
+
+
+def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False) -> tuple:
+    """Plausible first, then a colour map seen in several demos before a `weak` one (one that memorises each demo's
+    colours), then fewer primitives, then a shorter program, then more programs giving the same test outputs
+    (`votes`), then by text (all demos fit by definition)."""
+    return (not plausible(task, p.outputs), weak, p.depth, p.size, -votes, p.text)
+
+
+def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
+    """The view's fitting programs in the task's frame, each with its votes and whether its colour map is weak."""
+    out = []
+    prefix = f"{view.name}: " if view.name else ""
+    for names, finish, tests, votes, weak in search.found.values():
+        text = prefix + (" | ".join(names) or "identity") + finish
+        outputs = tuple(None if g is None else view.back(i, g) for i, g in enumerate(tests))
+        out.append((Program(text, len(names), len(names) + finish.count("|") + bool(prefix), outputs), votes, weak))
+    return out
+
+
+def _colours(grids: list[Grid]) -> list[int]:
+    return sorted({int(c) for g in grids for c in np.unique(g)})
+
+
+def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int = 2048,
+                prims: list[tuple[str, Primitive]] | None = None) -> SearchResult:
+    """Fitting programs for a task, best first (see `rank_key`), from every view; stops at `deadline`
+    (time.monotonic()) or when the nodes of one view would pass `max_memory_mb`. `prims` replaces the library."""
+    start = time.monotonic()
+    stats = {"evaluated": 0, "nodes": 0, "seconds": 0.0, "stopped": "done", "depth_reached": 0, "views": 0}
+    if not task.valid:
+        return SearchResult([], stats)
+    found: list[tuple[Program, int, bool]] = []
+    all_views = views(task)
+    reached = []
+    for k, view in enumerate(all_views):
+        now = time.monotonic()
+        lib = prims if prims is not None else library(_colours(view.inputs), _colours(view.outputs))
+        s = _Search(view, lib, now + max(0.0, deadline - now) / (len(all_views) - k), max_memory_mb * 2 ** 20)
+        s.run(depth)
+        found += _programs(s, view)
+        stats["evaluated"] += s.evaluated
+        stats["nodes"] += len(s.seen)
+        stats["views"] += 1
+        reached.append(s.depth_reached)
+        if STOP_ORDER.index(s.stopped) > STOP_ORDER.index(stats["stopped"]):
+            stats["stopped"] = s.stopped
+    stats["depth_reached"] = min(reached)
+    stats["seconds"] = time.monotonic() - start
+    found.sort(key=lambda pvw: rank_key(task, *pvw))
+    return SearchResult([p for p, _, _ in found], stats)
+
+
+def answers(result: SearchResult, test_index: int) -> list[tuple[Grid, Program]]:
+    """Distinct grids for one test input, best first, each with the best program that gives it."""
+    out, seen = [], set()
+    for p in result.programs:
+        g = p.outputs[test_index] if test_index < len(p.outputs) else None
+        if g is None:
+            continue
+        key = grid_key(g)
+        if key not in seen:
+            seen.add(key)
+            out.append((g, p))
+    return out
