@@ -23,7 +23,8 @@ def fake_factory(cfg):
     def solve(task, cfg, deadlines):
         with open(os.environ["FAKE_LOG"], "a") as f:
             f.write(json.dumps({"task": task.id, "enabled": cfg.ttt.enabled, "shared": cfg.ttt.shared_adapter,
-                                "adapter_dir": cfg.run.shared_adapter, "views": cfg.infer.num_views}) + "\n")
+                                "adapter_dir": cfg.run.shared_adapter, "views": cfg.infer.num_views,
+                                "pid": os.getpid()}) + "\n")
         good = cfg.ttt.enabled and not cfg.ttt.shared_adapter and cfg.infer.num_views > 1
         wrong = np.zeros((1, 1), np.uint8)
         return TaskResult([(out if good else wrong, wrong) for out in task.test_outputs])
@@ -90,5 +91,6 @@ def test_a_row_runs_in_its_own_process(fake_env):
     tasks = {t.id: t for t in (toy("aa"),)}
     name, overrides = A.ROWS[-1]
     r = A.run_row(name, A.row_config(base_config(), overrides), tasks, fake_env / "row", isolate=True)
-    assert r["solved"] == 1 and r["error"] == "" and r["seconds"] < 60
-    assert json.loads((fake_env / "calls.jsonl").read_text())["views"] > 1
+    assert r["solved"] == 1 and r["error"] == "" and r["seconds"] > 0  # timed (how long is the benchmarks' business)
+    call = json.loads((fake_env / "calls.jsonl").read_text())
+    assert call["views"] > 1 and call["pid"] != os.getpid()  # solved in another process

@@ -235,29 +235,56 @@ def test_sampling_is_seeded():
 
 
 # deadlines ----------------------------------------------------------------------------------------------------------
-def test_past_deadline_returns_fallback_without_calling_the_model():
+def test_past_deadline_returns_fallback_without_calling_the_model(fake_clock):
+    import solver.generate
+    import solver.pipeline
+    fake_clock.install(solver.pipeline, solver.generate)
     task = colour_swap_task()
     model = FakeModel(random_policy(0))
-    start = time.monotonic()
-    attempts = predict(Loaded(model, CODEC, "fake"), task, Config(), deadline=time.monotonic() - 1)
-    assert time.monotonic() - start < 0.5 and model.calls == 0
+    attempts = predict(Loaded(model, CODEC, "fake"), task, Config(), deadline=fake_clock.now - 1)
+    assert model.calls == 0  # no work at all: the fallback alone
     assert len(attempts) == 1
     assert grid_key(attempts[0].attempt_1) == grid_key(task.test_inputs[0])
     assert attempts[0].attempt_2.tolist() == [[0]]
     view = View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (3, 3))
-    past = time.monotonic() - 1
+    past = fake_clock.now - 1
     assert decode_batch(model, CODEC, [view], past) == []
     assert dfs_view(model, CODEC, view, past, threshold=0.1, max_candidates=3) == []
     assert score_view(model, CODEC, view, [np.zeros((1, 1), np.uint8)], past) is None
     assert model.calls == 0
 
 
-def test_deadline_mid_decode_returns_what_finished():
-    views = [View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (30, 30))] * 2
-    slow = FakeModel(lambda h: (time.sleep(0.01), np.where(np.arange(16) < 10, 0.0, -50.0))[1])  # never stops
-    start = time.monotonic()
-    assert decode_batch(slow, CODEC, views, time.monotonic() + 0.3) == []
-    assert time.monotonic() - start < 2.0
+def test_deadline_mid_decode_returns_what_finished(fake_clock):
+    """Rows that finished before the deadline come back (mapped to their views); rows still decoding do not; decoding
+    stops at the first step past the deadline. Time is a fake clock: each model call takes one second."""
+    import solver.generate
+    fake_clock.install(solver.generate)
+    short = np.array([CODEC.bos, CODEC.out])                                     # answers a 2x2 grid: 7 tokens
+    long = np.array([CODEC.bos, *CODEC.grid_ids(np.array([[7]], np.uint8)), CODEC.out])  # never ends early
+    never_ends = np.where(np.arange(len(CODEC.token_ids)) < 10, 0.0, -50.0)      # digits only: a full 5x5, 31 tokens
+    quick = answer_ids([[1, 2], [3, 4]])
+
+    class OneSecondPerCall(FakeModel):
+        def forward(self, *args, **kw):
+            fake_clock.advance(1.0)
+            return super().forward(*args, **kw)
+
+    def policy(history):
+        prompt, _ = split(history)
+        return answer_policy({}, default=quick)(history) if prompt == bytes(short.tolist()) else never_ends
+    views = [View(IDENTITY, short, (5, 5)), View(IDENTITY, long, (5, 5)), View(IDENTITY, short, (5, 5))]
+
+    unhurried = decode_batch(OneSecondPerCall(policy), CODEC, views, fake_clock.now + 1000)
+    assert sorted(d.view for d in unhurried) == [0, 1, 2]                        # with time, every row finishes
+    assert [d.grid.shape for d in sorted(unhurried, key=lambda d: d.view)] == [(2, 2), (5, 5), (2, 2)]
+
+    model = OneSecondPerCall(policy)
+    deadline = fake_clock.now + 15                                               # the short rows end by 8 s
+    got = decode_batch(model, CODEC, views, deadline)
+    assert sorted(d.view for d in got) == [0, 2]                                 # what finished; not the long row
+    assert all(d.grid.tolist() == [[1, 2], [3, 4]] and d.tokens == len(quick) for d in got)
+    assert deadline <= fake_clock.now < deadline + 1 and model.calls < 31        # stopped at the first step past it
+    assert decode_batch(OneSecondPerCall(policy), CODEC, views[1:2], fake_clock.now + 15) == []  # nothing finished
 
 
 def test_invalid_task_gets_fallbacks():
