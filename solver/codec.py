@@ -1,4 +1,4 @@
-"""Grids to token ids and back: the one place that knows the token layout.
+"""The prompt-format interface, and the package's own token layout: grids to token ids and back.
 
 Layout of an encoded task (one token per cell, every row ends in a newline):
 
@@ -10,10 +10,16 @@ model continues with the output rows and closes them with EOS.
 The layout is written in SYMBOLS. A `Codec` maps each symbol to a token id: its own compact vocabulary (ids 0..15 in
 SYMBOLS order, for `scratch` models and for pretrained models whose vocabulary was reduced to these rows), or the ids
 of any tokenizer in which every symbol is a single token. Knows nothing of models, augmentations or decoding strategy.
+
+`PromptFormat` is the seam every other module goes through: render a task to ids (with the loss mask), count its
+tokens, the length of an answer of a shape, the ids the decoder may emit (ten digits, row separator, end), an answer
+as ids, and generated ids back to a grid. `Codec` is the package's own format; solver.formats holds the formats of
+public checkpoints. No module outside these two knows a layout (tests/test_layout.py checks it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -23,6 +29,7 @@ DIGITS = tuple(str(d) for d in range(10))
 NL, INP, OUT, BOS, EOS, PAD = "\n", "I", "O", "<bos>", "<eos>", "<pad>"
 SYMBOLS = DIGITS + (NL, INP, OUT, BOS, EOS, PAD)  # compact id = index here
 IGNORE = -100  # label of positions without loss (the transformers convention)
+CODEC_FILE = "arc_codec.json"  # beside a saved model's weights: the codec it speaks, and whether it was reduced
 
 
 class CodecError(ValueError):
@@ -43,10 +50,47 @@ class Encoded:
         return np.where(self.mask, self.ids, IGNORE)
 
 
+class PromptFormat(Protocol):
+    """How a checkpoint writes a task in tokens: the only door through which the package meets a token layout."""
+    name: str                   # the format's name (model.format)
+    token_ids: tuple[int, ...]  # every id the format writes (vocabulary reduction keeps these rows)
+    vocab_size: int             # size of the model vocabulary these ids live in
+    closed_rows: bool           # the row separator ends every row (else it only stands between rows)
+    symbols: tuple[str, ...]    # what each of token_ids stands for (for files people read)
+
+    @property
+    def pad(self) -> int: """Token id that pads a batch (never trained on, never generated)."""
+    @property
+    def emit_ids(self) -> tuple[int, ...]: """Ids the decoder may emit for a grid: digits 0-9, row separator, end."""
+    @property
+    def is_compact(self) -> bool: """The ids are the format's own vocabulary, not a tokenizer's."""
+
+    def answer_ids(self, grid: Grid) -> np.ndarray:
+        """The grid's rows then EOS."""
+        return np.append(self.grid_ids(grid), self.eos)
+
+    def answer_length(self, rows: int, cols: int) -> int:
+        """Tokens of a rows x cols answer: a newline after each row, then EOS."""
+        return rows * (cols + 1) + 1
+
+    def encode(self, demos: list[tuple[Grid, Grid]], query: Grid, answer: Grid | None = None,
+               train_demo_outputs: bool = False) -> Encoded: """Render demos + query (+ answer) with the loss mask."""
+    def num_tokens(self, demos: list[tuple[Grid, Grid]], query: Grid, answer: Grid | None = None) -> int:
+        """len(encode(...)) without building the sequence."""
+    def answer_length(self, rows: int, cols: int) -> int: """Tokens of an answer of that shape, its end included."""
+    def answer_ids(self, grid: Grid) -> np.ndarray: """The tokens of a grid as an answer, its end included."""
+    def decode_grid(self, ids) -> Grid | None: """The grid in generated ids; None when malformed (never raises)."""
+    def special_ids(self) -> dict[str, int]: """bos/eos/pad token ids for a model's config (`bos_token_id`, ...)."""
+    def dead_ids(self) -> list[int]: """Token ids the model must never predict."""
+
+
 @dataclass(frozen=True)
 class Codec:
     token_ids: tuple[int, ...]  # token id of each symbol, in SYMBOLS order
     vocab_size: int             # size of the model vocabulary these ids live in
+    name: ClassVar[str] = "codec"
+    closed_rows: ClassVar[bool] = True  # every row ends with a newline, EOS follows the last one
+    symbols: ClassVar[tuple[str, ...]] = SYMBOLS  # what token_ids' entries stand for (for files people read)
 
     def __post_init__(self):
         if len(self.token_ids) != len(SYMBOLS):
@@ -102,6 +146,18 @@ class Codec:
     def is_compact(self) -> bool:
         return self.token_ids == tuple(range(len(SYMBOLS))) and self.vocab_size == len(SYMBOLS)
 
+    @property
+    def emit_ids(self) -> tuple[int, ...]:
+        """Digits 0-9, newline, EOS: the ids a decoded answer is made of."""
+        return self.token_ids[:11] + (self.eos,)
+
+    def special_ids(self) -> dict[str, int]:
+        return {"bos_token_id": self.bos, "eos_token_id": self.eos, "pad_token_id": self.pad}
+
+    def dead_ids(self) -> list[int]:
+        """PAD, unless PAD is another symbol's token (EOS, in a full vocabulary)."""
+        return [] if self.pad in self.token_ids[:-1] else [self.pad]
+
     # encoding ---------------------------------------------------------------------------------------------------
     def grid_ids(self, grid: Grid) -> np.ndarray:
         """Rows of digit tokens, each row closed by a newline token."""
@@ -110,6 +166,14 @@ class Codec:
         out[:, :w] = self._digits[grid]
         out[:, w] = self.nl
         return out.reshape(-1)
+
+    def answer_ids(self, grid: Grid) -> np.ndarray:
+        """The grid's rows then EOS."""
+        return np.append(self.grid_ids(grid), self.eos)
+
+    def answer_length(self, rows: int, cols: int) -> int:
+        """Tokens of a rows x cols answer: a newline after each row, then EOS."""
+        return rows * (cols + 1) + 1
 
     def encode(self, demos: list[tuple[Grid, Grid]], query: Grid, answer: Grid | None = None,
                train_demo_outputs: bool = False) -> Encoded:
@@ -134,9 +198,9 @@ class Codec:
     def num_tokens(self, demos: list[tuple[Grid, Grid]], query: Grid, answer: Grid | None = None) -> int:
         """len(encode(...)) without building the sequence."""
         def size(g: Grid) -> int:
-            return g.shape[0] * (g.shape[1] + 1)
+            return self.answer_length(*g.shape) - 1
         n = 1 + sum(2 + size(a) + size(b) for a, b in demos) + 2 + size(query)
-        return n + (size(answer) + 1 if answer is not None else 0)
+        return n + (self.answer_length(*answer.shape) if answer is not None else 0)
 
     # decoding ---------------------------------------------------------------------------------------------------
     def decode_grid(self, ids) -> Grid | None:

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from solver.augment import sample_transforms
-from solver.codec import IGNORE, Codec, Encoded
+from solver.codec import IGNORE, Codec, Encoded, PromptFormat
 from solver.config import PretrainConfig, TTTConfig
 from solver.tasks import HELDOUT_SOURCE, Grid, Task, is_heldout, load_tasks
 
@@ -39,7 +39,7 @@ def direct(pairs: list[Pair]) -> list[Unit]:
     return [([], a, b) for a, b in pairs]
 
 
-def fit_budget(codec: Codec, unit: Unit, max_tokens: int) -> Unit | None:
+def fit_budget(codec: PromptFormat, unit: Unit, max_tokens: int) -> Unit | None:
     """The unit with the largest context demos dropped until it fits max_tokens; None if the query alone does not."""
     demos, q, a = unit
     demos = list(demos)
@@ -63,7 +63,7 @@ class Trimmed:
                 f"(budget {max_tokens} tokens)")
 
 
-def fitted_sequences(codec: Codec, units: list[Unit], max_tokens: int, train_demo_outputs: bool,
+def fitted_sequences(codec: PromptFormat, units: list[Unit], max_tokens: int, train_demo_outputs: bool,
                      trimmed: Trimmed) -> list[Encoded]:
     """Each unit within the token budget, encoded; what was cut is counted in `trimmed`."""
     out = []
@@ -79,7 +79,7 @@ def fitted_sequences(codec: Codec, units: list[Unit], max_tokens: int, train_dem
     return out
 
 
-def fit_prompt(task: Task, test_index: int, codec: Codec, max_tokens: int) -> tuple[Task, int]:
+def fit_prompt(task: Task, test_index: int, codec: PromptFormat, max_tokens: int) -> tuple[Task, int]:
     """The task with the largest demos dropped until the prompt of test input `test_index` (every demo, the query)
     fits max_tokens: the same rule as training's (`fit_budget`), never the query; (task, demos dropped)."""
     fitted = fit_budget(codec, (list(task.train), task.test_inputs[test_index], None), max_tokens)
@@ -98,7 +98,7 @@ def augmentation_kinds(names) -> dict[str, bool]:
 
 
 # one task's TTT sequences -------------------------------------------------------------------------------------------
-def build_examples(task: Task, codec: Codec, cfg: TTTConfig, seed: int = 0) -> list[Encoded]:
+def build_examples(task: Task, codec: PromptFormat, cfg: TTTConfig, seed: int = 0) -> list[Encoded]:
     """The task's training sequences: unique, within the token budget, at most cfg.max_examples.
 
     The un-augmented sequences come first; the augmented ones are a seeded random choice among the rest. Trimming
@@ -125,7 +125,7 @@ def build_examples(task: Task, codec: Codec, cfg: TTTConfig, seed: int = 0) -> l
     return (first + rest)[:cfg.max_examples]
 
 
-def neighbour_examples(neighbours: list[Task], codec: Codec, cfg: TTTConfig, seed: int = 0) -> list[Encoded]:
+def neighbour_examples(neighbours: list[Task], codec: PromptFormat, cfg: TTTConfig, seed: int = 0) -> list[Encoded]:
     """The neighbours' TTT sequences, built as a task's own (same augmentations, budget, de-duplication), interleaved
     task by task so that any prefix draws on every neighbour."""
     per_task = [build_examples(t, codec, replace(cfg, neighbours=0), seed + 1 + i) for i, t in enumerate(neighbours)]
@@ -165,7 +165,7 @@ def load_training(specs: list[str], allow_eval: bool = False) -> dict[str, Task]
     return out
 
 
-def mixture_stream(mixture, codec: Codec, pc: PretrainConfig, start: int = 0) -> Iterator[tuple[int, list]]:
+def mixture_stream(mixture, codec: PromptFormat, pc: PretrainConfig, start: int = 0) -> Iterator[tuple[int, list]]:
     """(epoch, micro-batch) of a solver.sources.Mixture from micro-batch number `start` on: each epoch's tasks in
     windows of `pc.window_tasks` (shuffled across sources first when there are several windows), each window's
     sequences length-bucketed. One source in one window is `batch_stream` over its tasks, batch for batch."""
@@ -183,7 +183,7 @@ def mixture_stream(mixture, codec: Codec, pc: PretrainConfig, start: int = 0) ->
         epoch += 1
 
 
-def window_batches(tasks: list[Task], codec: Codec, pc: PretrainConfig, epoch: int) -> Iterator[list[list]]:
+def window_batches(tasks: list[Task], codec: PromptFormat, pc: PretrainConfig, epoch: int) -> Iterator[list[list]]:
     """An epoch's micro-batches, window by window (the order and seeds of `epoch_batches` for a single window)."""
     size = max(1, pc.window_tasks)
     if len(tasks) > size:
@@ -196,7 +196,7 @@ def window_batches(tasks: list[Task], codec: Codec, pc: PretrainConfig, epoch: i
                                                                tokens=pc.batch_tokens)]
 
 
-def task_tokens(task: Task, codec: Codec) -> int:
+def task_tokens(task: Task, codec: PromptFormat) -> int:
     """Tokens of the task's longest test sequence (all demos as context, the test output as answer)."""
     outs = task.test_outputs or [q for q in task.test_inputs]
     return max(codec.num_tokens(task.train, q, a) for q, a in zip(task.test_inputs, outs))
@@ -221,7 +221,7 @@ def epoch_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()[:8], "big")
 
 
-def task_sequences(task: Task, codec: Codec, pc: PretrainConfig, seed: int) -> list[Encoded]:
+def task_sequences(task: Task, codec: PromptFormat, pc: PretrainConfig, seed: int) -> list[Encoded]:
     """One random augmentation of the task (identity allowed), and every pair in turn as the query."""
     kinds = augmentation_kinds(pc.augmentations)
     whole = Task(task.id, all_pairs(task), [])
@@ -233,18 +233,18 @@ def task_sequences(task: Task, codec: Codec, pc: PretrainConfig, seed: int) -> l
                             Trimmed())
 
 
-def epoch_examples(tasks: list[Task], codec: Codec, pc: PretrainConfig, epoch: int) -> list[Encoded]:
+def epoch_examples(tasks: list[Task], codec: PromptFormat, pc: PretrainConfig, epoch: int) -> list[Encoded]:
     """The epoch's sequences: fresh augmentations, a function of (seed, epoch) only."""
     return [e for i, t in enumerate(tasks) for e in task_sequences(t, codec, pc, epoch_seed(pc.seed, epoch, i))]
 
 
-def epoch_batches(tasks: list[Task], codec: Codec, pc: PretrainConfig, epoch: int) -> list[list[Encoded]]:
+def epoch_batches(tasks: list[Task], codec: PromptFormat, pc: PretrainConfig, epoch: int) -> list[list[Encoded]]:
     examples = epoch_examples(tasks, codec, pc, epoch)
     rng = np.random.default_rng(epoch_seed(pc.seed, epoch, -1))
     return [[examples[i] for i in b] for b in length_batches([len(e) for e in examples], rng, tokens=pc.batch_tokens)]
 
 
-def batch_stream(tasks: list[Task], codec: Codec, pc: PretrainConfig, start: int = 0) -> Iterator[tuple[int, list]]:
+def batch_stream(tasks: list[Task], codec: PromptFormat, pc: PretrainConfig, start: int = 0) -> Iterator[tuple[int, list]]:
     """(epoch, micro-batch) from micro-batch number `start` on; the same order whether started at 0 or resumed."""
     epoch, seen = 0, 0
     while pc.epochs <= 0 or epoch < pc.epochs:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from solver.augment import DIHEDRAL_NAMES, Transform, sample_transforms
-from solver.codec import Codec
+from solver.codec import Codec, PromptFormat
 from solver.config import InferConfig
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
 
@@ -46,8 +46,9 @@ EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, n
 class View:
     """A test input seen through one transform: the prompt to decode from and the largest output worth generating."""
     transform: Transform
-    prompt: np.ndarray            # int64 token ids, demos + query under the transform, ending with the O marker
+    prompt: np.ndarray            # int64 token ids, demos + query under the transform, ending where the answer starts
     max_shape: tuple[int, int]    # (rows, cols) cap on the generated grid, in this view's frame
+    codec: PromptFormat = Codec.compact()  # the format the prompt is in (it says how long an answer is)
 
     @property
     def group(self) -> str:
@@ -55,8 +56,7 @@ class View:
 
     @property
     def max_new_tokens(self) -> int:
-        rows, cols = self.max_shape
-        return rows * (cols + 1) + 1
+        return self.codec.answer_length(*self.max_shape)
 
 
 def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:
@@ -94,13 +94,13 @@ def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, i
     return min(side, MAX_SIDE), min(side, MAX_SIDE)
 
 
-def make_view(task: Task, test_index: int, codec: Codec, transform: Transform) -> View:
+def make_view(task: Task, test_index: int, codec: PromptFormat, transform: Transform) -> View:
     t = transform.apply_task(task)
     query = t.test_inputs[test_index]
-    return View(transform, codec.encode(t.train, query).ids, plausible_shape(t.train, query))
+    return View(transform, codec.encode(t.train, query).ids, plausible_shape(t.train, query), codec)
 
 
-def make_views(task: Task, test_index: int, codec: Codec, n: int, seed: int, icfg: InferConfig) -> list[View]:
+def make_views(task: Task, test_index: int, codec: PromptFormat, n: int, seed: int, icfg: InferConfig) -> list[View]:
     """n seeded views of one test input (the identity first); the same set for every candidate of it."""
     transforms = sample_transforms(task, n, seed=seed + 7919 * test_index, dihedral=icfg.view_dihedral,
                                    colors=icfg.view_colors, order=icfg.view_order)
@@ -110,14 +110,19 @@ def make_views(task: Task, test_index: int, codec: Codec, n: int, seed: int, icf
 # the grid constraint ----------------------------------------------------------------------------------------------
 # State of one sequence: (width: 0 until the first row ends, col: cells in the current row, rows: rows ended,
 # done). The rules below are plain arithmetic, so the same functions serve ints (DFS) and tensors (batches).
-def allowed(width, col, rows, done, max_rows, max_cols):
+# `closed` is the format's closed_rows: the row separator ("newline") ends every row, EOS follows the last one; else
+# the separator stands between rows and EOS follows the last row's cells.
+def allowed(width, col, rows, done, max_rows, max_cols, closed: bool = True):
     """(digit, newline, eos) allowed: digits while the row is shorter than its width (or the cap) and rows remain;
-    newline to close a non-empty row of the right width; EOS only right after a newline."""
+    newline to end a non-empty row of the right width (between rows: only when another row fits); EOS right after a
+    newline (between rows: where a newline could end the row)."""
     limit = width + (width == 0) * max_cols
-    digit = (~done if torch.is_tensor(done) else not done) & (col < limit) & (rows < max_rows)
-    newline = (~done if torch.is_tensor(done) else not done) & (col > 0) & ((width == 0) | (col == width))
-    eos = (col == 0) & (rows > 0) | done  # a finished sequence keeps emitting EOS (ignored)
-    return digit, newline, eos
+    live = ~done if torch.is_tensor(done) else not done
+    digit = live & (col < limit) & (rows < max_rows)
+    row_done = live & (col > 0) & ((width == 0) | (col == width))
+    if closed:
+        return digit, row_done, (col == 0) & (rows > 0) | done  # a finished sequence keeps emitting EOS (ignored)
+    return digit, row_done & (rows + 1 < max_rows), row_done | done
 
 
 def advance(width, col, rows, done, sym):
@@ -128,22 +133,22 @@ def advance(width, col, rows, done, sym):
     return new_width, new_col, rows + is_nl, done | is_eos
 
 
-def symbol_mask(state, max_rows, max_cols) -> torch.Tensor:
+def symbol_mask(state, max_rows, max_cols, closed: bool = True) -> torch.Tensor:
     """[B, 12] bool of allowed symbols for batched state tensors."""
-    digit, newline, eos = allowed(*state, max_rows, max_cols)
+    digit, newline, eos = allowed(*state, max_rows, max_cols, closed)
     return torch.cat([digit[:, None].expand(-1, 10), newline[:, None], eos[:, None]], dim=1)
 
 
-def symbol_tokens(codec: Codec) -> list[int]:
-    """Token id of each symbol index: the ten digits, newline, EOS."""
-    return list(codec.digit_ids) + [codec.nl, codec.eos]
+def symbol_tokens(codec: PromptFormat) -> list[int]:
+    """Token id of each symbol index: the ten digits, the row separator, the end (the format's emit_ids)."""
+    return list(codec.emit_ids)
 
 
-def symbol_ids(codec: Codec) -> torch.Tensor:
+def symbol_ids(codec: PromptFormat) -> torch.Tensor:
     return torch.tensor(symbol_tokens(codec), dtype=torch.long)
 
 
-def symbols_to_grid(codec: Codec, syms: list[int]) -> Grid | None:
+def symbols_to_grid(codec: PromptFormat, syms: list[int]) -> Grid | None:
     """The grid spelled by symbol indices (digits, newlines, a final EOS), or None if malformed (codec.decode_grid)."""
     return codec.decode_grid(np.asarray(symbol_tokens(codec))[syms])
 
@@ -302,7 +307,7 @@ class Decoded:
 
 
 @torch.no_grad()
-def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, temperature: float = 0.0,
+def decode_batch(model, codec: PromptFormat, views: list[View], deadline: float, *, temperature: float = 0.0,
                  samples: int = 1, generator: torch.Generator | None = None, stats: dict | None = None,
                  view_offset: int = 0, shared: SharedViews | None = None, record: dict | None = None,
                  floor: float | None = None) -> list[Decoded]:
@@ -348,7 +353,7 @@ def decode_batch(model, codec: Codec, views: list[View], deadline: float, *, tem
     return results
 
 
-def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temperature: float, samples: int,
+def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float, temperature: float, samples: int,
                  generator, stats: dict | None, record: dict | None, compact: bool = False,
                  floor: float | None = None) -> tuple[list[list[int]], list[bool], list[float]]:
     """The constrained decoding steps from prefilled rows: (symbols per row, finished per row, log-prob per row).
@@ -371,7 +376,7 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
     syms = []
     for _ in range(max(v.max_new_tokens for v in views)):
         raw = _step_logprobs(logits, sym_ids)
-        lp = raw.masked_fill(~symbol_mask(con, caps[:, 0], caps[:, 1]), -math.inf)
+        lp = raw.masked_fill(~symbol_mask(con, caps[:, 0], caps[:, 1], codec.closed_rows), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
@@ -408,7 +413,7 @@ def _decode_loop(state, codec: Codec, views: list[View], deadline: float, temper
 
 
 @torch.no_grad()
-def dfs_view(model, codec: Codec, view: View, deadline: float, *, threshold: float, max_candidates: int,
+def dfs_view(model, codec: PromptFormat, view: View, deadline: float, *, threshold: float, max_candidates: int,
              view_index: int = 0, stats: dict | None = None, shared: SharedViews | None = None,
              known: dict | None = None) -> list[Decoded]:
     """Every completion of one view whose probability exceeds `threshold` (the ARChitects' DFS), best first.
@@ -438,7 +443,7 @@ def dfs_view(model, codec: Codec, view: View, deadline: float, *, threshold: flo
             found.append((path, logp))
             continue
         lp = node[LP] if node is not None and LP in node else feed(path)
-        digit, newline, eos = allowed(*state, max_rows, max_cols)
+        digit, newline, eos = allowed(*state, max_rows, max_cols, codec.closed_rows)
         ok = [digit] * 10 + [newline, eos]
         children = [(logp + lp[s], s) for s in range(12) if ok[s] and logp + lp[s] > min_logp]
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
@@ -481,15 +486,15 @@ class _Feeder:
         return _step_logprobs(out.logits, self.sym_ids)[0].tolist()
 
 
-def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, deadline: float, *, seed: int = 0,
-                 stats: dict | None = None, shared: SharedViews | None = None) -> list[Decoded]:
+def decode_views(model, codec: PromptFormat, views: list[View], icfg: InferConfig, deadline: float, *, seed: int = 0,
+                 stats: dict | None = None, shared: SharedViews | None = None, offset: int = 0) -> list[Decoded]:
     """Decode every view with the configured strategy, in batches of icfg.batch_size views (from the cached prompts
-    of `shared`, whose first views these are, when given)."""
+    of `shared`, whose views from index `offset` on these are, when given)."""
     if icfg.strategy == "dfs":
         out = []
         for i, view in enumerate(views):
             out += dfs_view(model, codec, view, deadline, threshold=icfg.dfs_threshold,
-                            max_candidates=icfg.dfs_max_candidates, view_index=i, stats=stats, shared=shared)
+                            max_candidates=icfg.dfs_max_candidates, view_index=offset + i, stats=stats, shared=shared)
         return out
     if icfg.strategy not in ("greedy", "sample"):
         raise ValueError(f"unknown decoding strategy '{icfg.strategy}' (greedy | dfs | sample)")
@@ -500,7 +505,7 @@ def decode_views(model, codec: Codec, views: list[View], icfg: InferConfig, dead
         out += decode_batch(model, codec, views[start:start + icfg.batch_size], deadline,
                             temperature=icfg.temperature if sample else 0.0,
                             samples=icfg.samples_per_view if sample else 1, generator=generator, stats=stats,
-                            view_offset=start, shared=shared)
+                            view_offset=offset + start, shared=shared)
     return out
 
 
@@ -514,7 +519,7 @@ class SharedViews:
     kept, so no candidate is computed twice under a view.
     """
 
-    def __init__(self, model, codec: Codec, views: list[View], *, batch_size: int = 8, stats: dict | None = None,
+    def __init__(self, model, codec: PromptFormat, views: list[View], *, batch_size: int = 8, stats: dict | None = None,
                  prefill_batch: int | None = None):
         self.model, self.codec, self.views, self.stats = model, codec, views, stats
         # views per prefill forward pass: batch_size on an accelerator; one on a CPU, where a 1,948-token SmolLM2
@@ -568,7 +573,7 @@ class SharedViews:
 
     def symbols(self, view: int, grid: Grid) -> list[int]:
         """The symbol sequence (ending with EOS) that spells a task-frame grid under a view."""
-        return [self.sym_of[int(t)] for t in self.codec.grid_ids(self.views[view].transform.apply(grid))] + [EOS_SYM]
+        return [self.sym_of[int(t)] for t in self.codec.answer_ids(self.views[view].transform.apply(grid))]
 
     def remember(self, decoded: list[Decoded]) -> None:
         """A decoded candidate's log-prob is its teacher-forced score under its own view."""
@@ -634,12 +639,18 @@ class SharedViews:
         return np.array(scores).reshape(len(scores), len(grids))
 
     def decode(self, icfg: InferConfig, deadline: float, *, seed: int = 0) -> list[Decoded]:
-        """Decode the first icfg.num_views views with the configured strategy from their cached prompts."""
-        n = min(icfg.num_views, self.prefill(icfg.num_views, deadline))
+        """Decode the first icfg.num_views views with the configured strategy from their cached prompts: the first
+        view alone first (prefilled, then decoded: a candidate as early as it can be, which a deadline keeps), then
+        the others prefilled and decoded in batches."""
         if icfg.strategy == "dfs":
-            return self.dfs(n, icfg, deadline)
-        out = decode_views(self.model, self.codec, self.views[:n], icfg, deadline, seed=seed, stats=self.stats,
-                           shared=self)
+            return self.dfs(min(icfg.num_views, self.prefill(icfg.num_views, deadline)), icfg, deadline)
+        out = []
+        if self.prefill(1, deadline):
+            out += decode_views(self.model, self.codec, self.views[:1], icfg, deadline, seed=seed, stats=self.stats,
+                                shared=self)
+        n = min(icfg.num_views, self.prefill(icfg.num_views, deadline))
+        out += decode_views(self.model, self.codec, self.views[1:n], icfg, deadline, seed=seed + 1,
+                            stats=self.stats, shared=self, offset=1)
         self.remember(out)
         return out
 
@@ -693,7 +704,7 @@ def _known_paths(record: dict, view_offset: int, known: dict[int, dict]) -> None
 
 # scoring with a prefill of its own --------------------------------------------------------------------------------
 @torch.no_grad()
-def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: float,
+def score_view(model, codec: PromptFormat, view: View, grids: list[Grid], deadline: float,
                batch_size: int = 16, stats: dict | None = None) -> np.ndarray | None:
     """Log-likelihood of each grid (task frame) as the answer under one view, teacher-forced; None if the deadline
     comes first. The prompt is computed once and its cache copied for each batch of candidates."""
@@ -707,7 +718,7 @@ def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: flo
     for start in range(0, len(grids), batch_size):
         if time.monotonic() >= deadline:
             return None
-        answers = [np.append(codec.grid_ids(view.transform.apply(g)), codec.eos) for g in grids[start:start + batch_size]]
+        answers = [codec.answer_ids(view.transform.apply(g)) for g in grids[start:start + batch_size]]
         width = max(len(a) for a in answers)
         ids = torch.full((len(answers), width), codec.pad, dtype=torch.long)
         for i, a in enumerate(answers):
@@ -727,7 +738,7 @@ def score_view(model, codec: Codec, view: View, grids: list[Grid], deadline: flo
     return scores
 
 
-def score_candidates(model, codec: Codec, views: list[View], grids: list[Grid], deadline: float,
+def score_candidates(model, codec: PromptFormat, views: list[View], grids: list[Grid], deadline: float,
                      batch_size: int = 16, stats: dict | None = None) -> np.ndarray:
     """[views scored, grids] log-likelihoods, each view prefilled again; views the deadline cut short are left out
     whole. (SharedViews.score scores from the prompts decoding computed.)"""

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from solver.codec import SYMBOLS, Codec
+from solver.codec import CODEC_FILE, Codec, PromptFormat
 from solver.shipped import load_combined, resolve_default, split_spec
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,12 @@ SCRATCH_SIZES = {
     "9m": (384, 6, 6, 2, 1024),         # ~9.5M: the largest whose bf16 export (18 MiB) ships in the repository
     "medium": (512, 8, 8, 4, 1536),     # ~23M
     "large": (768, 12, 12, 4, 2304),    # ~75M
+    "smollm2": (576, 30, 9, 3, 1536),   # ~135M's shape, reduced (~106M): SmolLM2-135M's without its file (GPU checks)
 }
+SCRATCH_OPTIONS = {"smollm2": {"tied": True, "rope_theta": 100000.0, "rms_norm_eps": 1e-5}}  # as SmolLM2-135M's
 MAX_CONTEXT = 8192
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ENV = "ARC_SOLVER_SMOLLM2_GGUF"
-CODEC_FILE = "arc_codec.json"   # beside the weights: which codec the model speaks, and whether it was reduced
 CACHE_ENV = "ARC_SOLVER_CACHE"
 CACHE_FORMAT = 2                # bump when what the cache holds changes; part of every cache key
                                 # 2: special tokens from the GGUF's metadata (transformers 5.17 misread EOS)
@@ -63,32 +64,32 @@ class ModelSpecError(ValueError):
 
 @dataclass
 class Loaded:
-    """A model ready to use: the torch module and the codec whose token ids it speaks."""
+    """A model ready to use: the torch module and the prompt format (the codec, or solver.formats') it speaks."""
     model: object
-    codec: Codec
+    codec: PromptFormat
     spec: str
 
 
 # scratch ------------------------------------------------------------------------------------------------------------
 def random_llama(hidden: int, layers: int, heads: int, kv_heads: int, mlp: int, *, tied: bool = False, seed: int = 0,
                  rope_theta: float = 10000.0, rms_norm_eps: float = 1e-6):
-    """A randomly initialised Llama of the given shape on the compact vocabulary (len(SYMBOLS) tokens)."""
+    """A randomly initialised Llama of the given shape on the compact vocabulary (Codec.compact(): 16 tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     codec = Codec.compact()
-    cfg = LlamaConfig(vocab_size=len(SYMBOLS), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=codec.vocab_size, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=MAX_CONTEXT,
-                      bos_token_id=codec.bos, eos_token_id=codec.eos, pad_token_id=codec.pad,
+                      **codec.special_ids(),
                       tie_word_embeddings=tied, rope_theta=rope_theta, rms_norm_eps=rms_norm_eps)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
 
 def scratch_model(size: str, seed: int = 0):
-    """A randomly initialised Llama on the compact vocabulary (len(SYMBOLS) tokens)."""
+    """A randomly initialised Llama on the compact vocabulary (Codec.compact(): 16 tokens)."""
     if size not in SCRATCH_SIZES:
         raise ModelSpecError(f"unknown scratch size '{size}' (choose from {', '.join(SCRATCH_SIZES)})")
-    return random_llama(*SCRATCH_SIZES[size], seed=seed)
+    return random_llama(*SCRATCH_SIZES[size], seed=seed, **SCRATCH_OPTIONS.get(size, {}))
 
 
 # vocabulary reduction -----------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def reduce_vocabulary(model, codec: Codec) -> Codec:
 
 def dead_logit_ids(codec: Codec) -> list[int]:
     """Token ids the model must never predict: PAD, unless PAD is another symbol's token (EOS, in a full vocabulary)."""
-    return [] if codec.pad in codec.token_ids[:-1] else [codec.pad]
+    return codec.dead_ids()
 
 
 _INDEX_CACHE: dict = {}  # (ids, device) -> long tensor
@@ -190,13 +191,15 @@ def _set_vocab_config(model, codec: Codec) -> None:
     n = len(codec.token_ids)
     for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
         cfg.vocab_size = n
-        cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = codec.bos, codec.eos, codec.pad
+        for name, value in codec.special_ids().items():
+            setattr(cfg, name, value)
         for name in ("unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id"):
             if getattr(cfg, name, None) is not None:
                 setattr(cfg, name, None)  # its old id now names a digit or marker
     gen = getattr(model, "generation_config", None)
     if gen is not None:
-        gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = codec.bos, codec.eos, codec.pad
+        for name, value in codec.special_ids().items():
+            setattr(gen, name, value)
     for module in (model, getattr(model, "model", None)):
         if module is not None and hasattr(module, "vocab_size"):
             module.vocab_size = n
@@ -336,8 +339,10 @@ def save_model(loaded: Loaded, directory: str | Path, source: dict | None = None
     model.save_pretrained(directory, **kwargs)
     if tokenizer is not None and not loaded.codec.is_compact:
         tokenizer.save_pretrained(directory)  # a reduced model's ids mean nothing to the tokenizer: not saved
+    if loaded.codec.name != "codec":  # another prompt format: the saved tokenizer says which (solver.formats)
+        return directory
     meta = {"reduced": loaded.codec.is_compact, "token_ids": list(loaded.codec.token_ids),
-            "vocab_size": loaded.codec.vocab_size, "symbols": list(SYMBOLS), "spec": loaded.spec,
+            "vocab_size": loaded.codec.vocab_size, "symbols": list(loaded.codec.symbols), "spec": loaded.spec,
             "source": source or {}}
     (directory / CODEC_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return directory
@@ -463,13 +468,18 @@ def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) 
 
 
 # loading ------------------------------------------------------------------------------------------------------------
-def _load_hf_dir(directory: Path, dtype, device: str, load_in_4bit: bool):
-    """(model, codec) from an HF directory: the codec from arc_codec.json when there is one, else the tokenizer."""
+def _load_hf_dir(directory: Path, dtype, device: str, load_in_4bit: bool, fmt: str = "auto"):
+    """(model, format) from an HF directory: the codec from arc_codec.json when there is one, else the prompt format
+    `fmt` (model.format; auto: solver.formats.detect_format) on the directory's tokenizer."""
     from transformers import AutoModelForCausalLM
     codec = read_codec_file(directory)
+    if codec is not None and fmt not in ("auto", "codec"):
+        raise ModelSpecError(f"{directory} was saved by this package in its own format (arc_codec.json); "
+                             f"model.format={fmt} does not apply to it: use auto or codec")
     if codec is None:
         from transformers import AutoTokenizer
-        codec = Codec.for_tokenizer(AutoTokenizer.from_pretrained(directory))  # raises CodecError when unusable
+        from solver.formats import load_format
+        codec = load_format(fmt, AutoTokenizer.from_pretrained(directory), directory)  # FormatError when unusable
     kwargs = {"dtype": dtype}
     if load_in_4bit:
         import torch
@@ -481,7 +491,7 @@ def _load_hf_dir(directory: Path, dtype, device: str, load_in_4bit: bool):
 
 
 def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: str = "auto", device: str = "auto",
-               load_in_4bit: bool = False, cache_dir: str | Path | None = None) -> Loaded:
+               load_in_4bit: bool = False, cache_dir: str | Path | None = None, fmt: str = "auto") -> Loaded:
     """Load a model from its SPEC (see the module docstring); pretrained models come reduced unless reduce_vocab=False."""
     spec = resolve_default(spec)  # `default`: the shipped models/default/ when there is one, else smollm2
     if split_spec(spec) is not None:  # BASE+DIR or an adapter export: solver.shipped
@@ -503,8 +513,8 @@ def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: st
         if load_in_4bit:
             raise ModelSpecError(f"load_in_4bit applies to HF model directories, not to the GGUF file {path}")
         path = cached_gguf(path, reduce_vocab, cache_dir)
-    model, codec = _load_hf_dir(path, torch_dtype, dev, load_in_4bit)
-    if reduce_vocab:
+    model, codec = _load_hf_dir(path, torch_dtype, dev, load_in_4bit, fmt)
+    if reduce_vocab and codec.name == "codec":  # other formats keep the checkpoint's vocabulary
         codec = reduce_vocabulary(model, codec)
     mask_dead_logits(model, codec)  # hooks are not saved with the weights: every load puts them back
     log.info("loaded %s (%s, %s, %s vocabulary, %.1fM parameters) in %.1f s", spec, dev, str(torch_dtype)[6:],
@@ -524,7 +534,7 @@ def _load_with_adapter(spec: str, seed: int, reduce_vocab: bool, **options) -> L
 def load_configured(mc, seed: int = 0) -> Loaded:
     """load_model with the options of a config's model section (solver.config.ModelConfig)."""
     return load_model(mc.spec, seed, reduce_vocab=mc.reduce_vocab, dtype=mc.dtype, device=mc.device,
-                      load_in_4bit=mc.load_in_4bit, cache_dir=mc.cache_dir or None)
+                      load_in_4bit=mc.load_in_4bit, cache_dir=mc.cache_dir or None, fmt=mc.format)
 
 
 # benchmark ----------------------------------------------------------------------------------------------------------

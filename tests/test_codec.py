@@ -97,3 +97,25 @@ def test_tokenizer_that_splits_a_symbol_fails_loudly():
         Codec.for_tokenizer(FakeTokenizer(eos=None))
     with pytest.raises(CodecError, match="collide"):
         Codec((0,) * 16, 16)
+
+
+@pytest.mark.parametrize("codec", [C, Codec(tuple(range(100, 116)), 200)], ids=["compact", "tokenizer ids"])
+def test_the_format_interface_agrees_with_the_layout(codec):
+    """answer_ids/answer_length/emit_ids/num_tokens: the PromptFormat face of the same layout (rows, newline, EOS)."""
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (2, 3), (30, 30), (7, 1)]:
+        grid = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+        ids = codec.answer_ids(grid)
+        assert ids.tolist() == codec.grid_ids(grid).tolist() + [codec.eos]
+        assert len(ids) == codec.answer_length(h, w) == h * (w + 1) + 1
+        assert np.array_equal(codec.decode_grid(ids), grid)
+        demos = [(grid, grid.T.copy())]
+        assert codec.num_tokens(demos, grid, grid) == len(codec.encode(demos, grid, grid))
+    assert codec.emit_ids == tuple(codec.digit_ids.tolist()) + (codec.nl, codec.eos)
+    assert codec.special_ids() == {"bos_token_id": codec.bos, "eos_token_id": codec.eos, "pad_token_id": codec.pad}
+    assert codec.name == "codec" and codec.closed_rows and codec.symbols == SYMBOLS
+
+
+def test_only_a_pad_of_its_own_is_dead():
+    assert C.dead_ids() == [C.pad]
+    assert Codec(tuple(range(15)) + (14,), 100).dead_ids() == []  # pad = eos: a live token

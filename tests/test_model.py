@@ -490,3 +490,18 @@ def test_smollm2_is_found_where_the_environment_says(tmp_path, monkeypatch):
     monkeypatch.setenv(SMOLLM2_ENV, str(tmp_path / "missing.gguf"))
     with pytest.raises(ModelSpecError, match=SMOLLM2_ENV):
         resolve_spec("smollm2")
+
+
+def test_scratch_smollm2_has_smollm2s_shape_without_its_file():
+    """A random base for the checks that need no real weights: SmolLM2-135M's shape on the compact vocabulary."""
+    import torch
+    from solver.model import scratch_model
+    with torch.device("meta"):  # the shape only: no 400 MB allocated
+        model = scratch_model("smollm2")
+    c = model.config
+    shape = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size)
+    assert shape == (576, 30, 9, 3, 1536) and c.vocab_size == 16 and c.tie_word_embeddings
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert c.rms_norm_eps == 1e-5 and 100000.0 in (getattr(c, "rope_theta", None),
+                                                   (getattr(c, "rope_parameters", None) or {}).get("rope_theta"))
+    assert 105e6 < sum(p.numel() for p in model.parameters()) < 107e6  # 135M less the 49,152-token embeddings
