@@ -106,6 +106,8 @@ def bench(spec: str, tasks_all: dict, limit: int, backends: list[str] = ("peft",
     cfg = dataclasses.replace(get_preset("default").ttt, max_tokens=SEQ_TOKENS, num_transforms=4,
                               batch_size=BATCH, backend="peft")
     setups = make_setups(spec, cfg, list(backends), full_vocab)
+    if not setups:
+        raise RuntimeError(f"bench ttt: no backend of {', '.join(backends)} is available here (see the warnings)")
     tasks = pick_tasks(tasks_all, setups[0][1].codec, cfg, limit)
     runs = {i: [] for i in range(len(setups))}
     for task in tasks:

@@ -241,6 +241,111 @@ def _describe(device: str) -> str:
     return f"device {device} ({torch.cuda.get_device_name(d)}, compute capability {cap}), torch {torch.__version__}"
 
 
+# the memory-and-speed probe ---------------------------------------------------------------------------------------
+PROBE_STEPS = 2  # timed steps per row, after one untimed warm-up step
+TINY_PROBE_SHAPES = [(2, 64), (1, 128)]  # (rows, tokens per row) with --tiny: tests on a CPU
+
+
+def probe_shapes(ttt) -> list[tuple[int, int]]:
+    """(rows, tokens per row) of a preset's largest TTT batches: batch_size rows at the checkpointing threshold (the
+    longest rows trained without it), and the batch_tokens cap filled with max_tokens-long rows (checkpointed)."""
+    cap = ttt.batch_tokens or ttt.batch_size * ttt.max_tokens
+    first = min(ttt.checkpoint_above_tokens or ttt.max_tokens, ttt.max_tokens)
+    shapes = {(max(1, min(ttt.batch_size, cap // first)), first),
+              (max(1, min(ttt.batch_size, cap // ttt.max_tokens)), ttt.max_tokens)}
+    return sorted(shapes)
+
+
+def probe_kinds(device: str) -> list[str]:
+    """The precisions probed: the device's autocast and none (fp32 arithmetic on the model's dtype: TTT's old way);
+    on a CPU fp32 and bf16 autocast (CPU autocast runs bf16: the path, not its speed)."""
+    from solver.precision import choose
+    return [choose(device), "fp32"] if device.startswith("cuda") else ["fp32", "bf16"]
+
+
+def probe_row(adapter, ttt, rows: int, tokens: int, checkpointing: bool, kind: str, device: str) -> dict:
+    """One TTT step shape timed (PROBE_STEPS steps after a warm-up) with the package's step: seconds, tokens/s and
+    the peak GPU memory (None on a CPU), or the error (out of memory) that stopped it."""
+    import torch
+    from dataclasses import replace
+    from solver.codec import IGNORE
+    from solver.measure import gpu_peak_mib, reset_gpu_peak
+    from solver.train import train_step
+    from solver.ttt import make_optimizer, make_precision
+    cfg = replace(ttt, precision=kind)
+    row = {"rows": rows, "tokens": tokens, "checkpointing": checkpointing, "precision": kind}
+    adapter.reset()
+    adapter.train_mode(checkpointing)
+    opt = make_optimizer(adapter, cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    precision = make_precision(cfg, device, adapter.model, opt, params)
+    ids = torch.randint(0, 16, (rows, tokens), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :tokens // 2] = IGNORE  # the loss on the second half, as an answer after its prompt
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    step = lambda: train_step(adapter.model, [batch], precision.optimizer, params, cfg.max_grad_norm,  # noqa: E731
+                              precision.autocast)
+    try:
+        step()
+        _sync(device)
+        reset_gpu_peak()
+        t0 = time.perf_counter()
+        for _ in range(PROBE_STEPS):
+            step()
+        _sync(device)
+        seconds = (time.perf_counter() - t0) / PROBE_STEPS
+        row.update(step_s=round(seconds, 4), tokens_per_s=round(rows * tokens / seconds), peak_mib=gpu_peak_mib())
+    except torch.OutOfMemoryError:
+        row.update(error="out of memory", peak_mib=gpu_peak_mib())
+        opt.zero_grad(set_to_none=True)
+    finally:
+        if precision.loss_scale is not None:
+            precision.loss_scale.remove()
+        adapter.eval_mode()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return row
+
+
+def _sync(device: str) -> None:
+    import torch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_probe(preset: str = "kaggle-4xl4", device: str = "auto", tiny: bool = False, out=print) -> int:
+    """The memory-and-speed probe: a random base of SmolLM2's shape (tiny: scratch:tiny) with the preset's LoRA,
+    every TTT batch shape of the preset with and without gradient checkpointing and autocast. One line per row, then
+    one JSON line ({"probe": rows}); 0 when every row ran (an out-of-memory row is a figure, not a failure), else 1."""
+    import json
+    from solver.adapter import attach
+    from solver.config import get_preset
+    from solver.model import load_model, resolve_device
+    device = resolve_device(device)
+    ttt = get_preset(preset).ttt
+    if tiny and device == "cpu":  # tiny matmuls on two shared threads wait on each other: 29 s against 1.8 s
+        import torch
+        torch.set_num_threads(1)
+    loaded = load_model("scratch:tiny" if tiny else "scratch:smollm2", device=device)
+    adapter = attach(loaded.model, ttt, loaded.codec.token_ids, seed=0)
+    shapes = TINY_PROBE_SHAPES if tiny else probe_shapes(ttt)
+    out(f"probe: {preset}'s TTT batches on {loaded.spec} ({_describe(device)}), LoRA r={ttt.rank}")
+    rows, failed = [], 0
+    for rows_n, tokens in shapes:
+        for checkpointing in (False, True):
+            for kind in probe_kinds(device):
+                try:
+                    row = probe_row(adapter, ttt, rows_n, tokens, checkpointing, kind, device)
+                except Exception as e:  # recorded, and the other rows go on
+                    row, failed = {"rows": rows_n, "tokens": tokens, "checkpointing": checkpointing,
+                                   "precision": kind, "error": f"{type(e).__name__}: {e}"}, failed + 1
+                rows.append(row)
+                out(" ".join(f"{k}={v}" for k, v in row.items()))
+    out(json.dumps({"probe": rows, "preset": preset, "model": loaded.spec, "device": device}))
+    return 1 if failed else 0
+
+
 def add_parser(sub) -> None:
     """The `check-gpu` subcommand of `python -m solver`."""
     s = sub.add_parser("check-gpu", help="check TTT, reset, decoding, DFS and scoring on the GPU with a random model "
@@ -248,4 +353,9 @@ def add_parser(sub) -> None:
     s.add_argument("--device", default="auto", help="auto (cuda when a GPU is visible, else cpu) | cuda | cuda:<n> "
                                                     "| cpu")
     s.add_argument("--tiny", action="store_true", help="a tiny model of the same kind instead (seconds on a CPU)")
-    s.set_defaults(func=lambda args: run_checks(args.device, args.tiny))
+    s.add_argument("--probe", action="store_true", help="instead of the checks: time and measure the peak memory of "
+                                                        "--preset's TTT batch shapes, with and without gradient "
+                                                        "checkpointing and autocast (a random base of SmolLM2's shape)")
+    s.add_argument("--preset", default="kaggle-4xl4", help="the preset whose batch shapes --probe measures")
+    s.set_defaults(func=lambda args: run_probe(args.preset, args.device, args.tiny) if args.probe
+                   else run_checks(args.device, args.tiny))

@@ -6,8 +6,12 @@ Imports torch only inside its functions. Knows nothing of tasks.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import resource
+import sys
 import time
+
+log = logging.getLogger(__name__)
 
 
 def matmul_peak_gflops(seconds: float = 2.0, device: str = "cpu", dtype: str = "float32") -> float:
@@ -63,6 +67,28 @@ def peak_memory_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_gpu_peak() -> None:
+    """Start a window for `gpu_peak_mib` (per task in a run's worker); nothing without CUDA or without torch loaded
+    (a run's parent and a solver that uses no torch never import it for this), or on a device that raises."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except Exception as e:  # a broken device (a sticky CUDA error): the task's outcome is reported without it
+        log.debug("reset_peak_memory_stats raised: %s", e)
+
+
+def gpu_peak_mib() -> float | None:
+    """Peak GPU memory allocated since `reset_gpu_peak`, in MiB; None without CUDA (a CPU) or when the device raises."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    except Exception as e:
+        log.debug("max_memory_allocated raised: %s", e)
+    return None
 
 
 # FLOPs of training --------------------------------------------------------------------------------------------------

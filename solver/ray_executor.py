@@ -71,7 +71,22 @@ class _Actor:
         return f"pid {os.getpid()} on {socket.gethostname()}"
 
     def handle(self, job):
-        return self.handler(job)
+        """The job's outcome. A handler's exception that carries an outcome (solver.workers.WorkerBroken: a sticky
+        CUDA error; not imported, workers imports this module) gives `_Broken`: the driver records the outcome and
+        replaces this actor, whose CUDA context is gone."""
+        try:
+            return self.handler(job)
+        except Exception as e:
+            if getattr(e, "outcome", None) is None:
+                raise
+            return _Broken(e.outcome, str(e))
+
+
+class _Broken:
+    """An actor's answer when its process can run no more jobs: the job's outcome, and why."""
+
+    def __init__(self, outcome, reason: str):
+        self.outcome, self.reason = outcome, reason
 
 
 class RayActors:
@@ -148,10 +163,24 @@ class _Driver:
         else:
             if job is None:
                 log.info("actor %d ready (%s)", slot, value)
+            elif isinstance(value, _Broken):
+                self.delivered += 1
+                self.on_result(value.outcome)
+                self._broken(slot, job, value.reason)
+                return
             else:
                 self.delivered += 1
                 self.on_result(value)
         self._feed(slot)
+
+    def _broken(self, slot: int, job, reason: str) -> None:
+        """The actor's device is unusable (a sticky error): its job is recorded; it is replaced as a dead one is."""
+        log.error("actor %d broken running %s (%s)", slot, job.id, reason)
+        self._kill(slot)
+        if self.restarts[slot] > 0 and not self.exhausted:
+            self.restarts[slot] -= 1
+            log.warning("starting actor %d again", slot)
+            self._start(slot)
 
     def _feed(self, slot: int) -> None:
         """One job (planned now) for the actor that just became idle; none left: the actor stays idle."""

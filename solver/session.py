@@ -3,13 +3,16 @@
 A short verification first, each step a subprocess with its own time limit, so that a failure or a hang is recorded
 and never stops what follows:
   check-gpu   the package's GPU path on a random model of SmolLM2's shape (`--tiny` on a CPU)
-  bench-ttt   TTT step speed, PEFT and (where it imports) Unsloth side by side: tokens/s, step time, peak memory, MFU
-              against a matmul rate measured on the device in the training dtype
+  probe       the memory-and-speed probe (check-gpu --probe): the run preset's TTT batch shapes, with and without
+              gradient checkpointing and autocast: seconds, tokens/s, peak GPU memory or out of memory
+  bench-ttt   TTT step speed with PEFT: tokens/s, step time, peak memory, MFU against a matmul rate measured on the
+              device in the training dtype; Unsloth in a step of its own (bench-ttt-unsloth) with --unsloth-site
   bench-infer prediction of one test input, today's path and the shared-prefill one
-  run         a short `run --preset h100` on ARC-AGI-1 training tasks, with the report's per-stage times
-Then pretraining of the base (`--model`, default scratch:9m; resumed from `--resume` or from what DIR/model already
-holds, continuing its step count and token/FLOP schedule) until one minute before M, exporting every
-`--export-every` seconds and once at the end. The checkpoint with optimiser state stays outside DIR.
+  run         a short `run --preset kaggle-4xl4` (--run-preset) on ARC-AGI-1 training tasks, with the report's
+              per-stage times and the largest task's peak GPU memory
+Then (unless --no-pretrain) pretraining of the base (`--model`, default smollm2; resumed from `--resume` or from
+what DIR/model already holds, continuing its step count and token/FLOP schedule) until one minute before M,
+exporting every `--export-every` seconds and once at the end. The checkpoint with optimiser state stays outside DIR.
 
 DIR ends with at most 8 files, none over 16 MiB: session.json (every figure, the versions of torch, transformers,
 peft and unsloth, the device, each step's result or failure, the pretraining curve: loss against tokens seen) and
@@ -40,18 +43,28 @@ END_MARGIN_S = 60.0  # the session ends this long before its minutes are up
 DEFAULT_BASE = "smollm2"  # the base chosen by measurement (README, "Which base")
 
 
-def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int) -> list[tuple[str, list[str], int]]:
-    """(name, `python -m solver` arguments, time limit in seconds) of each verification step."""
-    run_out = out_tmp / "run"
-    return [
+def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int, run_preset: str | None = None,
+                       unsloth_site: str | None = None) -> list[tuple]:
+    """(name, `python -m solver` arguments, time limit in seconds[, environment]) of each verification step. The run
+    and the probe use `run_preset` (default kaggle-4xl4 on a GPU, test on a CPU). PEFT is benched on the session's
+    own PYTHONPATH; Unsloth only with `unsloth_site`, in a step of its own that alone has that site on PYTHONPATH (its
+    torchao must not reach PEFT's optional imports in the other steps)."""
+    run_out, preset = out_tmp / "run", run_preset or ("kaggle-4xl4" if gpu else "test")
+    bench = ["bench", "ttt", "--model", model, "--limit", "1", "--reduced-only", "--backends"]
+    steps = [
         ("check-gpu", ["check-gpu"] + ([] if gpu else ["--tiny"]), 90),
-        ("bench-ttt", ["bench", "ttt", "--model", model, "--limit", "1", "--backends", "peft,unsloth",
-                       "--reduced-only"], 120),
+        ("probe", ["check-gpu", "--probe", "--preset", preset if preset != "test" else "kaggle-4xl4"]
+         + ([] if gpu else ["--tiny"]), 120),
+        ("bench-ttt", bench + ["peft"], 120),
         ("bench-infer", ["bench", "infer", "--model", model, "--limit", "1"], 90),
-        ("run", ["run", "--preset", "h100" if gpu else "test", "--model", model, "--tasks", "arc1:train", "--limit",
+        ("run", ["run", "--preset", preset, "--model", model, "--tasks", "arc1:train", "--limit",
                  "10", "--budget", f"{run_seconds}s", "--no-progress", "--out", str(run_out / "submission.json"),
                  "--workdir", str(run_out / "work")], run_seconds + 60),
     ]
+    if unsloth_site:
+        path = os.pathsep.join(p for p in (unsloth_site, os.environ.get("PYTHONPATH", "")) if p)
+        steps.insert(3, ("bench-ttt-unsloth", bench + ["unsloth"], 150, {**os.environ, "PYTHONPATH": path}))
+    return steps
 
 
 def run_step(args: list[str], limit_s: float, env: dict | None = None) -> dict:
@@ -93,7 +106,8 @@ def run_report(workdir: Path) -> dict | None:
     if not path.is_file():
         return None
     r = json.loads(path.read_text())
-    keep = ("tasks", "score", "levels", "failures", "budget_use", "seconds", "ttt_steps", "views", "speeds", "stages")
+    keep = ("tasks", "score", "levels", "failures", "budget_use", "seconds", "ttt_steps", "views", "speeds", "stages",
+            "gpu_peak_mib")
     return {k: v for k, v in r.items() if k in keep or k.endswith("_s")}
 
 
@@ -187,6 +201,15 @@ def pretrain_args(args, model_dir: Path, seconds: float, checkpoint_dir: Path) -
     return cmd
 
 
+def pretrain_phase(args, model_dir: Path, seconds: float, checkpoint_dir: Path) -> dict:
+    """Pretraining until the session's end: its step's result, with the export's state and curve."""
+    from solver.pretrain import exported_state
+    res = run_step(pretrain_args(args, model_dir, seconds, checkpoint_dir), seconds + END_MARGIN_S / 2)
+    state = exported_state(model_dir)
+    res.update(state={k: v for k, v in (state or {}).items() if k != "curve"} or None, curve=read_curve(model_dir))
+    return res
+
+
 def main(args) -> int:
     """Entry point of `python -m solver gpu-session`."""
     import torch
@@ -202,20 +225,18 @@ def main(args) -> int:
     session.save()
     tmp = Path(tempfile.mkdtemp(prefix="gpu-session-"))
     verify_model = str(model_dir) if session.data["resumed_from"] else args.model
-    steps = verification_steps(verify_model, tmp, gpu, args.run_seconds)
+    steps = verification_steps(verify_model, tmp, gpu, args.run_seconds, args.run_preset, args.unsloth_site)
     wanted = [s for s in args.verify.split(",") if s] if args.verify != "all" else [s[0] for s in steps]
-    for name, cmd, limit in steps:
+    reserve = 0.0 if args.no_pretrain else args.min_pretrain_s
+    for name, cmd, limit, *env in steps:
         if name in wanted:
-            room = end - time.monotonic() - args.min_pretrain_s
-            res = run_step(cmd, min(limit, room)) if room > 5 else {"ok": False, "rc": "skipped: no time left"}
+            room = end - time.monotonic() - reserve
+            res = run_step(cmd, min(limit, room), *env) if room > 5 else {"ok": False, "rc": "skipped: no time left"}
             if name == "run":
                 res["report"] = run_report(tmp / "run" / "work")
             session.record(name, res)
-    seconds = end - time.monotonic()
-    res = run_step(pretrain_args(args, model_dir, seconds, tmp / "checkpoint"), seconds + END_MARGIN_S / 2)
-    from solver.pretrain import exported_state
-    state = exported_state(model_dir)
-    res.update(state={k: v for k, v in (state or {}).items() if k != "curve"} or None, curve=read_curve(model_dir))
+    res = {"ok": True, "rc": "skipped: --no-pretrain"} if args.no_pretrain else \
+        pretrain_phase(args, model_dir, end - time.monotonic(), tmp / "checkpoint")
     session.record("pretrain", res)
     files = out_files(out)
     session.data.update(files=files, seconds=round(time.monotonic() - start, 1))
@@ -248,6 +269,13 @@ def add_parser(sub) -> None:
     s.add_argument("--verify", default="all", help="verification steps to run: all, none, or a comma-separated list "
                                                    "of check-gpu,bench-ttt,bench-infer,run")
     s.add_argument("--run-seconds", type=int, default=60, help="budget of the verification run")
+    s.add_argument("--run-preset", help="preset of the verification run and of the memory-and-speed probe's batch "
+                                        "shapes (default kaggle-4xl4 on a GPU: the competition's configuration; test "
+                                        "on a CPU)")
+    s.add_argument("--no-pretrain", action="store_true", help="verification only (a random base: nothing worth "
+                                                              "pretraining, and its export would not come back)")
+    s.add_argument("--unsloth-site", help="a folder holding Unsloth and its needs (tools/gpu_setup.sh unpacks it): "
+                                          "benched in a step of its own, the only one with it on PYTHONPATH")
     s.add_argument("--min-pretrain-s", type=float, default=120.0, help="verification stops when less than this "
                                                                        "would be left for pretraining")
     s.set_defaults(func=main)

@@ -101,6 +101,8 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     adapter.train_mode(cfg.gradient_checkpointing or long)
     params = [p for g in opt.param_groups for p in g["params"]]
     device = adapter.device
+    precision = make_precision(cfg, device, adapter.model, opt, params)
+    opt = precision.optimizer  # loss-scaled in fp16
     slowest, rows = 0.0, cfg.batch_size  # rows: sequences per forward pass, halved after an out-of-memory error
     try:
         with tqdm(total=total, desc="ttt", disable=not progress, leave=False) as bar:
@@ -114,7 +116,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * factor
                 step, rows = _step_fitting_memory(adapter, [examples[i] for i in batch_idx], rows, opt, params, cfg,
-                                                  pad_id, device)
+                                                  pad_id, device, precision.autocast)
                 res.add(step, len(batch_idx))
                 res.last_lr = opt.param_groups[0]["lr"]
                 slowest = max(slowest, time.monotonic() - t0)
@@ -122,19 +124,32 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
                 bar.set_postfix(loss=f"{res.loss:.3f}")
     finally:
         adapter.eval_mode()
+        if precision.loss_scale is not None:
+            precision.loss_scale.remove()
     res.seconds = time.monotonic() - start
     return res
 
 
+def make_precision(cfg: TTTConfig, device, model, opt, params: list):
+    """The step's arithmetic (solver.precision, as pretraining's): cfg.precision, or on 'auto' bf16 autocast on a GPU
+    with native bf16, fp16 autocast with loss scaling on an older one, fp32 on a CPU. The base may be bf16 and the
+    LoRA weights fp32: without autocast PEFT casts the LoRA inputs up and its matrix products run in fp32."""
+    from solver.precision import KINDS, Precision, choose
+    kind = choose(device) if cfg.precision == "auto" else cfg.precision
+    if kind not in KINDS:
+        raise ValueError(f"unknown ttt.precision '{cfg.precision}' (choose auto, {', '.join(KINDS)})")
+    return Precision(kind, device, model, opt, params)
+
+
 def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: list, cfg: TTTConfig, pad_id: int,
-                         device) -> tuple:
+                         device, autocast=None) -> tuple:
     """One optimiser step on the batch, `rows` sequences per forward pass (accumulated); on an out-of-memory error,
     the same step again with half the rows per pass, down to one (then the error stands). Returns (step, rows)."""
     import torch
     while True:
         micro = [collate(batch[i:i + rows], pad_id, device) for i in range(0, len(batch), max(1, rows))]
         try:
-            return train_step(adapter.model, micro, opt, params, cfg.max_grad_norm), rows
+            return train_step(adapter.model, micro, opt, params, cfg.max_grad_norm, autocast), rows
         except torch.OutOfMemoryError:
             opt.zero_grad(set_to_none=True)
             if torch.cuda.is_available():

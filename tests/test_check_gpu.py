@@ -71,3 +71,29 @@ def test_half_precision_runs_where_the_gpu_computes_it(monkeypatch, capability, 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert C.half_support("cuda") == {"fp16": None, "bf16": bf16}
     assert C.half_support("cpu") == {"fp16": "skipped (cpu: fp32 only)", "bf16": "skipped (cpu: fp32 only)"}
+
+
+def test_the_probe_measures_every_batch_shape_with_and_without_checkpointing_and_autocast(monkeypatch):
+    """Through its interface on a CPU (tiny shapes): each row is a real step of the package's loop in the state it
+    names; on a GPU the same rows run at the Kaggle preset's shapes (unverified here)."""
+    import json
+    import solver.train as T
+    from solver.compat import is_checkpointing
+    from solver.config import get_preset
+    assert C.probe_shapes(get_preset("kaggle-4xl4").ttt) == [(2, 8192), (4, 4096)]  # 16k-token batches, both sides
+    seen, real = [], T.train_step                                                  # of the 4,096 threshold
+
+    def spy(model, micro, *args):
+        seen.append((tuple(micro[0]["input_ids"].shape), is_checkpointing(model.get_base_model()),
+                     args[-1] is not None))
+        return real(model, micro, *args)
+    monkeypatch.setattr(T, "train_step", spy)
+    lines = []
+    assert C.run_probe(tiny=True, out=lines.append) == 0
+    rows = json.loads(lines[-1])["probe"]
+    combos = [(r["rows"], r["tokens"], r["checkpointing"], r["precision"]) for r in rows]
+    assert combos == [(n, t, gc, kind) for n, t in C.TINY_PROBE_SHAPES for gc in (False, True) for kind in
+                      ("fp32", "bf16")]
+    assert all(r["step_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_mib"] is None for r in rows)  # no GPU figure
+    expected = [((n, t), gc, kind == "bf16") for n, t, gc, kind in combos for _ in range(1 + C.PROBE_STEPS)]
+    assert seen == expected  # warm-up + timed steps, each in the state its row names

