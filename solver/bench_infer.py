@@ -1,9 +1,10 @@
 """Benchmark of inference: `python -m solver bench infer --model SPEC --tasks SPEC [--limit N] [--set infer.X=Y]`.
 
-For the first test input of each task, side by side in one run: the earlier prediction path (decoding prefills its
-views, scoring prefills its own views again: `predict_one(shared_prefill=False)`) and the shared one (one prefill
-per view, extended by decoding and scoring), each end to end (views, decoding, scoring, selection); then the decode
-phase alone, batched and one view at a time from the same cached prompts. Prints prefills, end-to-end seconds,
+For the first test input of each task, side by side in one run: prediction one view at a time (infer.batch_size=1)
+and batched across views (the config's batch size), each end to end through `predict_one` (one prefill per view,
+extended by decoding and scoring; views, decoding, scoring, selection); then the decode phase alone, batched and one
+view at a time from the same cached prompts. The earlier path that prefilled decoding and scoring views apart is
+gone; its figures stay in the README. Prints prefills, end-to-end seconds,
 candidates, candidates scored per second, peak memory per stage and in all, decode tokens/s and the batched /
 one-at-a-time ratio, as tables, then one JSON line. Starts from the default config (8 views, 8 scoring views,
 greedy) and applies --set. Owns no inference code: it times solver.pipeline and solver.generate.
@@ -26,16 +27,16 @@ from solver.pipeline import predict_one
 from solver.tasks import load_tasks
 
 NO_DEADLINE = float("inf")
-PATHS = ("separate", "shared")  # predict_one(shared_prefill=False), predict_one(shared_prefill=True)
+PATHS = ("one", "batched")  # infer.batch_size 1, the config's
 STAGES = ("prefill", "decode", "score")
 
 
-def time_path(loaded, task, cfg, shared: bool) -> dict:
+def time_path(loaded, task, cfg) -> dict:
     """One test input through predict_one: wall seconds, prefills, candidates, scoring rate and peak memory."""
     stats: dict = {"peak_mib": {}}
     reset_peak_memory()
     start = time.perf_counter()
-    choice = predict_one(loaded.model, loaded.codec, task, 0, cfg, NO_DEADLINE, stats, shared_prefill=shared)
+    choice = predict_one(loaded.model, loaded.codec, task, 0, cfg, NO_DEADLINE, stats)
     wall = time.perf_counter() - start
     peaks = stats["peak_mib"]
     return {"wall_s": wall, "prefills": stats.get("prefills", 0), "candidates": len(choice.candidates),
@@ -64,12 +65,12 @@ def time_decode_phase(loaded, task, cfg) -> dict:
 
 
 def bench_task(loaded, task, cfg) -> dict:
-    """Both prediction paths on one task's first test input, then the decode phase."""
+    """Prediction one view at a time and batched on one task's first test input, then the decode phase."""
     row = {"task": task.id}
     for name in PATHS:
-        row[name] = time_path(loaded, task, cfg, shared=name == "shared")
+        row[name] = time_path(loaded, task, cfg.override(infer={"batch_size": 1}) if name == "one" else cfg)
     row.update(time_decode_phase(loaded, task, cfg))
-    row["speedup"] = row["separate"]["wall_s"] / row["shared"]["wall_s"]
+    row["speedup"] = row["one"]["wall_s"] / row["batched"]["wall_s"]
     row["ratio_decode"] = row["single_decode_s"] / row["batched_decode_s"]
     return row
 
@@ -87,7 +88,7 @@ def summarise(rows: list[dict]) -> dict:
         out[f"{p}_peak_mib"] = max(r[p]["peak_mib"] for r in rows)
         for s in STAGES:
             out[f"{p}_peak_{s}_mib"] = max(r[p][f"peak_{s}_mib"] for r in rows)
-    out["speedup_end_to_end"] = total("separate", "wall_s") / total("shared", "wall_s")
+    out["speedup_end_to_end"] = total("one", "wall_s") / total("batched", "wall_s")
     out["batched_decode_tok_per_s"] = out["gen_tokens"] / sum(r["batched_decode_s"] for r in rows)
     out["single_decode_tok_per_s"] = out["gen_tokens"] / sum(r["single_decode_s"] for r in rows)
     out["ratio_decode"] = out["batched_decode_tok_per_s"] / out["single_decode_tok_per_s"]
@@ -98,31 +99,30 @@ def print_tables(rows: list[dict], s: dict) -> None:
     head = (f"{'task':<10} {'prompt':>6} | {'prefills':>9} | {'end to end s':>20} | {'candidates':>10} | "
             f"{'scored/s':>15} | {'peak MiB':>13}")
     print(head)
-    print(f"{'':<10} {'tok':>6} | {'sep  shr':>9} | {'separate  shared  x':>20} | {'sep  shr':>10} | "
-          f"{'sep    shared':>15} | {'sep    shr':>13}")
+    print(f"{'':<10} {'tok':>6} | {'one  bat':>9} | {'one  batched  x':>20} | {'one  bat':>10} | "
+          f"{'one   batched':>15} | {'one    bat':>13}")
     print("-" * len(head))
     for r in rows:
-        a, b = r["separate"], r["shared"]
+        a, b = r["one"], r["batched"]
         print(f"{r['task']:<10} {r['prompt_tokens']:>6} | {a['prefills']:>4} {b['prefills']:>4} | "
               f"{a['wall_s']:>8.1f} {b['wall_s']:>7.1f} {r['speedup']:>4.1f} | {a['candidates']:>4} "
               f"{b['candidates']:>5} | {a['scored_per_s']:>6.2f} {b['scored_per_s']:>8.2f} | "
               f"{a['peak_mib']:>6.0f} {b['peak_mib']:>6.0f}")
     print("-" * len(head))
-    print(f"{'per task':<10} {'':>6} | {s['separate_prefills_per_task']:>4.0f} {s['shared_prefills_per_task']:>4.0f} | "
-          f"{s['separate_wall_s_per_task']:>8.1f} {s['shared_wall_s_per_task']:>7.1f} {s['speedup_end_to_end']:>4.1f} |"
-          f" {s['separate_candidates']:>4} {s['shared_candidates']:>5} | {s['separate_scored_per_s']:>6.2f} "
-          f"{s['shared_scored_per_s']:>8.2f} | {s['separate_peak_mib']:>6.0f} {s['shared_peak_mib']:>6.0f}")
-    print("seconds by stage per task (separate / shared): " + ", ".join(
-        f"{st} {sum(r['separate'][st + '_s'] for r in rows) / len(rows):.1f} / "
-        f"{sum(r['shared'][st + '_s'] for r in rows) / len(rows):.1f}" for st in STAGES))
-    print("peak MiB by stage (separate / shared): " + ", ".join(
-        f"{st} {s[f'separate_peak_{st}_mib']:.0f} / {s[f'shared_peak_{st}_mib']:.0f}" for st in STAGES)
-        + "  (the separate path's scoring stage holds its own prefills)")
+    print(f"{'per task':<10} {'':>6} | {s['one_prefills_per_task']:>4.0f} {s['batched_prefills_per_task']:>4.0f} | "
+          f"{s['one_wall_s_per_task']:>8.1f} {s['batched_wall_s_per_task']:>7.1f} {s['speedup_end_to_end']:>4.1f} |"
+          f" {s['one_candidates']:>4} {s['batched_candidates']:>5} | {s['one_scored_per_s']:>6.2f} "
+          f"{s['batched_scored_per_s']:>8.2f} | {s['one_peak_mib']:>6.0f} {s['batched_peak_mib']:>6.0f}")
+    print("seconds by stage per task (one / batched): " + ", ".join(
+        f"{st} {sum(r['one'][st + '_s'] for r in rows) / len(rows):.1f} / "
+        f"{sum(r['batched'][st + '_s'] for r in rows) / len(rows):.1f}" for st in STAGES))
+    print("peak MiB by stage (one / batched): " + ", ".join(
+        f"{st} {s[f'one_peak_{st}_mib']:.0f} / {s[f'batched_peak_{st}_mib']:.0f}" for st in STAGES))
     if any(r[p]["dfs_calls"] for r in rows for p in PATHS):
         print("DFS per task: " + "; ".join(
-            f"{r['task']} separate {r['separate']['dfs_calls']} single-row calls, shared {r['shared']['steps']} "
-            f"batched greedy steps + {r['shared']['forced']} candidates verified/scored in batches + "
-            f"{r['shared']['dfs_calls']} single-row calls ({r['shared']['dfs_s']:.1f} s)" for r in rows))
+            f"{r['task']} one {r['one']['dfs_calls']} single-row calls, batched {r['batched']['steps']} "
+            f"batched greedy steps + {r['batched']['forced']} candidates verified/scored in batches + "
+            f"{r['batched']['dfs_calls']} single-row calls ({r['batched']['dfs_s']:.1f} s)" for r in rows))
     print(f"\ndecode phase from the same cached prompts: {'task':<10} {'gen tok':>7} | {'batched':>8} {'1x1':>7} "
           f"tok/s | ratio")
     for r in rows:
@@ -146,7 +146,7 @@ def main(args) -> int:
     for task in tasks:
         rows.append(bench_task(loaded, task, cfg))
         r = rows[-1]
-        print(f"# {task.id}: separate {r['separate']['wall_s']:.1f} s, shared {r['shared']['wall_s']:.1f} s "
+        print(f"# {task.id}: one {r['one']['wall_s']:.1f} s, batched {r['batched']['wall_s']:.1f} s "
               f"({r['speedup']:.2f}x); decode phase {r['ratio_decode']:.2f}x batched", flush=True)
     summary = summarise(rows)
     load_after = os.getloadavg()

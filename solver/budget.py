@@ -2,8 +2,8 @@
 
 Pure functions over numbers, importing nothing of the package. A task is known here only by its size in tokens; work
 is a number of TTT steps and decoded views; time is seconds on a monotonic clock. Knows nothing of tasks, codecs,
-models, configs, processes or files: the run (solver/run.py) turns a `Level` into config changes and feeds measured
-times back in.
+models, configs, processes or files: solver.plan turns fitted work into a config (`config_for`), the run
+(solver/run.py) and the solver (solver.pipeline.fit_to_share) apply it and feed measured times back in.
 
 The rules, in one place:
 - share: the next task gets its floor (prediction + one TTT step) and a part, by what its full work adds, of the
@@ -14,7 +14,8 @@ The rules, in one place:
 - order: longest first while every pending task's floor (prediction + one step) fits, cheapest first when not
   (see `order_tasks`).
 - re-planning: every dispatch re-reads the clock and what is pending; speeds measured by finished tasks replace the
-  preset's (`update_rates`), and a correction factor (measured / estimated seconds) scales what remains.
+  preset's (`update_rates`), and a correction factor (measured / estimated seconds) scales what remains; the seconds
+  the candidate sources other than the model take a task (`Rates.search_s`, measured) are added to every estimate.
 """
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ class Rates:
     decode_tokens_per_s: float
     task_overhead_s: float
     correction: float = 1.0
+    search_s: float = 0.0  # seconds the candidate sources other than the model take a task (measured, not scaled)
 
 
 def estimate_seconds(size: TaskSize, work: Work, rates: Rates) -> tuple[float, float]:
@@ -91,7 +93,7 @@ def estimate_seconds(size: TaskSize, work: Work, rates: Rates) -> tuple[float, f
     predict = work.views * size.num_tests * per_view
     if work.views:
         predict += rates.task_overhead_s
-    return ttt * rates.correction, predict * rates.correction
+    return ttt * rates.correction, predict * rates.correction + rates.search_s
 
 
 def total_seconds(size: TaskSize, work: Work, rates: Rates) -> float:
@@ -99,10 +101,10 @@ def total_seconds(size: TaskSize, work: Work, rates: Rates) -> float:
 
 
 def update_rates(rates: Rates, measured: dict[str, float], weight: float = 0.5) -> Rates:
-    """Move each measured speed (train/prefill/decode tokens per second; 0 or absent: not measured) towards the
-    measurement (an exponential average)."""
+    """Move each measured speed (train/prefill/decode tokens per second, the other sources' seconds a task; 0 or
+    absent: not measured) towards the measurement (an exponential average)."""
     new = {}
-    for key in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s"):
+    for key in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "search_s"):
         value = measured.get(key, 0.0)
         if value and value > 0 and math.isfinite(value):
             new[key] = (1 - weight) * getattr(rates, key) + weight * value
@@ -190,12 +192,6 @@ def minimum_seconds(size: TaskSize, full: Work, rates: Rates, min_views: int = 2
     """(prediction alone at min_views, that plus one TTT step): the two floors of a task's share."""
     pred = predict_seconds(size, min(full.views, max(1, min_views)), rates)
     return pred, pred + (step_seconds(size, full.batch_size, rates) if full.ttt_steps else 0.0)
-
-
-def retry_level(failed: Level) -> Level:
-    """The smaller configuration a task that raised is retried at, once: the one most likely to succeed, no
-    training (out of memory in training, NaN loss) and few views (out of memory or an error in decoding)."""
-    return Level.NO_TTT if failed <= Level.NO_TTT else Level.FALLBACK
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from solver.config import ConfigError, add_config_arguments, resolve
 from solver.files import setup_logging
-from solver.workers import process_start, use_executor
+from solver.workers import process_start
 from solver.tasks import Task, load_tasks, load_tasks_checked
 
 log = logging.getLogger("solver.cli")
@@ -40,7 +40,21 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from solver.bench_search import search_command
+    from solver.budget import parse_duration
+    return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit, heldout=args.heldout,
+                          budget_s=parse_duration(args.budget) if args.budget else None)
+
+
 def cmd_bench(args) -> int:
+    if args.what == "selection":
+        from solver.bench_selection import main as replay
+        return replay(args)
+    if args.what == "search":
+        from solver.bench_search import bench_command
+        from solver.budget import parse_duration
+        return bench_command(args.tasks, args.depth, args.limit, args.heldout, parse_duration(args.budget))
     if args.what == "ttt":
         from solver.bench_ttt import main as bench
     elif args.what == "ablation":
@@ -89,7 +103,7 @@ def add_run_parser(sub) -> None:
                                      "(default: beside --out, named after it)")
     s.add_argument("--workers", type=int, help="0: one process per GPU, or in-process on a CPU; N: N processes")
     s.add_argument("--solver", help="factory of the per-task solve function, 'module:function' (default: the "
-                                    "pipeline)")
+                                    "package's Solver)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     add_executor_arguments(s)
     add_config_arguments(s)
@@ -104,13 +118,6 @@ def add_executor_arguments(s) -> None:
                                          "here (default: $RAY_ADDRESS, else a new local cluster)")
 
 
-def executor_options(cfg) -> dict:
-    """The options of cfg.run.executor (solver.workers.use_executor)."""
-    if cfg.run.executor == "ray":
-        return {"address": cfg.run.ray_address, "cpus_per_actor": cfg.run.ray_cpus_per_actor}
-    return {}
-
-
 def cmd_run(args, start: float | None = None) -> int:
     start = process_start() if start is None else start
     cfg = resolve(args.preset, args.config, args.set, model={"spec": args.model},
@@ -121,9 +128,8 @@ def cmd_run(args, start: float | None = None) -> int:
     warn_if_trained_on(cfg.model.spec, tasks)  # a model measured on a split it was trained on says so
     workdir = args.workdir or str(Path(args.out).with_name(Path(args.out).stem + "_work"))
     from solver.run import exit_status, run_tasks
-    with use_executor(cfg.run.executor, **executor_options(cfg)):
-        report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress,
-                           load_problems=problems)
+    report = run_tasks(tasks, cfg, args.out, workdir, start=start, progress=not args.no_progress,
+                       load_problems=problems)
     return exit_status(report)
 
 
@@ -197,6 +203,18 @@ def cmd_pretrain(args) -> int:
 
 
 # the parser ---------------------------------------------------------------------------------------------------------
+def add_search_parser(sub) -> None:
+    s = sub.add_parser("search", help="the program search alone (no model): a submission in seconds to minutes, "
+                                      "scored when solutions are known")
+    s.add_argument("--tasks", required=True, help="task SPEC: challenges file, directory, or arc1:train etc.")
+    s.add_argument("--out", default="submission/search.json", help="where the submission is written")
+    s.add_argument("--depth", type=int, default=2, help="compositions of up to this many transforms")
+    s.add_argument("--budget", help="time for all tasks (90s, 10m); default: at most 30 s a task")
+    s.add_argument("--limit", type=int, help="the first N tasks")
+    s.add_argument("--heldout", action="store_true", help="only the held-out slice of the task set (solver.tasks)")
+    s.set_defaults(func=cmd_search)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m solver", description="ARC solver built on test-time training.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -216,8 +234,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="benchmarks that print figures: ttt (training speed), infer (decoding speed), "
                                      "ablation (does TTT help: the paper's comparison on the held-out slice), plan (the planner on real "
-                                     "task sizes, no model)")
-    s.add_argument("what", choices=["ttt", "infer", "ablation", "plan", "pretrain"])
+                                     "task sizes, no model), search (the program search alone), selection (every rule and mix replayed on a "
+                                     "run's kept candidates)")
+    s.add_argument("what", choices=["ttt", "infer", "ablation", "plan", "pretrain", "search", "selection"])
     s.add_argument("--model", default="smollm2", help="model SPEC")
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")
@@ -227,6 +246,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--backends", default="peft", help="ttt: adapter backends side by side (peft,unsloth); one that "
                                                       "is unavailable here is left out with a warning")
     s.add_argument("--reduced-only", action="store_true", help="ttt: no full-vocabulary rows (saves a second load)")
+    s.add_argument("--depth", type=int, default=2, help="search: compositions of up to this many transforms")
+    s.add_argument("--heldout", action="store_true", help="search: only the held-out slice of the task set")
+    s.add_argument("--workdir", help="selection: a finished run's work directory (its candidates.jsonl)")
     add_executor_arguments(s)
     add_config_arguments(s, "cpu-demo")
     s.set_defaults(func=cmd_bench)
@@ -244,6 +266,7 @@ def make_parser() -> argparse.ArgumentParser:
     from solver.check_gpu import add_parser as add_check_gpu_parser  # standard library only at import
     add_check_gpu_parser(sub)  # `check-gpu`: the GPU path on a random model of SmolLM2's shape
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
+    add_search_parser(sub)  # `search`: the program search alone
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
     from solver.session import add_parser as add_session_parser  # standard library only at import
     add_session_parser(sub)  # `gpu-session`: one GPU window, verification then pretraining

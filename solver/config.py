@@ -43,6 +43,9 @@ class ModelConfig:
     device: str = _f("auto", "cpu | cuda | cuda:<n> | auto (cuda when a GPU is visible, else cpu)")
     cache_dir: str = _f("", "where converted GGUF models are cached (empty: $ARC_SOLVER_CACHE, else "
                             "~/.cache/arc-solver)")
+    format: str = _f("auto", "prompt format of an HF model directory: auto (read its tokenizer and config and pick; "
+                             "logged with the reason) | codec (the package's own) | nvarc | architects | marc "
+                             "(the public checkpoints' own formats, solver.formats)")
 
 
 @dataclass
@@ -100,6 +103,8 @@ class TTTConfig:
                                          "(0: never)")
     batch_tokens: int = _f(0, "cap on the tokens of one batch, padding included (0: none; batch_size still caps "
                               "the rows); an out-of-memory step is retried with half the rows per pass")
+    precision: str = _f("auto", "auto: bf16 autocast on a GPU with native bf16, fp16 autocast with loss scaling on an "
+                                "older one, fp32 on a CPU (solver.precision, as pretraining); or bf16 | fp16 | fp32")
 
 
 @dataclass
@@ -118,6 +123,9 @@ class InferConfig:
     score_batch_size: int = _f(16, "candidates scored together under one view")
     decode_share: float = _f(0.7, "share of a test input's remaining time given to decoding; scoring gets the rest")
     rule: str = _f("combined", "selection rule: vote | hierarchical | poe | combined")
+    mix: str = _f("first", "where the search's answers go in the rule's ranking: first (its best program's answer "
+                           "is attempt 1) | fill (after every model candidate) | pool (ranked by the rule with the "
+                           "rest, scored by the model)")
     combined_weight: float = _f(1.0, "rule combined: votes + weight x mean log-likelihood")
     max_prompt_tokens: int = _f(0, "a prompt and its longest answer must fit this many tokens, else context demos are "
                                    "dropped (largest first, never the query; named in the report); 0: the model's "
@@ -125,13 +133,29 @@ class InferConfig:
 
 
 @dataclass
+class SearchConfig:
+    depth: int = _f(2, "program search: compositions of up to this many grid transforms (3 costs about 15x 2)")
+    max_seconds: float = _f(30.0, "program search: at most this many seconds a task")
+    share: float = _f(0.25, "program search: at most this share of a task's time when the model is a source too")
+    max_memory_mb: int = _f(2048, "program search: cap on the grids it holds, MiB (it stops there with what it found)")
+
+
+SOURCES = ("search", "model")  # the candidate sources a run can use (solver.program_source, the model)
+
+
+@dataclass
 class RunConfig:
     seed: int = _f(0, "seed of every sampler in the run")
+    sources: str = _f("search,model", "candidate sources, comma-separated, in the order their candidates are "
+                                      "tabled: search (programs over grid transforms) | model; the others run "
+                                      "before the model (their time is measured, the model's work fitted to the "
+                                      "rest); without model no model is loaded")
     budget: str = _f("10m", "time for the whole run, model loading included: 90s, 10m, 12h")
     safety_margin_s: float = _f(10.0, "seconds kept free at the end of the budget (at least; see safety_fraction)")
     safety_fraction: float = _f(0.02, "fraction of the budget kept free at the end, when more than safety_margin_s")
     workers: int = _f(0, "0: one worker process per visible GPU, in-process on a CPU machine; N: N processes")
-    solver: str = _f("solver.pipeline:pipeline", "factory of the per-task solve function, 'module:function'")
+    solver: str = _f("", "factory of the per-task solve function, 'module:function' (another solver, a test's fake); "
+                         "empty: the package's Solver (solver.pipeline)")
     order: str = _f("auto", "task order: auto (longest first while all fits, cheapest first under pressure) | "
                             "longest | cheapest | given")
     min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")
@@ -160,8 +184,10 @@ class RunConfig:
     prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
     decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")
     task_overhead_s: float = _f(1.0, "planning estimate of fixed seconds per task (view building, scoring)")
+    search_seconds: float = _f(3.0, "planning estimate of the program search's seconds per task (when it is a "
+                                    "source), until tasks measure it")
     executor: str = _f("local", "local: the workers above on this machine | ray: one Ray actor per GPU of the cluster "
-                                "at ray_address (the command line picks it: solver.workers.use_executor)")
+                                "at ray_address (solver.workers.make_executor)")
     ray_address: str = _f("", "Ray cluster to join (HOST:6379, 'auto' for the one `ray start` began here; empty: "
                               "$RAY_ADDRESS, else a new local cluster)")
     ray_cpus_per_actor: float = _f(1.0, "CPUs each Ray actor (or ablation row) asks for on a cluster without GPUs")
@@ -229,6 +255,7 @@ class Config:
     ttt: TTTConfig = field(default_factory=TTTConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict:
@@ -275,10 +302,14 @@ PRESETS: dict[str, Config] = {
     "default": Config(),
     "test": _preset(model={"spec": "scratch:tiny"},
                     run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0,
-                         "decode_tokens_per_s": 200.0}),
+                         "decode_tokens_per_s": 200.0, "search_seconds": 0.5},
+                    search={"max_seconds": 2.0}),
     # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
     "cpu-demo": _preset(model={"spec": "default"},
-                        ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16},
+                        # a 2-core machine's memory: one TTT pass of SmolLM2 at 2,048 tokens peaked at 3.4 GB, at 4,096
+                        # at 10 GB (bench in the README); sequences are cut to 2,048 and a pass holds at most two
+                        ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16,
+                             "max_tokens": 2048, "batch_tokens": 4096},
                         infer={"num_views": 8, "score_views": 4, "batch_size": 8},
                         run={"budget": "10m", "workers": 0, "safety_margin_s": 15.0,
                              # measured in demo runs on the 2-core dev machine: TTT ~200 tokens/s alone, 20-40
@@ -384,6 +415,7 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
         section, key, value = parse_assignment(text)
         assigned.setdefault(section, {})[key] = value
     cfg = cfg.override(**assigned)
+    parse_sources(cfg.run.sources)  # fail now on an unknown source
     for name, value in (("run.budget", cfg.run.budget), ("pretrain.budget", cfg.pretrain.budget)):
         try:
             if value or name == "run.budget":
@@ -391,6 +423,15 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
         except ValueError as e:
             raise ConfigError(f"{name}: {e}") from None
     return cfg
+
+
+def parse_sources(text: str) -> list[str]:
+    """'search,model' -> ['search', 'model']; an unknown or repeated name, or none at all, is an error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names or len(set(names)) < len(names):
+        raise ConfigError(f"run.sources='{text}': expected distinct names from {', '.join(SOURCES)}")
+    return names
 
 
 def add_config_arguments(parser, default_preset: str = "default") -> None:

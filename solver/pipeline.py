@@ -1,11 +1,13 @@
-"""One task end to end: the default solve function of the run.
+"""One task end to end: the solver of the run (`Solver`).
 
-`pipeline(cfg)` runs once per worker: it loads the model and attaches the LoRA adapter (and, where those options are
-on, builds the neighbour library and the adapter store of solver.embed / solver.reuse). The `solve(task, cfg,
-deadlines)` it returns trains the adapter on the task until the TTT deadline (solver.ttt; related tasks' sequences
-built here and passed in), then predicts every test input: views, decoding and scoring (solver.generate), selection
-(solver.select), fallbacks when time or candidates run out. Knows nothing of planning, other tasks' results, the
-submission file or reports.
+`Solver.build(cfg)` (the run's factory: `pipeline`) runs once per worker: it builds the candidate sources of
+`run.sources` (solver.program_source's search; the model: loaded once, with its LoRA adapter attached and, where those
+options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called as
+`solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test input's
+table), then fits the model's work to the time left at the worker's measured speeds (prediction first, TTT the rest),
+trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views, decoding and scoring of
+its own and the other sources' candidates (solver.generate), the merged table, and the selection (solver.select),
+with fallbacks when time or candidates run out. Knows nothing of other tasks' results, the submission file or reports.
 """
 from __future__ import annotations
 
@@ -13,38 +15,89 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass, field, replace
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.config import Config
+from solver.config import Config, parse_sources
 from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.results import Deadlines, TaskResult
-from solver.select import Choice, candidate_table, choose_attempts, no_choice
+from solver.select import MODEL, Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, \
+    no_choice
 from solver.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Worker:
-    """What a worker keeps across tasks: the model, its adapter (and the shared adapter's state), the related-task
-    options, and the speeds it measured (None until it calibrated)."""
+class Solver:
+    """One worker's solver, built once (`Solver.build`): the candidate sources other than the model, the model (None
+    when it is no source), its adapter (and the shared adapter's state), the related-task options, and the speeds it
+    measured (None until it calibrated). Called as the run's solve function: `solver(task, cfg, deadlines)`;
+    `train` and `predict` are its two halves for callers that drive them (benchmarks, notebooks, checks)."""
     cfg: Config
     loaded: object
     adapter: object = None
     shared: dict | None = None
     related: tuple = (None, None)
     rates: B.Rates | None = None
+    sources: list = field(default_factory=list)
+
+    @classmethod
+    def build(cls, cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
+        """The sources of run.sources (`sources`: the ones other than the model, instead of those it names); the
+        model loaded once, with a LoRA adapter attached when TTT is on (and with cfg.run.shared_adapter, that
+        adapter's weights read once too: a task whose share fits no TTT step predicts with them)."""
+        names = parse_sources(cfg.run.sources)
+        if sources is None:
+            sources = [_source(name, cfg) for name in names if name != MODEL]
+        solver = _with_model(cfg) if MODEL in names else cls(cfg, None)
+        solver.sources = sources
+        return solver
+
+    def __call__(self, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
+        return _solve_pipeline(self, task, cfg, deadlines)
+
+    def train(self, task: Task, deadline: float, cfg: Config | None = None):
+        """TTT of the adapter (reset first) on the task until `deadline` (a time.monotonic() value): a TTTResult."""
+        from solver.ttt import TTTResult
+        if self.adapter is None:
+            return TTTResult()
+        self.adapter.reset()
+        cfg = cfg or self.cfg
+        res, _ = _train_or_reuse(self.adapter, self.related, self.loaded, task, cfg, Deadlines(deadline, deadline))
+        return res
+
+    def predict(self, task: Task, deadline: float, cfg: Config | None = None, known=None,
+                stats: dict | None = None) -> list[Choice]:
+        """Two attempts per test input with the adapter as it is (trained or not), over the other sources'
+        candidates `known` (one table per test input; gathered now when None)."""
+        from solver.model import Loaded
+        cfg = cfg or self.cfg
+        if known is None:
+            known = gather(self.sources, task, sources_deadline(cfg, deadline, self.loaded is not None)).tables
+        if self.loaded is None:
+            return [_choose(known[i], cfg, x, "") for i, x in enumerate(task.test_inputs)]
+        model = self.adapter.model if self.adapter is not None else self.loaded.model
+        if self.adapter is not None:
+            self.adapter.eval_mode()
+        return predict(Loaded(model, self.loaded.codec, self.loaded.spec), task, cfg, deadline, stats, known)
 
 
-def pipeline(cfg: Config):
-    """Load the model (and attach a LoRA adapter when TTT is on) once; return solve(task, cfg, deadlines).
+def pipeline(cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
+    """Solver.build under the factory name that saved configs give ('solver.pipeline:pipeline')."""
+    return Solver.build(cfg, sources)
 
-    With cfg.run.shared_adapter, that adapter's weights are read once too; a task whose share fits no TTT step
-    predicts with them instead of the base model.
-    """
+
+def _source(name: str, cfg: Config) -> CandidateSource:
+    from solver.program_source import SEARCH, SearchSource
+    if name == SEARCH:
+        return SearchSource(cfg.search)
+    raise ValueError(f"no candidate source named '{name}'")
+
+
+def _with_model(cfg: Config) -> Solver:
+    """The model loaded once, its adapter attached (and the shared adapter's state read) where asked for."""
     from solver import model as M
     loaded = M.load_configured(cfg.model, cfg.run.seed)
     adapter, shared = None, None
@@ -55,7 +108,7 @@ def pipeline(cfg: Config):
         adapter.load(cfg.run.shared_adapter)
         shared = adapter.snapshot()
         adapter.reset()
-    return partial(_solve_pipeline, Worker(cfg, loaded, adapter, shared, _related(cfg, loaded, adapter)))
+    return Solver(cfg, loaded, adapter, shared, _related(cfg, loaded, adapter))
 
 
 def _related(cfg: Config, loaded, adapter) -> tuple:
@@ -96,12 +149,12 @@ def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, de
     return res, decision.describe() if decision is not None else ""
 
 
-def fit_to_share(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> tuple[Config, Deadlines, B.Work]:
+def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tuple[Config, Deadlines, B.Work]:
     """The task's work fitted to the time to its deadline at this worker's speeds (measured, else the preset's):
     prediction's time reserved first, TTT until the rest is spent (solver.budget.fit_work). A planned job is fitted
     from the run's full configuration (the parent planned it with the speeds it knew); a retry (run.replan off)
     keeps its smaller configuration, and only its views are fitted."""
-    rates = w.rates or preset_rates(cfg)
+    rates = replace(w.rates or preset_rates(cfg), search_s=0.0)  # the other sources ran already
     if cfg.run.replan:
         cfg = w.cfg
     size, full = task_size(task, w.loaded.codec), full_work(task, cfg)
@@ -114,33 +167,55 @@ def fit_to_share(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end), full
 
 
-def calibrate(w: Worker, task: Task, cfg: Config) -> B.Rates:
-    """Time one TTT step on the task's shortest training sequence and a prefill and a few decoding steps of its first
-    view (the adapter is reset after): the speeds this worker plans with (solver.budget.cautious_rates: a slower one
-    whole, a faster one halfway from the preset's) until its tasks measure their own. Cheap on purpose: it is paid
-    from the first task's share."""
+def on_accelerator(model) -> bool:
+    """Whether the model's weights live on an accelerator (CUDA, MPS, ...) rather than the CPU."""
+    return next(model.parameters()).device.type != "cpu"
+
+
+def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
+    """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after.
+    On an accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the
+    planned views in batches of infer.batch_size), each after one untimed warm-up call (CUDA context, kernels and
+    allocator are cold at first; one cold step at batch 1 understates a GPU's throughput many times). On a CPU, whose
+    speed per token does not grow with the batch, one sequence and one view, unwarmed: on the first (largest) task of
+    the held-out slice the planned shapes cost minutes of its share. Decoding stops at `deadline`. Returns the speeds
+    this worker plans with (solver.budget.cautious_rates: a slower one whole, a faster one halfway from the preset's)
+    until its tasks measure their own; it is paid from the first task's share."""
     from solver.data import build_examples
-    from solver.generate import View, decode_batch, make_views
+    from solver.generate import decode_batch, make_views
     from solver.ttt import train
     rates, codec = preset_rates(cfg), w.loaded.codec
+    model = w.adapter.model if w.adapter is not None else w.loaded.model
+    warm = on_accelerator(model)
     measured = {}
     if w.adapter is not None and cfg.ttt.enabled:
-        shortest = min(build_examples(task, codec, cfg.ttt, cfg.run.seed), key=len, default=None)
-        if shortest is not None:
-            res = train(w.adapter, [shortest], replace(cfg.ttt, max_steps=1, batch_size=1), codec.pad)
+        examples = sorted(build_examples(task, codec, cfg.ttt, cfg.run.seed), key=len)
+        if examples:
+            batch = max(1, cfg.ttt.batch_size) if warm else 1
+            one = replace(cfg.ttt, max_steps=1, epochs=1)
+            if warm:
+                train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up: not timed
+                w.adapter.reset()
+            res = train(w.adapter, (examples * batch)[:batch], replace(one, batch_size=batch), codec.pad)
             w.adapter.reset()
             if res.steps:
                 measured["train_tokens_per_s"] = res.tokens / max(res.seconds, 1e-6)
-    model = w.adapter.model if w.adapter is not None else w.loaded.model
-    view = make_views(task, 0, codec, 1, cfg.run.seed, cfg.infer)[0]
-    stats: dict = {}
+    n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
+    views = [replace(v, max_shape=(1, 2)) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
     model.eval()
-    decode_batch(model, codec, [View(view.transform, view.prompt, (1, 2))], time.monotonic() + 600, stats=stats)
-    if stats.get("prefill_s"):
-        measured["prefill_tokens_per_s"] = len(view.prompt) / stats["prefill_s"]
+    if warm:
+        decode_batch(model, codec, views[:1], deadline)  # warm-up: not timed
+    stats: dict = {}
+    for i in range(0, len(views), per_batch):
+        decode_batch(model, codec, views[i:i + per_batch], deadline, stats=stats)
+    if stats.get("prefill_s"):  # the views prefilled before the deadline
+        prefilled = views[:stats.get("prefills", len(views))]
+        measured["prefill_tokens_per_s"] = sum(len(v.prompt) for v in prefilled) / stats["prefill_s"]
     if stats.get("decode_s") and stats.get("tokens"):
         measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
-    log.info("task %s: calibrated %s", task.id, ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
+    log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
+             max(1, cfg.ttt.batch_size) if warm else 1, len(views),
+             ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
     return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
 
 
@@ -159,11 +234,69 @@ def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, view
     return out
 
 
-def _solve_pipeline(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
+@dataclass
+class Gathered:
+    """What the sources other than the model proposed for a task: one candidate table per test input."""
+    tables: list[list[Candidate]]
+    seconds: float = 0.0
+    programs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def gather(sources: list, task: Task, deadline: float) -> Gathered:
+    """Each source's candidates for every test input, merged in source order. A source that raises is logged with
+    its traceback and named in `errors`; the others (and the model) still answer."""
+    t0, out = time.monotonic(), Gathered([[] for _ in task.test_inputs])
+    if not task.valid:
+        return out
+    for source in sources:
+        try:
+            for i in range(len(task.test_inputs)):
+                out.tables[i] = merge_tables([out.tables[i], source.propose(task, i, deadline)])
+        except Exception as e:
+            log.exception("task %s: candidate source '%s' raised; the task goes on without it", task.id, source.name)
+            out.errors.append(f"{source.name}: {type(e).__name__}: {e}")
+        out.programs += getattr(source, "programs", 0)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
+    """When the sources other than the model must stop: search.max_seconds from now, and with the model as a source
+    too at most search.share of the time left."""
+    now = time.monotonic()
+    left = max(0.0, end - now)
+    return now + min(cfg.search.max_seconds, cfg.search.share * left if model_too else left)
+
+
+def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
+    gathered = gather(w.sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None))
+    source_stats = {"search_seconds": gathered.seconds, "programs": gathered.programs,
+                    "source_errors": "; ".join(gathered.errors)}
+    if w.loaded is None:
+        found = [_choose(gathered.tables[i], cfg, task.test_inputs[i], "" if task.valid else
+                         f"invalid task: {task.problem}") for i in range(len(task.test_inputs))]
+        return _task_result(found, source_stats)
+    found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables)
+    return _task_result(found, {**source_stats, **stats})
+
+
+def _task_result(found: list[Choice], stats: dict) -> TaskResult:
+    attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
+    return TaskResult(attempts, candidates=sum(len(a.candidates) for a in found),
+                      tables=[[c.to_json() for c in a.candidates] for a in found],
+                      note="; ".join(a.note for a in found if a.note),
+                      origins="; ".join("|".join(a.origins()) for a in found), **stats)
+
+
+def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
+                      known: list[list[Candidate]]) -> tuple[list[Choice], dict]:
+    """Calibration (a worker's first task), the work fitted to the time left, TTT, then prediction of every test
+    input over the other sources' candidates too: the choices and what the report keeps."""
     from solver.model import Loaded
     t0, calibration_s = time.monotonic(), 0.0
     if cfg.run.calibrate and w.rates is None and task.valid:
-        w.rates = calibrate(w, task, cfg)
+        w.rates = calibrate(w, task, cfg, t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s = time.monotonic() - t0
     cfg, deadlines, full = fit_to_share(w, task, cfg, deadlines)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
@@ -183,77 +316,63 @@ def _solve_pipeline(w: Worker, task: Task, cfg: Config, deadlines: Deadlines) ->
     stats: dict = {}
     base_only = adapter is not None and not cfg.ttt.enabled and not cfg.ttt.shared_adapter
     with adapter.disabled() if base_only else nullcontext():
-        found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats)
+        found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
     speeds = measured_speeds(task_size(task, w.loaded.codec), steps, cfg.ttt.batch_size, t1 - t0 - calibration_s,
                              cfg.infer.num_views, t2 - t1, stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
-    attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
-    return TaskResult(attempts, level=int(B.level_of(did, full)), ttt_steps=steps, candidates=sum(len(a.candidates) for a in found),
-                      views=cfg.infer.num_views, ttt_seconds=t1 - t0, predict_seconds=t2 - t1,
-                      note="; ".join(a.note for a in found if a.note), adapter_from=adapter_from,
-                      calibration_seconds=calibration_s, **speeds)
+    return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
+                       ttt_seconds=t1 - t0, predict_seconds=t2 - t1, adapter_from=adapter_from,
+                       calibration_seconds=calibration_s, **speeds)
+
+
+def _choose(table: list[Candidate], cfg: Config, fallback, note: str) -> Choice:
+    """The two attempts from a merged candidate table under infer.rule and infer.mix."""
+    extra = {"weight": cfg.infer.combined_weight} if cfg.infer.rule == "combined" else {}
+    return choose_attempts(table, cfg.infer.rule, fallback, note, mix=cfg.infer.mix, **extra)
 
 
 def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, deadline: float,
-                stats: dict | None = None, *, shared_prefill: bool = True) -> Choice:
-    """Views, decoding, scoring and selection for one test input; fallbacks when time or candidates run out.
-
-    shared_prefill: one prefill per view, which decoding and scoring both extend; the scoring views are the decoding
-    views (score_views > num_views adds views, fewer scores under the first score_views). False: the earlier path
-    (decoding prefills its views, scoring prefills seed+1 views of its own), kept for `bench infer`.
-    """
-    icfg = cfg.infer
+                stats: dict | None = None, known: list[Candidate] = ()) -> Choice:
+    """Views, decoding, scoring and selection for one test input, over the model's candidates and the other sources'
+    (`known`, which the model scores too); fallbacks when time or candidates run out. One prefill per view, which
+    decoding and scoring both extend; the scoring views are the decoding views (score_views > num_views adds views,
+    fewer scores under the first score_views)."""
     fallback = task.test_inputs[test_index]
     if time.monotonic() >= deadline:
-        return no_choice(fallback, "no time left")
-    decode_deadline = time.monotonic() + icfg.decode_share * (deadline - time.monotonic())
-    decode = _decode_and_score_shared if shared_prefill else _decode_and_score_separately
-    table = decode(model, codec, task, test_index, cfg, decode_deadline, deadline, stats)
-    note = "" if table else "no candidate decoded in time"
-    extra = {"weight": icfg.combined_weight} if icfg.rule == "combined" else {}
-    return choose_attempts(table, icfg.rule, fallback, note, **extra)
+        return _choose(list(known), cfg, fallback, "no time left for the model")
+    decode_deadline = time.monotonic() + cfg.infer.decode_share * (deadline - time.monotonic())
+    table, decoded = _decode_and_score(model, codec, task, test_index, cfg, decode_deadline, deadline, stats, known)
+    return _choose(table, cfg, fallback, "" if decoded else "no candidate decoded in time")
 
 
-def _decode_and_score_shared(model, codec: Codec, task: Task, test_index: int, cfg: Config, decode_deadline: float,
-                             deadline: float, stats: dict | None) -> list:
-    """The candidate table of one test input, scored, over one prefill per view (solver.generate.SharedViews)."""
+def _decode_and_score(model, codec: Codec, task: Task, test_index: int, cfg: Config, decode_deadline: float,
+                      deadline: float, stats: dict | None, known: list[Candidate]) -> tuple[list[Candidate], int]:
+    """The merged candidate table of one test input (the other sources' first, then the model's), every row scored
+    over one prefill per view (solver.generate.SharedViews); and how many grids the model decoded."""
     from solver import generate as G
     icfg, seed = cfg.infer, cfg.run.seed
     views = G.make_views(task, test_index, codec, max(icfg.num_views, icfg.score_views), seed, icfg)
     shared = G.SharedViews(model, codec, views, batch_size=icfg.batch_size, stats=stats)
     decoded = shared.decode(icfg, decode_deadline, seed=seed)
-    table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in decoded])
+    table = merge_tables([list(known), candidate_table([(d.view, views[d.view].group, d.grid, d.logp)
+                                                        for d in decoded])])
     if table and icfg.score_views > 0:
         scores = shared.score([c.grid for c in table], icfg.score_views, deadline, icfg.score_batch_size)
         for c, column in zip(table, scores.T):
             c.scores = [float(x) for x in column]
-    return table
+    return table, len(decoded)
 
 
-def _decode_and_score_separately(model, codec: Codec, task: Task, test_index: int, cfg: Config,
-                                 decode_deadline: float, deadline: float, stats: dict | None) -> list:
-    """The candidate table of one test input, scored, the earlier way: decoding and scoring prefill their own views."""
-    from solver import generate as G
-    icfg, seed = cfg.infer, cfg.run.seed
-    views = G.make_views(task, test_index, codec, icfg.num_views, seed, icfg)
-    decoded = G.decode_views(model, codec, views, icfg, decode_deadline, seed=seed, stats=stats)
-    table = candidate_table([(d.view, views[d.view].group, d.grid, d.logp) for d in decoded])
-    if table and icfg.score_views > 0:
-        score_set = G.make_views(task, test_index, codec, icfg.score_views, seed + 1, icfg)
-        scores = G.score_candidates(model, codec, score_set, [c.grid for c in table], deadline,
-                                    icfg.score_batch_size, stats)
-        for c, column in zip(table, scores.T):
-            c.scores = [float(x) for x in column]
-    return table
-
-
-def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None = None) -> list[Choice]:
-    """Two attempts per test input of a task (`loaded` is a model.Loaded); each test input gets an equal share of
-    the time left. Invalid tasks and a past deadline get fallback attempts without touching the model."""
+def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None = None,
+            known: list[list[Candidate]] | None = None) -> list[Choice]:
+    """Two attempts per test input of a task (`loaded` is a model.Loaded), over the model's candidates and the other
+    sources' (`known`, one table per test input); each test input gets an equal share of the time left. Invalid
+    tasks and a past deadline get fallback attempts without touching the model."""
     if not task.valid:
         return [no_choice(g, f"invalid task: {task.problem}") for g in task.test_inputs]
+    known = known or [[] for _ in task.test_inputs]
     model = loaded.model
     was_training = model.training
     model.eval()
@@ -262,7 +381,7 @@ def predict(loaded, task: Task, cfg: Config, deadline: float, stats: dict | None
         for i in range(len(task.test_inputs)):
             share = time.monotonic() + (deadline - time.monotonic()) / (len(task.test_inputs) - i)
             fitted, note = prompt_within_context(model, loaded.codec, task, i, cfg)
-            choice = predict_one(model, loaded.codec, fitted, i, cfg, min(share, deadline), stats)
+            choice = predict_one(model, loaded.codec, fitted, i, cfg, min(share, deadline), stats, known[i])
             choice.note = "; ".join(n for n in (note, choice.note) if n)
             out.append(choice)
         return out
@@ -280,7 +399,7 @@ def prompt_within_context(model, codec: Codec, task: Task, test_index: int, cfg:
     if not limit:
         return task, ""
     rows, cols = plausible_shape(task.train, task.test_inputs[test_index])
-    fitted, dropped = fit_prompt(task, test_index, codec, limit - (rows * (cols + 1) + 1))
+    fitted, dropped = fit_prompt(task, test_index, codec, limit - codec.answer_length(rows, cols))
     if not dropped:
         return task, ""
     note = (f"test {test_index}: prompt trimmed to the {limit}-token context: {dropped} of {len(task.train)} demos "

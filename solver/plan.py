@@ -9,17 +9,17 @@ from __future__ import annotations
 import math
 
 from solver import budget as B
-from solver.codec import Codec
-from solver.config import Config
+from solver.codec import PromptFormat
+from solver.config import Config, parse_sources
 from solver.tasks import Task
 
 
-def task_size(task: Task, codec: Codec) -> B.TaskSize:
+def task_size(task: Task, codec: PromptFormat) -> B.TaskSize:
     """Token counts of a task's training sequence, decoding prompt and expected output."""
     if not task.valid or not task.train:
         return B.TaskSize(0, 0, 0, task.num_tests)
     *context, (qi, qo) = task.train
-    out = max(b.shape[0] * (b.shape[1] + 1) + 1 for _, b in task.train)
+    out = max(codec.answer_length(*b.shape) for _, b in task.train)
     prompt = max((codec.num_tokens(task.train, q) for q in task.test_inputs), default=0)
     return B.TaskSize(codec.num_tokens(context, qi, qo), prompt, out, task.num_tests)
 
@@ -43,7 +43,9 @@ def full_work(task: Task, cfg: Config) -> B.Work:
 def preset_rates(cfg: Config) -> B.Rates:
     """The preset's speeds: the planner's first guess, until tasks measure them."""
     r = cfg.run
-    return B.Rates(r.train_tokens_per_s, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.task_overhead_s)
+    search = r.search_seconds if "search" in parse_sources(r.sources) else 0.0
+    return B.Rates(r.train_tokens_per_s, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.task_overhead_s,
+                   search_s=search)
 
 
 def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import platform
+import re
 import subprocess
 import time
 from dataclasses import asdict
@@ -26,7 +27,8 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
-                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from"]
+                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
+                  "search_seconds", "origins", "source_errors", "gpu_peak_mib"]
 
 
 def write_report(run, printing: bool = True) -> dict:
@@ -86,6 +88,17 @@ def _spread(values: list[float]) -> dict:
     return {"min": v[0], "median": v[len(v) // 2], "max": v[-1]} if v else {"min": 0, "median": 0, "max": 0}
 
 
+def _max_or_none(values: list) -> float | None:
+    """The largest of the values that are not None; None when there is none (a CPU run: no GPU figure)."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _first_source(origins: str) -> str:
+    """The first source named in one test input's 'attempt 1|attempt 2' origins (solver.select.Choice.origins)."""
+    return re.match(r"[a-z_]*", origins).group() or "unknown"
+
+
 def summarise(run, rows: list[dict]) -> dict:
     """report.json without the score: counts by status, level and failure kind, and what the budget bought."""
     done = list(run.outcomes.values())
@@ -94,9 +107,12 @@ def summarise(run, rows: list[dict]) -> dict:
              for part in (o.error or "unknown").split("| retry:")]
     empty = sum(o.status == "ok" and o.candidates == 0 for o in done)  # trained (or not), then answered nothing
     kinds += ["no candidate"] * empty
+    kinds += [f"{e.split(':')[0]} raised" for o in done for e in o.source_errors.split("; ") if e]
     return {"tasks": len(run.tasks), "status": _counts(r["status"] for r in rows),
             "levels": _counts(r["level"] for r in rows), "failures": _counts(kinds),
             "fell_back_after_exception": sum(o.status == "failed" for o in done), "no_candidate": empty,
+            "attempt_1_from": _counts(_first_source(part) for o in done for part in o.origins.split("; ") if part),
+            "search_seconds": _spread([o.search_seconds for o in done if o.status != "invalid"]),
             "budget_s": run.budget, "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
             "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
             "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),
@@ -109,7 +125,8 @@ def summarise(run, rows: list[dict]) -> dict:
             "speed_correction": round(run.rates.correction, 3), "load_problems": list(run.load_problems),
             "error": run.error, "submission": str(run.out), "model": run.cfg.model.spec,
             "hardware": _hardware(run.workers), "code_version": _git_version(),
-            "peak_memory_mib": round(peak_memory_mib())}  # this process's: the whole run when workers are in-process
+            "peak_memory_mib": round(peak_memory_mib()),  # this process's: the whole run when workers are in-process
+            "gpu_peak_mib": _max_or_none([o.gpu_peak_mib for o in done])}  # the largest task's (None on a CPU)
 
 
 def summary_line(report: dict) -> str:
@@ -120,7 +137,7 @@ def summary_line(report: dict) -> str:
     return (f"tasks: {fmt(report['status'])}; levels: {fmt(report['levels'])}; failures: {fmt(report['failures'])}; "
             f"{report['task_share_of_budget']:.0%} of the budget in tasks, {report['ttt_share_of_task_time']:.0%} "
             f"of that in TTT; TTT steps per task {steps['min']}/{steps['median']}/{steps['max']} (min/median/max), "
-            f"views {views['min']}/{views['median']}/{views['max']}; "
+            f"views {views['min']}/{views['median']}/{views['max']}; attempt 1 from {fmt(report['attempt_1_from'])}; "
             f"{len(report['load_problems'])} task-set problems")
 
 

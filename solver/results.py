@@ -22,6 +22,7 @@ from solver.tasks import Task
 log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
+CANDIDATES = "candidates.jsonl"  # every test input's candidate table with its evidence, one line per task
 
 
 class Deadlines(NamedTuple):
@@ -45,9 +46,16 @@ class TaskStats:
     prefill_tokens_per_s: float = 0.0
     decode_tokens_per_s: float = 0.0
     calibration_seconds: float = 0.0  # of `seconds`, spent timing the worker's speeds (its first task only)
+    # the candidate sources other than the model (solver.pipeline.gather)
+    search_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
+    programs: int = 0  # programs that reproduce every demo (the search)
+    source_errors: str = ""  # 'search: ValueError: ...' for each source that raised (the task went on without it)
+    origins: str = ""  # per test input ('; '), where attempt 1 and 2 came from ('|'): Choice.origins
 
     def speeds(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")}
+        """What the planner's rates follow (solver.budget.update_rates)."""
+        return {**{k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")},
+                "search_s": self.search_seconds}
 
 
 @dataclass
@@ -56,10 +64,12 @@ class TaskResult(TaskStats):
     it did when it re-fitted its work (solver.budget.Level; None: as planned)."""
     attempts: list[Attempts | None] = field(default_factory=list)
     level: int | None = None
+    tables: list[list[dict]] = field(default_factory=list)  # per test input its candidates (Candidate.to_json)
 
-    def __init__(self, attempts: list[Attempts | None], level: int | None = None, **stats):
+    def __init__(self, attempts: list[Attempts | None], level: int | None = None,
+                 tables: list[list[dict]] | None = None, **stats):
         super().__init__(**stats)
-        self.attempts, self.level = attempts, level
+        self.attempts, self.level, self.tables = attempts, level, tables or []
 
 
 @dataclass
@@ -85,6 +95,8 @@ class Outcome(TaskStats):
     seconds: float = 0.0
     worker: str = ""
     error: str = ""
+    tables: list = field(default_factory=list)  # moved to candidates.jsonl when recorded (append_result)
+    gpu_peak_mib: float | None = None  # peak GPU memory allocated while solving it (solver.measure); None on a CPU
 
     def grids(self) -> list[Attempts]:
         return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in self.attempts]
@@ -100,12 +112,33 @@ def fallback_outcome(task: Task, status: str, level: int, error: str = "", secon
                    seconds=seconds, worker=worker, error=error)
 
 
-def append_result(path: Path, outcome: Outcome) -> None:
+def append_line(path: Path, record: dict) -> None:
     """One JSON line, flushed to disk before returning."""
     with open(path, "a") as f:
-        f.write(json.dumps(asdict(outcome), separators=(",", ":")) + "\n")
+        f.write(json.dumps(record, separators=(",", ":")) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_result(path: Path, outcome: Outcome) -> None:
+    """The outcome as one line of `path` (results.jsonl); its candidate tables, when it has any, as one line of
+    candidates.jsonl beside it ({"id", "tables"}), first."""
+    if outcome.tables:
+        append_line(path.parent / CANDIDATES, {"id": outcome.id, "tables": outcome.tables})
+    append_line(path, {**asdict(outcome), "tables": []})
+
+
+def read_candidates(workdir: Path) -> dict[str, list[list[dict]]]:
+    """A run's candidate tables by task id (the last line of a task wins; a line cut short is skipped)."""
+    path, out = Path(workdir) / CANDIDATES, {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[record["id"]] = record["tables"]
+    return out
 
 
 def read_results(path: Path) -> dict[str, Outcome]:

@@ -7,9 +7,10 @@ at a smaller level, then gets fallback attempts), the watchdog that keeps the bu
 executor (solver.workers) and a per-task solve function.
 
 Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> TaskResult` (solver.results), made once
-per worker by a factory named in cfg.run.solver ("module:function", called as `factory(cfg)`); the default is
-solver.pipeline:pipeline. Model code, and so torch and Unsloth, is imported only where the factory runs: inside the
-workers. The results file is solver.results', the report solver.report's, the command line solver.cli's.
+per worker: the package's `solver.pipeline.Solver` (`Solver.build(cfg)`), or the factory that cfg.run.solver names
+("module:function", called as `factory(cfg)`: another solver, a test's fake). Model code, and so torch and Unsloth, is
+imported only where the solver is built: inside the workers. The results file is solver.results', the report
+solver.report's, the command line solver.cli's.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config
 from solver.files import setup_logging, stale_temporaries
+from solver.measure import gpu_peak_mib, reset_gpu_peak
 from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.report import write_report
+from solver.pipeline import Solver
 from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
                             fallback_outcome, read_results)
 from solver.submission import complete_attempts, write_submission
@@ -60,8 +63,8 @@ def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job
     t0 = time.monotonic()
     setup_logging()  # a spawned worker: log lines as the parent does
     worker = worker or f"pid{os.getpid()}"
-    solve = import_object(solver_spec)(Config.from_dict(cfg))
-    log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec)
+    solve = (import_object(solver_spec) if solver_spec else Solver.build)(Config.from_dict(cfg))
+    log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec or "Solver")
     return partial(handle_job, solve, worker)
 
 
@@ -75,16 +78,43 @@ def is_sticky_device_error(e: Exception) -> bool:
     return "out of memory" not in text and any(s in text for s in STICKY_DEVICE_ERRORS)
 
 
-def _free_memory() -> None:
-    """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded."""
+def _free_memory() -> str:
+    """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded. Returns
+    '' or the error empty_cache raised: on a broken device (a sticky error) it raises too, which is never let out."""
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    if torch is None or not torch.cuda.is_available():
+        return ""
+    try:
         torch.cuda.empty_cache()
+    except Exception as e:  # the device itself is gone: the caller reports the worker broken
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, worker: str) -> None:
+    """Raise WorkerBroken (with the task's fallback outcome) when `error` was sticky or freeing memory fails now;
+    the sticky check comes first, so empty_cache is never called on a device known to be broken."""
+    freed = "" if sticky else _free_memory()
+    if sticky or freed:
+        if freed:
+            log.error("task %s: freeing GPU memory failed (%s): the device is unusable", job.id, freed)
+            error = f"{error} | empty_cache: {freed}"
+        raise WorkerBroken(fallback_outcome(job.task, "failed", level, error, time.monotonic() - t0, worker),
+                           f"sticky device error in worker {worker}: {error}")
 
 
 def handle_job(solve, worker: str, job: Job) -> Outcome:
+    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
+    reset_gpu_peak()
+    out = _solve_job(solve, worker, job)
+    out.gpu_peak_mib = gpu_peak_mib()
+    return out
+
+
+def _solve_job(solve, worker: str, job: Job) -> Outcome:
     """Solve one task; a raise is logged with its traceback and retried once at `job.retry_level` (no TTT, few
-    views), then the task gets its fallback attempts. The outcome's `error` names the exception(s)."""
+    views), then the task gets its fallback attempts. The outcome's `error` names the exception(s). A sticky device
+    error (or a device that fails to free memory) raises WorkerBroken with the task's fallback outcome."""
     t0 = time.monotonic()
     try:
         return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines), "ok", job.level, t0, worker)
@@ -93,10 +123,7 @@ def handle_job(solve, worker: str, job: Job) -> Outcome:
         log.error("task %s raised at level %s (%s)%s", job.id, B.Level(job.level).name, first,
                   "; retrying without TTT" if job.retry_cfg is not None and not sticky else ": fallback attempts",
                   exc_info=True)
-    _free_memory()
-    if sticky:
-        raise WorkerBroken(fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker),
-                           f"sticky device error in worker {worker}: {first}")
+    _broken_after(job, first, sticky, job.level, t0, worker)
     if job.retry_cfg is None:
         return fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker)
     try:
@@ -105,9 +132,9 @@ def handle_job(solve, worker: str, job: Job) -> Outcome:
         out.error = first
         return out
     except Exception as e:
-        _free_memory()
         second = f"{type(e).__name__}: {e}"
         log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
+        _broken_after(job, f"{first} | retry: {second}", is_sticky_device_error(e), job.retry_level, t0, worker)
         return fallback_outcome(job.task, "failed", job.retry_level, f"{first} | retry: {second}",
                                 time.monotonic() - t0, worker)
 
@@ -118,7 +145,7 @@ def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, w
     stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
     level = result.level if result.level is not None else level
     return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
-                   seconds=time.monotonic() - t0, worker=worker, **stats)
+                   seconds=time.monotonic() - t0, worker=worker, tables=result.tables, **stats)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,6 +304,13 @@ class Run:
         write_submission(self.out, self.tasks, {tid: o.grids() for tid, o in self.outcomes.items()})
 
 
+def executor_options(cfg: Config) -> dict:
+    """The options of cfg.run.executor (solver.workers.make_executor)."""
+    if cfg.run.executor == "ray":
+        return {"address": cfg.run.ray_address, "cpus_per_actor": cfg.run.ray_cpus_per_actor}
+    return {}
+
+
 def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str | Path, *,
               start: float | None = None, progress: bool = True, load_problems: list[str] = ()) -> dict:
     """Run a task set within cfg.run.budget; returns the summary also written to report.json (`load_problems`: the
@@ -294,7 +328,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
     _warn_if_config_changed(workdir / CONFIG, cfg, bool(resumed))
     cfg.save(workdir / CONFIG)
-    executor = make_executor(cfg.run.workers)
+    executor = make_executor(cfg.run.workers, cfg.run.executor, **executor_options(cfg))
     workers = getattr(executor, "workers", 1)
     solutions = bool(tasks) and all(t.test_outputs is not None for t in tasks.values() if t.valid)
     if solutions:

@@ -1,9 +1,12 @@
 """Candidate selection: the candidate table and the rules that rank it into two attempts.
 
-Owns the `Candidate` table (one row per distinct grid: which views produced it, its generation log-probabilities and
-its teacher-forced log-likelihood under each scoring view), the selection rules, and the `Choice` of two attempts
-(filled from solver.submission's fallbacks when short). Every rule
-is a small pure function `rank(table) -> indices, best first`. Knows no model, no tokens and no decoding.
+Owns the `Candidate` table (one row per distinct grid: the candidate sources that proposed it, the model's evidence
+(which views produced it, its generation log-probabilities, its teacher-forced log-likelihood under each scoring
+view) and every other source's own evidence (a score, a text such as a program, a rank)), the `CandidateSource`
+protocol, the merge of several sources' tables, the selection rules, and the `Choice` of two attempts (filled from
+solver.submission's fallbacks when short). Every rule is a small pure function `rank(table) -> indices, best first`;
+`mix_sources` puts one source's best answers before (or after) what a rule ranks. Knows no model, no tokens and no
+decoding.
 
 Ties, in every rule, fall to the next criterion the rule names and finally to the table order: the order in which
 candidates were first produced (views in order, the identity view first), so a rule never depends on dict or hash
@@ -13,13 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
+
+import numpy as np
 
 
 from solver.submission import fill_attempts
 from solver.tasks import Grid, grid_key
 
 HIERARCHICAL_TOP = 3  # the MIT paper keeps the top 3 answers within each transform
+MODEL = "model"  # the name of the language model's candidate source
 
 
 @dataclass
@@ -30,6 +36,8 @@ class Candidate:
     groups: list[str] = field(default_factory=list)        # transform group (dihedral) of each of those views
     gen_logps: list[float] = field(default_factory=list)   # generation log-probability in each of those views
     scores: list[float] = field(default_factory=list)      # log-likelihood under each scoring view (same for all rows)
+    sources: list[str] = field(default_factory=list)       # candidate sources that proposed it, in order
+    evidence: dict[str, dict] = field(default_factory=dict)  # other sources' own: {"rank", "score", "text"}
 
     @property
     def key(self) -> bytes:
@@ -50,9 +58,62 @@ class Candidate:
 
     def summary(self) -> dict:
         """A JSON-ready line for reports (no grid cells)."""
-        return {"shape": list(self.grid.shape), "votes": self.votes, "groups": sorted(set(self.groups)),
+        return {"shape": list(self.grid.shape), "sources": list(self.sources), "votes": self.votes,
+                "groups": sorted(set(self.groups)),
                 "gen_logp": round(max(self.gen_logps), 4) if self.gen_logps else None,
-                "score": round(self.score, 4) if self.scores else None}
+                "score": round(self.score, 4) if self.scores else None,
+                **{name: e.get("text", "") for name, e in self.evidence.items()}}
+
+    def to_json(self) -> dict:
+        """The row with its grid, as candidates.jsonl keeps it (Candidate.from_json reads it back)."""
+        return {"grid": self.grid.tolist(), "views": [int(v) for v in self.views], "groups": list(self.groups),
+                "gen_logps": [float(x) for x in self.gen_logps], "scores": [float(x) for x in self.scores],
+                "sources": list(self.sources), "evidence": self.evidence}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Candidate:
+        return cls(**{**d, "grid": np.asarray(d["grid"], dtype=np.uint8)})
+
+    def source_rank(self, source: str) -> float:
+        """This grid's rank among `source`'s answers (0: its best), inf when that source did not propose it."""
+        return self.evidence.get(source, {}).get("rank", math.inf)
+
+
+class CandidateSource(Protocol):
+    """Something that proposes answers: a name, and the candidates for one test input before a deadline (a
+    `time.monotonic()` value). Each candidate names the source in `sources` and keeps its evidence under
+    `evidence[name]` ({"rank": 0 for its best, "score": its own, higher better, "text": e.g. a program})."""
+    name: str
+
+    def propose(self, task, test_index: int, deadline: float) -> list[Candidate]: ...
+
+
+def proposed(source: str, answers: list[tuple[Grid, float, str]]) -> list[Candidate]:
+    """A source's candidate rows from its (grid, score, text) answers, best first; a repeated grid keeps its first."""
+    rows: dict[bytes, Candidate] = {}
+    for grid, score, text in answers:
+        if grid_key(grid) not in rows:
+            rows[grid_key(grid)] = Candidate(grid, sources=[source],
+                                             evidence={source: {"rank": len(rows), "score": score, "text": text}})
+    return list(rows.values())
+
+
+def merge_tables(tables: list[list[Candidate]]) -> list[Candidate]:
+    """One row per distinct grid over several sources' tables, in order of first appearance; a grid that several
+    sources proposed gathers the evidence of each (the model's views and scores, the others' evidence)."""
+    rows: dict[bytes, Candidate] = {}
+    for table in tables:
+        for c in table:
+            row = rows.get(c.key)
+            if row is None:
+                rows[c.key] = row = Candidate(c.grid, sources=[])
+            row.views += c.views
+            row.groups += c.groups
+            row.gen_logps += c.gen_logps
+            row.scores = row.scores or list(c.scores)
+            row.sources += [s for s in c.sources if s not in row.sources]
+            row.evidence.update(c.evidence)
+    return list(rows.values())
 
 
 def candidate_table(productions: list[tuple[int, str, Grid, float]]) -> list[Candidate]:
@@ -63,7 +124,7 @@ def candidate_table(productions: list[tuple[int, str, Grid, float]]) -> list[Can
     """
     rows: dict[bytes, Candidate] = {}
     for view, group, grid, logp in productions:
-        row = rows.setdefault(grid_key(grid), Candidate(grid))
+        row = rows.setdefault(grid_key(grid), Candidate(grid, sources=[MODEL]))
         if view in row.views:
             i = row.views.index(view)
             row.gen_logps[i] = max(row.gen_logps[i], logp)
@@ -126,6 +187,26 @@ RULES: dict[str, Callable[[list[Candidate]], list[int]]] = {
 }
 
 
+MIXES = ("pool", "first", "fill")
+
+
+def mix_sources(table: list[Candidate], ranking: list[int], source: str, mix: str, take: int = 1) -> list[int]:
+    """A rule's ranking with one source's answers placed by `mix`: pool, as the rule ranked them; first, that
+    source's best `take` answers (by its own rank) ahead of the rest; fill, the rule's ranking of the other sources'
+    candidates first, then that source's answers in its own order."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown source mix '{mix}' (choose from {', '.join(MIXES)})")
+    own = sorted((i for i in range(len(table)) if source in table[i].sources),
+                 key=lambda i: (table[i].source_rank(source), i))
+    if mix == "pool" or not own:
+        return ranking
+    if mix == "first":
+        ahead = own[:take]
+        return ahead + [i for i in ranking if i not in ahead]
+    only_own = [i for i in ranking if table[i].sources == [source]]
+    return [i for i in ranking if i not in only_own] + [i for i in own if i in only_own]
+
+
 @dataclass
 class Choice:
     """The two attempts for one test input, and the candidate table they were chosen from (for reports)."""
@@ -139,6 +220,16 @@ class Choice:
     def to_json(self) -> dict:
         return {"attempt_1": self.attempt_1.tolist(), "attempt_2": self.attempt_2.tolist()}
 
+    def origins(self) -> list[str]:
+        """Where each attempt came from: its sources joined by '+' (a program's text after the search's name:
+        'search[crop_bbox | rot90]'), or 'fallback'."""
+        out = []
+        for i in self.ranking[:2]:
+            c = self.candidates[i]
+            out.append("+".join(f"{s}[{c.evidence[s]['text']}]" if c.evidence.get(s, {}).get("text") else s
+                                for s in c.sources) or "unknown")
+        return out + ["fallback"] * (2 - len(out))
+
     def report(self, expected: Grid | None = None) -> dict:
         """Candidates in ranked order with their evidence; with `expected`, where the right answer stood."""
         out = {"rule": self.rule, "num_candidates": len(self.candidates),
@@ -151,15 +242,16 @@ class Choice:
         return out
 
 
-def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str = "",
-                    **rule_args) -> Choice:
-    """The two best distinct grids under `rule`, filled from the fallbacks (the test input `fallback`, then [[0]])
-    when short."""
+def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str = "", mix: str = "pool",
+                    mix_source: str = "search", **rule_args) -> Choice:
+    """The two best distinct grids under `rule` (with `mix_source`'s answers placed by `mix`: mix_sources), filled
+    from the fallbacks (the test input `fallback`, then [[0]]) when short."""
     if rule not in RULES:
         raise ValueError(f"unknown selection rule '{rule}' (choose from {', '.join(RULES)})")
-    ranking = RULES[rule](table, **rule_args) if table else []
+    ranking = mix_sources(table, RULES[rule](table, **rule_args), mix_source, mix) if table else []
     first, second = fill_attempts([table[i].grid for i in ranking[:2]], fallback)
-    return Choice(first, second, table, ranking, rule, note)
+    mixed = mix != "pool" and any(mix_source in c.sources for c in table)
+    return Choice(first, second, table, ranking, f"{rule}+{mix_source}:{mix}" if mixed else rule, note)
 
 
 def no_choice(fallback: Grid, note: str) -> Choice:

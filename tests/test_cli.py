@@ -50,7 +50,7 @@ def test_set_and_config_reach_every_field_typed_and_checked(tmp_path, capsys):
     assert "unknown field 'nope' in config section 'infer'" in err and "num_views" in err  # the valid names listed
     assert main(base + ["--set", "ttt.rank=eight"]) == 2 and "not a valid int" in capsys.readouterr().err
     assert main(base + ["--set", "nosection.x=1"]) == 2
-    assert "unknown config section 'nosection' (choose from model, ttt, infer, run, pretrain)" in capsys.readouterr().err
+    assert "unknown config section 'nosection' (choose from model, ttt, infer, run, search, pretrain)" in capsys.readouterr().err
 
 
 def test_a_saved_config_with_a_retired_field_still_loads_and_an_unknown_one_does_not(caplog):

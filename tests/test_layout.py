@@ -13,15 +13,15 @@ LAYERS = [
     "budget", "files", "measure", "threads", "compat", "ray_executor", "workers",
     "config",
     # data
-    "tasks", "submission", "augment", "codec", "sources", "data", "plan",
+    "tasks", "submission", "augment", "grids", "search", "codec", "formats", "sources", "data", "plan",
     # models and training
     "shipped", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model
-    "generate", "pretrain", "embed", "reuse", "select",
+    "generate", "pretrain", "embed", "reuse", "select", "program_source",
     # one task, then the run and its outputs
     "results", "pipeline", "score", "show", "report", "run",
     # entry points
-    "bench_plan", "bench_ttt", "bench_infer", "bench_ablation", "bench_pretrain", "check_gpu", "session", "cli", "__main__",
+    "bench_plan", "bench_ttt", "bench_infer", "bench_selection", "bench_search", "bench_ablation", "bench_pretrain", "check_gpu", "session", "cli", "__main__",
     "__init__",
 ]
 MAX_FUNCTION_LINES = 60
@@ -78,3 +78,79 @@ def test_functions_fit_on_a_screen(name):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert long == []
+
+
+# The token layout ------------------------------------------------------------------------------------------------
+FORMAT_MODULES = {"codec", "formats"}  # the only modules that know how a task is written in tokens
+FORMAT_OBJECTS = {"codec", "fmt"}  # names a prompt format goes by: `codec`, `fmt`, `loaded.codec`, `self.fmt`, ...
+INTERFACE_IMPORTS = {"Codec", "CodecError", "Encoded", "IGNORE", "PromptFormat", "CODEC_FILE",  # may be imported
+                     "FormatError", "FORMATS", "detect_format", "load_format", "make_format"}
+
+
+def interface_members(codec_source: str) -> set[str]:
+    """Names declared in codec.PromptFormat's body (its attributes, properties and methods)."""
+    cls = next(n for n in ast.walk(ast.parse(codec_source)) if isinstance(n, ast.ClassDef) and n.name == "PromptFormat")
+    names = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+    return names | {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+
+
+def _names_format(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Name) and node.id in FORMAT_OBJECTS) or \
+        (isinstance(node, ast.Attribute) and node.attr in FORMAT_OBJECTS)
+
+
+def _plus_one(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.right, ast.Constant) \
+        and node.right.value == 1
+
+
+def _spells_answer_length(node: ast.AST) -> bool:
+    """`a * (b + 1) + 1`, or a product with a factor `(x.shape[...] + 1)`."""
+    if _plus_one(node) and isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.Mult):
+        return any(_plus_one(side) for side in (node.left.left, node.left.right))
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and any(
+        _plus_one(side) and any(isinstance(n, ast.Attribute) and n.attr == "shape" for n in ast.walk(side.left))
+        for side in (node.left, node.right))
+
+
+def layout_leaks(name: str, source: str, members: set[str]) -> list[str]:
+    """Where a module outside the format modules reaches past the PromptFormat interface.
+
+    Three rules, each exact on the syntax tree: (1) from solver.codec / solver.formats it imports only
+    INTERFACE_IMPORTS (never SYMBOLS, DIGITS, NL, INP, OUT, EOS, ...); (2) on an object named as a format (a name or
+    attribute in FORMAT_OBJECTS) it reads only PromptFormat's members (never .inp, .out, .nl, .eos, .bos, .grid_ids,
+    .digit_ids); (3) it spells no answer length by hand: no `a * (b + 1) + 1` and no product with a
+    `(x.shape[...] + 1)` factor (the package's own answer_length, rows * (cols + 1) + 1, and a grid's
+    rows * (cols + 1)).
+    """
+    leaks = []
+    nodes = sorted(ast.walk(ast.parse(source)), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
+    for node in nodes:
+        where = f"{name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.ImportFrom) and node.module in {f"solver.{m}" for m in FORMAT_MODULES}:
+            leaks += [f"{where} imports {a.name}" for a in node.names if a.name not in INTERFACE_IMPORTS]
+        elif isinstance(node, ast.Attribute) and _names_format(node.value) and node.attr not in members:
+            leaks.append(f"{where} reads .{node.attr} of a format")
+        elif _spells_answer_length(node):
+            leaks.append(f"{where} spells an answer length: ask the format's answer_length")
+    return leaks
+
+
+def test_no_module_outside_the_formats_knows_the_token_layout():
+    sources = package_sources()
+    members = interface_members(sources["codec"])
+    assert {"encode", "answer_length", "emit_ids", "decode_grid", "answer_ids"} <= members
+    leaks = [leak for name, src in sources.items() if name not in FORMAT_MODULES
+             for leak in layout_leaks(name, src, members)]
+    assert leaks == []
+
+
+def test_a_layout_leak_is_caught():
+    source = ("from solver.codec import NL, Codec\n"
+              "def f(loaded, codec, rows, cols, g, args):\n"
+              "    a = loaded.codec.eos + codec.out + codec.answer_length(rows, cols) + args.out * (cols + 1)\n"
+              "    return rows * (cols + 1) + 1, g.shape[0] * (g.shape[1] + 1)\n")
+    assert layout_leaks("m", source, {"answer_length"}) == [
+        "m:1 imports NL", "m:3 reads .eos of a format", "m:3 reads .out of a format",
+        "m:4 spells an answer length: ask the format's answer_length",
+        "m:4 spells an answer length: ask the format's answer_length"]

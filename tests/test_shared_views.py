@@ -212,13 +212,6 @@ def test_prefills_per_test_input_equal_the_number_of_views(strategy, num_views, 
     assert all(a.candidates for a in found)
 
 
-def test_the_earlier_path_prefills_decoding_and_scoring_views_apart():
-    task, cfg = colour_swap_task(), Config().override(infer={"num_views": 4, "score_views": 3})
-    model = FakeModel(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
-    predict_one(model, CODEC, task, 0, cfg, time.monotonic() + FAR, shared_prefill=False)
-    assert model.prefills == 4 + 3
-
-
 def test_past_deadline_costs_no_model_call():
     model = FakeModel(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
     shared = SharedViews(model, CODEC, make_views(colour_swap_task(), 0, CODEC, 3, 0, Config().infer))
@@ -228,11 +221,14 @@ def test_past_deadline_costs_no_model_call():
     assert model.calls == 0
 
 
-def test_a_prefill_that_would_end_past_the_deadline_is_not_begun():
+def test_a_prefill_that_would_end_past_the_deadline_is_not_begun(fake_clock):
+    import solver.generate
+    fake_clock.install(solver.generate)
+
     class SlowPrefill(FakeModel):
         def forward(self, input_ids, past_key_values=None, **kw):
             if past_key_values is None or past_key_values.get_seq_length() == 0:
-                time.sleep(0.3 * input_ids.shape[0])  # each prompt takes 0.3 s
+                fake_clock.advance(0.3 * input_ids.shape[0])  # each prompt takes 0.3 s
             return super().forward(input_ids, past_key_values=past_key_values, **kw)
 
     model = SlowPrefill(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
@@ -240,9 +236,10 @@ def test_a_prefill_that_would_end_past_the_deadline_is_not_begun():
     views = [View(v.transform, views[0].prompt, v.max_shape) for v in views]  # one prompt length: one per pass
     stats = {}
     shared = SharedViews(model, CODEC, views, prefill_batch=1, stats=stats)
-    assert shared.prefill(4, time.monotonic() + 0.5) == 1  # the first always; a second would end at 0.6 s
-    assert model.prefills == 1 and stats["prefills_too_late"] == 3
-    assert shared.prefill(4, time.monotonic() + FAR) == 4
+    assert shared.prefill(4, fake_clock.now + 0.5) == 1  # the first always; a second would end at 0.6 s
+    assert model.prefills == 1 and stats["prefills_too_late"] == 3 and fake_clock.now == pytest.approx(1000.3)
+    assert shared.prefill(4, fake_clock.now + 0.65) == 3  # room for two more (0.6 s), not a third
+    assert shared.prefill(4, fake_clock.now + FAR) == 4
 
 
 def test_symbols_spell_the_grid_in_the_views_frame():

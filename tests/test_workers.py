@@ -96,10 +96,19 @@ def test_in_process_runs_in_order_and_survives_a_raise():
     assert [j for j, _ in lost] == ["b"] and asked == 4
 
 
-def test_in_process_stops_handing_out_jobs_at_stop_at():
-    jobs = [FakeJob(f"t{i}", sleep=0.3) for i in range(10)]
-    results, _, _ = drive(InProcess(), jobs, stop_after=0.5)
-    assert 1 <= len(results) <= 3
+def test_in_process_stops_handing_out_jobs_at_stop_at(fake_clock):
+    import solver.workers
+    fake_clock.install(solver.workers)
+    queue = [FakeJob(f"t{i}", sleep=0.3) for i in range(10)]
+
+    def setup():
+        def handler(job):
+            fake_clock.sleep(job.sleep)  # each job takes 0.3 s of the fake clock
+            return job.id
+        return handler
+    results = []
+    InProcess().run(setup, lambda: queue.pop(0) if queue else None, results.append, print, fake_clock.now + 1.0)
+    assert results == ["t0", "t1", "t2", "t3"] and len(queue) == 6  # begun before 1.0 s (the last ends past it)
 
 
 @pytest.mark.parametrize("env,expected", [("0,1", ["0", "1"]), ("", []), ("-1", []), ("2", ["2"])])
