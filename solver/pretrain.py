@@ -47,7 +47,7 @@ from solver.files import write_atomic, write_text_atomic
 from solver.shipped import export_adapter, is_export, load_into, read_meta, resolve_default
 from solver.sources import Mixture, open_mixture, parse_count
 from solver.tasks import Task
-from solver.train import StepResult, lr_factor, masked_loss, train_step
+from solver.train import StepResult, adamw, lr_factor, masked_loss, train_step
 
 log = logging.getLogger(__name__)
 
@@ -385,18 +385,8 @@ class Session:
 
 
 def make_optimizer(groups: list[dict], pc: PretrainConfig):
-    """AdamW, fused (one kernel for every tensor: on a CPU, a quarter of the step time of the per-tensor loop)
-    where torch offers it for these parameters, else the multi-tensor loop."""
-    import torch
-    kwargs = {"lr": pc.lr, "weight_decay": pc.weight_decay, "betas": (0.9, 0.95)}
-    try:
-        opt = torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, ValueError) as e:
-        log.debug("fused AdamW unavailable (%s); the multi-tensor one instead", e)
-        opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]
-    return opt
+    """The one AdamW builder (solver.train.adamw) at pretraining's rate, weight decay and betas (0.9, 0.95)."""
+    return adamw(groups, pc.lr, pc.weight_decay, betas=(0.9, 0.95))
 
 
 def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:

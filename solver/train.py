@@ -2,11 +2,12 @@
 
 A step: each micro-batch forward with logits only at the labelled positions, its masked next-token loss scaled by
 1/micro-batches and backward (under autocast when given), then gradient clipping, the optimiser step and zeroed
-gradients. Also the one learning-rate shape: linear warm-up, then cosine (or linear, or constant) to a floor, as a
-function of training progress in [0, 1]. Knows nothing of where batches come from, deadlines or checkpoints.
+gradients. Also the one optimiser builder (`adamw`) and the one learning-rate shape: linear warm-up, then
+cosine (or linear, or constant) to a floor, as a function of training progress in [0, 1]. Knows nothing of where batches come from, deadlines or checkpoints.
 """
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,6 +16,23 @@ from solver.codec import IGNORE
 from solver.compat import kept_logits
 
 SCHEDULES = ("cosine", "linear", "constant")
+log = logging.getLogger(__name__)
+
+
+def adamw(groups: list[dict], lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)):
+    """AdamW over parameter groups, fused (one kernel for every tensor: on a CPU a quarter of the per-tensor loop's
+    step time) where torch offers it for these parameters, else the multi-tensor loop. Each group remembers its peak
+    rate as 'base_lr' for the schedule."""
+    import torch
+    kwargs = {"lr": lr, "weight_decay": weight_decay, "betas": betas}
+    try:
+        opt = torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        log.debug("fused AdamW unavailable (%s); the multi-tensor one instead", e)
+        opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    return opt
 
 
 def masked_loss(model, batch: dict):

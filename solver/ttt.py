@@ -19,7 +19,7 @@ from solver.codec import Codec, Encoded
 from solver.config import TTTConfig
 from solver.data import build_examples, collate, length_batches, mix
 from solver.tasks import Task
-from solver.train import lr_factor, train_step
+from solver.train import adamw, lr_factor, train_step
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,9 @@ class TTTResult:
 
 
 def make_optimizer(adapter, cfg: TTTConfig):
-    """AdamW over the adapter's parameter groups; the fused kernel (one call for hundreds of LoRA tensors). Each group
-    remembers its peak rate as 'base_lr' for the schedule."""
-    import torch
-    opt = torch.optim.AdamW(adapter.param_groups(cfg.lr, cfg.embedding_lr), weight_decay=cfg.weight_decay,
-                            fused=True)
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]
-    return opt
+    """The adapter's parameter groups (LoRA at ttt.lr, trained codec rows at ttt.embedding_lr) under the one AdamW
+    builder (solver.train.adamw)."""
+    return adamw(adapter.param_groups(cfg.lr, cfg.embedding_lr), cfg.lr, cfg.weight_decay)
 
 
 def _time_left(deadline: float | None, step_seconds: float) -> bool:
