@@ -7,8 +7,9 @@ query, a fresh augmentation per task each epoch, token-budgeted length-bucketed 
 solver.train's, in solver.precision's arithmetic (bf16 autocast on GPUs with native bf16, fp16 with loss scaling on
 older ones, fp32 on CPUs; fused AdamW; CPU threads chosen by solver.threads). Full fine-tuning for `scratch` models,
 LoRA otherwise; a cosine schedule with warm-up over steps, tokens (`target_tokens`, across sessions) or time,
-whichever binds; periodic greedy one-view evaluation on the held-out slice; resumable checkpoints. A `budget` ends
-the session with its export written `budget_margin` before the budget's end.
+whichever binds (a budgeted session's warm-up ends within a tenth of its time: session_lr_factor); periodic greedy
+one-view evaluation on the held-out slice; resumable checkpoints. A `budget` ends the session with its export written
+`budget_margin` before the budget's end.
 
 Data-parallel under `torchrun --nproc_per_node N -m solver pretrain ...` (torch.distributed, initialised only when
 torchrun's WORLD_SIZE > 1: nccl on GPUs, gloo on CPUs): each optimiser step takes grad_accum x N micro-batches of the
@@ -67,6 +68,23 @@ def schedule_seconds(pc: PretrainConfig) -> float:
     if not pc.budget or parse_count(pc.target_tokens) or parse_count(pc.target_flops):
         return 0.0
     return parse_duration(pc.budget) - budget_margin(pc)
+
+
+SESSION_WARMUP_SHARE = 0.1  # a budgeted session's warm-up ends within this share of its training time at most
+
+
+def session_lr_factor(pc: PretrainConfig, progress: float, elapsed: float) -> float:
+    """The learning rate's multiplier at `progress` of the schedule after `elapsed` seconds of training (all
+    sessions): lr_factor, except that under a budget the warm-up ends by SESSION_WARMUP_SHARE of the session's
+    training time (the budget less its margin) at the latest. A token or FLOP target spans many short sessions (1G
+    tokens: its 3% warm-up outlasts a GPU window), so the ramp runs on whichever of progress and time is further and
+    the rate then stays at its peak until the schedule's own warm-up ends, the decay following as before. Time counts
+    over resumed sessions, so a session resumed past its warm-up goes on at the rate it had."""
+    span = SESSION_WARMUP_SHARE * (parse_duration(pc.budget) - budget_margin(pc)) if pc.budget else 0.0
+    if pc.warmup <= 0 or progress >= pc.warmup or span <= 0:
+        return lr_factor(progress, pc.warmup, pc.min_lr_ratio)
+    ramp = max(progress / pc.warmup, elapsed / span)
+    return 1.0 if ramp >= 1.0 else max(ramp, 1e-3)
 
 
 def progress_fraction(pc: PretrainConfig, step: int, elapsed: float, micro: int = 0,
@@ -529,7 +547,7 @@ def train_steps(s: Session, state: State, progress: bool, stop_at_step: int | No
         if p >= 1.0 or (stop_at_step is not None and state.step >= stop_at_step):
             break
         for g in s.optimizer.param_groups:
-            g["lr"] = g["base_lr"] * lr_factor(p, pc.warmup, pc.min_lr_ratio)
+            g["lr"] = g["base_lr"] * session_lr_factor(pc, p, state.elapsed)
         group = _take(stream, group_size)
         if len(group) < ranks.world:  # the data's end: not a micro-batch left for every rank
             break

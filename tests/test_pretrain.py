@@ -107,6 +107,34 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert P.progress_fraction(long, 5, 7000.0, tokens=250_000) == pytest.approx(0.25)
 
 
+
+def test_a_budgeted_sessions_warm_up_ends_within_it_and_a_resumed_one_goes_on_at_its_rate():
+    pc = get_preset("pretrain-gpu").pretrain.__class__(budget="150s", target_tokens="1G", warmup=0.03)
+    span = P.schedule_seconds(pc) or 150 - P.budget_margin(pc)  # tokens set the schedule: time limits the session
+    speed = 50_000  # tokens/s: the whole session sees 7.5M tokens, a quarter of the schedule's 30M-token warm-up
+    rate = [P.session_lr_factor(pc, t * speed / 1e9, t) for t in np.linspace(0, span, 301)]
+    assert lr_factor(span * speed / 1e9, 0.03, 0.1) < 0.3  # the schedule alone: in its warm-up all along
+    assert rate[0] < 0.01 and np.all(np.diff(rate) >= 0)
+    reached = next(i for i, r in enumerate(rate) if r == 1.0) * span / 300
+    assert reached <= P.SESSION_WARMUP_SHARE * span + 1e-6  # the peak within the session's first tenth
+    again = 2 * span  # a resumed session: time counts over sessions, so the rate stays at its peak
+    assert P.session_lr_factor(pc, again * speed / 1e9, span + 1.0) == 1.0
+    # past the schedule's warm-up the decay is the schedule's own; a time-set schedule and no budget are unchanged
+    assert P.session_lr_factor(pc, 0.5, 1e6) == pytest.approx(lr_factor(0.5, 0.03, 0.1))
+    timed = pc.__class__(budget="150s", warmup=0.03)
+    assert P.session_lr_factor(timed, 0.01, 0.01 * P.schedule_seconds(timed)) == pytest.approx(lr_factor(0.01, 0.03))
+    assert P.session_lr_factor(pc.__class__(max_steps=100), 0.01, 1e6) == pytest.approx(lr_factor(0.01, 0.03, 0.1))
+
+
+def test_a_short_budgeted_session_on_a_token_schedule_trains_at_the_peak_rate(data_dir, tmp_path, monkeypatch):
+    rates, real = [], P.session_lr_factor
+    monkeypatch.setattr(P, "session_lr_factor", lambda *a: rates.append(real(*a)) or rates[-1])
+    cfg = tiny_config(data_dir).override(pretrain={"max_steps": 0, "budget": "12s", "target_tokens": "1G",
+                                                   "eval_every": 0})
+    state = P.pretrain(cfg, tmp_path / "m", progress=False)
+    assert state.tokens < 0.03 * 1e9 and len(rates) == state.step > 2
+    assert rates[0] < 0.01 and rates[-1] == 1.0  # the peak before the session's end, though 1G tokens set the schedule
+
 # end to end ---------------------------------------------------------------------------------------------------------
 def tiny_config(data_dir, steps=4):
     return get_preset("test").override(
