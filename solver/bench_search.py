@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import time
 
 import numpy as np
 
+from solver.measure import peak_rss_mib
 from solver.score import print_score, score_table
 from solver.search import SearchResult, answers, search_task
 from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
@@ -90,10 +90,6 @@ def _solved(task: Task, result: SearchResult | None) -> tuple[int, int, int]:
         top2 += any(hits)
     return top1, top2, len(task.test_outputs)
 
-
-def peak_rss_mib() -> float:
-    """The process's peak resident memory (the search needs no torch, so not solver.measure's GPU-aware one)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_command(tasks_spec: str = "arc1:train", depth: int = 2, limit: int | None = None, heldout: bool = True,

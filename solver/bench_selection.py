@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 
+from solver.program_source import SEARCH
 from solver.results import read_candidates
 from solver.select import MIXES, MODEL, RULES, Candidate, choose_attempts
 from solver.tasks import grid_key, load_tasks
-
-SEARCH = "search"
 
 
 def only(table: list[Candidate], source: str) -> list[Candidate]:

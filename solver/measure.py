@@ -59,6 +59,11 @@ def peak_memory_mib() -> float:
     import torch
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2 ** 20
+    return peak_rss_mib()
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory since the last reset (no torch needed)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -77,7 +77,7 @@ class Solver:
         if known is None:
             known = gather(self.sources, task, sources_deadline(cfg, deadline, self.loaded is not None)).tables
         if self.loaded is None:
-            return [_choose(known[i], cfg, x, "") for i, x in enumerate(task.test_inputs)]
+            return choose_without_model(task, known, cfg)
         model = self.adapter.model if self.adapter is not None else self.loaded.model
         if self.adapter is not None:
             self.adapter.eval_mode()
@@ -274,11 +274,15 @@ def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) ->
     source_stats = {"search_seconds": gathered.seconds, "programs": gathered.programs,
                     "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:
-        found = [_choose(gathered.tables[i], cfg, task.test_inputs[i], "" if task.valid else
-                         f"invalid task: {task.problem}") for i in range(len(task.test_inputs))]
-        return _task_result(found, source_stats)
+        return _task_result(choose_without_model(task, gathered.tables, cfg), source_stats)
     found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables)
     return _task_result(found, {**source_stats, **stats})
+
+
+def choose_without_model(task: Task, tables: list[list[Candidate]], cfg: Config) -> list[Choice]:
+    """Two attempts per test input from the other sources' tables alone (no model is a source)."""
+    note = "" if task.valid else f"invalid task: {task.problem}"
+    return [_choose(table, cfg, x, note) for table, x in zip(tables, task.test_inputs)]
 
 
 def _task_result(found: list[Choice], stats: dict) -> TaskResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -125,7 +125,7 @@ def append_result(path: Path, outcome: Outcome) -> None:
     candidates.jsonl beside it ({"id", "tables"}), first."""
     if outcome.tables:
         append_line(path.parent / CANDIDATES, {"id": outcome.id, "tables": outcome.tables})
-    append_line(path, {**asdict(outcome), "tables": []})
+    append_line(path, asdict(replace(outcome, tables=[])))
 
 
 def read_candidates(workdir: Path) -> dict[str, list[list[dict]]]:
