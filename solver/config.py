@@ -138,9 +138,12 @@ class SearchConfig:
     max_seconds: float = _f(30.0, "program search: at most this many seconds a task")
     share: float = _f(0.25, "program search: at most this share of a task's time when the model is a source too")
     max_memory_mb: int = _f(2048, "program search: cap on the grids it holds, MiB (it stops there with what it found)")
+    pass_share: float = _f(0.25, "program search: at most this share of the run's budget for the search pass when it "
+                                 "runs before the model (run.search_pass)")
 
 
 SOURCES = ("search", "model")  # the candidate sources a run can use (solver.program_source, the model)
+SEARCH_PASSES = ("auto", "before", "beside", "inside")  # run.search_pass (solver.search_pass)
 
 
 @dataclass
@@ -150,6 +153,16 @@ class RunConfig:
                                       "tabled: search (programs over grid transforms) | model; the others run "
                                       "before the model (their time is measured, the model's work fitted to the "
                                       "rest); without model no model is loaded")
+    search_pass: str = _f("auto", "where the search runs when it is a source of the package's solver: before (the "
+                                  "whole set searched first, its answers in the submission at once; the model's "
+                                  "jobs carry its candidates) | beside (the same, in processes beside the model's "
+                                  "workers) | inside (each task's worker searches its task) | auto (before on a "
+                                  "CPU-only machine, beside with GPUs)")
+    search_workers: int = _f(0, "processes of the search pass (0: every core before the model, the cores the "
+                                "model's workers leave beside it; 1: in the run's own process)")
+    solved_share: float = _f(0.25, "a task that the search solved (a program fitting every demo answered every test "
+                                   "input) is planned with this share of its model time, the rest going to the other "
+                                   "tasks (0: no model for it, its search attempts stand)")
     budget: str = _f("10m", "time for the whole run, model loading included: 90s, 10m, 12h")
     safety_margin_s: float = _f(10.0, "seconds kept free at the end of the budget (at least; see safety_fraction)")
     safety_fraction: float = _f(0.02, "fraction of the budget kept free at the end, when more than safety_margin_s")
@@ -302,7 +315,7 @@ PRESETS: dict[str, Config] = {
     "default": Config(),
     "test": _preset(model={"spec": "scratch:tiny"},
                     run={"train_tokens_per_s": 20000.0, "prefill_tokens_per_s": 20000.0,
-                         "decode_tokens_per_s": 200.0, "search_seconds": 0.5},
+                         "decode_tokens_per_s": 200.0, "search_seconds": 0.5, "search_workers": 1},
                     search={"max_seconds": 2.0}),
     # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
     "cpu-demo": _preset(model={"spec": "default"},
@@ -416,6 +429,8 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
         assigned.setdefault(section, {})[key] = value
     cfg = cfg.override(**assigned)
     parse_sources(cfg.run.sources)  # fail now on an unknown source
+    if cfg.run.search_pass not in SEARCH_PASSES:
+        raise ConfigError(f"run.search_pass='{cfg.run.search_pass}': expected one of {', '.join(SEARCH_PASSES)}")
     for name, value in (("run.budget", cfg.run.budget), ("pretrain.budget", cfg.pretrain.budget)):
         try:
             if value or name == "run.budget":

@@ -55,8 +55,10 @@ class Solver:
         solver.sources = sources
         return solver
 
-    def __call__(self, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
-        return _solve_pipeline(self, task, cfg, deadlines)
+    def __call__(self, task: Task, cfg: Config, deadlines: Deadlines, known: list | None = None) -> TaskResult:
+        """Solve one task; `known`: the other sources' tables already gathered (the run's search pass: one list of
+        Candidate.to_json per test input), which the sources are then not asked again."""
+        return _solve_pipeline(self, task, cfg, deadlines, known)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
         """TTT of the adapter (reset first) on the task until `deadline` (a time.monotonic() value): a TTTResult."""
@@ -269,8 +271,11 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
     return now + min(cfg.search.max_seconds, cfg.search.share * left if model_too else left)
 
 
-def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> TaskResult:
-    gathered = gather(w.sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None))
+def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: Deadlines, known: list | None) -> TaskResult:
+    if known is not None:
+        gathered = Gathered([[Candidate.from_json(d) for d in table] for table in known])
+    else:
+        gathered = gather(w.sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None))
     source_stats = {"search_seconds": gathered.seconds, "programs": gathered.programs,
                     "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:

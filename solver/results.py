@@ -82,6 +82,7 @@ class Job:
     deadlines: Deadlines
     retry_level: int
     retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
+    known: list | None = None  # the search pass's candidate tables (Candidate.to_json per test input); None: none
 
 
 @dataclass
@@ -99,7 +100,12 @@ class Outcome(TaskStats):
     gpu_peak_mib: float | None = None  # peak GPU memory allocated while solving it (solver.measure); None on a CPU
 
     def grids(self) -> list[Attempts]:
-        return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in self.attempts]
+        return pairs_to_grids(self.attempts)
+
+
+def pairs_to_grids(pairs: list) -> list[Attempts]:
+    """[[attempt_1, attempt_2], ...] as lists (results.jsonl, search.jsonl) -> pairs of grids."""
+    return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in pairs]
 
 
 def _json_pairs(pairs: list[Attempts]) -> list:

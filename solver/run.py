@@ -23,24 +23,27 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.config import Config
+from solver.config import Config, parse_sources
 from solver.files import setup_logging, stale_temporaries
 from solver.measure import gpu_peak_mib, reset_gpu_peak
 from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.report import write_report
 from solver.pipeline import Solver
+from solver.select import MODEL
 from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
-                            fallback_outcome, read_results)
+                            fallback_outcome, pairs_to_grids, read_results)
+from solver.search_pass import (SearchRecord, append_record, pass_end, pass_workers, read_records, resolve_mode,
+                                run_pass)
 from solver.submission import complete_attempts, write_submission
 from solver.tasks import Task
-from solver.workers import WorkerBroken, make_executor
+from solver.workers import WorkerBroken, make_executor, visible_gpus
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,10 @@ def _solve_job(solve, worker: str, job: Job) -> Outcome:
     views), then the task gets its fallback attempts. The outcome's `error` names the exception(s). A sticky device
     error (or a device that fails to free memory) raises WorkerBroken with the task's fallback outcome."""
     t0 = time.monotonic()
+    known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
     try:
-        return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines), "ok", job.level, t0, worker)
+        return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines, **known), "ok", job.level, t0,
+                        worker)
     except Exception as e:
         first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
         log.error("task %s raised at level %s (%s)%s", job.id, B.Level(job.level).name, first,
@@ -127,7 +132,8 @@ def _solve_job(solve, worker: str, job: Job) -> Outcome:
     if job.retry_cfg is None:
         return fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker)
     try:
-        result = solve(job.task, Config.from_dict(job.retry_cfg), Deadlines(time.monotonic(), job.deadlines.end))
+        result = solve(job.task, Config.from_dict(job.retry_cfg), Deadlines(time.monotonic(), job.deadlines.end),
+                       **known)
         out = _outcome(job, result, "retried", job.retry_level, t0, worker)
         out.error = first
         return out
@@ -183,40 +189,54 @@ class Run:
         self.lock = threading.Lock()
         self.pbar = None
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
+        self.searched: dict[str, SearchRecord] = {}  # the search pass's records (solver.search_pass)
+        self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
         self.plans = {tid: _Plan(task_size(t, self.codec), full_work(t, cfg)) for tid, t in tasks.items()}
         self._estimate()
         self.pending: list[str] = []
 
     # planning -----------------------------------------------------------------------------------------------------
     def _estimate(self) -> None:
-        """Every task's need at the current speeds."""
-        for p in self.plans.values():
+        """Every task's need at the current speeds; a task the search solved needs run.solved_share of it."""
+        for tid, p in self.plans.items():
             bare, one = B.minimum_seconds(p.size, p.full, self.rates, self.cfg.run.min_views)
-            p.need = B.Need(bare, one, B.total_seconds(p.size, p.full, self.rates))
+            f = self.cfg.run.solved_share if tid in self.searched and self.searched[tid].solved else 1.0
+            p.need = B.Need(f * bare, f * one, f * B.total_seconds(p.size, p.full, self.rates))
 
     def next_job(self) -> Job | None:
-        """Plan the next task now (clock, pending set, measured speed) and hand it out; None when done."""
-        with self.lock:
-            r = self.cfg.run
-            while self.pending:
-                now = time.monotonic()
-                remaining = self.end - now
-                if remaining < r.min_task_seconds:
-                    return None
-                busy = [max(0.0, d - now) for d in self.in_flight.values()]
-                self._reorder(remaining, sum(busy))
-                needs = [self.plans[t].need for t in self.pending]
-                pick = B.pick_next(needs, remaining, self.workers, busy)
-                share = B.plan_share(needs[pick], needs, remaining, self.workers, busy,
-                                     cap=r.max_task_seconds or math.inf, headroom=r.headroom,
-                                     floor=r.min_task_seconds)
-                tid = self.pending.pop(pick)
-                if share < r.min_task_seconds:
-                    self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
-                    continue
-                self.in_flight[tid] = now + share
-                return self._job(tid, now, share)
-            return None
+        """Plan the next task now (clock, pending set, measured speed) and hand it out; None when done. While the
+        search pass runs beside the model, only tasks it has searched are handed out (waiting for one if need be)."""
+        while True:
+            with self.lock:
+                job, waiting = self._next_job()
+            if job is not None or not waiting:
+                return job
+            time.sleep(0.2)
+
+    def _next_job(self) -> tuple[Job | None, bool]:
+        """(the next job or None, whether a pending task waits for its search)."""
+        r = self.cfg.run
+        while self.pending:
+            now = time.monotonic()
+            remaining = self.end - now
+            if remaining < r.min_task_seconds:
+                return None, False
+            busy = [max(0.0, d - now) for d in self.in_flight.values()]
+            self._reorder(remaining, sum(busy))
+            needs = [self.plans[t].need for t in self.pending]
+            ready = [i for i, t in enumerate(self.pending) if not self.search_open or t in self.searched]
+            if not ready:
+                return None, True
+            pick = ready[B.pick_next([needs[i] for i in ready], remaining, self.workers, busy)]
+            share = B.plan_share(needs[pick], needs, remaining, self.workers, busy,
+                                 cap=r.max_task_seconds or math.inf, headroom=r.headroom, floor=r.min_task_seconds)
+            tid = self.pending.pop(pick)
+            if share < r.min_task_seconds:
+                self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
+                continue
+            self.in_flight[tid] = now + share
+            return self._job(tid, now, share), False
+        return None, False
 
     def _reorder(self, remaining: float, committed: float) -> None:
         """Pending tasks in the order they should start now (see budget.order_tasks)."""
@@ -242,7 +262,60 @@ class Run:
                   work.ttt_steps, work.views, level.name, deadlines.ttt - now)
         retry_cfg = config_for(self.cfg, retry, p.full).override(run={"replan": False}).to_dict() if r.retry else None
         return Job(tid, task, int(level), config_for(self.cfg, work, p.full).to_dict(), deadlines,
-                   int(B.level_of(retry, p.full)), retry_cfg)
+                   int(B.level_of(retry, p.full)), retry_cfg, self._known(tid))
+
+    # the search pass ----------------------------------------------------------------------------------------------
+    def on_searched(self, record: SearchRecord) -> None:
+        """A task's search: kept in search.jsonl, its attempts in the submission until the model's replace them."""
+        with self.lock:
+            append_record(self.workdir, record)
+            self._searched(record)
+            self.write_submission()
+
+    def _searched(self, record: SearchRecord) -> None:
+        """Plan with a task's search: a solved task needs less of the model (run.solved_share), none at 0; without
+        the model as a source the search's attempts are the task's."""
+        self.searched[record.id] = record
+        self._estimate()
+        if record.id not in self.pending:
+            return
+        if MODEL not in parse_sources(self.cfg.run.sources):
+            self.pending.remove(record.id)
+            self._search_only(record.id, "")
+        elif record.solved and self.cfg.run.solved_share <= 0:
+            self.pending.remove(record.id)
+            self._search_only(record.id, "solved by the search: no model time (run.solved_share 0)")
+
+    def _known(self, tid: str) -> list | None:
+        """The search pass's tables for a task's job (None: not searched; the worker's own sources run)."""
+        record = self.searched.get(tid)
+        if record is None:
+            return None
+        return record.tables if len(record.tables) == self.tasks[tid].num_tests else \
+            [[] for _ in range(self.tasks[tid].num_tests)]
+
+    def _search_only(self, tid: str, note: str) -> None:
+        """The task's search attempts as its outcome (kept in search.jsonl only: a resumed run may still give the
+        task to the model)."""
+        r = self.searched[tid]
+        o = Outcome(id=tid, status="ok", level=int(B.Level.SEARCH_ONLY), attempts=r.attempts, found=r.found,
+                    seconds=r.seconds, note=note, search_seconds=r.seconds, programs=r.programs,
+                    source_errors=r.error, origins=r.origins, candidates=sum(len(t) for t in r.tables))
+        self.outcomes[tid] = o
+        log.info("task %s: search only, attempts found %d/%d%s", tid, r.found, self.tasks[tid].num_tests,
+                 f" ({note})" if note else "")
+        self._tick()
+
+    def _with_search(self, o: Outcome) -> Outcome:
+        """A model outcome with the search pass's statistics, and the search's attempts where the model's job
+        failed or was lost (never the fallback over a program's answer)."""
+        r = self.searched.get(o.id)
+        if r is None:
+            return o
+        o = replace(o, search_seconds=r.seconds, programs=r.programs, source_errors=o.source_errors or r.error)
+        if o.status in ("failed", "lost") and r.found:
+            o = replace(o, attempts=r.attempts, found=r.found, origins=r.origins)
+        return o
 
     # recording ----------------------------------------------------------------------------------------------------
     def on_result(self, outcome: Outcome) -> None:
@@ -281,6 +354,7 @@ class Run:
             self._record(fallback_outcome(self.tasks[job.id], "lost", job.level, reason))
 
     def _record(self, o: Outcome) -> None:
+        o = self._with_search(o)
         append_result(self.workdir / RESULTS, o)
         self.outcomes[o.id] = o
         self.write_submission()
@@ -301,7 +375,19 @@ class Run:
             self.pbar.set_postfix_str(f"budget left {B.format_seconds(self.end - time.monotonic())}")
 
     def write_submission(self) -> None:
-        write_submission(self.out, self.tasks, {tid: o.grids() for tid, o in self.outcomes.items()})
+        """The submission: every task's outcome, else its search pass's attempts, else its fallback attempts."""
+        found = {tid: pairs_to_grids(r.attempts) for tid, r in self.searched.items() if r.attempts}
+        found.update({tid: o.grids() for tid, o in self.outcomes.items()})
+        write_submission(self.out, self.tasks, found)
+
+    def close(self) -> None:
+        """At the end: a task the model did not reach keeps its search's attempts as its outcome."""
+        for tid in self.pending:
+            self.skipped.setdefault(tid, f"not started: {self.error or 'time was up'}")
+        for tid in [t for t in self.skipped if t in self.searched and t not in self.outcomes]:
+            self._search_only(tid, f"the model did not reach it: {self.skipped.pop(tid)}")
+        self.pending = []
+        self.write_submission()
 
 
 def executor_options(cfg: Config) -> dict:
@@ -351,17 +437,59 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     setup = partial(make_handler, cfg.run.solver, cfg.to_dict(), "main" if type(executor).__name__ == "InProcess"
                     else "")
     with _progress(run, len(tasks), progress):
+        search = start_search_pass(run, progress)
         try:
-            executor.run(setup, run.next_job, run.on_result, run.on_lost, run.stop_at)
+            if run.pending:
+                executor.run(setup, run.next_job, run.on_result, run.on_lost, run.stop_at)
         except Exception as e:  # e.g. the model failed to load: the fallback submission stands, the report says why
             log.error("run stopped: %s: %s", type(e).__name__, e)
             run.error = f"{type(e).__name__}: {e}"
+        if search is not None:
+            search.join(timeout=max(0.0, run.stop_at - time.monotonic()))
     with run.lock:
         run.finished.set()
-        for tid in run.pending:
-            run.skipped.setdefault(tid, f"not started: {run.error or 'time was up'}")
-        run.write_submission()
+        run.close()
         return write_report(run)
+
+
+def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
+    """The search pass over the tasks still to do (solver.search_pass), when the search is a source of the package's
+    Solver and run.search_pass is not 'inside': before the model it runs now, to its end (search.pass_share of the
+    budget); beside it, in a thread (returned) whose records the model's jobs wait for. Records of a previous run in
+    the work directory are reused."""
+    cfg = run.cfg
+    if cfg.run.solver or "search" not in parse_sources(cfg.run.sources):
+        return None
+    mode = resolve_mode(cfg.run.search_pass, MODEL in parse_sources(cfg.run.sources), len(visible_gpus()))
+    if mode == "inside":
+        return None
+    run.rates = replace(run.rates, search_s=0.0)  # the model's jobs do not search
+    for record in read_records(run.workdir).values():
+        if record.id in run.pending:
+            run._searched(record)
+    todo = [run.tasks[t] for t in run.pending if t not in run.searched]
+    end = pass_end(cfg, run.start, run.budget, run.end, mode)
+    workers = pass_workers(cfg.run.search_workers, mode, run.workers, len(todo))
+    log.info("search pass %s the model: %d tasks (%d reused), %d process(es), until +%s", mode, len(todo),
+             len(run.searched), workers, B.format_seconds(end - run.start))
+    if mode == "before":
+        done = run_pass(todo, cfg, end, workers, run.on_searched, progress)
+        log.info("search pass done: %d of %d tasks searched, %d solved", done, len(todo),
+                 sum(r.solved for r in run.searched.values()))
+        return None
+    run.search_open = True
+
+    def beside() -> None:
+        try:
+            run_pass(todo, cfg, end, workers, run.on_searched, progress=False)
+        except Exception:
+            log.exception("search pass raised: the tasks not searched are searched by the model's workers")
+        finally:
+            with run.lock:
+                run.search_open = False
+    thread = threading.Thread(target=beside, name="search-pass", daemon=True)
+    thread.start()
+    return thread
 
 
 def _warn_if_config_changed(path: Path, cfg: Config, resuming: bool) -> None:
@@ -428,8 +556,7 @@ def _watchdog(run: Run) -> None:
         return
     log.error("hard stop: the budget is spent with a task still running; exiting with the submission on disk")
     try:
-        for tid in run.pending:
-            run.skipped.setdefault(tid, "not started: time was up")
+        run.close()
         write_report(run, printing=False)
     finally:
         logging.shutdown()

@@ -19,7 +19,7 @@ LAYERS = [
     # decoding, then what needs decoding or a trained model
     "generate", "pretrain", "embed", "reuse", "select", "program_source",
     # one task, then the run and its outputs
-    "results", "pipeline", "score", "show", "report", "run",
+    "results", "pipeline", "search_pass", "score", "show", "report", "run",
     # entry points
     "bench_plan", "bench_ttt", "bench_infer", "bench_selection", "bench_search", "bench_ablation", "bench_pretrain", "check_gpu", "session", "cli", "__main__",
     "__init__",

@@ -1,0 +1,189 @@
+"""The search pass: the program search over a whole task set ahead of the model, in a pool of CPU processes.
+
+On a CPU machine the pass runs before the model (both want the same cores, and the search is cheap: its answers are
+in the submission within minutes); where GPUs train, it runs beside them on the cores their workers leave
+(run.search_workers). Each task's result is a `SearchRecord` (its candidate tables, attempts, programs, seconds, an
+error), kept in search.jsonl so that a resumed run does not search again; the model's job for the task carries the
+tables (solver.run). Knows nothing of the model, the plan or the submission.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from solver.config import SEARCH_PASSES, Config
+from solver.files import setup_logging
+from solver.pipeline import choose_without_model, gather
+from solver.program_source import SearchSource
+from solver.results import _json_pairs, append_line
+from solver.submission import complete_attempts
+from solver.tasks import Task
+
+log = logging.getLogger(__name__)
+
+SEARCHED = "search.jsonl"  # one SearchRecord per line, in the run's work directory
+
+
+@dataclass
+class SearchRecord:
+    """One task's search: per test input its candidate table (Candidate.to_json) and its two attempts (complete:
+    fallbacks where no program answered), the test inputs a program answered, and what it cost."""
+    id: str
+    tables: list = field(default_factory=list)
+    attempts: list = field(default_factory=list)
+    found: int = 0
+    programs: int = 0
+    seconds: float = 0.0
+    origins: str = ""
+    error: str = ""  # 'search: ValueError: ...' when the search raised (the model still answers the task)
+
+    @property
+    def solved(self) -> bool:
+        """A program that reproduces every demo answered every test input."""
+        return self.programs > 0 and not self.error and self.found == len(self.tables) > 0
+
+
+def search_one(task: Task, cfg: Config, seconds: float) -> SearchRecord:
+    """The search of one task for at most `seconds` from now, with its attempts chosen as a run without the model
+    would (solver.pipeline.choose_without_model)."""
+    source = SearchSource(cfg.search)
+    gathered = gather([source], task, time.monotonic() + seconds)
+    choices = choose_without_model(task, gathered.tables, cfg)
+    found = [(c.attempt_1, c.attempt_2) if c.candidates else None for c in choices]
+    return SearchRecord(task.id, [[c.to_json() for c in t] for t in gathered.tables],
+                        _json_pairs(complete_attempts(task, found)), sum(f is not None for f in found),
+                        gathered.programs, round(gathered.seconds, 3),
+                        "; ".join("|".join(c.origins()) for c in choices), "; ".join(gathered.errors))
+
+
+def _search_in_pool(task: Task, cfg: dict, seconds: float) -> SearchRecord:
+    """search_one in a pool process; what it raises outside the search itself comes back as the record's error."""
+    try:
+        return search_one(task, Config.from_dict(cfg), seconds)
+    except Exception as e:
+        log.error("task %s: the search pass raised:\n%s", task.id, traceback.format_exc())
+        return SearchRecord(task.id, error=f"search: {type(e).__name__}: {e}")
+
+
+def resolve_mode(mode: str, model_is_source: bool, gpus: int) -> str:
+    """The pass's mode: 'auto' runs it before the model on a CPU-only machine (or without the model), beside it
+    where GPUs train."""
+    if mode not in SEARCH_PASSES:
+        raise ValueError(f"run.search_pass='{mode}': expected one of {', '.join(SEARCH_PASSES)}")
+    if mode != "auto":
+        return mode
+    return "beside" if model_is_source and gpus > 0 else "before"
+
+
+def pass_workers(requested: int, mode: str, model_workers: int, tasks: int) -> int:
+    """Processes for the pass: `requested`, else every core before the model and the cores left by the model's
+    workers beside it; at most one per task, at least one (1: in the run's own process)."""
+    cores = os.cpu_count() or 1
+    n = requested or (cores if mode == "before" else cores - 2 * model_workers)
+    return max(1, min(n, tasks))
+
+
+def task_seconds(cfg: Config, end: float, left: int, workers: int) -> float:
+    """A task's search time: search.max_seconds, or its part of the pass's time left when that is less."""
+    fair = max(0.0, end - time.monotonic()) * workers / max(1, left)
+    return max(0.0, min(cfg.search.max_seconds, fair))
+
+
+def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[SearchRecord], None],
+             progress: bool = True) -> int:
+    """Search `tasks` in order until `end` (a time.monotonic() value), `workers` at a time (1: here), calling
+    `on_record` in this thread as each finishes; returns how many were searched. A pool that breaks (a process
+    killed) ends the pass with an error logged: the tasks not searched are searched by the model's workers."""
+    bar = _bar(len(tasks), end, progress)
+    done = 0
+    try:
+        if workers <= 1:
+            for i, task in enumerate(tasks):
+                if time.monotonic() >= end:
+                    break
+                on_record(search_one(task, cfg, task_seconds(cfg, end, len(tasks) - i, 1)))
+                done += 1
+                _tick(bar, end)
+            return done
+        return _run_pool(tasks, cfg, end, workers, on_record, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_record, bar) -> int:
+    queue, flight, done, d = list(tasks), {}, 0, cfg.to_dict()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=setup_logging) as pool:
+        try:
+            while queue or flight:
+                while queue and len(flight) < workers and time.monotonic() < end:
+                    task = queue.pop(0)
+                    seconds = task_seconds(cfg, end, len(queue) + len(flight) + 1, workers)
+                    flight[pool.submit(_search_in_pool, task, d, seconds)] = task.id
+                if not flight:
+                    break
+                finished, _ = wait(flight, timeout=max(1.0, end - time.monotonic() + 5), return_when=FIRST_COMPLETED)
+                if not finished:
+                    log.error("search pass: %d tasks still searching past the pass's end; left to the model's "
+                              "workers", len(flight))
+                    break
+                for fut in finished:
+                    flight.pop(fut)
+                    on_record(fut.result())
+                    done += 1
+                    _tick(bar, end)
+        except BrokenProcessPool as e:
+            log.error("search pass: its process pool broke (%s); %d tasks not searched are left to the model's "
+                      "workers", e, len(queue) + len(flight))
+        finally:
+            for fut in flight:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+    return done
+
+
+def _bar(total: int, end: float, enabled: bool):
+    if not enabled or not total:
+        return None
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc="search", unit="task", dynamic_ncols=True, leave=False)
+    _tick(bar, end, 0)
+    return bar
+
+
+def _tick(bar, end: float, n: int = 1) -> None:
+    if bar is not None:
+        bar.update(n)
+        bar.set_postfix_str(f"pass time left {max(0.0, end - time.monotonic()):.0f}s")
+
+
+def append_record(workdir: Path, record: SearchRecord) -> None:
+    append_line(Path(workdir) / SEARCHED, asdict(record))
+
+
+def read_records(workdir: Path) -> dict[str, SearchRecord]:
+    """A run's search records by task id (the last line of a task wins; an unreadable line is skipped)."""
+    path, out = Path(workdir) / SEARCHED, {}
+    if path.exists():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                record = SearchRecord(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as e:
+                log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
+                continue
+            out[record.id] = record
+    return out
+
+
+def pass_end(cfg: Config, start: float, budget: float, run_end: float, mode: str) -> float:
+    """When the pass must stop: before the model, search.pass_share of the budget; beside it, the run's end."""
+    return min(run_end, start + cfg.search.pass_share * budget) if mode == "before" else run_end
