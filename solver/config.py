@@ -337,6 +337,44 @@ PRESETS: dict[str, Config] = {
                            run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 3600.0,
                                 "train_tokens_per_s": 6000.0, "prefill_tokens_per_s": 20000.0,
                                 "decode_tokens_per_s": 40.0, "task_overhead_s": 5.0}),
+    # Public ARC checkpoints (give one with --model) on Kaggle's 4x L4 (24 GB each) in 12 h, with the TTT and inference
+    # settings their authors published (README, "Bring your own model": sources, and the memory arithmetic for a
+    # 24 GB L4). Speeds are estimates from the L4's bf16 rate and each model's size (not measured); the run corrects
+    # them from its first tasks.
+    "nvarc-4xl4": _preset(  # Qwen3-4B bf16: LoRA r256/alpha 32, rsLoRA, all linear layers + embeddings and head,
+        # lr 5e-5 cosine, batch 1, 128 steps (8 dihedral x 16 colour permutations); 16 views by DFS at p >= 0.2, in
+        # batches of 4; every candidate rescored under 8 views; votes + mean log-probability; <= 1,200 s a task
+        model={"format": "nvarc"},
+        ttt={"rank": 256, "alpha": 32.0, "rslora": True, "train_embeddings": True, "lr": 5e-5, "embedding_lr": 5e-5,
+             "schedule": "cosine", "batch_size": 1, "epochs": 1, "max_steps": 128, "num_transforms": 128,
+             "max_examples": 128, "batch_tokens": 8192, "checkpoint_above_tokens": 2048},
+        infer={"num_views": 16, "strategy": "dfs", "dfs_threshold": 0.2, "score_views": 8, "batch_size": 4,
+               "rule": "combined", "combined_weight": 1.0},
+        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
+             "train_tokens_per_s": 1500.0, "prefill_tokens_per_s": 5000.0, "decode_tokens_per_s": 40.0,
+             "task_overhead_s": 10.0}),
+    "architects-4xl4": _preset(  # Mistral-NeMo-Minitron-8B (or Llama-3.2-3B) in 4 bits: LoRA r32/alpha 16, rsLoRA,
+        # lr 1e-4 (embeddings 1e-5), one epoch over 64 augmented copies; DFS (published thresholds 0.09-0.2), every
+        # candidate rescored under 8 views, product of experts
+        model={"format": "architects", "load_in_4bit": True},
+        ttt={"rank": 32, "alpha": 16.0, "rslora": True, "train_embeddings": True, "lr": 1e-4, "embedding_lr": 1e-5,
+             "batch_size": 4, "epochs": 1, "num_transforms": 64, "max_examples": 64, "batch_tokens": 8192,
+             "checkpoint_above_tokens": 2048},
+        infer={"num_views": 8, "strategy": "dfs", "dfs_threshold": 0.1, "score_views": 8, "batch_size": 4,
+               "rule": "poe"},
+        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
+             "train_tokens_per_s": 1000.0, "prefill_tokens_per_s": 3000.0, "decode_tokens_per_s": 30.0,
+             "task_overhead_s": 10.0}),
+    "marc-4xl4": _preset(  # Llama-3-8B in 4 bits (bf16 weights alone take 16 GB of an L4's 24): LoRA r128/alpha 16,
+        # lr 1e-4 (their 8B), 2 epochs, batch 2, cosine with 10% warm-up; votes across views (hierarchical)
+        model={"format": "marc", "load_in_4bit": True},
+        ttt={"rank": 128, "alpha": 16.0, "rslora": False, "lr": 1e-4, "schedule": "cosine", "warmup": 0.1,
+             "batch_size": 2, "epochs": 2, "num_transforms": 32, "max_examples": 64, "batch_tokens": 8192,
+             "checkpoint_above_tokens": 2048},
+        infer={"num_views": 8, "score_views": 8, "batch_size": 4, "rule": "hierarchical"},
+        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
+             "train_tokens_per_s": 800.0, "prefill_tokens_per_s": 2500.0, "decode_tokens_per_s": 25.0,
+             "task_overhead_s": 10.0}),
     # One H100 (80 GB): one worker; speeds are guesses (not measured here), corrected as tasks finish.
     "h100": _preset(ttt={"num_transforms": 32, "max_examples": 250, "batch_size": 8, "epochs": 2},
                     infer={"num_views": 16, "score_views": 16, "batch_size": 16},

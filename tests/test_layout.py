@@ -15,7 +15,7 @@ LAYERS = [
     # data
     "tasks", "submission", "augment", "grids", "search", "codec", "formats", "sources", "data", "plan",
     # models and training
-    "shipped", "model", "adapter", "train", "precision", "ttt",
+    "shipped", "attached", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model
     "generate", "pretrain", "embed", "reuse", "select", "program_source",
     # one task, then the run and its outputs

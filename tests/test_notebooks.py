@@ -121,11 +121,15 @@ def test_kaggle_notebook_rerun_with_a_broken_model_still_leaves_a_valid_submissi
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"not a model")
+    other = tmp_path / "input" / "smollm2-gguf" / "SmolLM2.gguf"  # a GGUF too: the HF folder is the better kind
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"GGUF")
     env = {"ARC_INPUT_ROOT": str(tmp_path / "input"), "ARC_WORKING": str(tmp_path / "working"),
            "KAGGLE_IS_COMPETITION_RERUN": "1", "ARC_TIME_LIMIT": "10m", "ARC_SAFETY_MARGIN": "9m"}
     nb = execute("kaggle_solver.ipynb", tmp_path, env)
     text = text_of(nb)
-    assert f"model: {model}" in text  # found under the input root
+    assert f"attached model: {model}: a Hugging Face" in text and f"attached model: {other}: a GGUF file" in text
+    assert f"model: {model} (a Hugging Face" in text and "; preset kaggle-4xl4" in text  # found under the input root
     assert "hidden test set (rerun)" in text and "--limit" not in text
     assert "run exit code 1" in text  # the model does not load: the run says so and stops
     submission = tmp_path / "working" / "submission.json"
