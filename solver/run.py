@@ -191,6 +191,8 @@ class Run:
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
         self.searched: dict[str, SearchRecord] = {}  # the search pass's records (solver.search_pass)
         self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
+        # the package's solver with the model as a source: a share too short for one view is not handed out
+        self.model_answers = not cfg.run.solver and MODEL in parse_sources(cfg.run.sources)
         self.plans = {tid: _Plan(task_size(t, self.codec), full_work(t, cfg)) for tid, t in tasks.items()}
         self._estimate()
         self.pending: list[str] = []
@@ -234,6 +236,11 @@ class Run:
             if share < r.min_task_seconds:
                 self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
                 continue
+            one_view = B.predict_seconds(self.plans[tid].size, 1, self.rates)
+            if self.model_answers and share < one_view:  # it would decode nothing: its time goes to the others
+                self._skip(tid, f"no time for one view: a share of {share:.0f}s, one view needs about "
+                                f"{one_view:.0f}s at the speeds measured")
+                continue
             self.in_flight[tid] = now + share
             return self._job(tid, now, share), False
         return None, False
@@ -245,7 +252,10 @@ class Run:
             return
         full = {t: self.plans[t].need.full for t in self.pending}
         floors = [self.plans[t].need.one_step for t in self.pending]
-        tight = B.pressure(floors, remaining, self.workers, committed) > 1
+        # one worker: no task can straggle while others idle, so longest-first gains nothing and, when the speeds
+        # are still the preset's guesses, can spend the first minutes on tasks too large to answer (30x30 grids on a
+        # CPU): cheapest first
+        tight = self.workers == 1 or B.pressure(floors, remaining, self.workers, committed) > 1
         self.pending = B.order_tasks(full, tight if order == "auto" else order == "cheapest")
 
     def _job(self, tid: str, now: float, share: float) -> Job:

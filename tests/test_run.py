@@ -19,7 +19,7 @@ from solver.cli import demo_tasks
 from solver.config import get_preset, resolve
 from solver.results import RESULTS, Deadlines, Job, TaskResult, read_results
 from solver.plan import config_for, full_work, preset_rates, task_size
-from solver.run import HARD_STOP_EXIT, run_tasks
+from solver.run import HARD_STOP_EXIT, Run, run_tasks
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
 
@@ -479,12 +479,17 @@ def _full_needs(tasks, cfg):
 
 def test_order_and_degradation_follow_the_pressure(fake_env, arc1_eval):
     tasks = dict(list(arc1_eval.items())[:5])
-    # plenty of time: every task at full level, longest first
+    # plenty of time: every task at full level; one worker (no other to straggle behind): cheapest first all the same
     relaxed = fake_cfg(budget="60s")
     run_tasks(tasks, relaxed, fake_env / "a.json", fake_env / "a", progress=False)
     order = [c["id"] for c in calls(fake_env)]
-    assert order == B.order_tasks(_full_needs(tasks, relaxed), under_pressure=False)
+    assert order == B.order_tasks(_full_needs(tasks, relaxed), under_pressure=True)
     assert {o.level for o in read_results(fake_env / "a" / RESULTS).values()} == {int(B.Level.FULL)}
+    # two workers with plenty of time: longest first
+    two = Run(tasks, relaxed, fake_env / "d.json", fake_env, time.monotonic(), 60.0, 2, False)
+    two.pending = list(tasks)
+    two._reorder(1e6, 0.0)
+    assert two.pending == B.order_tasks(_full_needs(tasks, relaxed), under_pressure=False) != order
     # TTT priced far beyond the budget: cheapest first, without TTT
     (fake_env / "calls.jsonl").unlink()
     tight = fake_cfg(budget="30s", train_tokens_per_s=1.0, prefill_tokens_per_s=1e6, decode_tokens_per_s=1e5)

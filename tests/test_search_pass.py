@@ -162,3 +162,15 @@ def test_a_task_the_model_never_reached_keeps_its_search_attempts(tmp_path):
     assert "the model did not reach it" in run.outcomes["rot"].note and "rot" not in run.skipped
     assert "noise" in run.skipped and "noise" not in run.outcomes
     assert np.array_equal(attempt_1(tmp_path / "sub.json", "rot"), ts["rot"].test_outputs[0])
+
+
+def test_a_share_too_short_for_one_view_is_not_spent_on_the_model(tmp_path):
+    out, work = tmp_path / "sub.json", tmp_path / "work"
+    slow = cfg_for(decode_tokens_per_s=0.01, calibrate=False)  # one view: hours at this speed
+    report = run_tasks(tasks(), slow, out, work, progress=False)
+    rows = {r["task_id"]: r for r in csv.DictReader((work / "report.csv").open())}
+    assert rows["rot"]["level"] == "SEARCH_ONLY" and "no time for one view" in rows["rot"]["note"]
+    assert rows["noise"]["level"] == "SEARCH_ONLY" and rows["noise"]["found"] == "0"  # searched, nothing found
+    assert report["no_candidate"] == 1 and report["failures"]["no candidate"] == 1  # which counts as a failure
+    assert read_results(work / RESULTS) == {}  # a resumed run with more time may still give them to the model
+    assert np.array_equal(attempt_1(out, "rot"), solved_task().test_outputs[0])
