@@ -17,20 +17,11 @@ from solver.measure import peak_rss_mib
 from solver.score import print_score, score_table
 from solver.search import SearchResult, answers, search_task
 from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
-from solver.tasks import Task, is_heldout, load_tasks
+from solver.tasks import Task, load_tasks
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TASK_S = 30.0  # per-task cap without a budget
-
-
-def select_tasks(tasks_spec: str, limit: int | None, heldout: bool) -> dict[str, Task]:
-    """The task set, less everything outside the held-out slice when `heldout`."""
-    tasks = load_tasks(tasks_spec, None if heldout else limit)
-    if heldout:
-        tasks = {tid: t for tid, t in tasks.items() if is_heldout(tid)}
-        tasks = dict(list(tasks.items())[:limit]) if limit is not None else tasks
-    return tasks
 
 
 def attempts_of(task: Task, result: SearchResult) -> list[Attempts]:
@@ -56,10 +47,10 @@ def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc
 
 
 def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
-                   limit: int | None = None, heldout: bool = False) -> int:
+                   limit: int | None = None) -> int:
     """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
     known. Returns 0, or 1 when some task raised."""
-    tasks = select_tasks(tasks_spec, limit, heldout)
+    tasks = load_tasks(tasks_spec, limit)
     attempts: dict[str, list[Attempts]] = {}
     failed = found = 0
     for task, result, _ in search_each(tasks, depth, budget_s, "search"):
@@ -92,10 +83,10 @@ def _solved(task: Task, result: SearchResult | None) -> tuple[int, int, int]:
 
 
 
-def bench_command(tasks_spec: str = "arc1:train", depth: int = 2, limit: int | None = None, heldout: bool = True,
+def bench_command(tasks_spec: str = "heldout", depth: int = 2, limit: int | None = None,
                   budget_s: float | None = None) -> int:
     """Print the search's speed, cost and solves over a task set, then one JSON line of the figures."""
-    tasks = select_tasks(tasks_spec, limit, heldout)
+    tasks = load_tasks(tasks_spec, limit)
     evaluated, core, top1, top2, total, failed = 0, [], 0, 0, 0, 0
     for task, result, seconds in search_each(tasks, depth, budget_s, "bench search"):
         core.append(seconds)

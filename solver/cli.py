@@ -43,7 +43,7 @@ def cmd_score(args) -> int:
 def cmd_search(args) -> int:
     from solver.bench_search import search_command
     from solver.budget import parse_duration
-    return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit, heldout=args.heldout,
+    return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit,
                           budget_s=parse_duration(args.budget) if args.budget else None)
 
 
@@ -54,7 +54,7 @@ def cmd_bench(args) -> int:
     if args.what == "search":
         from solver.bench_search import bench_command
         from solver.budget import parse_duration
-        return bench_command(args.tasks, args.depth, args.limit, args.heldout, parse_duration(args.budget))
+        return bench_command(args.tasks, args.depth, args.limit, parse_duration(args.budget))
     if args.what == "ttt":
         from solver.bench_ttt import main as bench
     elif args.what == "ablation":
@@ -211,7 +211,6 @@ def add_search_parser(sub) -> None:
     s.add_argument("--depth", type=int, default=2, help="compositions of up to this many transforms")
     s.add_argument("--budget", help="time for all tasks (90s, 10m); default: at most 30 s a task")
     s.add_argument("--limit", type=int, help="the first N tasks")
-    s.add_argument("--heldout", action="store_true", help="only the held-out slice of the task set (solver.tasks)")
     s.set_defaults(func=cmd_search)
 
 
@@ -247,7 +246,6 @@ def make_parser() -> argparse.ArgumentParser:
                                                       "is unavailable here is left out with a warning")
     s.add_argument("--reduced-only", action="store_true", help="ttt: no full-vocabulary rows (saves a second load)")
     s.add_argument("--depth", type=int, default=2, help="search: compositions of up to this many transforms")
-    s.add_argument("--heldout", action="store_true", help="search: only the held-out slice of the task set")
     s.add_argument("--workdir", help="selection: a finished run's work directory (its candidates.jsonl)")
     add_executor_arguments(s)
     add_config_arguments(s, "cpu-demo")

@@ -332,7 +332,7 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
-                       ttt_seconds=t1 - t0, predict_seconds=t2 - t1, adapter_from=adapter_from,
+                       ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
                        calibration_seconds=calibration_s, **speeds)
 
 

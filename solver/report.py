@@ -28,7 +28,7 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
                   "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
-                  "search_seconds", "origins", "source_errors", "gpu_peak_mib"]
+                  "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds"]
 
 
 def write_report(run, printing: bool = True) -> dict:
@@ -117,6 +117,7 @@ def summarise(run, rows: list[dict]) -> dict:
             "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
             "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),
             "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
+            "calibration_seconds": round(sum(o.calibration_seconds for o in done), 1),
             "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
             "ttt_steps": _spread([o.ttt_steps for o in done if o.status != "invalid"]),
             "views": _spread([o.views for o in done if o.status != "invalid"]),

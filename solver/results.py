@@ -45,7 +45,7 @@ class TaskStats:
     train_tokens_per_s: float = 0.0
     prefill_tokens_per_s: float = 0.0
     decode_tokens_per_s: float = 0.0
-    calibration_seconds: float = 0.0  # of `seconds`, spent timing the worker's speeds (its first task only)
+    calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
     # the candidate sources other than the model (solver.pipeline.gather)
     search_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
     programs: int = 0  # programs that reproduce every demo (the search)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.grids import Primitive, library, predicted_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
 
@@ -196,9 +197,15 @@ def _weak(table: np.ndarray, produced: list[Grid]) -> bool:
     return len(produced) >= 2 and any(sum(bool((r == c).any()) for r in produced) < 2 for c in changed)
 
 
+TRANSPOSE = DIHEDRAL_NAMES.index("transpose")
+
+
 def _transposed(task: Task) -> View:
-    return View("transposed", [g.T.copy() for g, _ in task.train] + [g.T.copy() for g in task.test_inputs],
-                [o.T.copy() for _, o in task.train], lambda i, g: g.T.copy())
+    """The task transposed (solver.augment's dihedral transform); answers are transposed back."""
+    t = lambda g: dihedral(g, TRANSPOSE)
+    back = DIHEDRAL_INVERSE[TRANSPOSE]
+    return View("transposed", [t(g) for g, _ in task.train] + [t(g) for g in task.test_inputs],
+                [t(o) for _, o in task.train], lambda i, g: dihedral(g, back))
 
 
 def _permutation(g: Grid, fixed: set[int]) -> np.ndarray:

@@ -209,7 +209,7 @@ def test_bench_command_ends_with_a_json_line(tmp_path, capsys):
     from solver import bench_search
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid="t1")])
-    assert bench_search.bench_command(spec, depth=1, limit=None, heldout=False, budget_s=20) == 0
+    assert bench_search.bench_command(spec, depth=1, limit=None, budget_s=20) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["top1"] == figures["top2"] == figures["test_outputs"] == 1 and figures["evaluated"] > 0
     assert figures["core_s_min"] <= figures["core_s_median"] <= figures["core_s_max"]
