@@ -148,7 +148,14 @@ def read_candidates(workdir: Path) -> dict[str, list[list[dict]]]:
 
 
 def read_results(path: Path) -> dict[str, Outcome]:
-    """Finished tasks by id. A line cut short by a kill is dropped, and cut off the file so appends stay whole."""
+    """Finished tasks by id (read_lines)."""
+    return read_lines(path, Outcome)
+
+
+def read_lines(path: Path, make) -> dict:
+    """The records of a JSON-lines file (results.jsonl, search.jsonl) by id, each `make(**fields)`; the last line of
+    an id wins. A line cut short by a kill is dropped, and cut off the file so appends stay whole; an unreadable line
+    is logged and skipped."""
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -160,9 +167,9 @@ def read_results(path: Path) -> dict[str, Outcome]:
     out = {}
     for n, line in enumerate(data[:end].decode().splitlines(), 1):
         try:
-            o = Outcome(**json.loads(line))
+            record = make(**json.loads(line))
         except (json.JSONDecodeError, TypeError) as e:
             log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
             continue
-        out[o.id] = o
+        out[record.id] = record
     return out

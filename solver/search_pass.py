@@ -8,7 +8,6 @@ tables (solver.run). Knows nothing of the model, the plan or the submission.
 """
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -24,7 +23,7 @@ from solver.config import SEARCH_PASSES, Config
 from solver.files import setup_logging
 from solver.pipeline import choose_without_model, gather
 from solver.program_source import SearchSource
-from solver.results import _json_pairs, append_line
+from solver.results import _json_pairs, append_line, read_lines
 from solver.submission import complete_attempts
 from solver.tasks import Task
 
@@ -171,17 +170,8 @@ def append_record(workdir: Path, record: SearchRecord) -> None:
 
 
 def read_records(workdir: Path) -> dict[str, SearchRecord]:
-    """A run's search records by task id (the last line of a task wins; an unreadable line is skipped)."""
-    path, out = Path(workdir) / SEARCHED, {}
-    if path.exists():
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                record = SearchRecord(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as e:
-                log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
-                continue
-            out[record.id] = record
-    return out
+    """A run's search records by task id (solver.results.read_lines)."""
+    return read_lines(Path(workdir) / SEARCHED, SearchRecord)
 
 
 def pass_end(cfg: Config, start: float, budget: float, run_end: float, mode: str) -> float:
