@@ -276,6 +276,20 @@ def pressure(needs: list[float], remaining: float, workers: int, committed: floa
     return math.inf if capacity <= 0 and need > 0 else (need / capacity if capacity > 0 else 0.0)
 
 
+def affordable(needs: list[Need], remaining: float, workers: int, committed: float = 0.0) -> list[bool]:
+    """Which pending tasks a share is planned against now: the cheapest prediction floors (`bare`) first, while their
+    sum fits the worker-seconds left (at least one). The others do not squeeze the rest to their floors; they wait,
+    last in a cheapest-first order, for the time left over (on a CPU, a 30x30 task's one view can need minutes)."""
+    capacity = max(0.0, workers * max(0.0, remaining) - committed)
+    keep, total = [False] * len(needs), 0.0
+    for i in sorted(range(len(needs)), key=lambda i: (needs[i].bare, i)):
+        total += needs[i].bare
+        if total > capacity and any(keep):
+            break
+        keep[i] = True
+    return keep
+
+
 def order_tasks(needs: dict[str, float], under_pressure: bool) -> list[str]:
     """The order pending tasks start in: longest first when everything fits, cheapest first under pressure.
 

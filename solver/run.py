@@ -229,8 +229,11 @@ class Run:
             ready = [i for i, t in enumerate(self.pending) if not self.search_open or t in self.searched]
             if not ready:
                 return None, True
+            counted = B.affordable(needs, remaining, self.workers, sum(busy))
+            ready = [i for i in ready if counted[i]] or ready
             pick = ready[B.pick_next([needs[i] for i in ready], remaining, self.workers, busy)]
-            share = B.plan_share(needs[pick], needs, remaining, self.workers, busy,
+            counted[pick] = True
+            share = B.plan_share(needs[pick], [n for n, c in zip(needs, counted) if c], remaining, self.workers, busy,
                                  cap=r.max_task_seconds or math.inf, headroom=r.headroom, floor=r.min_task_seconds)
             tid = self.pending.pop(pick)
             if share < r.min_task_seconds:

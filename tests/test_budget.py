@@ -181,3 +181,11 @@ def test_a_slower_first_measurement_is_believed_whole_and_a_faster_one_halfway()
     size = B.TaskSize(train_tokens=500, prompt_tokens=624, output_tokens=90, num_tests=1)
     # the reserve for prediction is what the measured speeds say, not the optimistic preset's
     assert B.predict_seconds(size, 5, got) > 3 * B.predict_seconds(size, 5, planned)
+
+
+def test_the_plan_counts_the_cheapest_floors_that_fit():
+    needs = [B.Need(b, b + 1, 3 * b) for b in (50.0, 5.0, 400.0, 10.0)]
+    assert B.affordable(needs, 100.0, 1) == [True, True, False, True]  # 5 + 10 + 50 fit 100; 400 waits
+    assert B.affordable(needs, 100.0, 1, committed=90.0) == [False, True, False, False]  # at least one
+    assert B.affordable(needs, 1000.0, 1) == [True] * 4
+    assert B.affordable(needs, 30.0, 2) == [False, True, False, True]  # two workers: 60 worker-seconds
