@@ -233,13 +233,15 @@ class Run:
             ready = [i for i in ready if counted[i]] or ready
             pick = ready[B.pick_next([needs[i] for i in ready], remaining, self.workers, busy)]
             counted[pick] = True
+            # a share shorter than one view decodes nothing: with the model, one view is the least worth starting
+            one_view = B.predict_seconds(self.plans[self.pending[pick]].size, 1, self.rates)
+            floor = max(r.min_task_seconds, one_view if self.model_answers else 0.0)
             share = B.plan_share(needs[pick], [n for n, c in zip(needs, counted) if c], remaining, self.workers, busy,
-                                 cap=r.max_task_seconds or math.inf, headroom=r.headroom, floor=r.min_task_seconds)
+                                 cap=r.max_task_seconds or math.inf, headroom=r.headroom, floor=floor)
             tid = self.pending.pop(pick)
             if share < r.min_task_seconds:
                 self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
                 continue
-            one_view = B.predict_seconds(self.plans[tid].size, 1, self.rates)
             if self.model_answers and share < one_view:  # it would decode nothing: its time goes to the others
                 self._skip(tid, f"no time for one view: a share of {share:.0f}s, one view needs about "
                                 f"{one_view:.0f}s at the speeds measured")
