@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from typing import Callable
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = r"(\d+(?:\.\d*)?|\.\d+)([smhd])"
@@ -290,6 +291,32 @@ def affordable(needs: list[Need], remaining: float, workers: int, committed: flo
     return keep
 
 
+def plan_next(needs: list[Need], ready: list[int], remaining: float, workers: int, busy: list[float] = (), *,
+              cap: float = math.inf, headroom: float = 3.0, floor: float = 0.0,
+              least: Callable[[int], float] = lambda i: 0.0) -> tuple[int, float]:
+    """The task (an index of `needs`, among `ready`) that the worker free now takes, and its share: picked among the
+    affordable tasks (the cheapest floors that fit) and planned against them (plan_share), never under `floor` nor
+    `least(task)` (one view, with the model) where the time left allows."""
+    counted = affordable(needs, remaining, workers, sum(busy))
+    pool = [i for i in ready if counted[i]] or list(ready)
+    pick = pool[pick_next([needs[i] for i in pool], remaining, workers, busy)]
+    counted[pick] = True
+    share = plan_share(needs[pick], [n for n, c in zip(needs, counted) if c], remaining, workers, busy, cap=cap,
+                       headroom=headroom, floor=max(floor, least(pick)))
+    return pick, share
+
+
+def start_order(needs: dict, remaining: float, workers: int, committed: float = 0.0, order: str = "auto") -> list:
+    """The ids of `needs` in the order they should start now (order_tasks): `auto` is cheapest first under pressure
+    or on one worker (no task can straggle while others idle, and a first guess of the speeds can otherwise spend
+    the first minutes on tasks too large to answer), longest first otherwise; `longest`, `cheapest`; `given` keeps
+    them."""
+    if order == "given":
+        return list(needs)
+    tight = workers == 1 or pressure([n.one_step for n in needs.values()], remaining, workers, committed) > 1
+    return order_tasks({k: n.full for k, n in needs.items()}, tight if order == "auto" else order == "cheapest")
+
+
 def order_tasks(needs: dict[str, float], under_pressure: bool) -> list[str]:
     """The order pending tasks start in: longest first when everything fits, cheapest first under pressure.
 
@@ -355,16 +382,14 @@ def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], fi
                 del in_flight[i]
         needs = {i: need(i) for i in pending}
         busy = [end - now for end, _ in in_flight.values() if end > now]
-        if order != "given":
-            tight = pressure([needs[i].one_step for i in pending], budget - now, workers, sum(busy)) > 1
-            pending = order_tasks({i: needs[i].full for i in pending}, tight if order == "auto" else
-                                  order == "cheapest")
-        i = pending.pop(pick_next([needs[j] for j in pending], budget - now, workers, busy))
-        share = plan_share(needs[i], [needs[j] for j in [i] + pending], budget - now, workers, busy,
-                           headroom=headroom, floor=1.0)
-        if share < 1.0:
-            continue
+        pending = start_order(needs, budget - now, workers, sum(busy), order)
+        k, share = plan_next([needs[j] for j in pending], list(range(len(pending))), budget - now, workers, busy,
+                             headroom=headroom, floor=1.0,
+                             least=lambda k: predict_seconds(tasks[pending[k]][0], 1, rates))
+        i = pending.pop(k)
         size, full = tasks[i]
+        if share < max(1.0, predict_seconds(size, 1, rates)):  # not even one view: skipped, as the run does
+            continue
         work = fit_work(size, full, rates, share, min_views)
         took = min(share, total_seconds(size, work, true_rates[i]))
         done_steps = work.ttt_steps

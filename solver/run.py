@@ -229,39 +229,28 @@ class Run:
             ready = [i for i, t in enumerate(self.pending) if not self.search_open or t in self.searched]
             if not ready:
                 return None, True
-            counted = B.affordable(needs, remaining, self.workers, sum(busy))
-            ready = [i for i in ready if counted[i]] or ready
-            pick = ready[B.pick_next([needs[i] for i in ready], remaining, self.workers, busy)]
-            counted[pick] = True
             # a share shorter than one view decodes nothing: with the model, one view is the least worth starting
-            one_view = B.predict_seconds(self.plans[self.pending[pick]].size, 1, self.rates)
-            floor = max(r.min_task_seconds, one_view if self.model_answers else 0.0)
-            share = B.plan_share(needs[pick], [n for n, c in zip(needs, counted) if c], remaining, self.workers, busy,
-                                 cap=r.max_task_seconds or math.inf, headroom=r.headroom, floor=floor)
+            one_view = lambda i: B.predict_seconds(self.plans[self.pending[i]].size, 1, self.rates) \
+                if self.model_answers else 0.0
+            pick, share = B.plan_next(needs, ready, remaining, self.workers, busy, cap=r.max_task_seconds or math.inf,
+                                      headroom=r.headroom, floor=r.min_task_seconds, least=one_view)
+            least = one_view(pick)
             tid = self.pending.pop(pick)
             if share < r.min_task_seconds:
                 self._skip(tid, f"no time: a share of {share:.1f}s (minimum {r.min_task_seconds:g}s)")
                 continue
-            if self.model_answers and share < one_view:  # it would decode nothing: its time goes to the others
+            if share < least:  # it would decode nothing: its time goes to the others
                 self._skip(tid, f"no time for one view: a share of {share:.0f}s, one view needs about "
-                                f"{one_view:.0f}s at the speeds measured")
+                                f"{least:.0f}s at the speeds measured")
                 continue
             self.in_flight[tid] = now + share
             return self._job(tid, now, share), False
         return None, False
 
     def _reorder(self, remaining: float, committed: float) -> None:
-        """Pending tasks in the order they should start now (see budget.order_tasks)."""
-        order = self.cfg.run.order
-        if order == "given":
-            return
-        full = {t: self.plans[t].need.full for t in self.pending}
-        floors = [self.plans[t].need.one_step for t in self.pending]
-        # one worker: no task can straggle while others idle, so longest-first gains nothing and, when the speeds
-        # are still the preset's guesses, can spend the first minutes on tasks too large to answer (30x30 grids on a
-        # CPU): cheapest first
-        tight = self.workers == 1 or B.pressure(floors, remaining, self.workers, committed) > 1
-        self.pending = B.order_tasks(full, tight if order == "auto" else order == "cheapest")
+        """Pending tasks in the order they should start now (budget.start_order)."""
+        self.pending = B.start_order({t: self.plans[t].need for t in self.pending}, remaining, self.workers,
+                                     committed, self.cfg.run.order)
 
     def _job(self, tid: str, now: float, share: float) -> Job:
         """The task with the work fitted to its share (prediction's time reserved first), its config and deadlines
