@@ -37,8 +37,7 @@ class Solver:
     `train` and `predict` are its two halves for callers that drive them (benchmarks, notebooks, checks)."""
     cfg: Config
     loaded: object
-    adapter: object = None
-    shared: dict | None = None
+    adapter: object = None  # its `shared` state: the shared adapter's weights (run.shared_adapter), read once
     related: tuple = (None, None)
     rates: B.Rates | None = None
     sources: list = field(default_factory=list)
@@ -102,15 +101,15 @@ def _with_model(cfg: Config) -> Solver:
     """The model loaded once, its adapter attached (and the shared adapter's state read) where asked for."""
     from solver import model as M
     loaded = M.load_configured(cfg.model, cfg.run.seed)
-    adapter, shared = None, None
+    adapter = None
     if cfg.ttt.enabled or cfg.run.shared_adapter:
         from solver.adapter import attach
         adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids, cfg.run.seed)
     if cfg.run.shared_adapter:
         adapter.load(cfg.run.shared_adapter)
-        shared = adapter.snapshot()
+        adapter.shared = adapter.snapshot()  # the one holder of that state (Adapter.use_shared)
         adapter.reset()
-    return Solver(cfg, loaded, adapter, shared, _related(cfg, loaded, adapter))
+    return Solver(cfg, loaded, adapter, _related(cfg, loaded, adapter))
 
 
 def _related(cfg: Config, loaded, adapter) -> tuple:
@@ -162,7 +161,8 @@ def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     size, full = task_size(task, w.loaded.codec), full_work(task, cfg)
     now = time.monotonic()
     share = max(0.0, deadlines.end - now)
-    work = B.fit_work(size, full, rates, share, cfg.run.min_views, w.shared is not None)
+    shared = w.adapter is not None and w.adapter.shared is not None
+    work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared)
     ttt_end = now + max(0.0, share - B.predict_seconds(size, work.views, rates)) if work.ttt_steps else now
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
              work.views, full.views)
@@ -312,9 +312,9 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     if adapter is not None:
         model = adapter.model
         if cfg.ttt.shared_adapter:
-            if w.shared is None:
+            if adapter.shared is None:
                 raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
-            adapter.restore(w.shared)
+            adapter.use_shared()
         elif cfg.ttt.enabled:
             res, adapter_from = _train_or_reuse(adapter, w.related, w.loaded, task, cfg, deadlines)
             if res.steps and not math.isfinite(res.loss):
