@@ -468,6 +468,7 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     if mode == "inside":
         return None
     run.rates = replace(run.rates, search_s=0.0)  # the model's jobs do not search
+    run._estimate()
     for record in read_records(run.workdir).values():
         if record.id in run.pending:
             run._searched(record)
@@ -477,7 +478,11 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     log.info("search pass %s the model: %d tasks (%d reused), %d process(es), until +%s", mode, len(todo),
              len(run.searched), workers, B.format_seconds(end - run.start))
     if mode == "before":
-        done = run_pass(todo, cfg, end, workers, run.on_searched, progress)
+        try:
+            done = run_pass(todo, cfg, end, workers, run.on_searched, progress)
+        except Exception:  # e.g. no process pool here: the model's workers search the tasks not searched
+            log.exception("search pass raised: the tasks not searched are searched by the model's workers")
+            done = sum(t.id in run.searched for t in todo)
         log.info("search pass done: %d of %d tasks searched, %d solved", done, len(todo),
                  sum(r.solved for r in run.searched.values()))
         return None

@@ -174,3 +174,15 @@ def test_a_share_too_short_for_one_view_is_not_spent_on_the_model(tmp_path):
     assert report["no_candidate"] == 1 and report["failures"]["no candidate"] == 1  # which counts as a failure
     assert read_results(work / RESULTS) == {}  # a resumed run with more time may still give them to the model
     assert np.array_equal(attempt_1(out, "rot"), solved_task().test_outputs[0])
+
+
+def test_a_pass_that_raises_leaves_the_search_to_the_models_workers(monkeypatch, tmp_path, caplog):
+    def broken(*args, **kw):
+        raise OSError("no process pool here")
+    monkeypatch.setattr(R, "run_pass", broken)
+    out, work = tmp_path / "sub.json", tmp_path / "work"
+    report = run_tasks(tasks(), cfg_for(), out, work, progress=False)
+    assert "search pass raised" in caplog.text and "OSError: no process pool here" in caplog.text
+    rows = {r["task_id"]: r for r in csv.DictReader((work / "report.csv").open())}
+    assert int(rows["rot"]["programs"]) > 0 and rows["rot"]["status"] == "ok"  # searched inside its job
+    assert np.array_equal(attempt_1(out, "rot"), solved_task().test_outputs[0]) and report["score"]["correct"] >= 1
