@@ -638,15 +638,18 @@ class SharedViews:
         _mark(self.stats, "score")
         return np.array(scores).reshape(len(scores), len(grids))
 
-    def decode(self, icfg: InferConfig, deadline: float, *, seed: int = 0) -> list[Decoded]:
+    def decode(self, icfg: InferConfig, deadline: float, *, seed: int = 0,
+               first_deadline: float | None = None) -> list[Decoded]:
         """Decode the first icfg.num_views views with the configured strategy from their cached prompts: the first
-        view alone first (prefilled, then decoded: a candidate as early as it can be, which a deadline keeps), then
-        the others prefilled and decoded in batches."""
+        view alone first (prefilled, then decoded: a candidate as early as it can be, which a deadline keeps; until
+        `first_deadline` when given, a later one than the others': a task's first answer matters more than the
+        time its scoring would have had), then the others prefilled and decoded in batches until `deadline`."""
         if icfg.strategy == "dfs":
             return self.dfs(min(icfg.num_views, self.prefill(icfg.num_views, deadline)), icfg, deadline)
         out = []
-        if self.prefill(1, deadline):
-            out += decode_views(self.model, self.codec, self.views[:1], icfg, deadline, seed=seed, stats=self.stats,
+        first = max(deadline, first_deadline or deadline)
+        if self.prefill(1, first):
+            out += decode_views(self.model, self.codec, self.views[:1], icfg, first, seed=seed, stats=self.stats,
                                 shared=self)
         n = min(icfg.num_views, self.prefill(icfg.num_views, deadline))
         out += decode_views(self.model, self.codec, self.views[1:n], icfg, deadline, seed=seed + 1,

@@ -364,7 +364,7 @@ def _decode_and_score(model, codec: Codec, task: Task, test_index: int, cfg: Con
     icfg, seed = cfg.infer, cfg.run.seed
     views = G.make_views(task, test_index, codec, max(icfg.num_views, icfg.score_views), seed, icfg)
     shared = G.SharedViews(model, codec, views, batch_size=icfg.batch_size, stats=stats)
-    decoded = shared.decode(icfg, decode_deadline, seed=seed)
+    decoded = shared.decode(icfg, decode_deadline, seed=seed, first_deadline=deadline)  # the first view: all of it
     table = merge_tables([list(known), candidate_table([(d.view, views[d.view].group, d.grid, d.logp)
                                                         for d in decoded])])
     if table and icfg.score_views > 0:

@@ -180,3 +180,23 @@ def test_prediction_planned_at_one_speed_still_answers_when_the_model_runs_3x_sl
     assert choice.candidates and np.array_equal(choice.attempt_1, task.test_outputs[0])
     decoded = sum(len(c.views) for c in choice.candidates)
     assert decoded == 8 if slowdown == 1.0 else 1 <= decoded < 8
+
+
+def test_the_first_view_may_use_the_scoring_time_when_it_is_the_only_answer(fake_clock):
+    """decode_share keeps 70% of the time for decoding, the rest for scoring; a model slow enough that its first view
+    takes 38% of the time must not end with no candidate at 30% (held-out run: two tasks that trained answered
+    nothing this way): the first view decodes until the test input's deadline."""
+    import solver.generate as G
+    import solver.pipeline as P
+    fake_clock.install(G, P)
+    task = colour_swap_task()
+    cfg = resolve("test", infer={"num_views": 8, "score_views": 0, "batch_size": 8, "rule": "vote",
+                                 "decode_share": 0.3})
+    views = G.make_views(task, 0, CODEC, 8, 0, cfg.infer)
+    answer = answer_ids(task.test_outputs[0])
+    per_token = 0.005
+    planned = per_token * (sum(len(v.prompt) for v in views) + len(answer) * (1 + 7))
+    model = Slowed(answer_policy({}, default=answer), fake_clock, per_token * 3)
+    [choice] = predict(Loaded(model, CODEC, "fake"), task, cfg, fake_clock.monotonic() + planned)
+    assert choice.candidates and np.array_equal(choice.attempt_1, task.test_outputs[0])
+    assert sum(len(c.views) for c in choice.candidates) == 1  # the others had only the decoding share
