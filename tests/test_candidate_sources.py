@@ -160,43 +160,39 @@ class Slowed(FakeModel):
         return super().forward(input_ids, **kw)
 
 
-@pytest.mark.parametrize("slowdown", [1.0, 3.0])
-def test_prediction_planned_at_one_speed_still_answers_when_the_model_runs_3x_slower(fake_clock, slowdown):
-    """The time is what 8 views take at the speed the task measured; the model then runs 3x slower (a busy machine,
-    a cold cache). The first view is prefilled and decoded alone before the others, so the deadline keeps a candidate
-    (prefilling every view first, then decoding them in one batch, left none: their batch ended after the deadline)."""
+def predict_slowed(fake_clock, slowdown: float, decode_share: float):
+    """(the task, its one Choice) when the time is what 8 views take at one speed and the model runs `slowdown` times
+    slower."""
     import solver.generate as G
     import solver.pipeline as P
     fake_clock.install(G, P)
     task = colour_swap_task()
     cfg = resolve("test", infer={"num_views": 8, "score_views": 0, "batch_size": 8, "rule": "vote",
-                                 "decode_share": 1.0})
+                                 "decode_share": decode_share})
     views = G.make_views(task, 0, CODEC, 8, 0, cfg.infer)
     answer = answer_ids(task.test_outputs[0])
     per_token = 0.005
     planned = per_token * (sum(len(v.prompt) for v in views) + len(answer) * (1 + 7))  # prefills, 1 + 7 decode rows
     model = Slowed(answer_policy({}, default=answer), fake_clock, per_token * slowdown)
     [choice] = predict(Loaded(model, CODEC, "fake"), task, cfg, fake_clock.monotonic() + planned)
+    return task, choice
+
+
+@pytest.mark.parametrize("slowdown", [1.0, 3.0])
+def test_prediction_planned_at_one_speed_still_answers_when_the_model_runs_3x_slower(fake_clock, slowdown):
+    """The time is what 8 views take at the speed the task measured; the model then runs 3x slower (a busy machine,
+    a cold cache). The first view is prefilled and decoded alone before the others, so the deadline keeps a candidate
+    (prefilling every view first, then decoding them in one batch, left none: their batch ended after the deadline)."""
+    task, choice = predict_slowed(fake_clock, slowdown, decode_share=1.0)
     assert choice.candidates and np.array_equal(choice.attempt_1, task.test_outputs[0])
     decoded = sum(len(c.views) for c in choice.candidates)
     assert decoded == 8 if slowdown == 1.0 else 1 <= decoded < 8
 
 
 def test_the_first_view_may_use_the_scoring_time_when_it_is_the_only_answer(fake_clock):
-    """decode_share keeps 70% of the time for decoding, the rest for scoring; a model slow enough that its first view
-    takes 38% of the time must not end with no candidate at 30% (held-out run: two tasks that trained answered
+    """decode_share keeps part of a test input's time for decoding (30% here), the rest for scoring; a model slow
+    enough that its first view takes 38% of the time must still answer (held-out run: two tasks that trained answered
     nothing this way): the first view decodes until the test input's deadline."""
-    import solver.generate as G
-    import solver.pipeline as P
-    fake_clock.install(G, P)
-    task = colour_swap_task()
-    cfg = resolve("test", infer={"num_views": 8, "score_views": 0, "batch_size": 8, "rule": "vote",
-                                 "decode_share": 0.3})
-    views = G.make_views(task, 0, CODEC, 8, 0, cfg.infer)
-    answer = answer_ids(task.test_outputs[0])
-    per_token = 0.005
-    planned = per_token * (sum(len(v.prompt) for v in views) + len(answer) * (1 + 7))
-    model = Slowed(answer_policy({}, default=answer), fake_clock, per_token * 3)
-    [choice] = predict(Loaded(model, CODEC, "fake"), task, cfg, fake_clock.monotonic() + planned)
+    task, choice = predict_slowed(fake_clock, 3.0, decode_share=0.3)
     assert choice.candidates and np.array_equal(choice.attempt_1, task.test_outputs[0])
     assert sum(len(c.views) for c in choice.candidates) == 1  # the others had only the decoding share
