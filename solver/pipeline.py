@@ -174,6 +174,11 @@ def on_accelerator(model) -> bool:
     return next(model.parameters()).device.type != "cpu"
 
 
+CALIBRATION_SHAPE = (2, 6)  # the answers calibration decodes: at most 2 rows of 6 cells (about 15 tokens)
+MIN_DECODE_TOKENS = 8  # a decoding speed from fewer generated tokens is not believed: on the CPU, 2-token answers
+# measured 953 tokens/s where 20-40 is true, and the first tasks' prediction was planned 12x too short
+
+
 def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after.
     On an accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the
@@ -203,7 +208,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
             if res.steps:
                 measured["train_tokens_per_s"] = res.tokens / max(res.seconds, 1e-6)
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
-    views = [replace(v, max_shape=(1, 2)) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
+    views = [replace(v, max_shape=CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
     model.eval()
     if warm:
         decode_batch(model, codec, views[:1], deadline)  # warm-up: not timed
@@ -213,7 +218,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     if stats.get("prefill_s"):  # the views prefilled before the deadline
         prefilled = views[:stats.get("prefills", len(views))]
         measured["prefill_tokens_per_s"] = sum(len(v.prompt) for v in prefilled) / stats["prefill_s"]
-    if stats.get("decode_s") and stats.get("tokens"):
+    if stats.get("decode_s") and stats.get("tokens", 0) >= MIN_DECODE_TOKENS:  # fewer: a guess, not a speed
         measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
     log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
              max(1, cfg.ttt.batch_size) if warm else 1, len(views),

@@ -625,8 +625,9 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
 
     monkeypatch.setattr(P, "on_accelerator", lambda model: False)  # on a CPU: one sequence, one view, no warm-up
     trains.clear(), decodes.clear()
-    calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
+    rates = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
     assert trains == [(1, 1, 1)] and decodes == [(1, True)]
+    assert rates.decode_tokens_per_s == preset.decode_tokens_per_s  # 2 tokens in 1 ms: too few to be a speed
 
 
 def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, arc1_eval, monkeypatch):
