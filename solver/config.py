@@ -310,6 +310,14 @@ def _preset(**sections: dict) -> Config:
     return Config().override(**sections)
 
 
+def _checkpoint_run(train: float, prefill: float, decode: float) -> dict:
+    """The run settings of a public checkpoint's Kaggle preset: 11h30m on the 4 L4s, at most 1,200 s a task, and its
+    estimated speeds (tokens per second)."""
+    return {"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
+            "train_tokens_per_s": train, "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
+            "task_overhead_s": 10.0}
+
+
 # Named presets: the settings a run starts from before its command-line overrides.
 PRESETS: dict[str, Config] = {
     "default": Config(),
@@ -350,9 +358,7 @@ PRESETS: dict[str, Config] = {
              "max_examples": 128, "batch_tokens": 8192, "checkpoint_above_tokens": 2048},
         infer={"num_views": 16, "strategy": "dfs", "dfs_threshold": 0.2, "score_views": 8, "batch_size": 4,
                "rule": "combined", "combined_weight": 1.0},
-        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
-             "train_tokens_per_s": 1500.0, "prefill_tokens_per_s": 5000.0, "decode_tokens_per_s": 40.0,
-             "task_overhead_s": 10.0}),
+        run=_checkpoint_run(1500.0, 5000.0, 40.0)),
     "architects-4xl4": _preset(  # Mistral-NeMo-Minitron-8B (or Llama-3.2-3B) in 4 bits: LoRA r32/alpha 16, rsLoRA,
         # lr 1e-4 (embeddings 1e-5), one epoch over 64 augmented copies; DFS (published thresholds 0.09-0.2), every
         # candidate rescored under 8 views, product of experts
@@ -362,9 +368,7 @@ PRESETS: dict[str, Config] = {
              "checkpoint_above_tokens": 2048},
         infer={"num_views": 8, "strategy": "dfs", "dfs_threshold": 0.1, "score_views": 8, "batch_size": 4,
                "rule": "poe"},
-        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
-             "train_tokens_per_s": 1000.0, "prefill_tokens_per_s": 3000.0, "decode_tokens_per_s": 30.0,
-             "task_overhead_s": 10.0}),
+        run=_checkpoint_run(1000.0, 3000.0, 30.0)),
     "marc-4xl4": _preset(  # Llama-3-8B in 4 bits (bf16 weights alone take 16 GB of an L4's 24): LoRA r128/alpha 16,
         # lr 1e-4 (their 8B), 2 epochs, batch 2, cosine with 10% warm-up; votes across views (hierarchical)
         model={"format": "marc", "load_in_4bit": True},
@@ -372,9 +376,7 @@ PRESETS: dict[str, Config] = {
              "batch_size": 2, "epochs": 2, "num_transforms": 32, "max_examples": 64, "batch_tokens": 8192,
              "checkpoint_above_tokens": 2048},
         infer={"num_views": 8, "score_views": 8, "batch_size": 4, "rule": "hierarchical"},
-        run={"budget": "11h30m", "workers": 0, "safety_fraction": 0.03, "max_task_seconds": 1200.0,
-             "train_tokens_per_s": 800.0, "prefill_tokens_per_s": 2500.0, "decode_tokens_per_s": 25.0,
-             "task_overhead_s": 10.0}),
+        run=_checkpoint_run(800.0, 2500.0, 25.0)),
     # One H100 (80 GB): one worker; speeds are guesses (not measured here), corrected as tasks finish.
     "h100": _preset(ttt={"num_transforms": 32, "max_examples": 250, "batch_size": 8, "epochs": 2},
                     infer={"num_views": 16, "score_views": 16, "batch_size": 16},

@@ -572,7 +572,6 @@ def test_a_worker_calibrates_on_its_first_task_then_fits_work_with_what_it_measu
     now = time.monotonic()
     a = solve(first, cfg, Deadlines(now, now + 30))
     assert a.calibration_seconds > 0  # measured, not the preset's guess (whatever this machine's speed):
-    assert a.ttt_seconds < a.calibration_seconds or a.ttt_steps > 0  # calibration is not counted as TTT
     assert worker.rates.train_tokens_per_s != preset_rates(cfg).train_tokens_per_s
     assert a.train_tokens_per_s > 0 or a.ttt_steps == 0
     now = time.monotonic()
