@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from solver.compat import is_checkpointing, set_checkpointing
-from solver.config import TTTConfig
+from solver.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _is_tied(model) -> bool:
     return bool(getattr(cfg, "tie_word_embeddings", False))
 
 
-def _embedding_options(model, cfg: TTTConfig, token_ids) -> dict:
+def _embedding_options(model, cfg: TrainingConfig, token_ids) -> dict:
     """PEFT options that make the codec tokens' embeddings (and output rows) trainable.
 
     Tied models: PEFT's trainable tokens on the codec's ids (the head follows the tie). Untied models: whole copies of
@@ -73,7 +73,7 @@ def _embedding_options(model, cfg: TTTConfig, token_ids) -> dict:
     return {"modules_to_save": ["embed_tokens", "lm_head"]}
 
 
-def _peft_model(model, cfg: TTTConfig, token_ids, seed: int):
+def _peft_model(model, cfg: TrainingConfig, token_ids, seed: int):
     from peft import LoraConfig, get_peft_model
     torch.manual_seed(seed)  # LoRA A matrices are initialised at random
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_rslora=cfg.rslora,
@@ -82,7 +82,7 @@ def _peft_model(model, cfg: TTTConfig, token_ids, seed: int):
     return get_peft_model(model, lcfg)
 
 
-def _unsloth_model(model, cfg: TTTConfig, seed: int):
+def _unsloth_model(model, cfg: TrainingConfig, seed: int):
     from unsloth import FastLanguageModel  # lazily: needs a GPU
     extra = {"modules_to_save": ["embed_tokens", "lm_head"]} if cfg.train_embeddings else {}
     return FastLanguageModel.get_peft_model(
@@ -181,7 +181,7 @@ class Adapter:
             raise ValueError(f"adapter files in {path} do not fit this adapter: unexpected {unexpected[:3]}")
 
 
-def attach(model, cfg: TTTConfig, token_ids=None, seed: int = 0) -> Adapter:
+def attach(model, cfg: TrainingConfig, token_ids=None, seed: int = 0) -> Adapter:
     """A fresh LoRA adapter on model, on the backend `cfg.backend` resolves to here (see `select_backend`).
 
     token_ids: the codec's token ids (needed only to train embeddings of a tied model).
@@ -196,7 +196,7 @@ def attach(model, cfg: TTTConfig, token_ids=None, seed: int = 0) -> Adapter:
     return adapter
 
 
-def _try_unsloth(model, cfg: TTTConfig, seed: int):
+def _try_unsloth(model, cfg: TrainingConfig, seed: int):
     """The model with Unsloth's LoRA, or None (one WARNING line) when Unsloth raises; an error if it raised after
     adding LoRA layers (PEFT cannot attach on top of those)."""
     try:

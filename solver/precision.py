@@ -12,18 +12,31 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 
+from solver.config import TrainingConfig
+
 log = logging.getLogger(__name__)
 
 KINDS = ("bf16", "fp16", "fp32")
 
 
-def choose(device, mixed: bool = True) -> str:
-    """'bf16' on a CUDA device with native bf16, 'fp16' on an older one, 'fp32' on a CPU or when not `mixed`."""
+def choose(device) -> str:
+    """'bf16' on a CUDA device with native bf16, 'fp16' on an older one, 'fp32' on a CPU."""
     from solver.model import native_bf16
     device = str(device)
-    if not mixed or not device.startswith("cuda"):
+    if not device.startswith("cuda"):
         return "fp32"
     return "bf16" if native_bf16(device) else "fp16"
+
+
+def make_precision(tc: TrainingConfig, device, model, opt, params: list) -> Precision:
+    """The step's arithmetic of a training setting (TTT's or pretraining's `precision`): the kind it names, or on
+    'auto' `choose(device)`. The base may be bf16 and the LoRA weights fp32: without autocast PEFT casts the LoRA
+    inputs up and its matrix products run in fp32."""
+    kind = choose(device) if tc.precision == "auto" else tc.precision
+    if kind not in KINDS:
+        raise ValueError(f"unknown training precision '{tc.precision}' (ttt.precision, pretrain.precision: choose "
+                         f"auto, {', '.join(KINDS)})")
+    return Precision(kind, device, model, opt, params)
 
 
 def autocast_for(kind: str, device):

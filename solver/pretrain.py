@@ -42,13 +42,13 @@ import numpy as np
 from solver.budget import parse_duration
 from solver.codec import Codec
 from solver.compat import set_checkpointing
-from solver.config import Config, PretrainConfig, TTTConfig
+from solver.config import Config, PretrainConfig
 from solver.data import collate, heldout_tasks, mixture_stream, window_batches
 from solver.files import write_atomic, write_text_atomic
 from solver.shipped import export_adapter, is_export, load_into, read_meta, resolve_default
 from solver.sources import Mixture, open_mixture, parse_count
 from solver.tasks import Task
-from solver.train import StepResult, adamw, lr_factor, masked_loss, train_step
+from solver.train import StepResult, lr_factor, make_optimizer, masked_loss, train_step
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def session_lr_factor(pc: PretrainConfig, progress: float, elapsed: float) -> fl
     over resumed sessions, so a session resumed past its warm-up goes on at the rate it had."""
     span = SESSION_WARMUP_SHARE * (parse_duration(pc.budget) - budget_margin(pc)) if pc.budget else 0.0
     if pc.warmup <= 0 or progress >= pc.warmup or span <= 0:
-        return lr_factor(progress, pc.warmup, pc.min_lr_ratio)
+        return lr_factor(progress, pc.warmup, pc.min_lr_ratio, pc.schedule)
     ramp = max(progress / pc.warmup, elapsed / span)
     return 1.0 if ramp >= 1.0 else max(ramp, 1e-3)
 
@@ -156,12 +156,6 @@ def use_lora(pc: PretrainConfig, spec: str) -> bool:
     if pc.mode not in ("auto", "full", "lora"):
         raise ValueError(f"unknown pretrain mode '{pc.mode}' (choose auto, full or lora)")
     return pc.mode == "lora" or (pc.mode == "auto" and not spec.startswith("scratch"))
-
-
-def lora_config(pc: PretrainConfig) -> TTTConfig:
-    """The adapter settings of LoRA pretraining (solver.adapter reads a TTTConfig)."""
-    return TTTConfig(rank=pc.rank, alpha=pc.alpha, rslora=True, train_embeddings=pc.train_embeddings,
-                     gradient_checkpointing=pc.gradient_checkpointing, target_modules=list(pc.target_modules))
 
 
 def trainable_state(model) -> dict:
@@ -402,18 +396,13 @@ class Session:
         return 1.5 * (self.eval_s + self.export_s) + self.step_s
 
 
-def make_optimizer(groups: list[dict], pc: PretrainConfig):
-    """The one AdamW builder (solver.train.adamw) at pretraining's rate, weight decay and betas (0.9, 0.95)."""
-    return adamw(groups, pc.lr, pc.weight_decay, betas=(0.9, 0.95))
-
-
 def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
     """Load the data and the model (fp32 master weights for full training), attach LoRA where used, make AdamW and
     the step's precision; wrap the model in DistributedDataParallel on more than one rank (only rank 0 loads the
     evaluation tasks)."""
     from solver.measure import flop_model
     from solver.model import load_configured
-    from solver.precision import Precision, choose
+    from solver.precision import make_precision
     from solver.threads import tuner_for
     pc = cfg.pretrain
     mixture = open_mixture(pc)
@@ -428,7 +417,7 @@ def setup(cfg: Config, out: Path, ranks: Ranks = Ranks()) -> Session:
     opt = make_optimizer(groups, pc)
     device = next(model.parameters()).device
     params = [p for g in groups for p in g["params"]]
-    precision = Precision(choose(device, pc.bf16), device, model, opt, params)
+    precision = make_precision(pc, device, model, opt, params)
     micro = sum(len(b) for b in window_batches(mixture.epoch(0), loaded.codec, pc, 0)) if pc.epochs > 0 else 0
     log.info("pretrain %s (%s, %s) on %s, %d held-out tasks evaluated, %d trainable parameters", base,
              "LoRA" if lora else "full", precision.describe(), mixture.describe(), len(evals),
@@ -445,8 +434,8 @@ def _trainable(loaded, pc: PretrainConfig, lora: bool) -> tuple[object, list[dic
     """(the model to train, its optimiser groups): LoRA attached, or every parameter of a full model."""
     if lora:
         from solver.adapter import attach
-        adapter = attach(loaded.model, lora_config(pc), loaded.codec.token_ids, pc.seed)
-        return adapter.model, adapter.param_groups(pc.lr, pc.lr)
+        adapter = attach(loaded.model, pc, loaded.codec.token_ids, pc.seed)
+        return adapter.model, adapter.param_groups(pc.lr, pc.embedding_lr)
     model = loaded.model
     if pc.gradient_checkpointing:
         set_checkpointing(model, True)

@@ -2,7 +2,7 @@
 
 A step: each micro-batch forward with logits only at the labelled positions, its masked next-token loss scaled by
 1/micro-batches and backward (under autocast when given), then gradient clipping, the optimiser step and zeroed
-gradients. Also the one optimiser builder (`adamw`) and the one learning-rate shape: linear warm-up, then
+gradients. Also the one optimiser builder (`make_optimizer`) and the one learning-rate shape: linear warm-up, then
 cosine (or linear, or constant) to a floor, as a function of training progress in [0, 1]. Knows nothing of where batches come from, deadlines or checkpoints.
 """
 from __future__ import annotations
@@ -13,23 +13,28 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from solver.codec import IGNORE
+from solver.config import TrainingConfig
 from solver.compat import kept_logits
 
 SCHEDULES = ("cosine", "linear", "constant")
 log = logging.getLogger(__name__)
 
 
-def adamw(groups: list[dict], lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)):
-    """AdamW over parameter groups, fused (one kernel for every tensor: on a CPU a quarter of the per-tensor loop's
-    step time) where torch offers it for these parameters, else the multi-tensor loop. Each group remembers its peak
-    rate as 'base_lr' for the schedule."""
+def make_optimizer(groups: list[dict], tc: TrainingConfig, fused: bool = True):
+    """AdamW over parameter groups at tc's rate, weight decay and (0.9, tc.adam_beta2): fused (one kernel for every
+    tensor: on a CPU a quarter of the per-tensor loop's step time) where torch offers it for these parameters, else
+    the multi-tensor loop; `fused=False`: the per-tensor loop (a benchmark's comparison). Each group remembers its
+    peak rate as 'base_lr' for the schedule."""
     import torch
-    kwargs = {"lr": lr, "weight_decay": weight_decay, "betas": betas}
-    try:
-        opt = torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, ValueError) as e:
-        log.debug("fused AdamW unavailable (%s); the multi-tensor one instead", e)
-        opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
+    kwargs = {"lr": tc.lr, "weight_decay": tc.weight_decay, "betas": (0.9, tc.adam_beta2)}
+    opt = None
+    if fused:
+        try:
+            opt = torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError) as e:
+            log.debug("fused AdamW unavailable (%s); the multi-tensor one instead", e)
+    if opt is None:
+        opt = torch.optim.AdamW(groups, foreach=fused, fused=False, **kwargs)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     return opt

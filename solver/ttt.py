@@ -19,7 +19,8 @@ from solver.codec import Codec, Encoded
 from solver.config import TTTConfig
 from solver.data import build_examples, collate, length_batches, mix
 from solver.tasks import Task
-from solver.train import adamw, lr_factor, train_step
+from solver.precision import make_precision
+from solver.train import lr_factor, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,10 @@ class TTTResult:
         self.trained_tokens += step.trained_tokens
 
 
-def make_optimizer(adapter, cfg: TTTConfig):
+def adapter_optimizer(adapter, cfg: TTTConfig):
     """The adapter's parameter groups (LoRA at ttt.lr, trained codec rows at ttt.embedding_lr) under the one AdamW
-    builder (solver.train.adamw)."""
-    return adamw(adapter.param_groups(cfg.lr, cfg.embedding_lr), cfg.lr, cfg.weight_decay)
+    builder (solver.train.make_optimizer)."""
+    return make_optimizer(adapter.param_groups(cfg.lr, cfg.embedding_lr), cfg)
 
 
 def _time_left(deadline: float | None, step_seconds: float) -> bool:
@@ -91,7 +92,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
               for _ in range(cfg.epochs)]
     batches = [b for epoch in epochs for b in epoch][:cfg.max_steps or None]
     total = len(batches)
-    opt = make_optimizer(adapter, cfg)
+    opt = adapter_optimizer(adapter, cfg)
     long = bool(cfg.checkpoint_above_tokens) and max(lengths) > cfg.checkpoint_above_tokens
     adapter.train_mode(cfg.gradient_checkpointing or long)
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -125,17 +126,6 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     return res
 
 
-def make_precision(cfg: TTTConfig, device, model, opt, params: list):
-    """The step's arithmetic (solver.precision, as pretraining's): cfg.precision, or on 'auto' bf16 autocast on a GPU
-    with native bf16, fp16 autocast with loss scaling on an older one, fp32 on a CPU. The base may be bf16 and the
-    LoRA weights fp32: without autocast PEFT casts the LoRA inputs up and its matrix products run in fp32."""
-    from solver.precision import KINDS, Precision, choose
-    kind = choose(device) if cfg.precision == "auto" else cfg.precision
-    if kind not in KINDS:
-        raise ValueError(f"unknown ttt.precision '{cfg.precision}' (choose auto, {', '.join(KINDS)})")
-    return Precision(kind, device, model, opt, params)
-
-
 def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: list, cfg: TTTConfig, pad_id: int,
                          device, autocast=None) -> tuple:
     """One optimiser step on the batch, `rows` sequences per forward pass (accumulated); on an out-of-memory error,
@@ -166,7 +156,7 @@ def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: floa
     """
     if not cfg.enabled:
         return TTTResult()
-    if cfg.shared_adapter:
+    if cfg.use_shared_adapter:
         adapter.use_shared()
         return TTTResult()
     adapter.reset() if start is None else adapter.restore(start)

@@ -22,10 +22,10 @@ def fake_factory(cfg):
     """Solves a task only with per-task TTT and more than one view; logs the settings it was run with."""
     def solve(task, cfg, deadlines):
         with open(os.environ["FAKE_LOG"], "a") as f:
-            f.write(json.dumps({"task": task.id, "enabled": cfg.ttt.enabled, "shared": cfg.ttt.shared_adapter,
+            f.write(json.dumps({"task": task.id, "enabled": cfg.ttt.enabled, "shared": cfg.ttt.use_shared_adapter,
                                 "adapter_dir": cfg.run.shared_adapter, "views": cfg.infer.num_views,
                                 "pid": os.getpid()}) + "\n")
-        good = cfg.ttt.enabled and not cfg.ttt.shared_adapter and cfg.infer.num_views > 1
+        good = cfg.ttt.enabled and not cfg.ttt.use_shared_adapter and cfg.infer.num_views > 1
         wrong = np.zeros((1, 1), np.uint8)
         return TaskResult([(out if good else wrong, wrong) for out in task.test_outputs])
     return solve
@@ -56,7 +56,7 @@ def test_rows_are_overrides_of_one_config():
     assert len(set(names)) == len(names) == 4
     cfgs = {name: A.row_config(base, o) for name, o in A.ROWS}
     assert not cfgs["pretrained only (no TTT)"].ttt.enabled
-    assert cfgs["TTT, one shared adapter"].ttt.shared_adapter
+    assert cfgs["TTT, one shared adapter"].ttt.use_shared_adapter
     per_task, full = cfgs["TTT per task"], cfgs["TTT per task + augmented inference, voting"]
     assert per_task.ttt == full.ttt == base.ttt and per_task.infer.num_views == 1
     assert full.infer == base.infer and full.infer.num_views > 1

@@ -63,3 +63,27 @@ def test_a_saved_config_with_a_retired_field_still_loads_and_an_unknown_one_does
     old["ttt"]["no_such_field"] = 1
     with pytest.raises(ConfigError, match="no_such_field"):
         Config.from_dict(old)
+
+
+def test_a_saved_config_with_a_renamed_field_reads_it_under_its_new_name():
+    from solver.config import Config
+    old = Config().to_dict()
+    old["ttt"]["shared_adapter"] = old["ttt"].pop("use_shared_adapter") or True  # the name before the rename
+    old["pretrain"]["bf16"] = False                                              # now pretrain.precision
+    cfg = Config.from_dict(old)
+    assert cfg.ttt.use_shared_adapter is True and cfg.pretrain.precision == "auto"
+
+
+def test_ttt_and_pretraining_share_each_training_setting_and_only_the_defaults_differ():
+    import dataclasses
+
+    from solver.config import PretrainConfig, TrainingConfig, TTTConfig
+    shared = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    for section in (TTTConfig, PretrainConfig):
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        for name, f in shared.items():  # every shared setting is there, with the one help text
+            assert fields[name].metadata["help"] == f.metadata["help"], (section.__name__, name)
+    ttt, pre = TTTConfig(), PretrainConfig()
+    assert (ttt.lr, pre.lr) == (1e-4, 3e-4) and (ttt.adam_beta2, pre.adam_beta2) == (0.999, 0.95)
+    own = lambda cls: {f.name for f in dataclasses.fields(cls)} - set(shared)
+    assert not own(TTTConfig) & own(PretrainConfig)  # no setting declared twice outside the shared section

@@ -35,7 +35,7 @@ def _log_call(task, cfg):
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"id": task.id, "views": cfg.infer.num_views, "pid": os.getpid(),
-                                "ttt": cfg.ttt.enabled, "shared": cfg.ttt.shared_adapter}) + "\n")
+                                "ttt": cfg.ttt.enabled, "shared": cfg.ttt.use_shared_adapter}) + "\n")
 
 
 def known_factory(cfg):
@@ -437,7 +437,7 @@ def test_the_config_does_the_fitted_work(arc1_eval):
     views = config_for(cfg, B.Work(3, full.batch_size, 2), full)
     assert views.infer.num_views == 2 and views.infer.score_views <= 2
     assert not config_for(cfg, B.Work(0, full.batch_size, 2), full).ttt.enabled
-    assert config_for(cfg, B.Work(0, full.batch_size, 2, shared_adapter=True), full).ttt.shared_adapter
+    assert config_for(cfg, B.Work(0, full.batch_size, 2, shared_adapter=True), full).ttt.use_shared_adapter
     size = task_size(task, __import__("solver.codec").codec.Codec.compact())
     assert size.prompt_tokens > size.train_tokens > 0 and size.num_tests == task.num_tests
 
