@@ -144,6 +144,25 @@ class Level(IntEnum):
     SEARCH_ONLY = 6     # no model: the search pass's attempts (solved with run.solved_share 0, or never reached)
 
 
+MAX_SLOWDOWN = 8.0  # the most a measured slowdown stretches prediction's reserve
+
+
+@dataclass(frozen=True)
+class TrainEnd:
+    """Where TTT stops: the task's `end` less prediction's `reserve` (seconds at the planned speeds), the reserve
+    stretched by how much slower than `planned_tokens_per_s` training measures: a machine that slows mid-task (another
+    process on its cores) slows prediction as much, and a task that trains must still answer."""
+    end: float
+    reserve: float = 0.0
+    planned_tokens_per_s: float = 0.0
+
+    def at(self, measured_tokens_per_s: float = 0.0) -> float:
+        slow = 1.0
+        if measured_tokens_per_s > 0 and self.planned_tokens_per_s > 0:
+            slow = min(MAX_SLOWDOWN, max(1.0, self.planned_tokens_per_s / measured_tokens_per_s))
+        return self.end - self.reserve * slow
+
+
 def step_seconds(size: TaskSize, batch_size: int, rates: Rates) -> float:
     """Estimated seconds of one TTT step."""
     return estimate_seconds(size, Work(1, batch_size, 0), rates)[0]

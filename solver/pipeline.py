@@ -144,7 +144,8 @@ def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, de
     start = reuse.store.load(decision.source) if decision is not None and decision.action == WARM else None
     near = neighbours.find(task, cfg.ttt.neighbours) if neighbours is not None and cfg.ttt.neighbours > 0 else []
     extra = neighbour_examples(near, loaded.codec, cfg.ttt, cfg.run.seed) if near else []
-    res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.ttt, cfg.run.seed, extra=extra, start=start)
+    res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.train_end(), cfg.run.seed, extra=extra,
+                     start=start)
     if reuse is not None and res.steps and math.isfinite(res.loss):
         reuse.keep(task.id, vec, adapter.snapshot())
     return res, decision.describe() if decision is not None else ""
@@ -166,7 +167,7 @@ def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     ttt_end = now + max(0.0, share - B.predict_seconds(size, work.views, rates)) if work.ttt_steps else now
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
              work.views, full.views)
-    return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end), full
+    return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end, rates.train_tokens_per_s), full
 
 
 def on_accelerator(model) -> bool:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from solver.budget import TrainEnd
 from solver.submission import Attempts, complete_attempts
 from solver.tasks import Task
 
@@ -26,9 +27,16 @@ CANDIDATES = "candidates.jsonl"  # every test input's candidate table with its e
 
 
 class Deadlines(NamedTuple):
-    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included)."""
+    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included); and the
+    training speed the end of TTT was planned with (0: none), against which TTT measures a slowdown."""
     ttt: float
     end: float
+    train_tokens_per_s: float = 0.0
+
+    def train_end(self) -> TrainEnd:
+        """Where TTT stops: prediction's reserve (end - ttt) kept, stretched if training measures slower than
+        planned."""
+        return TrainEnd(self.end, max(0.0, self.end - self.ttt), self.train_tokens_per_s)
 
 
 @dataclass

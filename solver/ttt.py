@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from solver.budget import TrainEnd
 from solver.codec import Codec, Encoded
 from solver.config import TTTConfig
 from solver.data import build_examples, collate, length_batches, mix
@@ -77,9 +78,15 @@ def schedule_progress(step: int, total: int, start: float, deadline: float | Non
     return min(1.0, p)
 
 
-def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | None = None,
+RECENT_STEPS = 3  # the steps whose speed says whether training runs slower than planned (TrainEnd)
+
+
+def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | TrainEnd | None = None,
           seed: int = 0, progress: bool = False) -> TTTResult:
-    """Train the adapter on the examples (no reset here); stop before the deadline; the model ends in eval mode."""
+    """Train the adapter on the examples (no reset here); stop before the deadline (a `TrainEnd`: moved earlier
+    after each step by the speed of the last RECENT_STEPS steps); the model ends in eval mode."""
+    end = deadline if isinstance(deadline, TrainEnd) else None
+    deadline = end.at() if end is not None else deadline
     if deadline is not None and time.monotonic() >= deadline:
         return TTTResult(stopped_by_deadline=True)
     from tqdm import tqdm
@@ -100,6 +107,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     precision = make_precision(cfg, device, adapter.model, opt, params)
     opt = precision.optimizer  # loss-scaled in fp16
     slowest, rows = 0.0, cfg.batch_size  # rows: sequences per forward pass, halved after an out-of-memory error
+    recent: list[tuple[int, float]] = []  # (tokens, seconds) of the last steps
     try:
         with tqdm(total=total, desc="ttt", disable=not progress, leave=False) as bar:
             for k, batch_idx in enumerate(batches):
@@ -116,6 +124,9 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
                 res.add(step, len(batch_idx))
                 res.last_lr = opt.param_groups[0]["lr"]
                 slowest = max(slowest, time.monotonic() - t0)
+                if end is not None:
+                    recent = (recent + [(step.tokens, time.monotonic() - t0)])[-RECENT_STEPS:]
+                    deadline = end.at(sum(t for t, _ in recent) / max(1e-9, sum(s for _, s in recent)))
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.loss:.3f}")
     finally:
@@ -145,8 +156,8 @@ def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: 
             log.warning("TTT step out of memory: %d sequences per forward pass from now on (accumulated)", rows)
 
 
-def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: float | None = None, seed: int = 0,
-               progress: bool = False, extra: list[Encoded] = (), start: dict | None = None) -> TTTResult:
+def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: float | TrainEnd | None = None,
+               seed: int = 0, progress: bool = False, extra: list[Encoded] = (), start: dict | None = None) -> TTTResult:
     """Reset the adapter (or restore `start`, a warm start) and train it on one task.
 
     TTT off: nothing (the caller decodes with the adapter disabled). Shared adapter: no training; the adapter is put
@@ -172,7 +183,7 @@ def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: floa
 
 
 def _train_with_extra(adapter, own: list[Encoded], extra: list[Encoded], codec: Codec, cfg: TTTConfig,
-                      deadline: float | None, seed: int, progress: bool) -> TTTResult:
+                      deadline: float | TrainEnd | None, seed: int, progress: bool) -> TTTResult:
     """Own and extra sequences at cfg.neighbour_share: one pass on both, or the extra first (in their share of the
     time left), then the task's own."""
     if cfg.neighbour_order not in ("first", "mixed"):
@@ -180,8 +191,9 @@ def _train_with_extra(adapter, own: list[Encoded], extra: list[Encoded], codec: 
     own, extra = mix(own, extra, cfg.neighbour_share, cfg.max_examples)
     if cfg.neighbour_order == "mixed" or not extra:
         return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress)
-    cut = None if deadline is None else \
-        time.monotonic() + max(0.0, deadline - time.monotonic()) * len(extra) / (len(extra) + len(own))
+    limit = deadline.at() if isinstance(deadline, TrainEnd) else deadline
+    cut = None if limit is None else \
+        time.monotonic() + max(0.0, limit - time.monotonic()) * len(extra) / (len(extra) + len(own))
     a = train(adapter, extra, cfg, codec.pad, cut, seed, progress)
     b = train(adapter, own, cfg, codec.pad, deadline, seed, progress)
     return TTTResult(a.steps + b.steps, a.examples + b.examples, a.tokens + b.tokens, a.padded_tokens + b.padded_tokens,

@@ -189,3 +189,11 @@ def test_the_plan_counts_the_cheapest_floors_that_fit():
     assert B.affordable(needs, 100.0, 1, committed=90.0) == [False, True, False, False]  # at least one
     assert B.affordable(needs, 1000.0, 1) == [True] * 4
     assert B.affordable(needs, 30.0, 2) == [False, True, False, True]  # two workers: 60 worker-seconds
+
+
+def test_the_end_of_ttt_keeps_predictions_reserve_stretched_by_a_measured_slowdown_never_shrunk():
+    end = B.TrainEnd(100.0, reserve=10.0, planned_tokens_per_s=50.0)
+    assert end.at() == 90.0 and end.at(200.0) == 90.0   # unmeasured, or faster than planned: the reserve as planned
+    assert end.at(25.0) == 80.0                          # twice as slow: twice the reserve
+    assert end.at(0.5) == 100.0 - 10.0 * B.MAX_SLOWDOWN   # stretched at most MAX_SLOWDOWN times
+    assert B.TrainEnd(100.0, reserve=10.0).at(1.0) == 90.0  # no planned speed: nothing to compare

@@ -221,6 +221,30 @@ def test_stops_cleanly_at_the_deadline(tiny, one_second_steps):
     assert clock.now == deadline - 1.0 and not ad.model.training
 
 
+@pytest.mark.parametrize("slowdown", [1.0, 3.0])
+def test_training_that_slows_mid_task_ends_early_enough_to_keep_prediction_stretched_as_much(tiny, fake_clock,
+                                                                                            monkeypatch, slowdown):
+    """Steps run at the planned 100 tokens/s, then (from the 4th) `slowdown` times slower, as when another process
+    takes the cores: TTT stops where prediction keeps its 10 s reserve stretched by the slowdown it measured."""
+    from solver.budget import TrainEnd
+    loaded, ad = tiny
+    fake_clock.install(ttt)
+    step, durations = ttt._step_fitting_memory, []
+
+    def timed_step(*args, **kw):
+        result, rows = step(*args, **kw)
+        durations.append(result.tokens / 100.0 * (slowdown if len(durations) >= 3 else 1.0))
+        fake_clock.advance(durations[-1])
+        return result, rows
+    monkeypatch.setattr(ttt, "_step_fitting_memory", timed_step)
+    end = fake_clock.now + 60.0 * slowdown
+    res = ttt.train_task(ad, swap_task(4, side=2), loaded.codec, TTTConfig(**FAST, epochs=10_000),
+                         deadline=TrainEnd(end, reserve=10.0, planned_tokens_per_s=100.0))
+    left = end - fake_clock.now
+    assert res.stopped_by_deadline and res.steps > 3
+    assert 10.0 * slowdown <= left <= 10.0 * slowdown + 2 * max(durations)
+
+
 def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_training(tiny, one_second_steps):
     loaded, ad = tiny
     task = swap_task(4, side=2)
