@@ -61,7 +61,8 @@ def simulate_shape(name: str, noise: float = 0.3, seed: int = 0) -> dict:
                       ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")), guess.task_overhead_s)
             for _ in tasks]
     seconds = B.parse_duration(budget)
-    sim = B.simulate_run(tasks, true, guess, workers, seconds, cfg.run.min_views, cfg.run.headroom)
+    sim = B.simulate_run(tasks, true, guess, workers, seconds, cfg.run.min_views, cfg.run.headroom,
+                         room=cfg.run.room)
     full = [w.ttt_steps for _, w in tasks]
     return {"shape": name, "tasks": n, "workers": workers, "budget_s": seconds, "end_s": round(sim.end),
             "used": sum(sim.seconds) / (workers * seconds), "trained": sum(s > 0 for s in sim.steps),

@@ -163,6 +163,17 @@ class TrainEnd:
         return self.end - self.reserve * slow
 
 
+CALIBRATION_SHAPE = (2, 6)  # the answers calibration decodes: at most 2 rows of 6 cells (about 15 tokens)
+CALIBRATION_ROOM = 2.0  # calibration's allowance over its estimate (the speeds are the preset's guesses until then)
+
+
+def calibration_seconds(size: TaskSize, rates: Rates, answer_tokens: int) -> float:
+    """Seconds that timing one TTT step, one prefill and an answer of `answer_tokens` (CALIBRATION_SHAPE) take, with
+    room: a worker's first task gets them beyond its share (solver.pipeline.calibrate)."""
+    return CALIBRATION_ROOM * (step_seconds(size, 1, rates) + size.prompt_tokens / rates.prefill_tokens_per_s
+                               + answer_tokens / rates.decode_tokens_per_s)
+
+
 def step_seconds(size: TaskSize, batch_size: int, rates: Rates) -> float:
     """Estimated seconds of one TTT step."""
     return estimate_seconds(size, Work(1, batch_size, 0), rates)[0]
@@ -173,21 +184,23 @@ def predict_seconds(size: TaskSize, views: int, rates: Rates) -> float:
 
 
 def fit_work(size: TaskSize, full: Work, rates: Rates, share: float, min_views: int = 2,
-             shared_adapter: bool = False) -> Work:
+             shared_adapter: bool = False, room: float = 1.0) -> Work:
     """The most work that fits in `share` seconds, never more than `full`.
 
-    Prediction is reserved first (min_views, at most the full views); training gets the rest, as many steps as fit
-    down to one; the time beyond (prediction at min_views + one step) goes to steps and views in proportion to what
-    each still lacks of `full`, then any leftover to more steps. Not even one step: no TTT (the shared adapter where
-    there is one), and as many views as fit (min_views at least, as a best effort: prediction keeps what it has at its
-    deadline).
+    Work that trains is fitted into share / room (the rest is slack: a step cannot be cut short, and a machine that
+    slows mid-task must still leave prediction its time). Prediction is reserved first (min_views, at most the full
+    views); training gets the rest, as many steps as fit down to one; the time beyond (prediction at min_views + one
+    step) goes to steps and views in proportion to what each still lacks of `full`, then any leftover to more steps.
+    Not even one step: no TTT (the shared adapter where there is one), and as many views as fit in the whole share
+    (min_views at least, as a best effort: prediction keeps what it has at its deadline).
     """
     low = min(full.views, max(1, min_views))
     step = step_seconds(size, full.batch_size, rates)
     fits = [v for v in range(low, full.views + 1) if predict_seconds(size, v, rates) <= share]
     share *= 1 + 1e-9  # a share computed as exactly the floor may land a rounding error below it
-    if full.ttt_steps == 0 or share < predict_seconds(size, low, rates) + step:
+    if full.ttt_steps == 0 or share < room * (predict_seconds(size, low, rates) + step):
         return Work(0, full.batch_size, max(fits, default=low), shared_adapter and full.ttt_steps > 0)
+    share /= room
     lacking = (full.ttt_steps - 1) * step + predict_seconds(size, full.views, rates) - predict_seconds(size, low, rates)
     spare = share - predict_seconds(size, low, rates) - step
     f = 1.0 if lacking <= 0 else min(1.0, spare / lacking)
@@ -377,7 +390,8 @@ class Simulated:
 
 
 def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], first_guess: Rates, workers: int,
-                 budget: float, min_views: int = 2, headroom: float = 3.0, order: str = "auto") -> Simulated:
+                 budget: float, min_views: int = 2, headroom: float = 3.0, order: str = "auto",
+                 room: float = 1.0) -> Simulated:
     """Plan and 'run' tasks on `workers` workers: each dispatch plans a share and fits the work with the speeds
     known so far (the first guess, then each finished task's measurement); a task takes its work's time at its
     true speeds, cut at its share's end (its deadline). Tasks whose share would be under a second are skipped."""
@@ -409,7 +423,7 @@ def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], fi
         size, full = tasks[i]
         if share < max(1.0, predict_seconds(size, 1, rates)):  # not even one view: skipped, as the run does
             continue
-        work = fit_work(size, full, rates, share, min_views)
+        work = fit_work(size, full, rates, share, min_views, room=room)
         took = min(share, total_seconds(size, work, true_rates[i]))
         done_steps = work.ttt_steps
         if took < total_seconds(size, work, true_rates[i]) * (1 - 1e-9):  # the deadline cut TTT short

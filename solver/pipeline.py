@@ -163,8 +163,9 @@ def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     now = time.monotonic()
     share = max(0.0, deadlines.end - now)
     shared = w.adapter is not None and w.adapter.shared is not None
-    work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared)
-    ttt_end = now + max(0.0, share - B.predict_seconds(size, work.views, rates)) if work.ttt_steps else now
+    work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared, cfg.run.room)
+    reserve = cfg.run.room * B.predict_seconds(size, work.views, rates)  # stretched again if TTT measures a slowdown
+    ttt_end = now + max(0.0, share - reserve) if work.ttt_steps else now
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
              work.views, full.views)
     return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end, rates.train_tokens_per_s), full
@@ -175,7 +176,6 @@ def on_accelerator(model) -> bool:
     return next(model.parameters()).device.type != "cpu"
 
 
-CALIBRATION_SHAPE = (2, 6)  # the answers calibration decodes: at most 2 rows of 6 cells (about 15 tokens)
 MIN_DECODE_TOKENS = 8  # a decoding speed from fewer generated tokens is not believed: on the CPU, 2-token answers
 # measured 953 tokens/s where 20-40 is true, and the first tasks' prediction was planned 12x too short
 
@@ -209,7 +209,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
             if res.steps:
                 measured["train_tokens_per_s"] = res.tokens / max(res.seconds, 1e-6)
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
-    views = [replace(v, max_shape=CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
+    views = [replace(v, max_shape=B.CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
     model.eval()
     if warm:
         decode_batch(model, codec, views[:1], deadline)  # warm-up: not timed
@@ -311,7 +311,7 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     from solver.model import Loaded
     t0, calibration_s = time.monotonic(), 0.0
     if cfg.run.calibrate and w.rates is None and task.valid:
-        w.rates = calibrate(w, task, cfg, t0 + 0.25 * max(0.0, deadlines.end - t0))
+        w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s = time.monotonic() - t0
     cfg, deadlines, full = fit_to_share(w, task, cfg, deadlines)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter

@@ -27,11 +27,13 @@ CANDIDATES = "candidates.jsonl"  # every test input's candidate table with its e
 
 
 class Deadlines(NamedTuple):
-    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included); and the
-    training speed the end of TTT was planned with (0: none), against which TTT measures a slowdown."""
+    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included); the
+    training speed the end of TTT was planned with (0: none), against which TTT measures a slowdown; and the end of
+    the calibration the run gave time for."""
     ttt: float
     end: float
     train_tokens_per_s: float = 0.0
+    calibration: float = 0.0  # when a worker's first task must end calibrating (0: a quarter of its share)
 
     def train_end(self) -> TrainEnd:
         """Where TTT stops: prediction's reserve (end - ttt) kept, stretched if training measures slower than

@@ -193,6 +193,8 @@ class Run:
         self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
         # the package's solver with the model as a source: a share too short for one view is not handed out
         self.model_answers = not cfg.run.solver and MODEL in parse_sources(cfg.run.sources)
+        # each worker's first task times its speeds (solver.pipeline.calibrate): the time for that comes on top
+        self.uncalibrated = workers if self.model_answers and cfg.run.calibrate else 0
         self.plans = {tid: _Plan(task_size(t, self.codec), full_work(t, cfg)) for tid, t in tasks.items()}
         self._estimate()
         self.pending: list[str] = []
@@ -243,8 +245,13 @@ class Run:
                 self._skip(tid, f"no time for one view: a share of {share:.0f}s, one view needs about "
                                 f"{least:.0f}s at the speeds measured")
                 continue
-            self.in_flight[tid] = now + share
-            return self._job(tid, now, share), False
+            calibration = 0.0
+            if self.uncalibrated:
+                self.uncalibrated -= 1
+                calibration = min(max(0.0, remaining - share), B.calibration_seconds(
+                    self.plans[tid].size, self.rates, self.codec.answer_length(*B.CALIBRATION_SHAPE)))
+            self.in_flight[tid] = now + calibration + share
+            return self._job(tid, now, share, calibration), False
         return None, False
 
     def _reorder(self, remaining: float, committed: float) -> None:
@@ -252,15 +259,17 @@ class Run:
         self.pending = B.start_order({t: self.plans[t].need for t in self.pending}, remaining, self.workers,
                                      committed, self.cfg.run.order)
 
-    def _job(self, tid: str, now: float, share: float) -> Job:
+    def _job(self, tid: str, now: float, share: float, calibration: float = 0.0) -> Job:
         """The task with the work fitted to its share (prediction's time reserved first), its config and deadlines
-        (the end of its share, and of TTT). The pipeline fits the work again with the speeds its worker measured
+        (the end of its share, and of TTT; a worker's first task has `calibration` seconds before its share). The pipeline fits the work again with the speeds its worker measured
         (solver.pipeline.fit_to_share); the retry's config has no TTT and few views."""
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
-        work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter)
+        work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter, r.room)
         level = B.level_of(work, p.full)
-        predict = B.predict_seconds(p.size, work.views, self.rates)
-        deadlines = Deadlines(now + max(0.0, share - predict) if work.ttt_steps else now, now + share)
+        predict = r.room * B.predict_seconds(p.size, work.views, self.rates)
+        now += calibration
+        deadlines = Deadlines(now + max(0.0, share - predict) if work.ttt_steps else now, now + share,
+                              calibration=now if calibration else 0.0)
         retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
         log.debug("task %s: share %.1fs, %d TTT steps, %d views (%s), TTT until +%.1fs", tid, share,
                   work.ttt_steps, work.views, level.name, deadlines.ttt - now)

@@ -197,3 +197,14 @@ def test_the_end_of_ttt_keeps_predictions_reserve_stretched_by_a_measured_slowdo
     assert end.at(25.0) == 80.0                          # twice as slow: twice the reserve
     assert end.at(0.5) == 100.0 - 10.0 * B.MAX_SLOWDOWN   # stretched at most MAX_SLOWDOWN times
     assert B.TrainEnd(100.0, reserve=10.0).at(1.0) == 90.0  # no planned speed: nothing to compare
+
+
+def test_work_that_trains_is_fitted_into_the_share_over_room_and_the_rest_is_slack():
+    size, full = B.TaskSize(train_tokens=600, prompt_tokens=300, output_tokens=40, num_tests=1), B.Work(20, 2, 8)
+    gate = B.predict_seconds(size, 2, RATES) + B.step_seconds(size, 2, RATES)  # prediction at 2 views and one step
+    assert B.fit_work(size, full, RATES, 1.5 * gate).ttt_steps >= 1          # no room: it trains
+    slack = B.fit_work(size, full, RATES, 1.5 * gate, room=2.0)
+    assert slack.ttt_steps == 0 and slack.views >= 2                          # room 2: the step would eat the slack
+    for share in (3 * gate, 10 * gate, 100 * gate):
+        work = B.fit_work(size, full, RATES, share, room=2.0)
+        assert work.ttt_steps >= 1 and B.total_seconds(size, work, RATES) <= share / 2.0 * (1 + 1e-9)

@@ -653,3 +653,26 @@ def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, a
     assert {t: o.gpu_peak_mib for t, o in read_results(work / RESULTS).items()} == {t: p / 2 ** 20 for t, p in
                                                                                      peaks.items()}
     assert report["gpu_peak_mib"] == 300.0 and "gpu_peak_mib" in (work / "report.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_each_workers_first_task_gets_time_to_calibrate_beyond_its_share(tmp_path, calibrate):
+    """The first job of each worker (two here) carries the end of its calibration, and its share starts there; the
+    later jobs, or every job with run.calibrate off, have none (the pipeline times speeds on the first task only)."""
+    tasks = demo_tasks(4)
+    cfg = resolve("test", run={"budget": "10m", "calibrate": calibrate, "sources": "model"})
+    start = time.monotonic()
+    run = Run(tasks, cfg, tmp_path / "s.json", tmp_path, start, 600.0, 2, False)
+    run.pending = list(tasks)
+    jobs = [run.next_job() for _ in range(2)]
+    ends = dict(run.in_flight)  # when the run expects each to end
+    run.in_flight.clear()  # both finished: a third task starts on a calibrated worker
+    jobs.append(run.next_job())
+    for k, job in enumerate(jobs):
+        first = calibrate and k < 2
+        expected = B.calibration_seconds(task_size(job.task, run.codec), run.rates,
+                                         run.codec.answer_length(*B.CALIBRATION_SHAPE))
+        assert (job.deadlines.calibration > 0) == first
+        if first:
+            assert job.deadlines.calibration - start == pytest.approx(expected, abs=1.0)
+            assert ends[job.id] == pytest.approx(job.deadlines.end, abs=1e-6)
