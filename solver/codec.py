@@ -57,11 +57,18 @@ class PromptFormat(Protocol):
     vocab_size: int             # size of the model vocabulary these ids live in
     closed_rows: bool           # the row separator ends every row (else it only stands between rows)
     symbols: tuple[str, ...]    # what each of token_ids stands for (for files people read)
+    # None: every cell and the row separator are one token each (emit_ids: ten digits, separator, end). Else a grid is
+    # spelled (open, cell, row, close): `open`, then its cells as one digit token each with `cell` between two cells
+    # of a row and `row` between rows, then `close`, whose last token ends the answer; emit_ids: the ten digits, then
+    # the pieces' other tokens, the end last (a format whose cells are written in text, such as numpy's)
+    pieces: tuple[tuple[int, ...], ...] | None
 
     @property
     def pad(self) -> int: """Token id that pads a batch (never trained on, never generated)."""
     @property
-    def emit_ids(self) -> tuple[int, ...]: """Ids the decoder may emit for a grid: digits 0-9, row separator, end."""
+    def emit_ids(self) -> tuple[int, ...]:
+        """Ids the decoder may emit for a grid: digits 0-9 first, the end last, between them the row separator (or
+        the other tokens of `pieces`)."""
     @property
     def is_compact(self) -> bool: """The ids are the format's own vocabulary, not a tokenizer's."""
 
@@ -91,6 +98,7 @@ class Codec:
     name: ClassVar[str] = "codec"
     closed_rows: ClassVar[bool] = True  # every row ends with a newline, EOS follows the last one
     symbols: ClassVar[tuple[str, ...]] = SYMBOLS  # what token_ids' entries stand for (for files people read)
+    pieces: ClassVar[None] = None  # one token per cell and per row end
 
     def __post_init__(self):
         if len(self.token_ids) != len(SYMBOLS):

@@ -14,7 +14,8 @@ Each format is written with the checkpoint's own tokenizer (a transformers token
 A format of fixed pieces (`PieceFormat`) writes: prefix, then per demo `before_input grid between grid after_output`,
 then the query `before_input grid between` and, for training, the answer `grid after_output`, whose last token ends the
 answer. Every digit and the row separator are single tokens, so constrained decoding, DFS and scoring work on them
-unchanged: the decoder's twelve symbols are the ten digits, the row separator and the end.
+unchanged: the decoder's twelve symbols are the ten digits, the row separator and the end. `marc` writes a digit token
+per cell too, between pieces of text (`grid_pieces`), which the decoder spells.
 
 `detect_format` reads a directory's tokenizer and config and names the format it was trained in; `load_format` builds a
 format by name (or `auto`). Knows nothing of models, decoding or training.
@@ -108,6 +109,7 @@ class PieceFormat:
     closed_rows: bool              # the separator ends every row (else it stands between rows)
     bos: int | None = None
     name: ClassVar[str] = "pieces"
+    pieces: ClassVar[None] = None  # one token per cell and per row separator (the decoder's twelve symbols)
 
     def __post_init__(self):
         if len(set(self.emit_ids)) != len(self.emit_ids):
@@ -249,15 +251,48 @@ def parse_numpy_text(text: str) -> Grid | None:
     return np.array(rows, dtype=np.uint8)
 
 
+def grid_pieces(spell, digits: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """(open, cell, row, close): the tokens around the cells of grids spelled by `spell` (grid -> ids), read from a
+    2x2 grid and checked on other shapes; a FormatError when the cells are not one digit token each or the pieces
+    differ between grids (a tokenizer that merges across cells), or when after a cell the next piece is not told by
+    its first token."""
+    def split(grid: Grid) -> tuple[tuple[int, ...], ...]:
+        ids, pos = spell(grid), []
+        for cell in grid.reshape(-1):
+            try:
+                pos.append(ids.index(digits[int(cell)], pos[-1] + 1 if pos else 0))
+            except ValueError:
+                raise FormatError(f"the cell {int(cell)} of a {grid.shape} grid is not one token: {ids}") from None
+        rows, cols = grid.shape
+        gaps = [tuple(ids[a + 1:b]) for a, b in zip(pos, pos[1:])]
+        cell = {g for i, g in enumerate(gaps) if (i + 1) % cols}
+        row = {g for i, g in enumerate(gaps) if not (i + 1) % cols}
+        return tuple(ids[:pos[0]]), cell, row, tuple(ids[pos[-1] + 1:])
+
+    sample = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    opening, (cell,), (row,), close = split(sample)
+    for shape in ((1, 1), (1, 3), (3, 1), (3, 3), (MAX_SIDE, MAX_SIDE)):
+        grid = (np.arange(shape[0] * shape[1]) % 10).reshape(shape).astype(np.uint8)
+        o, c, r, e = split(grid)
+        if o != opening or e != close or not c <= {cell} or not r <= {row}:
+            raise FormatError(f"a {shape} grid is not spelled by the 2x2 grid's pieces {(opening, cell, row, close)}")
+    firsts = [p[0] for p in (cell, row, close) if p]
+    if len(firsts) != 3 or len(set(firsts)) != 3 or set(firsts) & set(digits):
+        raise FormatError(f"after a cell, the pieces (cell, row, close) = {(cell, row, close)} must start with "
+                          f"three distinct tokens that are not digits")
+    return opening, cell, row, close
+
+
 @dataclass(frozen=True)
 class MarcFormat:
     """Llama-3 chat: a system message (MARC_SYSTEM, then the demos as `<input> -> <output>#` lines), the user message
     `<test input> -> `, the assistant's answer `<output>#` then `<|eot_id|>`; grids in numpy's text form, written with
-    the full Llama-3 tokenizer (cells are not single tokens). MARC_SYSTEM stands in for the paper's wording, which
-    was not at hand here. Loss on the answer and, with train_demo_outputs, on the demo outputs after the first.
+    the full Llama-3 tokenizer. MARC_SYSTEM stands in for the paper's wording, which was not at hand here. Loss on the
+    answer and, with train_demo_outputs, on the demo outputs after the first.
 
-    Rendering, training sequences, parsing and answer lengths work; the constrained decoder (a token per cell) does
-    not fit numpy's text, so `emit_ids` raises FormatError.
+    An answer's tokens are `pieces` around one digit token per cell (`[[`, `0`, ` `, `1`, `]\n`, ` [`, ..., `]]#`,
+    `<|eot_id|>` with Llama-3's pre-tokenizer), read from the tokenizer and checked on several shapes
+    (`grid_pieces`): the decoder, DFS and scoring spell grids through them.
     """
     tokenizer: object = field(compare=False, hash=False, repr=False)
     eot: int
@@ -266,8 +301,10 @@ class MarcFormat:
     vocab_size: int
     token_ids: tuple[int, ...]
     symbols: tuple[str, ...]
+    digits: tuple[int, ...]
+    pieces: tuple[tuple[int, ...], ...]  # (open, cell, row, close): see codec.PromptFormat
     name: ClassVar[str] = "marc"
-    closed_rows: ClassVar[bool] = True
+    closed_rows: ClassVar[bool] = False
     is_compact: ClassVar[bool] = False
 
     @classmethod
@@ -275,15 +312,18 @@ class MarcFormat:
         one = lambda text: token_id(tokenizer, text, "marc")
         eot, bos = one("<|eot_id|>"), one("<|begin_of_text|>")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-        ids = tuple(dict.fromkeys(tokenizer.encode(numpy_text(np.arange(10, dtype=np.uint8).reshape(2, 5)) + "#",
-                                                   add_special_tokens=False) + [eot, bos]))
-        return cls(tokenizer, eot, bos, pad, len(tokenizer), ids, tuple(tokenizer.convert_ids_to_tokens(list(ids))))
+        digits = tuple(one(str(d)) for d in range(10))
+        spell = lambda grid: tokenizer.encode(numpy_text(grid) + "#", add_special_tokens=False) + [eot]
+        pieces = grid_pieces(spell, digits)
+        ids = tuple(dict.fromkeys(digits + tuple(t for p in pieces for t in p) + (bos,)))
+        return cls(tokenizer, eot, bos, pad, len(tokenizer), ids, tuple(tokenizer.convert_ids_to_tokens(list(ids))),
+                   digits, pieces)
 
     @property
     def emit_ids(self) -> tuple[int, ...]:
-        raise FormatError("the marc format writes grids as numpy text whose cells are not single tokens; the "
-                          "package's constrained decoding (a token per cell) does not support it: decode with another "
-                          "format's checkpoint, or use marc for rendering and training only")
+        """The ten digits, the pieces' other tokens, then <|eot_id|>."""
+        others = [t for p in self.pieces for t in p if t != self.eot and t not in self.digits]
+        return self.digits + tuple(dict.fromkeys(others)) + (self.eot,)
 
     def special_ids(self) -> dict[str, int]:
         return {"bos_token_id": self.bos, "eos_token_id": self.eot, "pad_token_id": self.pad}
@@ -387,8 +427,6 @@ def make_format(name: str, tokenizer) -> PromptFormat:
     if name == "architects":
         return ArchitectsFormat.for_tokenizer(tokenizer)
     if name == "marc":
-        log.warning("the marc format renders, trains and parses, but constrained decoding does not support it: "
-                    "prediction will give fallback attempts")
         return MarcFormat.for_tokenizer(tokenizer)
     raise FormatError(f"unknown prompt format '{name}': choose auto or one of {', '.join(FORMATS)}")
 

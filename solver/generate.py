@@ -36,7 +36,8 @@ import torch
 from solver.augment import DIHEDRAL_NAMES, Transform, sample_transforms
 from solver.codec import Codec, PromptFormat
 from solver.config import InferConfig
-from solver.tasks import MAX_SIDE, Grid, Task, grid_key
+from solver.plan import plausible_shape
+from solver.tasks import Grid, Task, grid_key
 
 EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, newline, EOS
 
@@ -57,41 +58,6 @@ class View:
     @property
     def max_new_tokens(self) -> int:
         return self.codec.answer_length(*self.max_shape)
-
-
-def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:
-    """The largest output shape worth generating, (rows, cols), at most 30x30.
-
-    The query's own shape when every demo keeps its shape (the common case). Else per side: the largest size predicted
-    for the query by the simple rules every demo obeys (a fixed size, a fixed ratio to either input side when it gives
-    whole cells, a fixed difference from either input side). When a side has no such rule, the shape depends on
-    content: a square as large as the query, as the demo outputs extrapolated one step (largest + (largest -
-    smallest)) and as the query scaled by the largest demo ratio. Chosen on the training splits less their protected
-    tasks, whose every test output it admits (tests/test_reachable.py).
-    """
-    def predicted(axis: int) -> list[int]:
-        outs = [b.shape[axis] for _, b in train]
-        sizes = [outs[0]] if len(set(outs)) == 1 else []
-        for src in (axis, 1 - axis):
-            pairs = [(b.shape[axis], a.shape[src]) for a, b in train]
-            o0, i0 = pairs[0]
-            if all(o * i0 == o0 * i for o, i in pairs) and query.shape[src] * o0 % i0 == 0:
-                sizes.append(query.shape[src] * o0 // i0)
-            if len({o - i for o, i in pairs}) == 1:
-                sizes.append(query.shape[src] + o0 - i0)
-        return [s for s in sizes if s >= 1]
-
-    if all(a.shape == b.shape for a, b in train):
-        return query.shape[0], query.shape[1]
-    rows, cols = predicted(0), predicted(1)
-    if rows and cols:
-        return min(max(rows), MAX_SIDE), min(max(cols), MAX_SIDE)
-    side = 0
-    for axis in (0, 1):
-        outs = [b.shape[axis] for _, b in train]
-        scaled = max(-(-query.shape[axis] * b.shape[axis] // a.shape[axis]) for a, b in train)  # ceil
-        side = max(side, 2 * max(outs) - min(outs), query.shape[axis], scaled)
-    return min(side, MAX_SIDE), min(side, MAX_SIDE)
 
 
 def make_view(task: Task, test_index: int, codec: PromptFormat, transform: Transform) -> View:
@@ -133,14 +99,99 @@ def advance(width, col, rows, done, sym):
     return new_width, new_col, rows + is_nl, done | is_eos
 
 
-def symbol_mask(state, max_rows, max_cols, closed: bool = True) -> torch.Tensor:
-    """[B, 12] bool of allowed symbols for batched state tensors."""
-    digit, newline, eos = allowed(*state, max_rows, max_cols, closed)
-    return torch.cat([digit[:, None].expand(-1, 10), newline[:, None], eos[:, None]], dim=1)
+class CellGrammar:
+    """The grid constraint of formats whose cells and row separator are one token each: twelve symbols (ten digits,
+    the separator, the end). State: (width, col, rows, done) tensors, one entry per row of a batch."""
+
+    def __init__(self, closed: bool):
+        self.closed, self.size, self.end = closed, 12, EOS_SYM
+
+    @staticmethod
+    def start(n: int, device) -> tuple:
+        zeros = torch.zeros(n, dtype=torch.long, device=device)
+        return zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device)
+
+    def mask(self, state: tuple, max_rows, max_cols) -> torch.Tensor:
+        """[B, 12] bool of the symbols allowed next."""
+        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed)
+        return torch.cat([digit[:, None].expand(-1, 10), newline[:, None], eos[:, None]], dim=1)
+
+    @staticmethod
+    def advance(state: tuple, sym: torch.Tensor) -> tuple:
+        return advance(*state, sym)
+
+    @staticmethod
+    def finished(state: tuple) -> torch.Tensor:
+        return state[3]
+
+
+DIGIT, AFTER, FORCED, DONE = range(4)  # PieceGrammar's phases
+OPEN, CELL, ROW, CLOSE = range(4)      # and a format's pieces, in PromptFormat.pieces order
+
+
+class PieceGrammar:
+    """The grid constraint of a format that spells grids in pieces (PromptFormat.pieces: open, cell, row, close) around
+    one digit token per cell: symbols are emit_ids' entries. `open` comes first; after a digit, the first token of
+    `cell` (another cell of the row), `row` (a new row) or `close` (the end) is chosen; the pieces' other tokens are
+    forced. Rows stand between separators. State: (width, col, rows, phase, piece, k: the piece's next token)."""
+
+    def __init__(self, codec: PromptFormat):
+        index = {t: i for i, t in enumerate(codec.emit_ids)}
+        pieces = [[index[t] for t in p] for p in codec.pieces]
+        self.size, self.end, longest = len(index), pieces[CLOSE][-1], max(len(p) for p in pieces)
+        self.table = torch.tensor([p + [self.end] * (longest - len(p)) for p in pieces])  # symbol k of each piece
+        self.length = torch.tensor([len(p) for p in pieces])
+        self.first = self.table[[CELL, ROW, CLOSE], 0]
+        self.opens = len(pieces[OPEN]) > 0
+
+    def start(self, n: int, device) -> tuple:
+        zeros = torch.zeros(n, dtype=torch.long, device=device)
+        phase = torch.full((n,), FORCED if self.opens else DIGIT, dtype=torch.long, device=device)
+        return zeros, zeros, zeros, phase, torch.full_like(zeros, OPEN), zeros
+
+    def mask(self, state: tuple, max_rows, max_cols) -> torch.Tensor:
+        """[B, size] bool of the symbols allowed next."""
+        width, col, rows, phase, piece, k = state
+        first, table = self.first.to(col.device), self.table.to(col.device)
+        out = torch.zeros((len(col), self.size), dtype=torch.bool, device=col.device)
+        out[:, :10] = (phase == DIGIT)[:, None]
+        after = phase == AFTER
+        row_done = (col > 0) & ((width == 0) | (col == width))
+        out[:, first[0]] |= after & (col < width + (width == 0) * max_cols)
+        out[:, first[1]] |= after & row_done & (rows + 1 < max_rows)
+        out[:, first[2]] |= after & row_done
+        forced = (phase == FORCED).nonzero()[:, 0]
+        out[forced, table[piece[forced], k[forced]]] = True
+        out[:, self.end] |= phase == DONE  # a finished sequence keeps emitting the end (ignored)
+        return out
+
+    def advance(self, state: tuple, sym: torch.Tensor) -> tuple:
+        width, col, rows, phase, piece, k = state
+        first, length = self.first.to(col.device), self.length.to(col.device)
+        digit, chosen, forced = (phase == DIGIT) & (sym < 10), phase == AFTER, phase == FORCED
+        piece = torch.where(chosen, torch.where(sym == first[0], CELL, torch.where(sym == first[1], ROW, CLOSE)),
+                            piece)
+        k = torch.where(chosen, 1, k + forced.long())
+        complete = (chosen | forced) & (k >= length[piece])
+        new_row = complete & (piece == ROW)
+        width = torch.where(new_row & (width == 0), col + digit.long(), width)
+        col = torch.where(new_row, 0, col + digit.long())
+        phase = torch.where(digit, AFTER, torch.where(chosen | forced, FORCED, phase))
+        phase = torch.where(complete, torch.where(piece == CLOSE, DONE, DIGIT), phase)
+        return width, col, rows + new_row.long(), phase, piece, torch.where(complete, 0, k)
+
+    @staticmethod
+    def finished(state: tuple) -> torch.Tensor:
+        return state[3] == DONE
+
+
+def grammar_for(codec: PromptFormat) -> CellGrammar | PieceGrammar:
+    """The decoder's grid constraint in a format's symbols (emit_ids)."""
+    return PieceGrammar(codec) if codec.pieces else CellGrammar(codec.closed_rows)
 
 
 def symbol_tokens(codec: PromptFormat) -> list[int]:
-    """Token id of each symbol index: the ten digits, the row separator, the end (the format's emit_ids)."""
+    """Token id of each symbol index: the format's emit_ids (digits first, the end last)."""
     return list(codec.emit_ids)
 
 
@@ -149,7 +200,8 @@ def symbol_ids(codec: PromptFormat) -> torch.Tensor:
 
 
 def symbols_to_grid(codec: PromptFormat, syms: list[int]) -> Grid | None:
-    """The grid spelled by symbol indices (digits, newlines, a final EOS), or None if malformed (codec.decode_grid)."""
+    """The grid spelled by symbol indices (a grammar's, ending with its end), or None if malformed
+    (codec.decode_grid)."""
     return codec.decode_grid(np.asarray(symbol_tokens(codec))[syms])
 
 
@@ -182,7 +234,7 @@ def _mark(stats: dict | None, stage: str) -> None:
 
 
 def _step_logprobs(logits: torch.Tensor, sym_ids: torch.Tensor) -> torch.Tensor:
-    """[B, 12] log-probabilities of the symbols at the last position (softmax over the whole vocabulary)."""
+    """[B, symbols] log-probabilities of the symbols at the last position (softmax over the whole vocabulary)."""
     return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, sym_ids]
 
 
@@ -316,7 +368,7 @@ def decode_batch(model, codec: PromptFormat, views: list[View], deadline: float,
     Sequences still unfinished at the deadline are dropped. `stats`, when given, accumulates 'steps', 'tokens'
     (generated, EOS included), 'prefill_s', 'decode_s' and 'prefills'. With `shared` (whose views
     view_offset.. are these), decoding starts from its cached prompts instead of prefilling them. `record`, when
-    given, receives 'lp' and 'syms': each step's [rows, 12] symbol log-probs and the [rows] symbols chosen, and
+    given, receives 'lp' and 'syms': each step's [rows, symbols] log-probs and the [rows] symbols chosen, and
     'cut': the step at which each row left below `floor` (-1: it did not). With `floor` (and `shared`), a row whose
     log-prob falls below it leaves the batch unfinished: DFS wants only paths above its threshold, and a path's
     log-prob only falls.
@@ -343,13 +395,13 @@ def decode_batch(model, codec: PromptFormat, views: list[View], deadline: float,
                                      compact=shared is not None, floor=floor if shared is not None else None)
     _add(stats, "decode_s", _synced(device) - start)
     _mark(stats, "decode")
-    results = []
+    results, end = [], grammar_for(codec).end
     for row, seq in enumerate(seqs):
         grid = symbols_to_grid(codec, seq) if done[row] else None
         if grid is not None:
             view = views[row // samples]
             results.append(Decoded(view_offset + row // samples, view.transform.invert(grid), total[row],
-                                   seq.index(EOS_SYM) + 1))
+                                   seq.index(end) + 1))
     return results
 
 
@@ -363,12 +415,11 @@ def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float,
     """
     model, logits, cache, mask, pos = state
     device = logits.device
-    sym_ids = symbol_ids(codec).to(device)
+    sym_ids, grammar = symbol_ids(codec).to(device), grammar_for(codec)
     n = len(views) * samples
     rows = torch.arange(n, device=device)  # the batch row of each row still decoding
     caps = torch.tensor([v.max_shape for v in views], device=device).repeat_interleave(samples, dim=0)
-    zeros = torch.zeros(n, dtype=torch.long, device=device)
-    con = (zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device))
+    con = grammar.start(n, device)
     total = torch.zeros(n, dtype=torch.float64, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     cut = torch.full((n,), -1, dtype=torch.long, device=device)  # the step at which a row left below `floor`
@@ -376,27 +427,29 @@ def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float,
     syms = []
     for _ in range(max(v.max_new_tokens for v in views)):
         raw = _step_logprobs(logits, sym_ids)
-        lp = raw.masked_fill(~symbol_mask(con, caps[:, 0], caps[:, 1], codec.closed_rows), -math.inf)
+        lp = raw.masked_fill(~grammar.mask(con, caps[:, 0], caps[:, 1]), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
             sym = lp.argmax(dim=-1)
-        total[rows] += torch.where(con[3], 0.0, lp.gather(1, sym[:, None])[:, 0].double())
-        generated += (~con[3]).sum()
-        con = advance(*con, sym)
-        done[rows] = con[3]
-        syms.append(torch.full((n,), EOS_SYM, device=device).index_put_((rows,), sym))
+        finished = grammar.finished(con)
+        total[rows] += torch.where(finished, 0.0, lp.gather(1, sym[:, None])[:, 0].double())
+        generated += (~finished).sum()
+        con = grammar.advance(con, sym)
+        finished = grammar.finished(con)
+        done[rows] = finished
+        syms.append(torch.full((n,), grammar.end, device=device).index_put_((rows,), sym))
         if record is not None:
             record.setdefault("lp", []).append(raw.new_zeros((n, raw.shape[1])).index_put_((rows,), raw))
             record.setdefault("syms", []).append(syms[-1])
-        leaving = con[3]
+        leaving = finished
         if floor is not None:
             leaving = leaving | (total[rows] < floor)
-            cut[rows[leaving & ~con[3]]] = len(syms) - 1
-        finished = int(leaving.sum())
-        if finished == len(rows) or time.monotonic() >= deadline:
+            cut[rows[leaving & ~finished]] = len(syms) - 1
+        left = int(leaving.sum())
+        if left == len(rows) or time.monotonic() >= deadline:
             break
-        if compact and finished:
+        if compact and left:
             keep = (~leaving).nonzero()[:, 0]
             cache.batch_select_indices(keep)
             rows, caps, mask, pos, sym, con = rows[keep], caps[keep], mask[keep], pos[keep], sym[keep], \
@@ -433,30 +486,30 @@ def dfs_view(model, codec: PromptFormat, view: View, deadline: float, *, thresho
     root = {} if known is None else known
     root.setdefault(LP, _step_logprobs(logits, sym_ids)[0].tolist())
     feed = _Feeder(model, cache, len(view.prompt), sym_ids, stats)
-    min_logp = math.log(threshold)
-    max_rows, max_cols = view.max_shape
+    min_logp, grammar = math.log(threshold), grammar_for(codec)
+    max_rows, max_cols = (torch.tensor([side]) for side in view.max_shape)
     found: list[tuple[list[int], float]] = []
-    stack = [([], 0.0, (0, 0, 0, False), root)]  # (symbols so far, their log-prob, constraint state, known node)
+    stack = [([], 0.0, grammar.start(1, "cpu"), root)]  # (symbols so far, their log-prob, constraint state, known node)
     while stack and len(found) < max_candidates and time.monotonic() < deadline:
         path, logp, state, node = stack.pop()
-        if path and path[-1] == EOS_SYM:
+        if path and path[-1] == grammar.end:
             found.append((path, logp))
             continue
         lp = node[LP] if node is not None and LP in node else feed(path)
-        digit, newline, eos = allowed(*state, max_rows, max_cols, codec.closed_rows)
-        ok = [digit] * 10 + [newline, eos]
-        children = [(logp + lp[s], s) for s in range(12) if ok[s] and logp + lp[s] > min_logp]
+        ok = grammar.mask(state, max_rows, max_cols)[0].tolist()
+        children = [(logp + lp[s], s) for s in range(grammar.size) if ok[s] and logp + lp[s] > min_logp]
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
-            stack.append((path + [s], child_logp, advance(*state, s), None if node is None else node.get(s)))
+            child = grammar.advance(state, torch.tensor([s]))
+            stack.append((path + [s], child_logp, child, None if node is None else node.get(s)))
     found.sort(key=lambda f: -f[1])
     return [Decoded(view_index, view.transform.invert(symbols_to_grid(codec, p)), lp, len(p)) for p, lp in found]
 
 
-LP = -1  # a known-node trie's key of the node's own [12] symbol log-probs; symbols 0..11 key its children
+LP = -1  # a known-node trie's key of the node's own symbol log-probs; symbol indices key its children
 
 
 def learn(trie: dict, path: list[int], lps: list[list[float]]) -> None:
-    """Record in a trie the [12] symbol log-probs lps[t] after each prefix path[:t], t < len(path)."""
+    """Record in a trie the symbol log-probs lps[t] after each prefix path[:t], t < len(path)."""
     node = trie
     for sym, lp in zip(path, lps):
         node.setdefault(LP, lp)
@@ -583,7 +636,7 @@ class SharedViews:
     @torch.no_grad()
     def force(self, rows: list[tuple[int, list[int]]]) -> tuple[list[float], torch.Tensor]:
         """Teacher-forced log-likelihoods of symbol sequences (each ending with EOS), each under a view, in one
-        forward pass extending the views' cached prompts: (totals, [rows, steps, 12] symbol log-probs per step)."""
+        forward pass extending the views' cached prompts: (totals, [rows, steps, symbols] log-probs per step)."""
         lengths = torch.tensor([len(s) for _, s in rows], device=self.sym_ids.device)
         width = int(lengths.max())
         logits, cache, mask, pos = self.rows([v for v, _ in rows], extra=width - 1)
@@ -672,7 +725,7 @@ class SharedViews:
             batch = self.views[start:min(n, start + icfg.batch_size)]
             greedy += decode_batch(self.model, self.codec, batch, deadline, stats=self.stats, view_offset=start,
                                    shared=self, record=record, floor=math.log(icfg.dfs_threshold))
-            _known_paths(record, start, known)
+            _known_paths(record, start, known, grammar_for(self.codec).end)
         self.remember(greedy)
         likely = [d for d in greedy if d.logp > math.log(icfg.dfs_threshold)]  # each its view's DFS finds
         self.verify([(v, d.grid) for v in range(n) for d in likely if d.view != v], deadline, icfg.score_batch_size,
@@ -693,7 +746,7 @@ class SharedViews:
         return out
 
 
-def _known_paths(record: dict, view_offset: int, known: dict[int, dict]) -> None:
+def _known_paths(record: dict, view_offset: int, known: dict[int, dict], end: int) -> None:
     """Known DFS nodes from a recorded batched decode: the log-probs along each row's path, into known[view]."""
     if not record:
         return
@@ -701,8 +754,8 @@ def _known_paths(record: dict, view_offset: int, known: dict[int, dict]) -> None
     seqs = torch.stack(record["syms"], dim=1).tolist()
     cuts = record["cut"].tolist() if "cut" in record else [-1] * len(seqs)
     for row, (lp, seq, cut) in enumerate(zip(lps, seqs, cuts)):
-        end = cut + 1 if cut >= 0 else seq.index(EOS_SYM) + 1 if EOS_SYM in seq else len(seq)
-        learn(known.setdefault(view_offset + row, {}), seq[:end], lp)
+        stop = cut + 1 if cut >= 0 else seq.index(end) + 1 if end in seq else len(seq)
+        learn(known.setdefault(view_offset + row, {}), seq[:stop], lp)
 
 
 # scoring with a prefill of its own --------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def prompt_within_context(model, codec: Codec, task: Task, test_index: int, cfg:
     longest answer worth generating fit the model's context (or infer.max_prompt_tokens); logged, and named in the
     note the report shows."""
     from solver.data import fit_prompt
-    from solver.generate import plausible_shape
+    from solver.plan import plausible_shape
     limit = cfg.infer.max_prompt_tokens or getattr(getattr(model, "config", None), "max_position_embeddings", 0)
     if not limit:
         return task, ""

@@ -11,17 +11,55 @@ import math
 from solver import budget as B
 from solver.codec import PromptFormat
 from solver.config import Config, parse_sources
-from solver.tasks import Task
+from solver.tasks import MAX_SIDE, Grid, Task
 
 
 def task_size(task: Task, codec: PromptFormat) -> B.TaskSize:
-    """Token counts of a task's training sequence, decoding prompt and expected output."""
+    """Token counts of a task's training sequence, decoding prompt and output: the longest answer the decoder may
+    generate for a test input (its plausible shape, either way round: a view may transpose it), since a model that
+    does not end its grid early (an untrained one rarely does) decodes that far, and its first answer must fit."""
     if not task.valid or not task.train:
         return B.TaskSize(0, 0, 0, task.num_tests)
     *context, (qi, qo) = task.train
-    out = max(codec.answer_length(*b.shape) for _, b in task.train)
+    caps = [plausible_shape(task.train, q) for q in task.test_inputs]
+    out = max((max(codec.answer_length(r, c), codec.answer_length(c, r)) for r, c in caps), default=0)
     prompt = max((codec.num_tokens(task.train, q) for q in task.test_inputs), default=0)
     return B.TaskSize(codec.num_tokens(context, qi, qo), prompt, out, task.num_tests)
+
+
+def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:
+    """The largest output shape worth generating, (rows, cols), at most 30x30.
+
+    The query's own shape when every demo keeps its shape (the common case). Else per side: the largest size predicted
+    for the query by the simple rules every demo obeys (a fixed size, a fixed ratio to either input side when it gives
+    whole cells, a fixed difference from either input side). When a side has no such rule, the shape depends on
+    content: a square as large as the query, as the demo outputs extrapolated one step (largest + (largest -
+    smallest)) and as the query scaled by the largest demo ratio. Chosen on the training splits less their protected
+    tasks, whose every test output it admits (tests/test_reachable.py).
+    """
+    def predicted(axis: int) -> list[int]:
+        outs = [b.shape[axis] for _, b in train]
+        sizes = [outs[0]] if len(set(outs)) == 1 else []
+        for src in (axis, 1 - axis):
+            pairs = [(b.shape[axis], a.shape[src]) for a, b in train]
+            o0, i0 = pairs[0]
+            if all(o * i0 == o0 * i for o, i in pairs) and query.shape[src] * o0 % i0 == 0:
+                sizes.append(query.shape[src] * o0 // i0)
+            if len({o - i for o, i in pairs}) == 1:
+                sizes.append(query.shape[src] + o0 - i0)
+        return [s for s in sizes if s >= 1]
+
+    if all(a.shape == b.shape for a, b in train):
+        return query.shape[0], query.shape[1]
+    rows, cols = predicted(0), predicted(1)
+    if rows and cols:
+        return min(max(rows), MAX_SIDE), min(max(cols), MAX_SIDE)
+    side = 0
+    for axis in (0, 1):
+        outs = [b.shape[axis] for _, b in train]
+        scaled = max(-(-query.shape[axis] * b.shape[axis] // a.shape[axis]) for a, b in train)  # ceil
+        side = max(side, 2 * max(outs) - min(outs), query.shape[axis], scaled)
+    return min(side, MAX_SIDE), min(side, MAX_SIDE)
 
 
 def ttt_examples(task: Task, cfg: Config) -> int:

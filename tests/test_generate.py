@@ -12,9 +12,10 @@ from solver.augment import IDENTITY, Transform
 from solver.codec import Codec
 from solver.config import Config
 from solver.generate import (EOS_SYM, NL_SYM, View, decode_batch, decode_views, dfs_view, make_view, make_views,
-                             plausible_shape, score_view)
+                             score_view)
 from solver.model import Loaded, load_model
 from solver.pipeline import predict
+from solver.plan import plausible_shape
 from solver.tasks import Task, grid_key
 
 CODEC = Codec.compact()

@@ -1,4 +1,4 @@
-"""The decoding shape cap (solver.generate.plausible_shape) never rules out a true answer of a training task.
+"""The decoding shape cap (solver.plan.plausible_shape) never rules out a true answer of a training task.
 
 The rule was chosen on the training splits less their protected tasks (solver.tasks.drop_protected: arc2:train copies
 376 arc1:eval tasks, and both hold the held-out slice); evaluation outputs were only measured, never tuned on.
@@ -6,7 +6,7 @@ The rule was chosen on the training splits less their protected tasks (solver.ta
 import numpy as np
 import pytest
 
-from solver.generate import plausible_shape
+from solver.plan import plausible_shape
 from solver.tasks import drop_protected, load_tasks
 
 

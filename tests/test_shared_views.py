@@ -10,7 +10,7 @@ from test_generate import (CODEC, FakeModel, answer_ids, answer_policy, colour_s
 
 from solver.augment import IDENTITY
 from solver.config import Config
-from solver.generate import (EOS_SYM, LP, NL_SYM, SharedViews, View, _known_paths, decode_batch, dfs_view,
+from solver.generate import (EOS_SYM, LP, NL_SYM, SharedViews, View, _known_paths, decode_batch, dfs_view, grammar_for,
                              make_views, score_view)
 from solver.model import Loaded, load_model
 from solver.pipeline import predict, predict_one
@@ -114,7 +114,7 @@ def test_a_row_below_the_floor_leaves_the_batch_unfinished_and_its_path_stays_kn
     assert model.rows[0] == 4 and set(model.rows[1:]) == {3}  # after 1/4 < 0.3 at its second symbol it left
     assert sorted(d.view for d in got) == [0, 2, 3] and record["cut"].tolist() == [-1, 1, -1, -1]
     known = {}
-    _known_paths(record, 0, known)
+    _known_paths(record, 0, known, grammar_for(CODEC).end)
     depth, node = 0, known[1]
     while LP in node:  # the nodes of its path with log-probs: the two it saw, not the padding after it left
         depth, node = depth + 1, next(v for k, v in node.items() if k != LP)
