@@ -249,6 +249,27 @@ def _static_cache(model, max_len: int):
     return StaticCache(config=config, max_cache_len=max_len) if isinstance(config, PretrainedConfig) else None
 
 
+PASS_TOKENS_CPU, PASS_TOKENS = 1024, 32768  # tokens of one forward pass of SharedViews on a CPU / an accelerator
+
+
+def _prefill_in_pieces(model, prompts: list[np.ndarray], pass_tokens: int, deadline: float,
+                       stats: dict | None = None):
+    """Prompts of one length (no padding, no mask) computed in pieces of at most pass_tokens tokens a forward pass:
+    (last-position logits, cache), or None when the deadline comes between two pieces."""
+    ids = torch.as_tensor(np.stack(prompts), device=_device(model))
+    step, cache, out = max(1, pass_tokens // len(prompts)), None, None
+    for start in range(0, ids.shape[1], step):
+        if start and time.monotonic() >= deadline:
+            return None
+        stop = min(ids.shape[1], start + step)
+        position = torch.arange(start, stop, device=ids.device).expand(len(prompts), -1)
+        out = model(input_ids=ids[:, start:stop], position_ids=position, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+        cache = out.past_key_values
+    _add(stats, "prefills", len(prompts))
+    return out.logits, cache
+
+
 def _prefill(model, prompts: list[np.ndarray], pad: int, device, cache=None, stats: dict | None = None):
     """Left-padded prefill of prompts; returns (last-position logits, cache, attention mask, next positions).
     `stats` counts the prompts under 'prefills'."""
@@ -579,6 +600,10 @@ class SharedViews:
         # prompt took 5.2 s alone and 6.0 s per view four at a time (quiet 2-core dev machine)
         cpu = _device(model).type == "cpu"
         self.prefill_batch = prefill_batch or (1 if cpu else batch_size)
+        # tokens of one forward pass (a prompt is computed in pieces, forced answers in batches of at most this):
+        # a deadline is checked between passes, so a machine that slows mid-task overruns it by one pass at most
+        # (a 3,759-token prompt took 36 s in one pass on the CPU with two busy processes beside it)
+        self.pass_tokens = PASS_TOKENS_CPU if cpu else PASS_TOKENS
         self.rate = 0.0  # prompt tokens per second of the last prefill: a prefill that would end late is not begun
         self.kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * len(views)  # prompt KV rows
         self.first: list[torch.Tensor | None] = [None] * len(views)  # [vocab] logits of the first answer token
@@ -603,8 +628,12 @@ class SharedViews:
                     time.monotonic() + length * len(chunk) / self.rate > deadline:
                 _add(self.stats, "prefills_too_late", len(todo))  # would end past the deadline: not started
                 break
-            logits, cache, _, _ = _prefill(self.model, [self.views[i].prompt for i in chunk], self.codec.pad,
-                                           self.sym_ids.device, stats=self.stats)
+            done = _prefill_in_pieces(self.model, [self.views[i].prompt for i in chunk], self.pass_tokens, deadline,
+                                      self.stats)
+            if done is None:  # the deadline came mid-prompt: the view is left out
+                _add(self.stats, "prefills_cut", 1)
+                break
+            logits, cache = done
             for i, kv, first in zip(chunk, _split_rows(cache, [length] * len(chunk)), logits[:, -1]):
                 self.kv[i], self.first[i] = kv, first
             todo = [i for i in todo if i not in chunk]
@@ -659,15 +688,22 @@ class SharedViews:
 
     def verify(self, pairs: list[tuple[int, Grid]], deadline: float, batch_size: int,
                known: dict[int, dict] | None = None) -> None:
-        """Teacher-force (view, grid) pairs not yet known, batch_size rows per forward pass (by view, then length),
-        until the deadline; scores go to self.logp and, with `known`, each step's log-probs to the trie known[view]."""
+        """Teacher-force (view, grid) pairs not yet known, up to batch_size rows (and pass_tokens tokens, one row at
+        least) per forward pass, by view then length, until the deadline (a pass that the last prefill's speed says
+        would end past it is not begun); scores go to self.logp and, with `known`, each step's log-probs to the trie
+        known[view]."""
         todo = {(v, grid_key(g)): (v, g) for v, g in pairs if (v, grid_key(g)) not in self.logp}
         rows = sorted(((v, self.symbols(v, g), key) for (v, key), (_, g) in todo.items()),
                       key=lambda r: (r[0], len(r[1])))
-        for start in range(0, len(rows), batch_size):
-            if time.monotonic() >= deadline:
+        while rows:
+            n, width = 0, 0
+            while n < min(batch_size, len(rows)) and (n == 0 or (n + 1) * max(width, len(rows[n][1])) <=
+                                                      self.pass_tokens):
+                n, width = n + 1, max(width, len(rows[n][1]))
+            chunk, rows = rows[:n], rows[n:]
+            if time.monotonic() >= deadline or \
+                    (self.rate and time.monotonic() + n * width / self.rate > deadline):  # it would end late
                 return
-            chunk = rows[start:start + batch_size]
             totals, steps = self.force([(v, s) for v, s, _ in chunk])
             for (v, s, key), total, lp in zip(chunk, totals, steps.tolist()):
                 self.logp[(v, key)] = total

@@ -242,6 +242,52 @@ def test_a_prefill_that_would_end_past_the_deadline_is_not_begun(fake_clock):
     assert shared.prefill(4, fake_clock.now + FAR) == 4
 
 
+def test_prompts_in_pieces_and_forcing_in_small_passes_give_the_scores_of_one_pass():
+    """A prompt computed in forward passes of at most 7 tokens and answers forced a pass of at most 12 tokens (one
+    row at least) score every grid as one pass each does, on a real model."""
+    loaded = load_model("scratch:tiny", seed=3)
+    views, grids = transformed_views(loaded.codec, 3), some_grids()
+    whole = SharedViews(loaded.model, loaded.codec, views).score(grids, 3, time.monotonic() + FAR)
+    stats = {}
+    small = SharedViews(loaded.model, loaded.codec, views, stats=stats)
+    small.pass_tokens = 7
+    assert small.prefill(3, time.monotonic() + FAR) == 3
+    assert small.kv[0][0][0].shape[2] == len(views[0].prompt) > 7  # the whole prompt, from several passes
+    passes, force = [], small.force
+    small.force = lambda rows: passes.append((len(rows), max(len(s) for _, s in rows))) or force(rows)
+    small.pass_tokens = 12
+    scores = small.score(grids, 3, time.monotonic() + FAR, batch_size=16)
+    assert np.abs(scores - whole).max() < 1e-4
+    assert stats["forced"] == 3 * len(grids) and max(w for _, w in passes) > 12  # every pair forced
+    assert all(n * w <= 12 or n == 1 for n, w in passes)  # a longer answer alone in its pass
+
+
+def test_a_deadline_between_two_pieces_of_a_prompt_leaves_the_view_out(fake_clock):
+    """Each forward pass takes 1 s: a prompt of three pieces begun 1.5 s before the deadline stops after two, its view
+    not ready (counted), and no forced pass begins that the last prefill's speed says would end late."""
+    import solver.generate
+    fake_clock.install(solver.generate)
+
+    class OneSecondPasses(FakeModel):
+        def forward(self, input_ids, **kw):
+            fake_clock.advance(1.0)
+            return super().forward(input_ids, **kw)
+
+    model = OneSecondPasses(answer_policy({}, default=answer_ids(np.zeros((2, 2)))))
+    views = make_views(colour_swap_task(), 0, CODEC, 2, 0, Config().infer)
+    stats = {}
+    shared = SharedViews(model, CODEC, views, prefill_batch=1, stats=stats)
+    shared.pass_tokens = -(-len(views[0].prompt) // 3)  # three pieces a prompt
+    assert shared.prefill(1, fake_clock.now + 1.5) == 0 and stats["prefills_cut"] == 1 and model.calls == 2
+    assert shared.prefill(1, fake_clock.now + FAR) == 1 and shared.rate > 0
+    calls, grid = model.calls, np.zeros((2, 2), np.uint8)
+    seconds = len(shared.symbols(0, grid)) / shared.rate  # forcing the answer at the last prefill's speed
+    shared.verify([(0, grid)], fake_clock.now + 0.5 * seconds, 4)
+    assert model.calls == calls and not shared.logp  # it would end late: not begun
+    shared.verify([(0, grid)], fake_clock.now + 2 * seconds, 4)
+    assert model.calls == calls + 1 and len(shared.logp) == 1
+
+
 def test_symbols_spell_the_grid_in_the_views_frame():
     views = transformed_views(CODEC, 4)
     shared = SharedViews(FakeModel(lambda h: np.zeros(16)), CODEC, views)
