@@ -47,7 +47,7 @@ def measure_order(subsets: int = 200, size: int = 100, workers: int = 4) -> None
 def shape_tasks(spec: str, n: int, max_tokens: int | None, cfg, rng: random.Random) -> list:
     """(size, full work) of n tasks of the set (drawn with replacement when the set is smaller)."""
     codec = Codec.compact()
-    sized = [(task_size(t, codec), full_work(t, cfg)) for t in load_tasks(spec).values() if t.valid]
+    sized = [(task_size(t, codec, cfg.ttt.max_tokens), full_work(t, cfg)) for t in load_tasks(spec).values() if t.valid]
     sized = [s for s in sized if max_tokens is None or s[0].prompt_tokens + s[0].output_tokens <= max_tokens]
     return rng.sample(sized, n) if len(sized) >= n else [rng.choice(sized) for _ in range(n)]
 

@@ -159,7 +159,7 @@ def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     rates = replace(w.rates or preset_rates(cfg), search_s=0.0)  # the other sources ran already
     if cfg.run.replan:
         cfg = w.cfg
-    size, full = task_size(task, w.loaded.codec), full_work(task, cfg)
+    size, full = task_size(task, w.loaded.codec, cfg.ttt.max_tokens), full_work(task, cfg)
     now = time.monotonic()
     share = max(0.0, deadlines.end - now)
     shared = w.adapter is not None and w.adapter.shared is not None
@@ -333,8 +333,9 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     with adapter.disabled() if base_only else nullcontext():
         found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
-    speeds = measured_speeds(task_size(task, w.loaded.codec), steps, cfg.ttt.batch_size, t1 - t0 - calibration_s,
-                             cfg.infer.num_views, t2 - t1, stats)
+    size = task_size(task, w.loaded.codec, cfg.ttt.max_tokens)
+    speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
+                             stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,

@@ -14,17 +14,20 @@ from solver.config import Config, parse_sources
 from solver.tasks import MAX_SIDE, Grid, Task
 
 
-def task_size(task: Task, codec: PromptFormat) -> B.TaskSize:
-    """Token counts of a task's training sequence, decoding prompt and output: the longest answer the decoder may
-    generate for a test input (its plausible shape, either way round: a view may transpose it), since a model that
-    does not end its grid early (an untrained one rarely does) decodes that far, and its first answer must fit."""
+def task_size(task: Task, codec: PromptFormat, max_train_tokens: int = 0) -> B.TaskSize:
+    """Token counts of a task's training sequence (at most `max_train_tokens`, ttt.max_tokens, where TTT cuts its
+    sequences: the planner's tokens are the ones trained on), decoding prompt and output: the longest answer the
+    decoder may generate for a test input (its plausible shape, either way round: a view may transpose it), since a
+    model that does not end its grid early (an untrained one rarely does) decodes that far, and its first answer must
+    fit."""
     if not task.valid or not task.train:
         return B.TaskSize(0, 0, 0, task.num_tests)
     *context, (qi, qo) = task.train
     caps = [plausible_shape(task.train, q) for q in task.test_inputs]
     out = max((max(codec.answer_length(r, c), codec.answer_length(c, r)) for r, c in caps), default=0)
     prompt = max((codec.num_tokens(task.train, q) for q in task.test_inputs), default=0)
-    return B.TaskSize(codec.num_tokens(context, qi, qo), prompt, out, task.num_tests)
+    train = codec.num_tokens(context, qi, qo)
+    return B.TaskSize(min(train, max_train_tokens) if max_train_tokens > 0 else train, prompt, out, task.num_tests)
 
 
 def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:

@@ -195,7 +195,8 @@ class Run:
         self.model_answers = not cfg.run.solver and MODEL in parse_sources(cfg.run.sources)
         # each worker's first task times its speeds (solver.pipeline.calibrate): the time for that comes on top
         self.uncalibrated = workers if self.model_answers and cfg.run.calibrate else 0
-        self.plans = {tid: _Plan(task_size(t, self.codec), full_work(t, cfg)) for tid, t in tasks.items()}
+        self.plans = {tid: _Plan(task_size(t, self.codec, cfg.ttt.max_tokens), full_work(t, cfg))
+                      for tid, t in tasks.items()}
         self._estimate()
         self.pending: list[str] = []
 
@@ -261,8 +262,9 @@ class Run:
 
     def _job(self, tid: str, now: float, share: float, calibration: float = 0.0) -> Job:
         """The task with the work fitted to its share (prediction's time reserved first), its config and deadlines
-        (the end of its share, and of TTT; a worker's first task has `calibration` seconds before its share). The pipeline fits the work again with the speeds its worker measured
-        (solver.pipeline.fit_to_share); the retry's config has no TTT and few views."""
+        (the end of its share, and of TTT; a worker's first task has `calibration` seconds before its share). The
+        package's pipeline fits the work again with the speeds its worker measured (solver.pipeline.fit_to_share);
+        another solver (run.solver) runs this config. The retry's config has no TTT and few views."""
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
         work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter, r.room)
         level = B.level_of(work, p.full)

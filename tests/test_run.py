@@ -670,9 +670,35 @@ def test_each_workers_first_task_gets_time_to_calibrate_beyond_its_share(tmp_pat
     jobs.append(run.next_job())
     for k, job in enumerate(jobs):
         first = calibrate and k < 2
-        expected = B.calibration_seconds(task_size(job.task, run.codec), run.rates,
+        expected = B.calibration_seconds(task_size(job.task, run.codec, cfg.ttt.max_tokens), run.rates,
                                          run.codec.answer_length(*B.CALIBRATION_SHAPE))
         assert (job.deadlines.calibration > 0) == first
         if first:
             assert job.deadlines.calibration - start == pytest.approx(expected, abs=1.0)
             assert ends[job.id] == pytest.approx(job.deadlines.end, abs=1e-6)
+
+
+def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_clock, monkeypatch):
+    """On a fake clock: calibration (5 s) gets the end the job carries; TTT (2 s) is reported without it."""
+    import solver.pipeline as P
+    from solver.ttt import TTTResult
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 2, "score_views": 0})
+    solve = P.pipeline(cfg)
+    fake_clock.install(P)
+    seen = {}
+
+    def calibrate(w, task, cfg, deadline):
+        seen["deadline"] = deadline
+        fake_clock.advance(5.0)
+        return preset_rates(cfg)
+
+    def train(adapter, related, loaded, task, cfg, deadlines):
+        fake_clock.advance(2.0)
+        return TTTResult(steps=1, loss=0.5, first_loss=0.6), ""
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    monkeypatch.setattr(P, "_train_or_reuse", train)
+    now = fake_clock.now
+    result = solve(next(iter(demo_tasks(1).values())), cfg, Deadlines(now, now + 100, calibration=now + 7))
+    assert seen["deadline"] == now + 7
+    assert result.calibration_seconds == 5.0 and result.ttt_steps == 1 and result.ttt_seconds == 2.0
