@@ -211,6 +211,12 @@ def fit_work(size: TaskSize, full: Work, rates: Rates, share: float, min_views: 
     return Work(steps, full.batch_size, views)
 
 
+def ttt_seconds(size: TaskSize, work: Work, rates: Rates, share: float, room: float = 1.0) -> float:
+    """The part of a share TTT may use: all but prediction's reserve (room x its estimate at the work's views; TTT
+    stretches it again if it measures a slowdown, TrainEnd); none for work without steps."""
+    return max(0.0, share - room * predict_seconds(size, work.views, rates)) if work.ttt_steps else 0.0
+
+
 def level_of(work: Work, full: Work) -> Level:
     """The ladder's name for what a task did (or was planned to do)."""
     if work.views == 0:

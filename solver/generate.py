@@ -124,6 +124,19 @@ class CellGrammar:
     def finished(state: tuple) -> torch.Tensor:
         return state[3]
 
+    # one sequence (DFS), in plain ints: a DFS node costs 2 us here, 110 us as 1-row tensors
+    @staticmethod
+    def one() -> tuple:
+        return 0, 0, 0, False
+
+    def options(self, state: tuple, max_rows: int, max_cols: int) -> list[bool]:
+        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed)
+        return [digit] * 10 + [newline, eos]
+
+    @staticmethod
+    def step(state: tuple, sym: int) -> tuple:
+        return advance(*state, sym)
+
 
 DIGIT, AFTER, FORCED, DONE = range(4)  # PieceGrammar's phases
 OPEN, CELL, ROW, CLOSE = range(4)      # and a format's pieces, in PromptFormat.pieces order
@@ -139,10 +152,16 @@ class PieceGrammar:
         index = {t: i for i, t in enumerate(codec.emit_ids)}
         pieces = [[index[t] for t in p] for p in codec.pieces]
         self.size, self.end, longest = len(index), pieces[CLOSE][-1], max(len(p) for p in pieces)
-        self.table = torch.tensor([p + [self.end] * (longest - len(p)) for p in pieces])  # symbol k of each piece
-        self.length = torch.tensor([len(p) for p in pieces])
-        self.first = self.table[[CELL, ROW, CLOSE], 0]
+        table = torch.tensor([p + [self.end] * (longest - len(p)) for p in pieces])  # symbol k of each piece
+        # (symbol k of each piece, each piece's length, the first symbols of cell, row and close), on the CPU; a copy
+        # per device, made once (not in every decoding step)
+        self._on = {torch.device("cpu"): (table, torch.tensor([len(p) for p in pieces]), table[[CELL, ROW, CLOSE], 0])}
         self.opens = len(pieces[OPEN]) > 0
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device not in self._on:
+            self._on[device] = tuple(t.to(device) for t in self._on[torch.device("cpu")])
+        return self._on[device]
 
     def start(self, n: int, device) -> tuple:
         zeros = torch.zeros(n, dtype=torch.long, device=device)
@@ -152,7 +171,7 @@ class PieceGrammar:
     def mask(self, state: tuple, max_rows, max_cols) -> torch.Tensor:
         """[B, size] bool of the symbols allowed next."""
         width, col, rows, phase, piece, k = state
-        first, table = self.first.to(col.device), self.table.to(col.device)
+        table, _, first = self._tables(col.device)
         out = torch.zeros((len(col), self.size), dtype=torch.bool, device=col.device)
         out[:, :10] = (phase == DIGIT)[:, None]
         after = phase == AFTER
@@ -167,15 +186,16 @@ class PieceGrammar:
 
     def advance(self, state: tuple, sym: torch.Tensor) -> tuple:
         width, col, rows, phase, piece, k = state
-        first, length = self.first.to(col.device), self.length.to(col.device)
+        _, length, first = self._tables(col.device)
         digit, chosen, forced = (phase == DIGIT) & (sym < 10), phase == AFTER, phase == FORCED
         piece = torch.where(chosen, torch.where(sym == first[0], CELL, torch.where(sym == first[1], ROW, CLOSE)),
                             piece)
         k = torch.where(chosen, 1, k + forced.long())
         complete = (chosen | forced) & (k >= length[piece])
         new_row = complete & (piece == ROW)
-        width = torch.where(new_row & (width == 0), col + digit.long(), width)
-        col = torch.where(new_row, 0, col + digit.long())
+        col = col + digit.long()
+        width = torch.where(new_row & (width == 0), col, width)
+        col = torch.where(new_row, 0, col)
         phase = torch.where(digit, AFTER, torch.where(chosen | forced, FORCED, phase))
         phase = torch.where(complete, torch.where(piece == CLOSE, DONE, DIGIT), phase)
         return width, col, rows + new_row.long(), phase, piece, torch.where(complete, 0, k)
@@ -184,9 +204,20 @@ class PieceGrammar:
     def finished(state: tuple) -> torch.Tensor:
         return state[3] == DONE
 
+    # one sequence (DFS): a batch of one
+    def one(self) -> tuple:
+        return self.start(1, "cpu")
 
+    def options(self, state: tuple, max_rows: int, max_cols: int) -> list[bool]:
+        return self.mask(state, torch.tensor([max_rows]), torch.tensor([max_cols]))[0].tolist()
+
+    def step(self, state: tuple, sym: int) -> tuple:
+        return self.advance(state, torch.tensor([sym]))
+
+
+@functools.lru_cache(maxsize=32)
 def grammar_for(codec: PromptFormat) -> CellGrammar | PieceGrammar:
-    """The decoder's grid constraint in a format's symbols (emit_ids)."""
+    """The decoder's grid constraint in a format's symbols (emit_ids); built once per format."""
     return PieceGrammar(codec) if codec.pieces else CellGrammar(codec.closed_rows)
 
 
@@ -250,6 +281,15 @@ def _static_cache(model, max_len: int):
 
 
 PASS_TOKENS_CPU, PASS_TOKENS = 1024, 32768  # tokens of one forward pass of SharedViews on a CPU / an accelerator
+
+
+def rows_per_pass(widths: list[int], pass_tokens: int) -> int:
+    """How many of the next rows (their token widths, in order) one padded forward pass of at most pass_tokens tokens
+    takes: one at least."""
+    n, width = 1, widths[0]
+    while n < len(widths) and (n + 1) * max(width, widths[n]) <= pass_tokens:
+        n, width = n + 1, max(width, widths[n])
+    return n
 
 
 def _prefill_in_pieces(model, prompts: list[np.ndarray], pass_tokens: int, deadline: float,
@@ -508,20 +548,19 @@ def dfs_view(model, codec: PromptFormat, view: View, deadline: float, *, thresho
     root.setdefault(LP, _step_logprobs(logits, sym_ids)[0].tolist())
     feed = _Feeder(model, cache, len(view.prompt), sym_ids, stats)
     min_logp, grammar = math.log(threshold), grammar_for(codec)
-    max_rows, max_cols = (torch.tensor([side]) for side in view.max_shape)
+    max_rows, max_cols = view.max_shape
     found: list[tuple[list[int], float]] = []
-    stack = [([], 0.0, grammar.start(1, "cpu"), root)]  # (symbols so far, their log-prob, constraint state, known node)
+    stack = [([], 0.0, grammar.one(), root)]  # (symbols so far, their log-prob, constraint state, known node)
     while stack and len(found) < max_candidates and time.monotonic() < deadline:
         path, logp, state, node = stack.pop()
         if path and path[-1] == grammar.end:
             found.append((path, logp))
             continue
         lp = node[LP] if node is not None and LP in node else feed(path)
-        ok = grammar.mask(state, max_rows, max_cols)[0].tolist()
+        ok = grammar.options(state, max_rows, max_cols)
         children = [(logp + lp[s], s) for s in range(grammar.size) if ok[s] and logp + lp[s] > min_logp]
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
-            child = grammar.advance(state, torch.tensor([s]))
-            stack.append((path + [s], child_logp, child, None if node is None else node.get(s)))
+            stack.append((path + [s], child_logp, grammar.step(state, s), None if node is None else node.get(s)))
     found.sort(key=lambda f: -f[1])
     return [Decoded(view_index, view.transform.invert(symbols_to_grid(codec, p)), lp, len(p)) for p, lp in found]
 
@@ -696,10 +735,8 @@ class SharedViews:
         rows = sorted(((v, self.symbols(v, g), key) for (v, key), (_, g) in todo.items()),
                       key=lambda r: (r[0], len(r[1])))
         while rows:
-            n, width = 0, 0
-            while n < min(batch_size, len(rows)) and (n == 0 or (n + 1) * max(width, len(rows[n][1])) <=
-                                                      self.pass_tokens):
-                n, width = n + 1, max(width, len(rows[n][1]))
+            n = rows_per_pass([len(s) for _, s, _ in rows[:batch_size]], self.pass_tokens)
+            width = max(len(s) for _, s, _ in rows[:n])
             chunk, rows = rows[:n], rows[n:]
             if time.monotonic() >= deadline or \
                     (self.rate and time.monotonic() + n * width / self.rate > deadline):  # it would end late

@@ -164,8 +164,7 @@ def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tu
     share = max(0.0, deadlines.end - now)
     shared = w.adapter is not None and w.adapter.shared is not None
     work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared, cfg.run.room)
-    reserve = cfg.run.room * B.predict_seconds(size, work.views, rates)  # stretched again if TTT measures a slowdown
-    ttt_end = now + max(0.0, share - reserve) if work.ttt_steps else now
+    ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
              work.views, full.views)
     return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end, rates.train_tokens_per_s), full

@@ -268,9 +268,8 @@ class Run:
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
         work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter, r.room)
         level = B.level_of(work, p.full)
-        predict = r.room * B.predict_seconds(p.size, work.views, self.rates)
         now += calibration
-        deadlines = Deadlines(now + max(0.0, share - predict) if work.ttt_steps else now, now + share,
+        deadlines = Deadlines(now + B.ttt_seconds(p.size, work, self.rates, share, r.room), now + share,
                               calibration=now if calibration else 0.0)
         retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
         log.debug("task %s: share %.1fs, %d TTT steps, %d views (%s), TTT until +%.1fs", tid, share,

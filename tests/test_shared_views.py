@@ -262,6 +262,14 @@ def test_prompts_in_pieces_and_forcing_in_small_passes_give_the_scores_of_one_pa
     assert all(n * w <= 12 or n == 1 for n, w in passes)  # a longer answer alone in its pass
 
 
+def test_a_forcing_pass_takes_rows_while_their_padded_tokens_fit_and_one_row_always():
+    from solver.generate import rows_per_pass
+    assert rows_per_pass([3, 3, 3], 7) == 2    # 3 x 3 = 9 > 7
+    assert rows_per_pass([2, 2, 9], 20) == 2   # a third row pads all to 9: 27 > 20
+    assert rows_per_pass([10, 2], 5) == 1      # longer than a pass: alone
+    assert rows_per_pass([4, 4, 4, 4], 16) == 4
+
+
 def test_a_deadline_between_two_pieces_of_a_prompt_leaves_the_view_out(fake_clock):
     """Each forward pass takes 1 s: a prompt of three pieces begun 1.5 s before the deadline stops after two, its view
     not ready (counted), and no forced pass begins that the last prefill's speed says would end late."""
