@@ -22,8 +22,7 @@ import torch
 from solver.config import resolve
 from solver.generate import SharedViews, decode_batch, make_views
 from solver.measure import peak_memory_mib, reset_peak_memory
-from solver.model import load_model
-from solver.pipeline import predict_one
+from solver.pipeline import Solver, predict_one
 from solver.tasks import load_tasks
 
 NO_DEADLINE = float("inf")
@@ -135,7 +134,8 @@ def print_tables(rows: list[dict], s: dict) -> None:
 def main(args) -> int:
     """Entry point of `python -m solver bench infer` (args: model, tasks, limit, set)."""
     cfg = resolve("default", None, getattr(args, "set", []) or [])
-    loaded = load_model(args.model)
+    loaded = Solver.build(cfg.override(model={"spec": args.model}, ttt={"enabled": False},
+                                       run={"sources": "model", "shared_adapter": ""})).loaded  # the base, no adapter
     device = next(loaded.model.parameters()).device
     loaded.model.eval()
     tasks = [t for t in load_tasks(args.tasks, limit=args.limit).values() if t.valid]

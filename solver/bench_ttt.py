@@ -72,15 +72,15 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def setup(spec: str, reduce_vocab: bool, cfg):
-    """(vocabulary name, loaded model, adapter, FLOP model, load seconds)."""
-    from solver.adapter import attach
-    from solver.model import load_model
+    """(vocabulary name, loaded model, adapter, FLOP model, load seconds): the run's Solver built with `cfg` (a TTT
+    section) as its TTT settings and the model its only source (load and attach timed together)."""
+    from solver.pipeline import Solver
     t0 = time.monotonic()
-    loaded = load_model(spec, reduce_vocab=reduce_vocab)
+    solver = Solver.build(get_preset("default").override(model={"spec": spec, "reduce_vocab": reduce_vocab},
+                                                         ttt=dataclasses.asdict(cfg), run={"sources": "model"}))
     load_s = time.monotonic() - t0
     vocab = "compact" if spec.startswith("scratch") else ("reduced" if reduce_vocab else "full")
-    adapter = attach(loaded.model, cfg, loaded.codec.token_ids)
-    return vocab, loaded, adapter, flop_model(adapter.model), load_s
+    return vocab, solver.loaded, solver.adapter, flop_model(solver.adapter.model), load_s
 
 
 def make_setups(spec: str, cfg, backends: list[str], full_vocab: bool = True) -> list:

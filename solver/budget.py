@@ -2,8 +2,9 @@
 
 Pure functions over numbers, importing nothing of the package. A task is known here only by its size in tokens; work
 is a number of TTT steps and decoded views; time is seconds on a monotonic clock. Knows nothing of tasks, codecs,
-models, configs, processes or files: solver.plan turns fitted work into a config (`config_for`), the run
-(solver/run.py) and the solver (solver.pipeline.fit_to_share) apply it and feed measured times back in.
+models, configs, processes or files: solver.plan turns a task into these numbers and fitted work into a config
+(`fit_to_share`, called by the solver that runs the task); the run (solver/run.py) plans shares and feeds measured
+times back in.
 
 The rules, in one place:
 - share: the next task gets its floor (prediction + one TTT step) and a part, by what its full work adds, of the
@@ -23,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Callable
+from typing import Callable, NamedTuple
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = r"(\d+(?:\.\d*)?|\.\d+)([smhd])"
@@ -161,6 +162,21 @@ class TrainEnd:
         if measured_tokens_per_s > 0 and self.planned_tokens_per_s > 0:
             slow = min(MAX_SLOWDOWN, max(1.0, self.planned_tokens_per_s / measured_tokens_per_s))
         return self.end - self.reserve * slow
+
+
+class Deadlines(NamedTuple):
+    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included); the
+    training speed the end of TTT was planned with (0: none), against which TTT measures a slowdown; and the end of
+    the calibration the run gave time for."""
+    ttt: float
+    end: float
+    train_tokens_per_s: float = 0.0
+    calibration: float = 0.0  # when a worker's first task must end calibrating (0: a quarter of its share)
+
+    def train_end(self) -> TrainEnd:
+        """Where TTT stops: prediction's reserve (end - ttt) kept, stretched if training measures slower than
+        planned."""
+        return TrainEnd(self.end, max(0.0, self.end - self.ttt), self.train_tokens_per_s)
 
 
 CALIBRATION_SHAPE = (2, 6)  # the answers calibration decodes: at most 2 rows of 6 cells (about 15 tokens)

@@ -2,13 +2,15 @@
 
 No download: the model (576 wide, 30 layers, 9 query / 3 key-value heads, tied embeddings, the reduced 16-token
 vocabulary) is initialised at random and saved as the package saves reduced models (solver.model.save_model), then
-loaded back through `load_model`. Then, one line per check ('ok' or 'FAILED: reason', with seconds):
+built into the run's `Solver` (solver.pipeline: loaded once, LoRA adapter attached). Then, one line per check ('ok'
+or 'FAILED: reason', with seconds):
   load     the directory loads on the device, in the dtype asked for, reduced and tied
-  ttt      a few TTT steps on a small task change the adapter; reset gives the initial state bit for bit
+  ttt      Solver.train's TTT steps on a small task change the adapter; reset gives the initial state bit for bit
   decode   batched greedy decoding of several views equals decoding one view at a time
   dfs      DFS finds the greedy completion, best first, each above the threshold, with its teacher-forced score
   score    scores from the shared prefill equal scores from a prefill per view, and the decoded log-probs
-  fp16     load, TTT, decoding and scoring again in fp16 (a GPU), and bf16 (a GPU with native bf16: sm80+)
+  solve    the run's call (calibration, the work fitted, TTT, prediction, selection) answers every test input
+  fp16     all of these again in fp16 (a GPU), and bf16 (a GPU with native bf16: sm80+)
 On a CPU it runs in fp32 and says that it skips fp16 and bf16; `--tiny` checks a tiny model of the same kind (tests).
 Exit status 1 when any check failed.
 """
@@ -44,10 +46,17 @@ class State:
     device: str
     dtype: str
     strict: bool = True     # fp32: batched and one-at-a-time decoding must agree exactly
-    loaded: object = None
-    adapter: object = None
+    solver: object = None   # the run's Solver (solver.pipeline), built by check_load
     views: list = field(default_factory=list)
     greedy: list = field(default_factory=list)
+
+    @property
+    def loaded(self):
+        return self.solver.loaded
+
+    @property
+    def adapter(self):
+        return self.solver.adapter
 
     @property
     def tol(self) -> float:
@@ -74,10 +83,22 @@ def build(directory: Path, shape: tuple = SMOLLM2_SHAPE, seed: int = 0) -> Path:
 
 
 # the checks ---------------------------------------------------------------------------------------------------------
+def check_config(st: State):
+    """The run's config for the checks: the saved model on the device and dtype asked for, a small TTT (PEFT, rank 8,
+    about TTT_STEPS steps), VIEWS views, the model the only source."""
+    from solver.config import Config
+    return Config().override(
+        model={"spec": str(st.directory), "dtype": st.dtype, "device": st.device},
+        ttt={"backend": "peft", "rank": 8, "num_transforms": 4, "max_examples": 2 * TTT_STEPS, "batch_size": 2,
+             "lr": 1e-3},
+        infer={"num_views": VIEWS, "score_views": VIEWS}, run={"sources": "model", "seed": 0})
+
+
 def check_load(st: State) -> None:
     import torch
-    from solver.model import load_model, resolve_dtype
-    st.loaded = load_model(str(st.directory), dtype=st.dtype, device=st.device)
+    from solver.model import resolve_dtype
+    from solver.pipeline import Solver
+    st.solver = Solver.build(check_config(st))
     model = st.loaded.model
     p = next(model.parameters())
     expect(p.device == torch.device(st.device) or (p.device.type == "cuda" and st.device == "cuda"),
@@ -90,13 +111,8 @@ def check_load(st: State) -> None:
 
 def check_ttt(st: State) -> None:
     import torch
-    from solver.adapter import attach
-    from solver.config import TTTConfig
-    from solver.ttt import train_task
-    cfg = TTTConfig(backend="peft", rank=8, num_transforms=4, max_examples=2 * TTT_STEPS, batch_size=2, lr=1e-3)
-    st.adapter = attach(st.loaded.model, cfg, st.loaded.codec.token_ids, seed=0)
     initial = st.adapter.snapshot()
-    res = train_task(st.adapter, swap_task(), st.loaded.codec, cfg)
+    res = st.solver.train(swap_task(), FAR)
     expect(res.steps >= TTT_STEPS // 2, f"{res.steps} TTT steps on {res.examples} examples")
     expect(math.isfinite(res.loss) and math.isfinite(res.first_loss), f"TTT loss {res.first_loss} -> {res.loss}")
     trained = st.adapter.snapshot()
@@ -158,8 +174,26 @@ def check_score(st: State) -> None:
         expect(abs(d.logp - s) <= st.tol * d.tokens, f"view {d.view}: decoded log-prob {d.logp:.4f}, score {s:.4f}")
 
 
+SOLVE_SECONDS = 600  # the solve check's deadline: far (a random model rambles to the decoding cap), but finite
+
+
+def check_solve(st: State) -> None:
+    """The call the run's workers make: calibration (a first task), the work fitted to the deadline, TTT and
+    prediction with selection, one answer per test input."""
+    from solver.budget import Deadlines, Level
+    task, now = swap_task(), time.monotonic()
+    st.solver.rates = None  # a worker's first task: it calibrates
+    res = st.solver(task, st.solver.cfg, Deadlines(now + SOLVE_SECONDS, now + SOLVE_SECONDS))
+    expect(res.calibration_seconds > 0, "the first task did not calibrate")
+    expect(res.level == Level.FULL and res.ttt_steps > 0, f"level {res.level}, {res.ttt_steps} TTT steps with "
+                                                          f"{SOLVE_SECONDS} s to spend")
+    expect(len(res.attempts) == task.num_tests and all(a is not None for a in res.attempts),
+           f"attempts {res.attempts}: a test input without an answer")
+    expect(res.candidates > 0 and res.views == VIEWS, f"{res.candidates} candidates from {res.views} views")
+
+
 CHECKS = (("load", check_load), ("ttt", check_ttt), ("decode", check_decode), ("dfs", check_dfs),
-          ("score", check_score))
+          ("score", check_score), ("solve", check_solve))
 
 
 # running them -------------------------------------------------------------------------------------------------------
@@ -320,16 +354,19 @@ def run_probe(preset: str = "kaggle-4xl4", device: str = "auto", tiny: bool = Fa
     every TTT batch shape of the preset with and without gradient checkpointing and autocast. One line per row, then
     one JSON line ({"probe": rows}); 0 when every row ran (an out-of-memory row is a figure, not a failure), else 1."""
     import json
-    from solver.adapter import attach
     from solver.config import get_preset
-    from solver.model import load_model, resolve_device
+    from solver.model import resolve_device
+    from solver.pipeline import Solver
     device = resolve_device(device)
-    ttt = get_preset(preset).ttt
+    spec = "scratch:tiny" if tiny else "scratch:smollm2"  # the preset's LoRA and shapes on a random base, its own
+    cfg = get_preset(preset).override(model={"spec": spec, "device": device, "format": "auto", "load_in_4bit": False},
+                                      ttt={"enabled": True}, run={"sources": "model", "seed": 0})
+    ttt = cfg.ttt
     if tiny and device == "cpu":  # tiny matmuls on two shared threads wait on each other: 29 s against 1.8 s
         import torch
         torch.set_num_threads(1)
-    loaded = load_model("scratch:tiny" if tiny else "scratch:smollm2", device=device)
-    adapter = attach(loaded.model, ttt, loaded.codec.token_ids, seed=0)
+    solver = Solver.build(cfg)
+    loaded, adapter = solver.loaded, solver.adapter
     shapes = TINY_PROBE_SHAPES if tiny else probe_shapes(ttt)
     out(f"probe: {preset}'s TTT batches on {loaded.spec} ({_describe(device)}), LoRA r={ttt.rank}")
     rows, failed = [], 0

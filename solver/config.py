@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # fields that older versions had and saved: dropped with a warning when a saved config is read
 RETIRED: dict[str, set[str]] = {"ttt": {"loop"},  # ttt.loop: the Trainer loop, removed (one training loop)
+                                 "run": {"replan"},  # run.replan: the solver fits a task's work once, always
                                  "pretrain": {"bf16"}}  # pretrain.bf16: now pretrain.precision, as TTT's
 # fields renamed: a saved config's old name is read as the new one
 RENAMED: dict[str, dict[str, str]] = {"ttt": {"shared_adapter": "use_shared_adapter"}}
@@ -201,8 +202,6 @@ class RunConfig:
                            "before TTT gets the rest of its share")
     calibrate: bool = _f(True, "time one TTT step and one decoding step on a worker's first task (counted in the "
                                "budget) and plan with the measured speeds")
-    replan: bool = _f(True, "the pipeline fits each task's work to its share again with the speeds its worker "
-                            "measured (off for a retry, which keeps its smaller configuration)")
     retry: bool = _f(True, "retry a task that raised once at a smaller level before giving it fallback attempts")
     shared_adapter: str = _f("", "directory of a LoRA adapter for every task (Adapter.save, e.g. trained with "
                                  "ttt.train_shared on training tasks), used at the degradation level 'shared "

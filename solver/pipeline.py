@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config, parse_sources
-from solver.plan import config_for, full_work, preset_rates, task_size
-from solver.results import Deadlines, TaskResult
+from solver.plan import fit_to_share, preset_rates, task_size
+from solver.results import TaskResult
 from solver.select import MODEL, Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, \
     no_choice
 from solver.tasks import Task
@@ -54,7 +54,7 @@ class Solver:
         solver.sources = sources
         return solver
 
-    def __call__(self, task: Task, cfg: Config, deadlines: Deadlines, known: list | None = None) -> TaskResult:
+    def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None) -> TaskResult:
         """Solve one task; `known`: the other sources' tables already gathered (the run's search pass: one list of
         Candidate.to_json per test input), which the sources are then not asked again."""
         return _solve_pipeline(self, task, cfg, deadlines, known)
@@ -66,7 +66,7 @@ class Solver:
             return TTTResult()
         self.adapter.reset()
         cfg = cfg or self.cfg
-        res, _ = _train_or_reuse(self.adapter, self.related, self.loaded, task, cfg, Deadlines(deadline, deadline))
+        res, _ = _train_or_reuse(self.adapter, self.related, self.loaded, task, cfg, B.Deadlines(deadline, deadline))
         return res
 
     def predict(self, task: Task, deadline: float, cfg: Config | None = None, known=None,
@@ -129,7 +129,7 @@ def _related(cfg: Config, loaded, adapter) -> tuple:
     return neighbours, reuse
 
 
-def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: Deadlines):
+def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: B.Deadlines):
     """TTT of a task, with its neighbours' data and from a reused adapter where those options are on: (result,
     the source adapter's description)."""
     from solver.data import neighbour_examples
@@ -149,25 +149,6 @@ def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, de
     if reuse is not None and res.steps and math.isfinite(res.loss):
         reuse.keep(task.id, vec, adapter.snapshot())
     return res, decision.describe() if decision is not None else ""
-
-
-def fit_to_share(w: Solver, task: Task, cfg: Config, deadlines: Deadlines) -> tuple[Config, Deadlines, B.Work]:
-    """The task's work fitted to the time to its deadline at this worker's speeds (measured, else the preset's):
-    prediction's time reserved first, TTT until the rest is spent (solver.budget.fit_work). A planned job is fitted
-    from the run's full configuration (the parent planned it with the speeds it knew); a retry (run.replan off)
-    keeps its smaller configuration, and only its views are fitted."""
-    rates = replace(w.rates or preset_rates(cfg), search_s=0.0)  # the other sources ran already
-    if cfg.run.replan:
-        cfg = w.cfg
-    size, full = task_size(task, w.loaded.codec, cfg.ttt.max_tokens), full_work(task, cfg)
-    now = time.monotonic()
-    share = max(0.0, deadlines.end - now)
-    shared = w.adapter is not None and w.adapter.shared is not None
-    work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared, cfg.run.room)
-    ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
-    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, share, work.ttt_steps, full.ttt_steps,
-             work.views, full.views)
-    return config_for(cfg, work, full), Deadlines(ttt_end, deadlines.end, rates.train_tokens_per_s), full
 
 
 def on_accelerator(model) -> bool:
@@ -276,7 +257,7 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
     return now + min(cfg.search.max_seconds, cfg.search.share * left if model_too else left)
 
 
-def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: Deadlines, known: list | None) -> TaskResult:
+def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> TaskResult:
     if known is not None:
         gathered = Gathered([[Candidate.from_json(d) for d in table] for table in known])
     else:
@@ -303,7 +284,7 @@ def _task_result(found: list[Choice], stats: dict) -> TaskResult:
                       origins="; ".join("|".join(a.origins()) for a in found), **stats)
 
 
-def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
+def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines,
                       known: list[list[Candidate]]) -> tuple[list[Choice], dict]:
     """Calibration (a worker's first task), the work fitted to the time left, TTT, then prediction of every test
     input over the other sources' candidates too: the choices and what the report keeps."""
@@ -312,7 +293,12 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: Deadlines,
     if cfg.run.calibrate and w.rates is None and task.valid:
         w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s = time.monotonic() - t0
-    cfg, deadlines, full = fit_to_share(w, task, cfg, deadlines)
+    rates = replace(w.rates or preset_rates(cfg), search_s=0.0)  # the other sources ran already
+    shared = w.adapter is not None and w.adapter.shared is not None
+    now = time.monotonic()
+    cfg, deadlines, full, work = fit_to_share(task, cfg, w.loaded.codec, rates, deadlines, shared, now)
+    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, max(0.0, deadlines.end - now),
+             work.ttt_steps, full.ttt_steps, work.views, full.views)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model

@@ -1,12 +1,15 @@
 """The one place that turns a task and the config into the planner's numbers (solver.budget), and work back into a
 config: a task's size in tokens, its full work, the preset's speeds, and the config a task runs with.
 
-Used by the run (shares and deadlines in the parent) and by the pipeline (re-fitting a task's work to its share with
-the speeds its worker measured). Knows nothing of models, processes or files.
+Used by the run (each task's share and deadline, in the parent) and by the solver that runs the task: it fits the
+task's work to the time to its deadline once, with the speeds it measured (`fit_to_share`). Knows nothing of models,
+processes or files.
 """
 from __future__ import annotations
 
 import math
+import time
+from typing import NamedTuple
 
 from solver import budget as B
 from solver.codec import PromptFormat
@@ -101,3 +104,30 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
     else:
         ttt = {"max_steps": work.ttt_steps}
     return cfg.override(ttt=ttt, infer=infer)
+
+
+class Fitted(NamedTuple):
+    """A task's work fitted to its time: the config it runs with, its deadlines (the end of TTT set), the full work
+    and the fitted one (`budget.level_of(work, full)` names it)."""
+    cfg: Config
+    deadlines: B.Deadlines
+    full: B.Work
+    work: B.Work
+
+    @property
+    def level(self) -> B.Level:
+        return B.level_of(self.work, self.full)
+
+
+def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, deadlines: B.Deadlines,
+                 shared_adapter: bool = False, now: float | None = None) -> Fitted:
+    """The one place a task's work is fitted: to the time from `now` to `deadlines.end` at `rates`, prediction's time
+    reserved first and TTT until the rest is spent (solver.budget.fit_work), from the work `cfg` asks for (the run's
+    full config; a retry's smaller one keeps its size and only its views are fitted)."""
+    now = time.monotonic() if now is None else now
+    size, full = task_size(task, codec, cfg.ttt.max_tokens), full_work(task, cfg)
+    share = max(0.0, deadlines.end - now)
+    work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared_adapter, cfg.run.room)
+    ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
+    return Fitted(config_for(cfg, work, full), deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s),
+                  full, work)

@@ -1,6 +1,7 @@
 """What moves between the run, its workers and a solve function, and the results file that keeps it.
 
-`Deadlines` and `TaskResult` are the contract of a solve function (`solve(task, cfg, deadlines) -> TaskResult`);
+`TaskResult` (with solver.budget.Deadlines) is the contract of a solve function (`solve(task, cfg, deadlines) ->
+TaskResult`);
 `Job` is a task as handed to a worker; `Outcome` is a finished task, one JSON line of results.jsonl, appended and
 flushed before the submission is rewritten, so that a killed run resumes without losing a finished task.
 Knows nothing of models, planning or reports.
@@ -12,11 +13,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from solver.budget import TrainEnd
+from solver.budget import Deadlines
 from solver.submission import Attempts, complete_attempts
 from solver.tasks import Task
 
@@ -24,21 +24,6 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 CANDIDATES = "candidates.jsonl"  # every test input's candidate table with its evidence, one line per task
-
-
-class Deadlines(NamedTuple):
-    """`time.monotonic()` values: the end of TTT, and the end of the whole task (prediction included); the
-    training speed the end of TTT was planned with (0: none), against which TTT measures a slowdown; and the end of
-    the calibration the run gave time for."""
-    ttt: float
-    end: float
-    train_tokens_per_s: float = 0.0
-    calibration: float = 0.0  # when a worker's first task must end calibrating (0: a quarter of its share)
-
-    def train_end(self) -> TrainEnd:
-        """Where TTT stops: prediction's reserve (end - ttt) kept, stretched if training measures slower than
-        planned."""
-        return TrainEnd(self.end, max(0.0, self.end - self.ttt), self.train_tokens_per_s)
 
 
 @dataclass
@@ -71,7 +56,7 @@ class TaskStats:
 @dataclass
 class TaskResult(TaskStats):
     """What a solve function returns: per test input a pair of grids, or None where it found nothing; `level`, what
-    it did when it re-fitted its work (solver.budget.Level; None: as planned)."""
+    it did after fitting its work to its time (solver.budget.Level; None: the config it was given, unfitted)."""
     attempts: list[Attempts | None] = field(default_factory=list)
     level: int | None = None
     tables: list[list[dict]] = field(default_factory=list)  # per test input its candidates (Candidate.to_json)
@@ -84,10 +69,10 @@ class TaskResult(TaskStats):
 
 @dataclass
 class Job:
-    """One task as handed to a worker: the config of its level, its deadlines, and what to do if it raises."""
+    """One task as handed to a worker: the run's config (the solver fits its work to the deadlines), its deadlines,
+    and what to do if it raises."""
     id: str
     task: Task
-    level: int
     cfg: dict
     deadlines: Deadlines
     retry_level: int

@@ -1,15 +1,16 @@
 """The solver run: a whole task set inside a fixed time budget, never losing work.
 
-Owns the run's plan and its state: which tasks are pending, in flight and done; each task's time share and level
-(with solver.budget's rules), measured speeds fed back; the submission's life (fallback attempts written first,
-rewritten atomically after every task), resuming from the work directory, faults (a task that raises is retried once
-at a smaller level, then gets fallback attempts), the watchdog that keeps the budget, and the glue between the
-executor (solver.workers) and a per-task solve function.
+Owns the run's plan and its state: which tasks are pending, in flight and done; each task's time share and deadline
+(solver.budget's rules), measured speeds fed back; the submission's life (fallback attempts written first, rewritten
+atomically after every task), resuming from the work directory, faults (a task that raises is retried once at a
+smaller level, then gets fallback attempts), the watchdog that keeps the budget, and the glue between the executor
+(solver.workers) and a per-task solve function.
 
 Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> TaskResult` (solver.results), made once
 per worker: the package's `solver.pipeline.Solver` (`Solver.build(cfg)`), or the factory that cfg.run.solver names
-("module:function", called as `factory(cfg)`: another solver, a test's fake). Model code, and so torch and Unsloth, is
-imported only where the solver is built: inside the workers. The results file is solver.results', the report
+("module:function", called as `factory(cfg)`: another solver, a test's fake). Either gets the run's full config and
+fits the task's work to its deadline itself, with the speeds it measured (solver.plan.fit_to_share). Model code, and
+so torch and Unsloth, is imported only where the solver is built: inside the workers. The results file is solver.results', the report
 solver.report's, the command line solver.cli's.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.report import write_report
 from solver.pipeline import Solver
 from solver.select import MODEL
-from solver.results import (RESULTS, Deadlines, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
+from solver.results import (RESULTS, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
                             fallback_outcome, pairs_to_grids, read_results)
 from solver.search_pass import (SearchRecord, append_record, pass_end, pass_workers, read_records, resolve_mode,
                                 run_pass)
@@ -106,6 +107,9 @@ def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, wor
                            f"sticky device error in worker {worker}: {error}")
 
 
+FIRST = int(B.Level.FULL)  # the level a job's first call runs at: the full config, which the solver fits to its time
+
+
 def handle_job(solve, worker: str, job: Job) -> Outcome:
     """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
     reset_gpu_peak()
@@ -121,18 +125,18 @@ def _solve_job(solve, worker: str, job: Job) -> Outcome:
     t0 = time.monotonic()
     known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
     try:
-        return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines, **known), "ok", job.level, t0,
+        return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines, **known), "ok", FIRST, t0,
                         worker)
     except Exception as e:
         first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
-        log.error("task %s raised at level %s (%s)%s", job.id, B.Level(job.level).name, first,
+        log.error("task %s raised (%s)%s", job.id, first,
                   "; retrying without TTT" if job.retry_cfg is not None and not sticky else ": fallback attempts",
                   exc_info=True)
-    _broken_after(job, first, sticky, job.level, t0, worker)
+    _broken_after(job, first, sticky, FIRST, t0, worker)
     if job.retry_cfg is None:
-        return fallback_outcome(job.task, "failed", job.level, first, time.monotonic() - t0, worker)
+        return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
     try:
-        result = solve(job.task, Config.from_dict(job.retry_cfg), Deadlines(time.monotonic(), job.deadlines.end),
+        result = solve(job.task, Config.from_dict(job.retry_cfg), B.Deadlines(time.monotonic(), job.deadlines.end),
                        **known)
         out = _outcome(job, result, "retried", job.retry_level, t0, worker)
         out.error = first
@@ -261,22 +265,17 @@ class Run:
                                      committed, self.cfg.run.order)
 
     def _job(self, tid: str, now: float, share: float, calibration: float = 0.0) -> Job:
-        """The task with the work fitted to its share (prediction's time reserved first), its config and deadlines
-        (the end of its share, and of TTT; a worker's first task has `calibration` seconds before its share). The
-        package's pipeline fits the work again with the speeds its worker measured (solver.pipeline.fit_to_share);
-        another solver (run.solver) runs this config. The retry's config has no TTT and few views."""
+        """The task with its share: the run's full config and the end of its share (a worker's first task has
+        `calibration` seconds before it). The solver fits the work to that time with the speeds it measured
+        (solver.plan.fit_to_share, the one place work is fitted). The retry's config has no TTT and few views."""
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
-        work = B.fit_work(p.size, p.full, self.rates, share, r.min_views, self.shared_adapter, r.room)
-        level = B.level_of(work, p.full)
         now += calibration
-        deadlines = Deadlines(now + B.ttt_seconds(p.size, work, self.rates, share, r.room), now + share,
-                              calibration=now if calibration else 0.0)
+        deadlines = B.Deadlines(now + share, now + share, calibration=now if calibration else 0.0)
+        log.debug("task %s: share %.1fs%s", tid, share, f" after {calibration:.1f}s of calibration" if calibration else "")
         retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
-        log.debug("task %s: share %.1fs, %d TTT steps, %d views (%s), TTT until +%.1fs", tid, share,
-                  work.ttt_steps, work.views, level.name, deadlines.ttt - now)
-        retry_cfg = config_for(self.cfg, retry, p.full).override(run={"replan": False}).to_dict() if r.retry else None
-        return Job(tid, task, int(level), config_for(self.cfg, work, p.full).to_dict(), deadlines,
-                   int(B.level_of(retry, p.full)), retry_cfg, self._known(tid))
+        retry_cfg = config_for(self.cfg, retry, p.full).to_dict() if r.retry else None
+        return Job(tid, task, self.cfg.to_dict(), deadlines, int(B.level_of(retry, p.full)), retry_cfg,
+                   self._known(tid))
 
     # the search pass ----------------------------------------------------------------------------------------------
     def on_searched(self, record: SearchRecord) -> None:
@@ -365,7 +364,7 @@ class Run:
                 self.pending.insert(0, job.id)
                 return
             log.error("task %s lost again: %s", job.id, reason)
-            self._record(fallback_outcome(self.tasks[job.id], "lost", job.level, reason))
+            self._record(fallback_outcome(self.tasks[job.id], "lost", FIRST, reason))
 
     def _record(self, o: Outcome) -> None:
         o = self._with_search(o)

@@ -7,7 +7,7 @@ and never stops what follows:
               gradient checkpointing and autocast: seconds, tokens/s, peak GPU memory or out of memory
   bench-ttt   TTT step speed with PEFT: tokens/s, step time, peak memory, MFU against a matmul rate measured on the
               device in the training dtype; Unsloth in a step of its own (bench-ttt-unsloth) with --unsloth-site
-  bench-infer prediction of one test input, today's path and the shared-prefill one
+  bench-infer prediction of one test input, one view at a time and batched across views
   run         a short `run --preset kaggle-4xl4` (--run-preset) on ARC-AGI-1 training tasks, with the report's
               per-stage times and the largest task's peak GPU memory
 Then (unless --no-pretrain) pretraining of the base (`--model`, default smollm2; resumed from `--resume` or from

@@ -13,7 +13,8 @@ from test_generate import CODEC, FakeModel, answer_ids, answer_policy, colour_sw
 from solver.config import ConfigError, parse_sources, resolve
 from solver.model import Loaded
 from solver.pipeline import gather, pipeline, predict
-from solver.results import Deadlines, read_candidates
+from solver.budget import Deadlines
+from solver.results import read_candidates
 from solver.run import run_tasks
 from solver.select import MODEL, Candidate, candidate_table, choose_attempts, merge_tables, mix_sources, proposed
 from solver.tasks import Task

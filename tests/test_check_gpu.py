@@ -6,7 +6,7 @@ import torch
 from solver import check_gpu as C
 from solver.cli import main
 
-NAMES = ["build", "load", "ttt", "decode", "dfs", "score"]
+NAMES = ["build", "load", "ttt", "decode", "dfs", "score", "solve"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +27,9 @@ def test_every_check_passes_on_the_cpu_and_half_precision_is_skipped(capsys):
     assert main(["check-gpu", "--tiny", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("check-gpu: device cpu, fp32; random tied Llama 64 wide, 2 layers")
-    assert [ln.split()[0] for ln in lines[1:7]] == NAMES
-    assert all(ln.split()[1] == "ok" and ln.endswith(" s)") for ln in lines[1:7])
-    assert lines[7:] == ["fp16     skipped (cpu: fp32 only)", "bf16     skipped (cpu: fp32 only)"]
+    assert [ln.split()[0] for ln in lines[1:8]] == NAMES
+    assert all(ln.split()[1] == "ok" and ln.endswith(" s)") for ln in lines[1:8])
+    assert lines[8:] == ["fp16     skipped (cpu: fp32 only)", "bf16     skipped (cpu: fp32 only)"]
 
 
 def test_the_model_has_smollm2s_shape_and_is_saved_as_a_reduced_model(tmp_path):

@@ -151,7 +151,7 @@ def data_dir(arc1_train, tmp_path_factory):
 def test_pretrain_writes_a_model_the_run_loads(data_dir, tmp_path):
     from solver.model import load_model
     from solver.pipeline import pipeline
-    from solver.results import Deadlines
+    from solver.budget import Deadlines
     state = P.pretrain(tiny_config(data_dir), tmp_path / "m", progress=False)
     assert state.step == 4 and state.tokens > 0 and [r["step"] for r in state.curve] == [0, 2, 4]
     assert (tmp_path / "m" / P.CURVE).read_text().count("\n") == 4

@@ -90,7 +90,7 @@ def test_warm_start_begins_from_the_stored_adapter(adapter, tmp_path, monkeypatc
     from solver.codec import Codec
     from solver.config import get_preset
     from solver.pipeline import _train_or_reuse
-    from solver.results import Deadlines
+    from solver.budget import Deadlines
     from solver.model import Loaded
     cfg = get_preset("test").override(ttt={"num_transforms": 1, "max_examples": 2, "rank": 2},
                                       run={"reuse_warm_threshold": 0.5, "reuse_threshold": 0.999})

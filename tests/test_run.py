@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import pytest
 from solver import budget as B
 from solver.cli import demo_tasks
 from solver.config import get_preset, resolve
-from solver.results import RESULTS, Deadlines, Job, TaskResult, read_results
-from solver.plan import config_for, full_work, preset_rates, task_size
+from solver.budget import Deadlines
+from solver.results import RESULTS, Job, TaskResult, read_results
+from solver.plan import config_for, fit_to_share, full_work, preset_rates, task_size
 from solver.run import HARD_STOP_EXIT, Run, run_tasks
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
@@ -29,6 +31,12 @@ TESTS = Path(__file__).resolve().parent
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fake solvers: behaviour set by environment variables, so that worker processes and subprocesses share it.
+
+def _fit(task, cfg, deadlines):
+    """The work fitted to the deadline at the preset's speeds (solver.plan.fit_to_share), as a solver does."""
+    from solver.codec import Codec
+    return fit_to_share(task, cfg, Codec.compact(), preset_rates(cfg), deadlines, bool(cfg.run.shared_adapter))
+
 
 def _log_call(task, cfg):
     path = os.environ.get("FAKE_LOG")
@@ -41,9 +49,11 @@ def _log_call(task, cfg):
 def known_factory(cfg):
     """Answers with the known test outputs after FAKE_SLEEP seconds (never past its deadline)."""
     def solve(task, cfg, deadlines: Deadlines):
+        cfg, deadlines, _, work = fitted = _fit(task, cfg, deadlines)
         _log_call(task, cfg)
         time.sleep(max(0.0, min(float(os.environ.get("FAKE_SLEEP", "0")), deadlines.end - time.monotonic())))
-        return TaskResult([(o, o) for o in task.test_outputs], ttt_steps=3, candidates=2, views=cfg.infer.num_views)
+        return TaskResult([(o, o) for o in task.test_outputs], level=int(fitted.level), ttt_steps=work.ttt_steps,
+                          candidates=2, views=cfg.infer.num_views)
     return solve
 
 
@@ -204,7 +214,9 @@ def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch
     tasks = dict(list(arc1_eval.items())[:3])
     report = run_tasks(tasks, fake_cfg(), fake_env / "sub.json", fake_env / "work", progress=False,
                        load_problems=["x.json: not valid JSON"])
-    assert report["levels"] == {"FULL": 3} and report["ttt_steps"] == {"min": 3, "median": 3, "max": 3}
+    steps = sorted(full_work(t, fake_cfg()).ttt_steps for t in tasks.values())  # FULL: every step of each task
+    assert report["levels"] == {"FULL": 3} and report["ttt_steps"] == {"min": steps[0], "median": steps[1],
+                                                                     "max": steps[2]}
     assert report["views"]["max"] == fake_cfg().infer.num_views
     assert 0 < report["task_share_of_budget"] <= 1 and report["load_problems"] == ["x.json: not valid JSON"]
     assert report["peak_memory_mib"] > 10  # the process's resident high-water mark
@@ -270,7 +282,7 @@ class _EmulatedCuda:
 def _job(task, retry=True):
     cfg = resolve("test").to_dict()
     now = time.monotonic()
-    return Job(task.id, task, int(B.Level.FULL), cfg, Deadlines(now, now + 60), int(B.Level.NO_TTT),
+    return Job(task.id, task, cfg, Deadlines(now, now + 60), int(B.Level.NO_TTT),
                cfg if retry else None)
 
 
@@ -542,8 +554,7 @@ def test_scratch_tiny_pipeline_with_a_shared_adapter(tmp_path, arc1_eval):
     solve = pipeline(cfg.override(run={"shared_adapter": str(tmp_path / "shared")}))
     task = next(iter(demo_tasks(1).values()))
     full = full_work(task, cfg)
-    level_cfg = config_for(cfg, B.Work(0, full.batch_size, 1, shared_adapter=True), full).override(
-        run={"replan": False})  # as planned: the worker does not fit TTT back in
+    level_cfg = config_for(cfg, B.Work(0, full.batch_size, 1, shared_adapter=True), full)
     now = time.monotonic()
     result = solve(task, level_cfg, Deadlines(now, now + 20))
     assert result.ttt_steps == 0 and len(result.attempts) == task.num_tests
@@ -702,3 +713,26 @@ def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_
     result = solve(next(iter(demo_tasks(1).values())), cfg, Deadlines(now, now + 100, calibration=now + 7))
     assert seen["deadline"] == now + 7
     assert result.calibration_seconds == 5.0 and result.ttt_steps == 1 and result.ttt_seconds == 2.0
+
+
+def test_a_job_carries_the_full_config_and_the_solver_fits_the_work_once(tmp_path):
+    """The parent hands out the run's config and the task's share; the one fit (solver.plan.fit_to_share) is the
+    solver's: here TTT priced far beyond the share, so the fit drops it and keeps prediction's time; the retry's
+    smaller config keeps its size."""
+    from solver.codec import Codec
+    from solver.config import Config
+    tasks = demo_tasks(2)
+    cfg = resolve("test", run={"budget": "60s", "sources": "model", "calibrate": False}).override(
+        run={"train_tokens_per_s": 1.0, "prefill_tokens_per_s": 1e6, "decode_tokens_per_s": 1e5})
+    run = Run(tasks, cfg, tmp_path / "s.json", tmp_path, time.monotonic(), 60.0, 1, False)
+    run.pending = list(tasks)
+    job = run.next_job()
+    assert job.cfg == cfg.to_dict() and job.deadlines.ttt == job.deadlines.end  # nothing fitted in the parent
+    fitted = fit_to_share(job.task, Config.from_dict(job.cfg), Codec.compact(), preset_rates(cfg), job.deadlines)
+    assert fitted.level == B.Level.NO_TTT and not fitted.cfg.ttt.enabled and fitted.full.ttt_steps > 0
+    assert fitted.deadlines.end == job.deadlines.end and fitted.deadlines.ttt <= fitted.deadlines.end
+    fast = fit_to_share(job.task, Config.from_dict(job.cfg), Codec.compact(), replace(preset_rates(cfg),
+                        train_tokens_per_s=1e9), job.deadlines)
+    assert fast.level == B.Level.FULL and fast.cfg.to_dict() == job.cfg and fast.deadlines.ttt < job.deadlines.end
+    retry = fit_to_share(job.task, Config.from_dict(job.retry_cfg), Codec.compact(), preset_rates(cfg), job.deadlines)
+    assert not retry.cfg.ttt.enabled and retry.cfg.infer.num_views <= cfg.run.min_views
