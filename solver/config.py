@@ -188,8 +188,9 @@ class RunConfig:
     safety_margin_s: float = _f(10.0, "seconds kept free at the end of the budget (at least; see safety_fraction)")
     safety_fraction: float = _f(0.02, "fraction of the budget kept free at the end, when more than safety_margin_s")
     workers: int = _f(0, "0: one worker process per visible GPU, in-process on a CPU machine; N: N processes")
-    solver: str = _f("", "factory of the per-task solve function, 'module:function' (another solver, a test's fake); "
-                         "empty: the package's Solver (solver.pipeline)")
+    solver: str = _f("", "factory of the per-task solve function, 'module:function' (another solver, a test's fake; "
+                         "it gets the run's full config and fits its work with solver.plan.fit_to_share); empty: "
+                         "the package's Solver (solver.pipeline)")
     order: str = _f("auto", "task order: auto (longest first while all fits, cheapest first under pressure) | "
                             "longest | cheapest | given")
     min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")

@@ -129,5 +129,5 @@ def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, d
     share = max(0.0, deadlines.end - now)
     work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared_adapter, cfg.run.room)
     ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
-    return Fitted(config_for(cfg, work, full), deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s),
-                  full, work)
+    fitted = deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s)
+    return Fitted(config_for(cfg, work, full), fitted, full, work)

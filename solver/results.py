@@ -1,9 +1,8 @@
 """What moves between the run, its workers and a solve function, and the results file that keeps it.
 
 `TaskResult` (with solver.budget.Deadlines) is the contract of a solve function (`solve(task, cfg, deadlines) ->
-TaskResult`);
-`Job` is a task as handed to a worker; `Outcome` is a finished task, one JSON line of results.jsonl, appended and
-flushed before the submission is rewritten, so that a killed run resumes without losing a finished task.
+TaskResult`); `Job` is a task as handed to a worker; `Outcome` is a finished task, one JSON line of results.jsonl,
+appended and flushed before the submission is rewritten, so that a killed run resumes without losing a finished task.
 Knows nothing of models, planning or reports.
 """
 from __future__ import annotations

@@ -10,8 +10,8 @@ Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> T
 per worker: the package's `solver.pipeline.Solver` (`Solver.build(cfg)`), or the factory that cfg.run.solver names
 ("module:function", called as `factory(cfg)`: another solver, a test's fake). Either gets the run's full config and
 fits the task's work to its deadline itself, with the speeds it measured (solver.plan.fit_to_share). Model code, and
-so torch and Unsloth, is imported only where the solver is built: inside the workers. The results file is solver.results', the report
-solver.report's, the command line solver.cli's.
+so torch and Unsloth, is imported only where the solver is built: inside the workers. The results file is
+solver.results', the report solver.report's, the command line solver.cli's.
 """
 from __future__ import annotations
 
@@ -271,7 +271,8 @@ class Run:
         task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
         now += calibration
         deadlines = B.Deadlines(now + share, now + share, calibration=now if calibration else 0.0)
-        log.debug("task %s: share %.1fs%s", tid, share, f" after {calibration:.1f}s of calibration" if calibration else "")
+        log.debug("task %s: share %.1fs%s", tid, share,
+                  f" after {calibration:.1f}s of calibration" if calibration else "")
         retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
         retry_cfg = config_for(self.cfg, retry, p.full).to_dict() if r.retry else None
         return Job(tid, task, self.cfg.to_dict(), deadlines, int(B.level_of(retry, p.full)), retry_cfg,
