@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from solver import budget as B
 from solver.codec import Codec
 from solver.config import Config, parse_sources
-from solver.plan import fit_to_share, preset_rates, task_size
+from solver.plan import fit_to_share, preset_rates
 from solver.results import TaskResult
 from solver.select import MODEL, Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, \
     no_choice
@@ -293,10 +293,10 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     if cfg.run.calibrate and w.rates is None and task.valid:
         w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s = time.monotonic() - t0
-    rates = replace(w.rates or preset_rates(cfg), search_s=0.0)  # the other sources ran already
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
-    cfg, deadlines, full, work = fit_to_share(task, cfg, w.loaded.codec, rates, deadlines, shared, now)
+    cfg, deadlines, full, work, size = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines,
+                                                    shared, now)
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, max(0.0, deadlines.end - now),
              work.ttt_steps, full.ttt_steps, work.views, full.views)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
@@ -318,7 +318,6 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     with adapter.disabled() if base_only else nullcontext():
         found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
-    size = task_size(task, w.loaded.codec, cfg.ttt.max_tokens)
     speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
                              stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)

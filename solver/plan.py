@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 from solver import budget as B
@@ -108,11 +109,12 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
 
 class Fitted(NamedTuple):
     """A task's work fitted to its time: the config it runs with, its deadlines (the end of TTT set), the full work
-    and the fitted one (`budget.level_of(work, full)` names it)."""
+    and the fitted one (`budget.level_of(work, full)` names it), and the task's size it was fitted with."""
     cfg: Config
     deadlines: B.Deadlines
     full: B.Work
     work: B.Work
+    size: B.TaskSize
 
     @property
     def level(self) -> B.Level:
@@ -123,11 +125,13 @@ def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, d
                  shared_adapter: bool = False, now: float | None = None) -> Fitted:
     """The one place a task's work is fitted: to the time from `now` to `deadlines.end` at `rates`, prediction's time
     reserved first and TTT until the rest is spent (solver.budget.fit_work), from the work `cfg` asks for (the run's
-    full config; a retry's smaller one keeps its size and only its views are fitted)."""
+    full config; a retry's smaller one keeps its size and only its views are fitted). Fitted when the model starts:
+    the other candidate sources ran already, so their time (`rates.search_s`) is not counted again."""
     now = time.monotonic() if now is None else now
+    rates = replace(rates, search_s=0.0)
     size, full = task_size(task, codec, cfg.ttt.max_tokens), full_work(task, cfg)
     share = max(0.0, deadlines.end - now)
     work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared_adapter, cfg.run.room)
     ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
     fitted = deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s)
-    return Fitted(config_for(cfg, work, full), fitted, full, work)
+    return Fitted(config_for(cfg, work, full), fitted, full, work, size)
