@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
-from solver.grids import Primitive, library, predicted_shape
+from solver.assemble import BASES, assemble, part_table
+from solver.grids import Primitive, library, shape_rule
+from solver.local_rules import local_rule
+from solver.pieces import piece_library
+from solver.shapes import ShapeDeduction, deduce
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
 
 STOP_ORDER = ("done", "deadline", "memory")  # a result's `stopped` is the worst of its views'
@@ -28,6 +32,16 @@ class Program:
     depth: int  # primitives composed (the colour map not counted)
     size: int  # steps in the text: primitives, the colour map, the augmentation
     outputs: tuple  # one Grid (or None) per test input, in the task's own frame
+
+
+FAMILIES = {"local rules": "local_rule{", "assembly": "assemble{", "pieces in place": "each_",
+            "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{", "overlay": "over_input",
+            "transposed view": "transposed: ", "colour view": "colours: "}  # family -> the text its steps show
+
+
+def families(text: str) -> list[str]:
+    """The families of steps a program's text shows (FAMILIES), or ["grids"] when it shows none of them."""
+    return [name for name, mark in FAMILIES.items() if mark in text] or ["grids"]
 
 
 @dataclass
@@ -71,13 +85,30 @@ def colour_map_text(table: np.ndarray, produced: list[Grid]) -> str:
     return f" | colour_map{{{','.join(pairs)}}}" if pairs else ""
 
 
+MAX_PARTS = 4000  # stored nodes kept as parts for the assembly (counted in the stats beyond it)
+
+
+@dataclass
+class _Hit:
+    """A fitting program found by one view's search, before it is mapped back to the task's frame."""
+    names: tuple  # the steps, each a primitive (or a local rule, or one whole assembly)
+    finish: str  # the text of the overlay and colour map after the steps
+    tests: tuple  # the test outputs in the view's frame
+    votes: int  # programs found that give the same test outputs
+    weak: bool  # a colour map that memorises one demo's colours
+    depth: int  # steps counted for the ranking (an assembly counts its parts' steps)
+
+
 class _Search:
     """One breadth-first search over one view: the frontier of distinct nodes, the candidates found, the counters."""
 
-    def __init__(self, view: View, prims: list[tuple[str, Primitive]], deadline: float, max_bytes: int):
+    def __init__(self, view: View, prims: list[tuple[str, Primitive, str | None]], deadline: float, max_bytes: int):
         self.view, self.prims, self.deadline, self.max_bytes = view, prims, deadline, max_bytes
         self.num_demos = len(view.outputs)
-        self.found: dict[bytes, tuple] = {}  # test-outputs digest -> (names, finish text, tests, votes, weak)
+        self.found: dict[bytes, _Hit] = {}  # test-outputs digest -> the best program giving them
+        self.parts: list[tuple[tuple, list[Grid], list[Grid | None]]] = []  # stored nodes of the outputs' shapes
+        self.parts_dropped = 0
+        self.same_shape = all(i.shape == o.shape for i, o in zip(view.inputs, view.outputs))
         self.seen: set[bytes] = set()
         self.bytes = 0
         self.evaluated = 0
@@ -100,13 +131,13 @@ class _Search:
     def _level(self, frontier: list, last: bool) -> list:
         nxt = []
         for names, values in frontier:
-            for pname, fn in self.prims:
+            for pname, fn, rule in self.prims:
                 if time.monotonic() > self.deadline:
                     self.stopped = "deadline"
                     return nxt
                 self.evaluated += 1
                 if last:
-                    self._try_final(names + (pname,), fn, values)
+                    self._try_final(names + (pname,), fn, rule, values)
                     continue
                 new = self._apply(fn, values)
                 if new is None:
@@ -133,9 +164,10 @@ class _Search:
             out.append(r)
         return tuple(out)
 
-    def _try_final(self, names: tuple, fn: Primitive, values: tuple) -> None:
-        """fn as the last step: rejected at the first demo whose output shape or colours cannot fit."""
-        shape = predicted_shape(names[-1], values[0].shape)
+    def _try_final(self, names: tuple, fn: Primitive, rule: str | None, values: tuple) -> None:
+        """fn as the last step: rejected at the first demo whose output shape or colours cannot fit (before running
+        fn when its declared shape rule already says the first demo's shape is wrong)."""
+        shape = values[0].shape if rule == "same" else values[0].shape[::-1] if rule == "swap" else None
         if shape is not None and shape != self.view.outputs[0].shape:
             return
         produced, overlays = [], (False, True)
@@ -146,12 +178,33 @@ class _Search:
             if r.shape != self.view.inputs[i].shape:
                 overlays = tuple(o for o in overlays if not o)
             overlays = tuple(o for o in overlays if self._fits(self._finish(r, i, o), want))
-            if not overlays:
-                return
             produced.append(r)
+            if not overlays:
+                if rule == "same" and self.same_shape:
+                    self._try_part(names, fn, values, produced)
+                return
         tests = tuple(None if g is None else fn(g) for g in values[self.num_demos:])
         for over in overlays:
             self._accept(names, produced, tests, over)
+
+    def _try_part(self, names: tuple, fn: Primitive, values: tuple, produced: list[Grid]) -> None:
+        """Keep a last step that fits no demo whole as a part for the assembly when a colour table makes it right on
+        every cell it changes (checked on the demos already run first, then on the rest)."""
+        if len(self.parts) >= MAX_PARTS:
+            self.parts_dropped += 1
+            return
+        inputs, outputs = self.view.inputs[:self.num_demos], self.view.outputs
+        k = len(produced)
+        if part_table(produced, inputs[:k], outputs[:k]) is None:
+            return
+        for g, want in zip(values[k:self.num_demos], outputs[k:]):
+            r = fn(g)
+            if r is None or r.shape != want.shape:
+                return
+            produced.append(r)
+        if part_table(produced, inputs, outputs) is None:
+            return
+        self.parts.append((names, produced, [None if g is None else fn(g) for g in values[self.num_demos:]]))
 
     @staticmethod
     def _fits(r: Grid | None, want: Grid) -> bool:
@@ -165,11 +218,42 @@ class _Search:
         return np.where(r != 0, r, base) if r.shape == base.shape else None
 
     def _consider(self, names: tuple, values: tuple) -> None:
-        """Record a stored node as a candidate when its demo grids fit the demo outputs."""
+        """Record a stored node as a candidate when its demo grids fit the demo outputs; keep it as a part for the
+        assembly, and try a local rule on it (the input and the nodes of one primitive)."""
         produced = list(values[:self.num_demos])
-        if all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
-            for over in (False, True):
-                self._accept(names, produced, values[self.num_demos:], over)
+        if not all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
+            return
+        for over in (False, True):
+            self._accept(names, produced, values[self.num_demos:], over)
+        if len(self.parts) < MAX_PARTS:
+            self.parts.append((names, produced, list(values[self.num_demos:])))
+        else:
+            self.parts_dropped += 1
+        tests = list(values[self.num_demos:])
+        if len(names) <= 1 and all(t is not None for t in tests):
+            rule = local_rule(produced, self.view.outputs, tests)
+            if rule is not None:
+                self._record(names + (f"local_rule{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False)
+
+    def assemble(self) -> None:
+        """Answers overlaid from several stored parts (solver.assemble), over the input and over a blank grid."""
+        tests = self.view.inputs[self.num_demos:]
+        pairs = [(demo, test) for _, demo, test in self.parts]
+        inputs = self.view.inputs[:self.num_demos]
+        for base in BASES:
+            if time.monotonic() > self.deadline:
+                self.stopped = "deadline"
+                return
+            got = assemble(pairs, inputs, self.view.outputs, tests, base)
+            if got is None:
+                continue
+            chosen, outs = got
+            if outs is None:
+                continue
+            texts = [" | ".join(self.parts[k][0]) or "identity" for k in chosen]
+            depth = sum(max(1, len(self.parts[k][0])) for k in chosen)
+            text = f"assemble{{{base}: {' ; '.join(texts)}}}"
+            self._record((text,), "", tuple(outs), depth, False)
 
     def _accept(self, names: tuple, produced: list[Grid], tests: tuple, over: bool) -> None:
         """Record a program whose demo grids (laid on the inputs when `over`) fit the outputs under a colour map."""
@@ -181,14 +265,18 @@ class _Search:
             return
         tests = tuple(None if g is None else table[g]
                       for g in (self._finish(t, self.num_demos + j, over) for j, t in enumerate(tests)))
-        key = _digest(tests)
         finish = (" | over_input" if over else "") + colour_map_text(table, produced)
+        self._record(names, finish, tests, len(names), _weak(table, produced))
+
+    def _record(self, names: tuple, finish: str, tests: tuple, depth: int, weak: bool) -> None:
+        """Keep a fitting program under its test outputs: the simplest one giving them, with a vote per program."""
+        key = _digest(tests)
         old = self.found.get(key)
-        votes = 1 if old is None else old[3] + 1
-        if old is None or (len(names), finish.count("|"), names) < (len(old[0]), old[1].count("|"), old[0]):
-            self.found[key] = (names, finish, tests, votes, _weak(table, produced))
+        new = _Hit(names, finish, tests, 1 if old is None else old.votes + 1, weak, depth)
+        if old is None or (depth, finish.count("|"), names) < (old.depth, old.finish.count("|"), old.names):
+            self.found[key] = new
         else:
-            self.found[key] = old[:3] + (votes, old[4])
+            old.votes = new.votes
 
 
 def _weak(table: np.ndarray, produced: list[Grid]) -> bool:
@@ -241,45 +329,51 @@ def views(task: Task) -> list[View]:
     return [v for v in (plain, _transposed(task), _normalised(task)) if v is not None]
 
 
-def plausible(task: Task, outputs: tuple) -> bool:
+def plausible(task: Task, outputs: tuple, shapes: ShapeDeduction | None = None) -> bool:
     """Whether a program's test outputs could be answers: present, at most 30x30, of colours that the demo outputs or
-    the test input show, and of the shape the demos imply (the input's where every demo keeps its shape, the common
-    one where all demo outputs share one)."""
-    same_as_input = all(i.shape == o.shape for i, o in task.train)
-    shapes = {o.shape for _, o in task.train}
+    the test input show, and of the shape the demos imply (solver.shapes: the simplest rules', where one applies).
+    `shapes` is the task's deduction when the caller has it."""
+    shapes = deduce(task) if shapes is None else shapes
     known = np.zeros(10, dtype=bool)
     for _, o in task.train:
         known[o.ravel()] = True
-    for g, test_in in zip(outputs, task.test_inputs):
+    for g, test_in, shape in zip(outputs, task.test_inputs, shapes.shapes):
         if g is None or g.size == 0 or g.shape[0] > MAX_SIDE or g.shape[1] > MAX_SIDE:
             return False
         seen = known.copy()
         seen[test_in.ravel()] = True
         if not seen[g.ravel()].all():
             return False
-        if same_as_input and g.shape != test_in.shape:
-            return False
-        if not same_as_input and len(shapes) == 1 and g.shape not in shapes:
+        if shape is not None and g.shape != shape:
             return False
     return True
 
 
-def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False) -> tuple:
+def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False, shapes: ShapeDeduction | None = None) -> tuple:
     """Plausible first, then a colour map seen in several demos before a `weak` one (one that memorises each demo's
-    colours), then fewer primitives, then a shorter program, then more programs giving the same test outputs
+    colours), then programs of primitives alone before those with a table learned from the demos (a local rule, an
+    assembly's parts), then fewer primitives, then a shorter program, then more programs giving the same test outputs
     (`votes`), then by text (all demos fit by definition)."""
-    return (not plausible(task, p.outputs), weak, p.depth, p.size, -votes, p.text)
+    learned = "local_rule{" in p.text or "assemble{" in p.text
+    return (not plausible(task, p.outputs, shapes), weak, learned, p.depth, p.size, -votes, p.text)
 
 
 def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
     """The view's fitting programs in the task's frame, each with its votes and whether its colour map is weak."""
     out = []
     prefix = f"{view.name}: " if view.name else ""
-    for names, finish, tests, votes, weak in search.found.values():
-        text = prefix + (" | ".join(names) or "identity") + finish
-        outputs = tuple(None if g is None else view.back(i, g) for i, g in enumerate(tests))
-        out.append((Program(text, len(names), len(names) + finish.count("|") + bool(prefix), outputs), votes, weak))
+    for hit in search.found.values():
+        text = prefix + (" | ".join(hit.names) or "identity") + hit.finish
+        outputs = tuple(None if g is None else view.back(i, g) for i, g in enumerate(hit.tests))
+        size = hit.depth + hit.finish.count("|") + bool(prefix)
+        out.append((Program(text, hit.depth, size, outputs), hit.votes, hit.weak))
     return out
+
+
+def search_library(view: View) -> list[tuple[str, Primitive, str | None]]:
+    """The named primitives for one view, each with its shape rule: solver.grids' library, then the pieces'."""
+    ins, outs = _colours(view.inputs), _colours(view.outputs)
+    return [(n, f, shape_rule(n)) for n, f in library(ins, outs)] + piece_library()
 
 
 def _colours(grids: list[Grid]) -> list[int]:
@@ -299,9 +393,11 @@ def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int 
     reached = []
     for k, view in enumerate(all_views):
         now = time.monotonic()
-        lib = prims if prims is not None else library(_colours(view.inputs), _colours(view.outputs))
+        lib = [(n, f, shape_rule(n)) for n, f in prims] if prims is not None else search_library(view)
         s = _Search(view, lib, now + max(0.0, deadline - now) / (len(all_views) - k), max_memory_mb * 2 ** 20)
         s.run(depth)
+        s.assemble()
+        stats["parts_dropped"] = stats.get("parts_dropped", 0) + s.parts_dropped
         found += _programs(s, view)
         stats["evaluated"] += s.evaluated
         stats["nodes"] += len(s.seen)
@@ -311,7 +407,8 @@ def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int 
             stats["stopped"] = s.stopped
     stats["depth_reached"] = min(reached)
     stats["seconds"] = time.monotonic() - start
-    found.sort(key=lambda pvw: rank_key(task, *pvw))
+    shapes = deduce(task)
+    found.sort(key=lambda pvw: rank_key(task, *pvw, shapes=shapes))
     return SearchResult([p for p, _, _ in found], stats)
 
 

@@ -1,0 +1,120 @@
+"""Pieces with a position: a grid split into its objects, a unary grid function mapped over every piece, and the
+pieces put back where they were; and more ways to choose one piece of a list.
+
+Owns `map_pieces` (each object, or the grid under its bounding box, transformed in place: the piece cleared, its
+image laid back centred on the same box, 0 transparent) and the piece operations it maps (`PIECE_OPS`), and
+`choose_piece` with the properties that `solver.grids.choose` lacks (width, height, box area, a unique size,
+symmetric or not, touching the border or not). Pure functions on numpy grids built on solver.grids; knows nothing of
+demos or of searching.
+"""
+from __future__ import annotations
+
+import functools
+from collections import Counter
+
+import numpy as np
+
+from solver.grids import (Obj, Primitive, flip_h, flip_v, hollow, objects, primitive, rot90, rot180, rot270, symmetrize,
+                          transpose)
+from solver.tasks import Grid
+
+# unary functions of one piece that a piece map applies; colour ones are added per task (see `piece_ops`)
+PIECE_OPS: dict[str, Primitive] = {
+    "flip_h": flip_h, "flip_v": flip_v, "rot180": rot180, "rot90": rot90, "rot270": rot270, "transpose": transpose,
+    "hollow": hollow, "sym_all": functools.partial(symmetrize, how="all"),
+}
+MAX_PIECES = 16  # a piece map applies to grids of at most this many objects (more: no image, as for a refused piece)
+
+
+def _box(o: Obj) -> tuple[slice, slice]:
+    return slice(o.top, o.top + o.mask.shape[0]), slice(o.left, o.left + o.mask.shape[1])
+
+
+@primitive
+def map_pieces(g: Grid, conn: str, mode: str, op: Primitive) -> Grid | None:
+    """Every object of `objects(g, conn)` ('obj': its own cells; 'box': the grid under its bounding box) replaced by
+    op's image of it, centred on the same box (0 transparent); None when op refuses a piece, an image leaves the
+    grid, nothing changes, or there are more than MAX_PIECES objects."""
+    objs = objects(g, conn)
+    if not objs or len(objs) > MAX_PIECES:
+        return None
+    out = g.copy()
+    images = []
+    for o in objs:
+        box = _box(o)
+        piece = o.cells if mode == "obj" else g[box]
+        image = op(piece)
+        if image is None:
+            return None
+        top = o.top + (o.mask.shape[0] - image.shape[0]) // 2
+        left = o.left + (o.mask.shape[1] - image.shape[1]) // 2
+        if top < 0 or left < 0 or top + image.shape[0] > g.shape[0] or left + image.shape[1] > g.shape[1]:
+            return None
+        if mode == "obj":
+            out[box][o.mask] = 0
+        else:
+            out[box] = 0
+        images.append((top, left, image))
+    for top, left, image in images:
+        region = out[top:top + image.shape[0], left:left + image.shape[1]]
+        region[image != 0] = image[image != 0]
+    return None if np.array_equal(out, g) else out
+
+
+def _symmetric(o: Obj) -> bool:
+    c = o.cells
+    return bool(np.array_equal(c, c[:, ::-1]) or np.array_equal(c, c[::-1]))
+
+
+def _touches(o: Obj, shape: tuple) -> bool:
+    return o.top == 0 or o.left == 0 or o.top + o.mask.shape[0] == shape[0] or o.left + o.mask.shape[1] == shape[1]
+
+
+PIECE_PICKS = ("widest", "tallest", "largest_box", "smallest_box", "unique_size", "symmetric", "asymmetric",
+               "border", "inner")
+
+
+def choose_piece(objs: tuple[Obj, ...], shape: tuple, how: str) -> Obj | None:
+    """One object by a property (see PIECE_PICKS): the unique widest, tallest, of the largest or smallest bounding
+    box; the one whose cell count no other has; the one (a)symmetric (mirror left-right or top-bottom) or touching
+    (not touching) the grid's border where all the others are not; None when none is unique."""
+    if len(objs) < 2:
+        return None
+    if how in ("unique_size", "symmetric", "asymmetric", "border", "inner"):
+        test = {"unique_size": lambda o: Counter(x.size for x in objs)[o.size] == 1,
+                "symmetric": _symmetric, "asymmetric": lambda o: not _symmetric(o),
+                "border": lambda o: _touches(o, shape), "inner": lambda o: not _touches(o, shape)}[how]
+        hits = [o for o in objs if test(o)]
+        return hits[0] if len(hits) == 1 else None
+    score = {"widest": lambda o: o.mask.shape[1], "tallest": lambda o: o.mask.shape[0],
+             "largest_box": lambda o: o.mask.size, "smallest_box": lambda o: -o.mask.size}[how]
+    scores = [score(o) for o in objs]
+    best = max(scores)
+    return objs[scores.index(best)] if scores.count(best) == 1 else None
+
+
+@primitive
+def pick_piece(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
+    """The object chosen by `choose_piece`: 'obj' its cells cropped, 'box' the grid under its box, 'only' the grid
+    with just it, 'erase' the grid without it."""
+    o = choose_piece(objects(g, conn), g.shape, how)
+    if o is None:
+        return None
+    box = _box(o)
+    if mode == "obj":
+        return o.cells
+    if mode == "box":
+        return g[box]
+    out = g.copy() if mode == "erase" else np.zeros_like(g)
+    out[box][o.mask] = 0 if mode == "erase" else o.cells[o.mask]
+    return out
+
+
+def piece_library() -> list[tuple[str, Primitive, str | None]]:
+    """The named piece primitives, each with its shape rule ('same': the grid keeps its shape; None: unknown)."""
+    out = [(f"each_{conn}_{mode}_{name}", functools.partial(map_pieces, conn=conn, mode=mode, op=op), "same")
+           for conn in ("c8", "m8") for mode in ("obj", "box") for name, op in PIECE_OPS.items()]
+    out += [(f"piece_{conn}_{how}_{mode}", functools.partial(pick_piece, conn=conn, how=how, mode=mode),
+             "same" if mode in ("only", "erase") else None)
+            for conn in ("c8", "m8") for how in PIECE_PICKS for mode in ("obj", "box", "only", "erase")]
+    return out

@@ -1,0 +1,181 @@
+"""The search's newer families on hand-worked grids: local rules, assembled answers, pieces mapped in place and
+chosen by a property, and the output-shape deduction; each family also solves a named ARC-AGI-1 training task."""
+import numpy as np
+import pytest
+
+from solver import local_rules as LR
+from solver import pieces as P
+from solver.assemble import assemble
+from solver.search import answers, search_task
+from solver.shapes import deduce, side_rules, features
+from solver.tasks import Task, load_tasks
+
+FAR = float("inf")
+
+
+def A(rows):
+    return np.array(rows, dtype=np.uint8)
+
+
+# local rules -----------------------------------------------------------------------------------------------------
+def _mark_left_of_1(g):
+    """Every zero cell whose right neighbour is 1 becomes 2: a rule of the cell's 4 neighbours."""
+    out = g.copy()
+    out[:, :-1][(g[:, :-1] == 0) & (g[:, 1:] == 1)] = 2
+    return out
+
+
+def test_local_rule_learns_a_neighbourhood_table_and_applies_it():
+    rng = np.random.default_rng(0)
+    ins = [(rng.random((8, 8)) < 0.3).astype(np.uint8) for _ in range(4)]
+    outs = [_mark_left_of_1(g) for g in ins]
+    test = ins[2]  # every neighbourhood of it was seen
+    got = LR.local_rule(ins, outs, [test])
+    assert got is not None and got[0] == "cross_mask"
+    np.testing.assert_array_equal(got[1][0], _mark_left_of_1(test))
+
+
+def test_local_rule_refuses_inconsistent_demos_and_uncovered_tests():
+    ins = [A([[0, 1]]), A([[0, 1]])]
+    assert LR.local_rule(ins, [A([[2, 1]]), A([[3, 1]])], [A([[0, 1]])]) is None  # one neighbourhood, two colours
+    # every neighbourhood the test shows must have been seen: a 3 was never in a demo
+    assert LR.local_rule([A([[0, 1]])], [A([[2, 1]])], [A([[0, 3]])]) is None
+    assert LR.local_rule([A([[0, 1]])], [A([[0, 1]])], [A([[0, 1]])]) is None  # the demos change nothing
+
+
+def test_lines_neighbourhood_sees_the_row_and_column_colours():
+    key = LR.NEIGHBOURHOODS["lines"](A([[0, 3], [0, 0]]))
+    assert key[0, 0] == (0 << 20) | (1 << 3) << 10 | 0  # row 0 holds colour 3, column 0 nothing
+    assert key[1, 1] == (0 << 20) | 0 | (1 << 3)  # column 1 holds colour 3
+
+
+# assembly --------------------------------------------------------------------------------------------------------
+def test_assemble_overlays_parts_each_right_where_it_changes():
+    inp = A([[1, 0], [0, 2]])
+    out = A([[1, 5], [6, 2]])
+    part_a = ([A([[1, 5], [0, 2]])], [A([[3, 5], [0, 0]])])  # right on the cell it changes (top right)
+    part_b = ([A([[1, 0], [6, 2]])], [A([[3, 0], [6, 0]])])  # right on bottom left
+    # paints 5 where the output has 1 and where it has 5: no colour table makes it right, so never usable
+    wrong = ([A([[5, 5], [6, 2]])], [A([[9, 9], [9, 9]])])
+    got = assemble([wrong, part_a, part_b], [inp], [out], [A([[3, 0], [0, 0]])])
+    assert got is not None and got[0] == [1, 2]
+    np.testing.assert_array_equal(got[1][0], A([[3, 5], [6, 0]]))
+    recoloured = ([A([[1, 7], [0, 2]])], [A([[3, 7], [0, 0]])])  # paints 7 where 5 is wanted: a table mends it
+    got = assemble([recoloured, part_b], [inp], [out], [A([[3, 0], [0, 0]])])
+    assert got is not None
+    np.testing.assert_array_equal(got[1][0], A([[3, 5], [6, 0]]))
+
+
+def test_assemble_refuses_when_the_parts_leave_a_cell_wrong_or_one_part_suffices():
+    inp, out = A([[0, 0]]), A([[1, 2]])
+    only_first = ([A([[1, 0]])], [A([[1, 0]])])
+    assert assemble([only_first], [inp], [out], [inp]) is None  # the second cell stays wrong
+    whole = ([A([[1, 2]])], [A([[1, 2]])])
+    assert assemble([whole, only_first], [inp], [out], [inp]) is None  # one part is a plain program
+
+
+def test_assemble_over_a_blank_grid_uses_non_zero_cells():
+    out = A([[1, 2], [0, 0]])
+    parts = [([A([[1, 0], [0, 0]])], [A([[4, 0], [0, 0]])]), ([A([[0, 2], [0, 0]])], [A([[0, 5], [0, 0]])])]
+    got = assemble(parts, [A([[7]])], [out], [A([[7]])], base="blank")
+    assert got is not None
+    np.testing.assert_array_equal(got[1][0], A([[4, 5], [0, 0]]))
+
+
+# pieces ----------------------------------------------------------------------------------------------------------
+def test_map_pieces_transforms_each_object_in_place():
+    g = A([[1, 2, 0, 0],
+           [0, 0, 0, 0],
+           [0, 0, 3, 0],
+           [0, 0, 3, 4]])
+    got = P.map_pieces(g, "m8", "obj", P.PIECE_OPS["flip_h"])
+    np.testing.assert_array_equal(got, A([[2, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 3], [0, 0, 4, 3]]))
+    rot = P.map_pieces(A([[0, 0, 0], [5, 5, 5], [0, 0, 0]]), "c8", "obj", P.PIECE_OPS["rot90"])
+    np.testing.assert_array_equal(rot, A([[0, 5, 0], [0, 5, 0], [0, 5, 0]]))  # turned about its box's centre
+    assert P.map_pieces(A([[0, 1, 0]]), "c8", "obj", P.PIECE_OPS["flip_h"]) is None  # nothing changes
+    assert P.map_pieces(A([[0, 0], [0, 0]]), "c8", "obj", P.PIECE_OPS["flip_h"]) is None  # no pieces
+
+
+def test_choose_piece_by_the_new_properties():
+    g = A([[1, 1, 1, 0, 2],
+           [0, 0, 0, 0, 2],
+           [3, 0, 0, 0, 0],
+           [0, 0, 4, 4, 0],
+           [0, 0, 4, 4, 0],
+           [0, 0, 0, 0, 0]])
+    objs = P.objects(g, "c8")
+    assert P.choose_piece(objs, g.shape, "widest").colour == 1
+    assert P.choose_piece(objs, g.shape, "inner").colour == 4  # the only one away from the border
+    assert P.choose_piece(objs, g.shape, "tallest") is None  # 2 and 4 are both two rows tall
+    assert P.choose_piece(objs, g.shape, "unique_size") is None  # sizes 3, 2, 1, 4: all unique, so none is the one
+    np.testing.assert_array_equal(P.pick_piece(g, "c8", "widest", "obj"), A([[1, 1, 1]]))
+    erased = P.pick_piece(g, "c8", "inner", "erase")
+    assert not (erased == 4).any() and (erased == 1).sum() == 3
+
+
+# shapes ----------------------------------------------------------------------------------------------------------
+def _task(pairs, tests):
+    return Task("s", [(A(i), A(o)) for i, o in pairs], [A(t) for t in tests])
+
+
+def test_shape_rules_found_when_they_hold_and_refused_when_one_demo_breaks_them():
+    double = _task([([[1, 2]], [[1, 2, 1, 2], [1, 2, 1, 2]]), ([[1], [2]], [[1, 1], [2, 2], [1, 1], [2, 2]])],
+                   [[[3, 3, 3]]])
+    d = deduce(double)
+    assert d.shapes == ((2, 6),) and d.certain == (True,) and d.text() == "2*rows x 2*cols"
+    const = _task([([[1, 2]], [[1]]), ([[1, 2, 3]], [[2]])], [[[1] * 5]])
+    assert deduce(const).shapes == ((1, 1),)
+    broken = _task([([[1, 2]], [[1, 2]]), ([[1, 2, 3]], [[1, 2]])], [[[1]]])  # cols: 2 then 2 from 2 then 3
+    texts = [r.text for r in deduce(broken).col_rules]
+    assert "2" in texts and "cols" not in texts  # the own side fails, the constant holds
+
+
+def test_shape_follows_a_feature_other_than_the_sides():
+    # the output is as wide as the input's non-zero box and one row
+    pairs = [([[0, 1, 1, 0]], [[1, 1]]), ([[1, 1, 1, 0], [0, 0, 0, 0]], [[1, 1, 1]])]
+    rules = side_rules([features(A(i)) for i, _ in pairs], [len(o[0]) for _, o in pairs])
+    assert rules and rules[0].feature == "box_cols"
+
+
+# named training tasks --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def arc1_train():
+    return load_tasks("arc1:train")
+
+
+@pytest.mark.parametrize("tid, family", [
+    ("bdad9b1f", "local_rule{"),  # two lines extended across the grid, a mark where they cross
+    ("d364b489", "assemble{"),  # four coloured cells around every mark: four shifts overlaid
+    ("72ca375d", "piece_c8_symmetric"),  # the one symmetric object, cropped
+])
+def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
+    task = arc1_train[tid]
+    result = search_task(task, FAR, depth=2)
+    best = [p for p in result.programs if family in p.text]
+    assert best, f"{tid}: no program of the family {family}"
+    for i, truth in enumerate(task.test_outputs):
+        np.testing.assert_array_equal(best[0].outputs[i], truth)
+        assert any(np.array_equal(g, truth) for g, _ in answers(result, i)[:2])
+
+
+def test_a_program_fitting_all_but_one_demo_is_never_proposed(arc1_train):
+    """A third demo repeats the first demo's input with another output: no program can fit every demo, so every
+    program the search would propose fits all but one, and none may be proposed."""
+    task = arc1_train["f5b8619d"]
+    (i0, o0), rest = task.train[0], list(task.train[1:])
+    other = o0.copy()
+    other[o0 == 0] = 9
+    spoiled = Task("spoiled", [(i0, o0)] + rest + [(i0, other)], task.test_inputs, task.test_outputs)
+    assert search_task(spoiled, FAR, depth=2).programs == []
+
+
+def test_piece_primitives_keep_their_declared_shape_rule():
+    grids = [A([[1, 1, 0, 2], [0, 1, 0, 2], [3, 0, 0, 0]]), A([[0, 4, 4], [0, 4, 0], [5, 0, 0], [5, 5, 0]])]
+    ran = 0
+    for name, fn, rule in P.piece_library():
+        for g in grids:
+            out = fn(g)
+            if out is not None and rule == "same":
+                ran += 1
+                assert out.shape == g.shape, name
+    assert ran > 20
