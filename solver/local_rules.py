@@ -1,10 +1,12 @@
-"""Local rules: a cell's output colour as a lookup table of its neighbourhood in the input, learned from the demos.
+"""Local rules: a cell's output colour as a lookup table of its neighbourhood in the input, or of a few of its
+features, learned from the demos.
 
 Owns the neighbourhoods (`NEIGHBOURHOODS`: the cell with its 4 or 8 neighbours, as colours or as which of them are
-non-zero; the cell with the colours present in its row and its column) and the learning of a table: every demo
-cell with the same neighbourhood must give the same colour, and every test cell's neighbourhood must have been seen
-in a demo (a table that does not cover the test is refused, never guessed). Only for grids whose output has the
-input's shape. Pure functions of numpy grids; knows nothing of the search that calls it.
+non-zero; the cell with the colours present in its row and its column), the cell features (`CELL_FEATURES`: its
+colour, its object's size, box and place, the colours that rays from it meet, its row and column parity, ...), and
+the learning of a table: every demo cell with the same key must give the same colour, and every test cell's key
+must have been seen in a demo (a table that does not cover the test is refused, never guessed). Only for grids
+whose output has the input's shape. Pure functions of numpy grids; knows nothing of the search that calls it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from solver.grids import label
 from solver.tasks import Grid
 
 OUTSIDE = 10  # the colour of a cell beyond the grid's edge
@@ -105,4 +108,106 @@ def local_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
         answers = [apply_table(table, keyer(t)) for t in tests]
         if all(a is not None for a in answers):
             return name, answers
+    return None
+
+
+# cell features ---------------------------------------------------------------------------------------------------
+def _object_stats(g: Grid, multi: bool) -> dict[str, np.ndarray]:
+    """Per cell, features of the 8-connected object it belongs to (one colour, or any non-zero colours when
+    `multi`); 0 for a zero cell."""
+    lab = label(g != 0, None if multi else g, True)
+    h, w = g.shape
+    flat = lab.ravel()
+    on = flat >= 0
+    ids = np.where(on, flat, h * w)
+    size = np.bincount(ids, minlength=h * w + 1)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    big = h * w + 1
+    top = np.full(big, h, np.int64)
+    bottom = np.full(big, -1, np.int64)
+    left = np.full(big, w, np.int64)
+    right = np.full(big, -1, np.int64)
+    np.minimum.at(top, ids, ys)
+    np.maximum.at(bottom, ids, ys)
+    np.minimum.at(left, ids, xs)
+    np.maximum.at(right, ids, xs)
+    touches = (top == 0) | (left == 0) | (bottom == h - 1) | (right == w - 1)
+    zero = ~on
+    out = {"size": np.minimum(size[ids], 12), "height": bottom[ids] - top[ids] + 1,
+           "width": right[ids] - left[ids] + 1, "border": touches[ids].astype(np.int64),
+           "edge": ((ys == top[ids]) | (ys == bottom[ids]) | (xs == left[ids]) | (xs == right[ids])).astype(np.int64)}
+    return {k: np.where(zero, 0, v).reshape(h, w) for k, v in out.items()}
+
+
+def _ray_colours(g: Grid) -> dict[str, np.ndarray]:
+    """Per cell, the colour of the first non-zero cell strictly beyond it in each direction (10 past the edge)."""
+    out = {}
+    for name, view in (("ray_right", lambda a: a), ("ray_left", lambda a: a[:, ::-1]),
+                       ("ray_down", lambda a: a.T), ("ray_up", lambda a: a[::-1].T)):
+        t = view(g)
+        h, w = t.shape
+        seen = np.full(h, OUTSIDE, np.int64)
+        res = np.empty((h, w), np.int64)
+        for x in range(w - 1, -1, -1):
+            res[:, x] = seen
+            seen = np.where(t[:, x] != 0, t[:, x], seen)
+        out[name] = view(res) if name in ("ray_right", "ray_left") else (res.T if name == "ray_down" else res.T[::-1])
+    return out
+
+
+def _enclosed(g: Grid) -> np.ndarray:
+    """1 for a zero cell that cannot reach the border through zero cells (4-connected), else 0."""
+    lab = label(g == 0, None, False)
+    outside = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    return ((lab >= 0) & ~np.isin(lab, outside)).astype(np.int64)
+
+
+def cell_features(g: Grid) -> dict[str, np.ndarray]:
+    """Every cell feature (CELL_FEATURES) of a grid, each an int array of the grid's shape."""
+    ys, xs = np.indices(g.shape)
+    feats = {"colour": g.astype(np.int64), "row_parity": ys % 2, "col_parity": xs % 2,
+             "row_3": ys % 3, "col_3": xs % 3, "enclosed": _enclosed(g),
+             "neighbours4": sum((n != 0) & (n != OUTSIDE) for n in _around(g, CROSS)).astype(np.int64),
+             "neighbours8": sum((n != 0) & (n != OUTSIDE) for n in _around(g, BOX)).astype(np.int64)}
+    feats.update(_ray_colours(g))
+    feats.update({f"object_{k}": v for k, v in _object_stats(g, False).items()})
+    feats.update({f"multi_{k}": v for k, v in _object_stats(g, True).items()})
+    return feats
+
+
+CELL_FEATURES = ("colour", "row_parity", "col_parity", "row_3", "col_3", "enclosed", "neighbours4", "neighbours8",
+                 "ray_right", "ray_left", "ray_down", "ray_up", "object_size", "object_height", "object_width",
+                 "object_border", "object_edge", "multi_size", "multi_height", "multi_width", "multi_border",
+                 "multi_edge")
+
+
+def _joint(feats: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
+    key = np.zeros(feats["colour"].shape, np.int64)
+    for n in names:
+        key = key * 32 + feats[n]
+    return key
+
+
+def feature_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid],
+                 max_features: int = 2) -> tuple[str, list[Grid]] | None:
+    """The cell's colour and the fewest other features (at most `max_features`, in CELL_FEATURES order) whose table
+    maps every demo input to its output and covers every test input, and the test outputs it gives; None when the
+    shapes differ, the demos change nothing, or no such set exists."""
+    if any(i.shape != o.shape for i, o in zip(inputs, outputs)) or not tests:
+        return None
+    if all(np.array_equal(i, o) for i, o in zip(inputs, outputs)):
+        return None
+    demo, test = [cell_features(i) for i in inputs], [cell_features(t) for t in tests]
+    others = CELL_FEATURES[1:]
+    sets = [()] + [(a,) for a in others] + [(a, b) for k, a in enumerate(others) for b in others[k + 1:]]
+    for extra in sets:
+        if len(extra) > max_features:
+            break
+        names = ("colour",) + extra
+        table = learn_table([_joint(f, names) for f in demo], outputs)
+        if table is None:
+            continue
+        answers = [apply_table(table, _joint(f, names)) for f in test]
+        if all(a is not None for a in answers):
+            return "+".join(names), answers
     return None

@@ -17,9 +17,9 @@ import numpy as np
 from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
 from solver.grids import Primitive, library, shape_rule
-from solver.local_rules import local_rule
+from solver.local_rules import feature_rule, local_rule
 from solver.pieces import piece_library
-from solver.shapes import ShapeDeduction, deduce
+from solver.shapes import SIZERS, ShapeDeduction, deduce, deduce_from, to_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
 
 STOP_ORDER = ("done", "deadline", "memory")  # a result's `stopped` is the worst of its views'
@@ -32,10 +32,11 @@ class Program:
     depth: int  # primitives composed (the colour map not counted)
     size: int  # steps in the text: primitives, the colour map, the augmentation
     outputs: tuple  # one Grid (or None) per test input, in the task's own frame
+    learned: bool = False  # it holds a table learned from the demos (a local or cell rule, an assembly)
 
 
-FAMILIES = {"local rules": "local_rule{", "assembly": "assemble{", "pieces in place": "each_",
-            "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{", "overlay": "over_input",
+FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "assembly": "assemble{",
+            "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{", "overlay": "over_input",
             "transposed view": "transposed: ", "colour view": "colours: "}  # family -> the text its steps show
 
 
@@ -96,7 +97,13 @@ class _Hit:
     tests: tuple  # the test outputs in the view's frame
     votes: int  # programs found that give the same test outputs
     weak: bool  # a colour map that memorises one demo's colours
-    depth: int  # steps counted for the ranking (an assembly counts its parts' steps)
+    depth: int  # steps counted for the ranking (an assembly counts its parts' steps; sizing a node counts 2)
+    learned: bool = False  # a table learned from the demos (a local or cell rule, an assembly's colour tables)
+
+    @property
+    def order(self) -> tuple:
+        """Of two programs giving the same test outputs, the one kept: as `rank_key` orders them."""
+        return self.weak, self.learned, self.depth, self.finish.count("|"), self.names
 
 
 class _Search:
@@ -109,6 +116,8 @@ class _Search:
         self.parts: list[tuple[tuple, list[Grid], list[Grid | None]]] = []  # stored nodes of the outputs' shapes
         self.parts_dropped = 0
         self.same_shape = all(i.shape == o.shape for i, o in zip(view.inputs, view.outputs))
+        self.test_shapes = deduce_from(view.inputs[:self.num_demos], view.outputs,
+                                       view.inputs[self.num_demos:]).shapes
         self.seen: set[bytes] = set()
         self.bytes = 0
         self.evaluated = 0
@@ -222,6 +231,7 @@ class _Search:
         assembly, and try a local rule on it (the input and the nodes of one primitive)."""
         produced = list(values[:self.num_demos])
         if not all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
+            self._try_sized(names, values)
             return
         for over in (False, True):
             self._accept(names, produced, values[self.num_demos:], over)
@@ -233,7 +243,28 @@ class _Search:
         if len(names) <= 1 and all(t is not None for t in tests):
             rule = local_rule(produced, self.view.outputs, tests)
             if rule is not None:
-                self._record(names + (f"local_rule{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False)
+                self._record(names + (f"local_rule{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False, True)
+        if not names:
+            rule = feature_rule(produced, self.view.outputs, tests)
+            if rule is not None:
+                self._record((f"cell_rule{{{rule[0]}}}",), "", tuple(rule[1]), 1, False, True)
+
+    def _try_sized(self, names: tuple, values: tuple) -> None:
+        """A stored node brought to the outputs' shapes by each sizer (solver.shapes.SIZERS), its test grids to the
+        deduced test shapes; kept when the demos then fit under a colour map."""
+        if any(t is None for t in values[self.num_demos:]) or any(s is None for s in self.test_shapes):
+            return
+        for how in SIZERS:
+            produced = [to_shape(g, w.shape, how) for g, w in zip(values, self.view.outputs)]
+            if any(p is None for p in produced):
+                continue
+            tests = tuple(to_shape(g, s, how) for g, s in zip(values[self.num_demos:], self.test_shapes))
+            if any(t is None for t in tests):
+                continue
+            table = learn_colour_map(produced, self.view.outputs)
+            if table is not None:
+                self._record(names + (f"to_shape{{{how}}}",), colour_map_text(table, produced),
+                             tuple(table[t] for t in tests), len(names) + 1 + bool(names), _weak(table, produced))
 
     def assemble(self) -> None:
         """Answers overlaid from several stored parts (solver.assemble), over the input and over a blank grid."""
@@ -253,7 +284,7 @@ class _Search:
             texts = [" | ".join(self.parts[k][0]) or "identity" for k in chosen]
             depth = sum(max(1, len(self.parts[k][0])) for k in chosen)
             text = f"assemble{{{base}: {' ; '.join(texts)}}}"
-            self._record((text,), "", tuple(outs), depth, False)
+            self._record((text,), "", tuple(outs), depth, False, True)
 
     def _accept(self, names: tuple, produced: list[Grid], tests: tuple, over: bool) -> None:
         """Record a program whose demo grids (laid on the inputs when `over`) fit the outputs under a colour map."""
@@ -268,12 +299,13 @@ class _Search:
         finish = (" | over_input" if over else "") + colour_map_text(table, produced)
         self._record(names, finish, tests, len(names), _weak(table, produced))
 
-    def _record(self, names: tuple, finish: str, tests: tuple, depth: int, weak: bool) -> None:
-        """Keep a fitting program under its test outputs: the simplest one giving them, with a vote per program."""
+    def _record(self, names: tuple, finish: str, tests: tuple, depth: int, weak: bool, learned: bool = False) -> None:
+        """Keep a fitting program under its test outputs: the best one giving them (`_Hit.order`), with a vote per
+        program."""
         key = _digest(tests)
         old = self.found.get(key)
-        new = _Hit(names, finish, tests, 1 if old is None else old.votes + 1, weak, depth)
-        if old is None or (depth, finish.count("|"), names) < (old.depth, old.finish.count("|"), old.names):
+        new = _Hit(names, finish, tests, 1 if old is None else old.votes + 1, weak, depth, learned)
+        if old is None or new.order < old.order:
             self.found[key] = new
         else:
             old.votes = new.votes
@@ -351,11 +383,10 @@ def plausible(task: Task, outputs: tuple, shapes: ShapeDeduction | None = None) 
 
 def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False, shapes: ShapeDeduction | None = None) -> tuple:
     """Plausible first, then a colour map seen in several demos before a `weak` one (one that memorises each demo's
-    colours), then programs of primitives alone before those with a table learned from the demos (a local rule, an
-    assembly's parts), then fewer primitives, then a shorter program, then more programs giving the same test outputs
+    colours), then programs of primitives alone before those with a table learned from the demos (a local or cell
+    rule, an assembly's parts), then fewer primitives, then a shorter program, then more programs giving the same test outputs
     (`votes`), then by text (all demos fit by definition)."""
-    learned = "local_rule{" in p.text or "assemble{" in p.text
-    return (not plausible(task, p.outputs, shapes), weak, learned, p.depth, p.size, -votes, p.text)
+    return (not plausible(task, p.outputs, shapes), weak, p.learned, p.depth, p.size, -votes, p.text)
 
 
 def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
@@ -366,7 +397,7 @@ def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
         text = prefix + (" | ".join(hit.names) or "identity") + hit.finish
         outputs = tuple(None if g is None else view.back(i, g) for i, g in enumerate(hit.tests))
         size = hit.depth + hit.finish.count("|") + bool(prefix)
-        out.append((Program(text, hit.depth, size, outputs), hit.votes, hit.weak))
+        out.append((Program(text, hit.depth, size, outputs, hit.learned), hit.votes, hit.weak))
     return out
 
 

@@ -3,8 +3,10 @@ other side, a constant, a multiple or fraction, plus or minus a constant; or a s
 its largest object, a count of its colours or objects or cells).
 
 Owns the features of an input grid (`features`), the rules for one side that hold on every demo (`side_rules`),
-and the task's deduction (`deduce`): per test input the shape of the simplest rules, and whether it is certain
-(every rule that holds on the demos gives that shape there). The program search ranks by it; a decoder can force it.
+the task's deduction (`deduce`): per test input the shape of the simplest rules, and whether it is certain
+(every rule that holds on the demos gives that shape there), and the ways to bring a grid to a shape (`SIZERS`:
+tile, mirror-tile, scale, embed or crop at a corner or the centre). The program search ranks by the deduction and
+sizes its grids with the sizers; a decoder can force the shape.
 Pure functions of numpy grids; knows nothing of searching or of models.
 """
 from __future__ import annotations
@@ -93,13 +95,61 @@ def _side(rules: tuple[SideRule, ...], feats: dict[str, int]) -> tuple[int | Non
 
 def deduce(task: Task) -> ShapeDeduction:
     """The output shape's rules from the demos, and what they give for each test input."""
-    feats = [features(i) for i, _ in task.train]
-    rows = tuple(side_rules(feats, [o.shape[0] for _, o in task.train])) if task.train else ()
-    cols = tuple(side_rules(feats, [o.shape[1] for _, o in task.train])) if task.train else ()
+    return deduce_from([i for i, _ in task.train], [o for _, o in task.train], list(task.test_inputs))
+
+
+def deduce_from(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> ShapeDeduction:
+    """`deduce` on demo inputs and outputs and test inputs given apart (a search's view of a task)."""
+    feats = [features(i) for i in inputs]
+    rows = tuple(side_rules(feats, [o.shape[0] for o in outputs])) if inputs else ()
+    cols = tuple(side_rules(feats, [o.shape[1] for o in outputs])) if inputs else ()
     shapes, certain = [], []
-    for g in task.test_inputs:
+    for g in tests:
         f = features(g)
         (r, r_sure), (c, c_sure) = _side(rows, f), _side(cols, f)
         shapes.append((r, c) if r is not None and c is not None else None)
         certain.append(shapes[-1] is not None and r_sure and c_sure)
     return ShapeDeduction(rows, cols, tuple(shapes), tuple(certain))
+
+
+# bringing a grid to a shape --------------------------------------------------------------------------------------
+def _tile(g: Grid, shape: tuple) -> Grid:
+    reps = (-(-shape[0] // g.shape[0]), -(-shape[1] // g.shape[1]))
+    return np.tile(g, reps)[:shape[0], :shape[1]]
+
+
+def _mirror_tile(g: Grid, shape: tuple) -> Grid:
+    """Tiled with every other copy mirrored, so neighbouring copies meet as reflections."""
+    row = np.hstack([g if k % 2 == 0 else g[:, ::-1] for k in range(-(-shape[1] // g.shape[1]))])
+    full = np.vstack([row if k % 2 == 0 else row[::-1] for k in range(-(-shape[0] // g.shape[0]))])
+    return full[:shape[0], :shape[1]]
+
+
+def _scale(g: Grid, shape: tuple) -> Grid | None:
+    if shape[0] % g.shape[0] or shape[1] % g.shape[1]:
+        return None
+    return np.kron(g, np.ones((shape[0] // g.shape[0], shape[1] // g.shape[1]), dtype=np.uint8))
+
+
+def _place(g: Grid, shape: tuple, centre: bool) -> Grid:
+    """g embedded in (or cropped to) a zero grid of `shape`, at the top-left corner or centred."""
+    out = np.zeros(shape, dtype=np.uint8)
+    oy = (shape[0] - g.shape[0]) // 2 if centre else 0
+    ox = (shape[1] - g.shape[1]) // 2 if centre else 0
+    sy, dy = (0, oy) if oy >= 0 else (-oy, 0)
+    sx, dx = (0, ox) if ox >= 0 else (-ox, 0)
+    h, w = min(g.shape[0] - sy, shape[0] - dy), min(g.shape[1] - sx, shape[1] - dx)
+    out[dy:dy + h, dx:dx + w] = g[sy:sy + h, sx:sx + w]
+    return out
+
+
+SIZERS = {"tile": _tile, "mirror_tile": _mirror_tile, "scale": _scale,
+          "corner": lambda g, s: _place(g, s, False), "centre": lambda g, s: _place(g, s, True)}
+
+
+def to_shape(g: Grid, shape: tuple, how: str) -> Grid | None:
+    """g brought to `shape` by one of SIZERS; None when that sizer cannot (a scale that is not a whole factor) or
+    the shape is empty or larger than 30x30."""
+    if not (1 <= shape[0] <= MAX_SIDE and 1 <= shape[1] <= MAX_SIDE) or g.size == 0:
+        return None
+    return SIZERS[how](g, shape)

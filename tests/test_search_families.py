@@ -49,6 +49,23 @@ def test_lines_neighbourhood_sees_the_row_and_column_colours():
     assert key[1, 1] == (0 << 20) | 0 | (1 << 3)  # column 1 holds colour 3
 
 
+def test_cell_rule_uses_the_fewest_features_that_explain_the_demos():
+    # objects of size 1 become 2, larger ones keep their colour: the colour and the object's size explain it
+    ins = [A([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]]), A([[1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]])]
+    outs = [A([[2, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 2]]), A([[1, 1, 0, 0], [0, 0, 0, 2], [2, 0, 0, 0]])]
+    got = LR.feature_rule(ins, outs, [A([[0, 1, 0], [0, 0, 0], [1, 1, 0]])])
+    assert got is not None and got[0] == "colour+neighbours4"  # a lone cell has no neighbour: found first
+    np.testing.assert_array_equal(got[1][0], A([[0, 2, 0], [0, 0, 0], [1, 1, 0]]))
+    assert LR.feature_rule(ins, ins, [ins[0]]) is None  # nothing changes
+
+
+def test_cell_features_by_hand():
+    f = LR.cell_features(A([[0, 3, 0], [0, 0, 0], [2, 2, 0]]))
+    assert f["ray_up"][2, 1] == 3 and f["ray_up"][0, 1] == LR.OUTSIDE and f["ray_right"][0, 0] == 3
+    assert f["object_size"][2, 0] == 2 and f["object_width"][2, 1] == 2 and f["object_size"][1, 1] == 0
+    assert f["enclosed"].sum() == 0 and f["neighbours8"][1, 1] == 3
+
+
 # assembly --------------------------------------------------------------------------------------------------------
 def test_assemble_overlays_parts_each_right_where_it_changes():
     inp = A([[1, 0], [0, 2]])
@@ -135,6 +152,18 @@ def test_shape_follows_a_feature_other_than_the_sides():
     pairs = [([[0, 1, 1, 0]], [[1, 1]]), ([[1, 1, 1, 0], [0, 0, 0, 0]], [[1, 1, 1]])]
     rules = side_rules([features(A(i)) for i, _ in pairs], [len(o[0]) for _, o in pairs])
     assert rules and rules[0].feature == "box_cols"
+
+
+def test_sizers_bring_a_grid_to_a_shape():
+    from solver.shapes import to_shape
+    g = A([[1, 2], [3, 0]])
+    np.testing.assert_array_equal(to_shape(g, (3, 3), "tile"), A([[1, 2, 1], [3, 0, 3], [1, 2, 1]]))
+    np.testing.assert_array_equal(to_shape(g, (2, 4), "mirror_tile"), A([[1, 2, 2, 1], [3, 0, 0, 3]]))
+    np.testing.assert_array_equal(to_shape(g, (4, 2), "scale"), A([[1, 2], [1, 2], [3, 0], [3, 0]]))
+    assert to_shape(g, (3, 2), "scale") is None
+    np.testing.assert_array_equal(to_shape(g, (3, 3), "corner"), A([[1, 2, 0], [3, 0, 0], [0, 0, 0]]))
+    np.testing.assert_array_equal(to_shape(A([[1, 2, 3]]), (1, 1), "centre"), A([[2]]))
+    assert to_shape(g, (31, 2), "tile") is None
 
 
 # named training tasks --------------------------------------------------------------------------------------------
