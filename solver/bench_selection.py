@@ -1,7 +1,8 @@
 """`python -m solver bench selection --workdir RUN --tasks SPEC`: every selection rule and source mix on the candidate
 tables a finished run kept (candidates.jsonl), against the task set's solutions. One run, every rule on the same
-candidates: a table of test outputs right within the two attempts per (rule, mix), each source alone, and the share
-that any candidate got right (the ceiling of selection); then one JSON line.
+candidates: a table of test outputs right within the two attempts per (rule, mix), each with and without the verifier
+(solver.invariants: how many right candidates it demotes, how many wrong first attempts it replaces), each source
+alone, and the share that any candidate got right (the ceiling of selection); then one JSON line.
 
 Measure on training splits (the held-out slice: `run --tasks arc1:train --heldout ...`); a rule is chosen there, never
 on an evaluation split. Owns no selection code: it replays solver.select.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from solver.invariants import broken, invariants
 from solver.program_source import SEARCH
 from solver.results import read_candidates
 from solver.select import MIXES, MODEL, RULES, Candidate, choose_attempts
@@ -35,15 +37,22 @@ def replay(tables: dict[str, list[list[Candidate]]], tasks: dict) -> dict[str, i
 
     for tid, per_test in tables.items():
         task = tasks[tid]
+        found = invariants(task)
         for table, x, truth in zip(per_test, task.test_inputs, task.test_outputs):
             key = grid_key(truth)
             count("any candidate (ceiling)", any(c.key == key for c in table))
             own = sorted(only(table, SEARCH), key=lambda c: c.source_rank(SEARCH))[:2]
             count("search alone (its own order)", any(c.key == key for c in own))
+            count("verifier: right candidates it demotes", any(c.key == key and broken(found, x, c.grid) for c in table))
             for rule in RULES:
                 count(f"model alone, {rule}", right(choose_attempts(only(table, MODEL), rule, x), truth))
                 for mix in MIXES:
-                    count(f"{rule} + search {mix}", right(choose_attempts(table, rule, x, mix=mix), truth))
+                    plain = choose_attempts(table, rule, x, mix=mix)
+                    checked = choose_attempts(table, rule, x, mix=mix, verify=found)
+                    count(f"{rule} + search {mix}", right(plain, truth))
+                    count(f"{rule} + search {mix} + verify", right(checked, truth))
+                    count(f"verifier: wrong attempt 1 replaced, {rule} {mix}",
+                          grid_key(plain.attempt_1) != key and grid_key(checked.attempt_1) != grid_key(plain.attempt_1))
     return counts
 
 

@@ -148,6 +148,9 @@ class InferConfig:
                            "is attempt 1) | fill (after every model candidate) | pool (ranked by the rule with the "
                            "rest, scored by the model)")
     combined_weight: float = _f(1.0, "rule combined: votes + weight x mean log-likelihood")
+    verify: bool = _f(True, "after the rule and the mix, a candidate that breaks a property every demo pair keeps "
+                            "(solver.invariants: palette, histogram, kept cells, symmetry...) goes after those that "
+                            "break none, for every source")
     max_prompt_tokens: int = _f(0, "a prompt and its longest answer must fit this many tokens, else context demos are "
                                    "dropped (largest first, never the query; named in the report); 0: the model's "
                                    "context")

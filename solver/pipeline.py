@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from solver import budget as B
 from solver.codec import Codec
+from solver.invariants import invariants
 from solver.config import Config, parse_sources
 from solver.plan import fit_to_share, preset_rates
 from solver.results import TaskResult
@@ -273,7 +274,7 @@ def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, 
 def choose_without_model(task: Task, tables: list[list[Candidate]], cfg: Config) -> list[Choice]:
     """Two attempts per test input from the other sources' tables alone (no model is a source)."""
     note = "" if task.valid else f"invalid task: {task.problem}"
-    return [_choose(table, cfg, x, note) for table, x in zip(tables, task.test_inputs)]
+    return [_choose(table, cfg, task, x, note) for table, x in zip(tables, task.test_inputs)]
 
 
 def _task_result(found: list[Choice], stats: dict) -> TaskResult:
@@ -327,10 +328,12 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
                        calibration_seconds=calibration_s, **speeds)
 
 
-def _choose(table: list[Candidate], cfg: Config, fallback, note: str) -> Choice:
-    """The two attempts from a merged candidate table under infer.rule and infer.mix."""
+def _choose(table: list[Candidate], cfg: Config, task: Task, fallback, note: str) -> Choice:
+    """The two attempts from a merged candidate table under infer.rule and infer.mix, and the task's invariants
+    when infer.verify (fallback is the test input)."""
     extra = {"weight": cfg.infer.combined_weight} if cfg.infer.rule == "combined" else {}
-    return choose_attempts(table, cfg.infer.rule, fallback, note, mix=cfg.infer.mix, **extra)
+    verify = invariants(task) if cfg.infer.verify and task.valid else None
+    return choose_attempts(table, cfg.infer.rule, fallback, note, mix=cfg.infer.mix, verify=verify, **extra)
 
 
 def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, deadline: float,
@@ -341,10 +344,10 @@ def predict_one(model, codec: Codec, task: Task, test_index: int, cfg: Config, d
     fewer scores under the first score_views)."""
     fallback = task.test_inputs[test_index]
     if time.monotonic() >= deadline:
-        return _choose(list(known), cfg, fallback, "no time left for the model")
+        return _choose(list(known), cfg, task, fallback, "no time left for the model")
     decode_deadline = time.monotonic() + cfg.infer.decode_share * (deadline - time.monotonic())
     table, decoded = _decode_and_score(model, codec, task, test_index, cfg, decode_deadline, deadline, stats, known)
-    return _choose(table, cfg, fallback, "" if decoded else "no candidate decoded in time")
+    return _choose(table, cfg, task, fallback, "" if decoded else "no candidate decoded in time")
 
 
 def _decode_and_score(model, codec: Codec, task: Task, test_index: int, cfg: Config, decode_deadline: float,

@@ -216,6 +216,7 @@ class Choice:
     ranking: list[int] = field(default_factory=list)
     rule: str = ""
     note: str = ""  # what the report should know: why the attempts are fallbacks, or that the prompt was trimmed
+    demoted: dict[int, list[str]] = field(default_factory=dict)  # rows moved back by the verifier: what they break
 
     def to_json(self) -> dict:
         return {"attempt_1": self.attempt_1.tolist(), "attempt_2": self.attempt_2.tolist()}
@@ -236,22 +237,37 @@ class Choice:
                "ranked": [self.candidates[i].summary() for i in self.ranking]}
         if self.note:
             out["note"] = self.note
+        if self.demoted:
+            out["demoted"] = {str(self.ranking.index(i)): names for i, names in self.demoted.items()}
         if expected is not None:
             keys = [self.candidates[i].key for i in self.ranking]
             out["rank_of_correct"] = keys.index(grid_key(expected)) if grid_key(expected) in keys else None
         return out
 
 
+def demote_broken(table: list[Candidate], ranking: list[int], found: dict,
+                  test_input: Grid) -> tuple[list[int], dict[int, list[str]]]:
+    """The ranking with every candidate that breaks one of the task's invariants (`found`: solver.invariants) moved
+    after those that break none, each group in its own order; and per demoted row the invariants it breaks."""
+    from solver.invariants import broken
+    demoted = {i: names for i in ranking if (names := broken(found, test_input, table[i].grid))}
+    return [i for i in ranking if i not in demoted] + [i for i in ranking if i in demoted], demoted
+
+
 def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str = "", mix: str = "pool",
-                    mix_source: str = "search", **rule_args) -> Choice:
-    """The two best distinct grids under `rule` (with `mix_source`'s answers placed by `mix`: mix_sources), filled
-    from the fallbacks (the test input `fallback`, then [[0]]) when short."""
+                    mix_source: str = "search", verify: dict | None = None, **rule_args) -> Choice:
+    """The two best distinct grids under `rule` (with `mix_source`'s answers placed by `mix`: mix_sources; with
+    `verify`, the task's invariants, a candidate that breaks one after all that do not: demote_broken), filled from
+    the fallbacks (the test input `fallback`, then [[0]]) when short."""
     if rule not in RULES:
         raise ValueError(f"unknown selection rule '{rule}' (choose from {', '.join(RULES)})")
     ranking = mix_sources(table, RULES[rule](table, **rule_args), mix_source, mix) if table else []
+    demoted: dict[int, list[str]] = {}
+    if verify:
+        ranking, demoted = demote_broken(table, ranking, verify, fallback)
     first, second = fill_attempts([table[i].grid for i in ranking[:2]], fallback)
     mixed = mix != "pool" and any(mix_source in c.sources for c in table)
-    return Choice(first, second, table, ranking, f"{rule}+{mix_source}:{mix}" if mixed else rule, note)
+    return Choice(first, second, table, ranking, f"{rule}+{mix_source}:{mix}" if mixed else rule, note, demoted)
 
 
 def no_choice(fallback: Grid, note: str) -> Choice:

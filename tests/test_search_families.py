@@ -208,3 +208,38 @@ def test_piece_primitives_keep_their_declared_shape_rule():
                 ran += 1
                 assert out.shape == g.shape, name
     assert ran > 20
+
+
+# invariants (the verifier) ---------------------------------------------------------------------------------------
+def test_invariants_on_hand_built_pairs():
+    from solver.invariants import FIXED_PALETTE, broken, invariants
+    # the output is the input mirrored: shape, palette, histogram and the count of non-zero cells kept
+    pairs = [(A([[1, 0, 2]]), A([[2, 0, 1]])), (A([[3, 3, 0], [0, 1, 0]]), A([[0, 3, 3], [0, 1, 0]]))]
+    found = invariants(Task("m", pairs, [A([[4, 0, 0]])]))
+    for name in ("same_shape", "palette_equal", "palette_subset", "histogram_kept", "non_zero_count_kept"):
+        assert found.get(name) is True, name
+    assert "non_zero_cells_kept" not in found and "output_symmetric_lr" not in found and FIXED_PALETTE not in found
+    test = A([[4, 0, 0]])
+    assert broken(found, test, A([[0, 0, 4]])) == []  # the right answer keeps every invariant
+    assert "histogram_kept" in broken(found, test, A([[4, 0, 4]]))  # one cell too many
+    assert "same_shape" in broken(found, test, A([[4]]))
+    # the output is always the same two colours: a fixed palette
+    fixed = invariants(Task("f", [(A([[1, 2]]), A([[5, 0]])), (A([[3]]), A([[0, 5]]))], [A([[1]])]))
+    assert fixed[FIXED_PALETTE] == frozenset({0, 5})
+    assert broken(fixed, A([[1]]), A([[5, 5]])) == [FIXED_PALETTE]
+    assert invariants(Task("one", pairs[:1], [test])) == {}  # a single demo proves nothing
+
+
+def test_the_verifier_demotes_but_never_deletes():
+    from solver.select import Candidate, choose_attempts
+    from solver.invariants import invariants
+    pairs = [(A([[1, 0]]), A([[0, 1]])), (A([[2, 2, 0]]), A([[0, 2, 2]]))]
+    task = Task("v", pairs, [A([[3, 0, 0]])])
+    wrong = Candidate(A([[3, 3, 3]]), sources=["search"], evidence={"search": {"rank": 0}})  # breaks the histogram
+    right = Candidate(A([[0, 0, 3]]), sources=["search"], evidence={"search": {"rank": 1}})
+    plain = choose_attempts([wrong, right], "vote", task.test_inputs[0], mix="first")
+    np.testing.assert_array_equal(plain.attempt_1, wrong.grid)
+    checked = choose_attempts([wrong, right], "vote", task.test_inputs[0], mix="first", verify=invariants(task))
+    np.testing.assert_array_equal(checked.attempt_1, right.grid)
+    np.testing.assert_array_equal(checked.attempt_2, wrong.grid)  # demoted, still an attempt
+    assert "histogram_kept" in checked.demoted[0] and "demoted" in checked.report()

@@ -72,3 +72,11 @@ def test_heldout_task_renamed_with_demos_reordered_is_dropped(arc1_train):
     other = Task("renamed2", [(np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8))], [np.zeros((1, 1), np.uint8)])
     kept, counts = drop_protected({"renamed1": copy, "renamed2": other}, "custom", allow_eval=True)
     assert list(kept) == ["renamed2"] and counts == {HELDOUT: 1}
+
+
+def test_fresh2_is_arc2_training_new_to_arc2():
+    from solver.tasks import load_tasks
+    fresh = load_tasks("fresh2")
+    arc1 = {tid[:8] for spec in ("arc1:train", "arc1:eval") for tid in load_tasks(spec)}
+    assert len(fresh) == 233 and sum(len(t.test_outputs) for t in fresh.values()) == 274
+    assert not {tid[:8] for tid in fresh} & arc1 and set(fresh) <= set(load_tasks("arc2:train"))
