@@ -2,11 +2,12 @@
 covers across every demo, until every demo output is reproduced.
 
 A part is a candidate's grids on the demo and test inputs. Over the input (`base="input"`, outputs of the input's
-shape) a part covers the cells it changes; over a blank grid (`base="blank"`) it covers its non-zero cells. A part is
-usable when a colour table (learned on the cells it covers) makes every cell it covers right on every demo; the greedy step takes the usable part that covers the
-most cells still wrong (the earliest on a tie), and stops when nothing is wrong, or when no part helps (no answer).
-On a test input the parts are laid in the order chosen, an earlier part's cells staying on top. Pure functions of
-numpy grids; knows nothing of the search that finds the parts.
+shape) a part covers the cells it changes; over a blank grid (`base="blank"`) it covers its non-zero cells. A part
+is usable when a colour table (learned on the cells it covers) makes every cell it covers right on every demo; the
+greedy step takes the usable part that covers the most cells still wrong (the earliest on a tie), and stops when
+nothing is wrong, or when no part helps (no answer). On a test input the parts are laid in the order chosen, an
+earlier part's cells staying on top. Pure functions of numpy grids; knows nothing of the search that finds the
+parts.
 """
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ def replay(tables: dict[str, list[list[Candidate]]], tasks: dict) -> dict[str, i
             count("any candidate (ceiling)", any(c.key == key for c in table))
             own = sorted(only(table, SEARCH), key=lambda c: c.source_rank(SEARCH))[:2]
             count("search alone (its own order)", any(c.key == key for c in own))
-            count("verifier: right candidates it demotes", any(c.key == key and broken(found, x, c.grid) for c in table))
+            count("verifier: right candidates it demotes",
+                  any(c.key == key and broken(found, x, c.grid) for c in table))
             for rule in RULES:
                 count(f"model alone, {rule}", right(choose_attempts(only(table, MODEL), rule, x), truth))
                 for mix in MIXES:

@@ -1,7 +1,7 @@
 """The program search's library of grid primitives: pure functions of one grid that return a new grid, or None where
 they do not apply (an empty result, a shape they cannot handle, a result larger than 30x30). None never raises.
 
-Owns the primitives and how they are named and instantiated for a task (`library`, `predicted_shape`). Families:
+Owns the primitives and how they are named and instantiated for a task (`library`, `shape_rule`). Families:
 rigid transforms; crops; colour filters and recolouring; scaling, tiling and mirror-tiling; cutting at separator lines
 or into halves and combining the parts (and, or, xor, nor, overlays) or picking one; symmetry completion (also about
 off-centre axes, and of a masked colour); periodic completion; gravity, shifts, rays and connecting lines; outlines,
@@ -976,12 +976,6 @@ SAME_SHAPE = ("flip_h", "flip_v", "rot180", "sym_", "gravity_", "rays_", "hollow
               "drop_specks", "frame{", "interior{", "shift_", "fill_bbox{",
               "keep_rarest", "keep_commonest", "repeat_band", "fill_majority", "invert")  # name prefixes of primitives that keep the grid's shape
 SWAP_SHAPE = ("rot90", "rot270", "transpose", "antitranspose")
-
-
-def predicted_shape(name: str, shape: tuple) -> tuple | None:
-    """The shape a library primitive (by name) gives a grid of `shape`, where it is known without running it."""
-    rule = shape_rule(name)
-    return shape if rule == "same" else shape[::-1] if rule == "swap" else None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -20,7 +20,10 @@ def _palette(g: Grid) -> frozenset[int]:
 
 
 def _inside(small: Grid, big: Grid) -> bool:
-    """Whether `small` appears as a block of `big`."""
+    """Whether `small` appears as a block of `big`, and shows two colours at least (a block of one colour is found
+    inside a grid by chance: on ARC-AGI-1 training an output counting cells as a solid block broke it)."""
+    if len(np.unique(small)) < 2:
+        return False
     h, w = small.shape
     H, W = big.shape
     if h > H or w > W:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from solver import budget as B
 from solver.codec import PromptFormat
 from solver.config import Config, parse_sources
+from solver.shapes import deduce_from
 from solver.tasks import MAX_SIDE, Grid, Task
 
 
@@ -37,9 +38,10 @@ def task_size(task: Task, codec: PromptFormat, max_train_tokens: int = 0) -> B.T
 def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, int]:
     """The largest output shape worth generating, (rows, cols), at most 30x30.
 
-    The query's own shape when every demo keeps its shape (the common case). Else per side: the largest size predicted
-    for the query by the simple rules every demo obeys (a fixed size, a fixed ratio to either input side when it gives
-    whole cells, a fixed difference from either input side). When a side has no such rule, the shape depends on
+    The shape solver.shapes deduces for the query where it is certain (every rule that holds on the demos gives it;
+    the search ranks by the same deduction). Else the query's own shape when every demo keeps its shape. Else per
+    side: the largest size predicted for the query by the simple rules every demo obeys (a fixed size, a fixed ratio
+    to either input side when it gives whole cells, a fixed difference from either input side). When a side has no such rule, the shape depends on
     content: a square as large as the query, as the demo outputs extrapolated one step (largest + (largest -
     smallest)) and as the query scaled by the largest demo ratio. Chosen on the training splits less their protected
     tasks, whose every test output it admits (tests/test_reachable.py).
@@ -56,6 +58,9 @@ def plausible_shape(train: list[tuple[Grid, Grid]], query: Grid) -> tuple[int, i
                 sizes.append(query.shape[src] + o0 - i0)
         return [s for s in sizes if s >= 1]
 
+    deduced = deduce_from([a for a, _ in train], [b for _, b in train], [query])
+    if deduced.certain[0]:
+        return deduced.shapes[0]
     if all(a.shape == b.shape for a, b in train):
         return query.shape[0], query.shape[1]
     rows, cols = predicted(0), predicted(1)

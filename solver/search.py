@@ -1,10 +1,13 @@
 """Program search: breadth-first enumeration of compositions of grid primitives that reproduce every demo output.
 
-Owns the enumeration, the learned final colour map, the ranking of fitting programs and the search's views of a task
-(as given, transposed, colours normalised per pair). Programs that give the same grids on every demo input and every
-test input are one node. Bounded by a deadline (time.monotonic()) checked inside the loop and by a cap on the bytes
-of the nodes it holds; it returns what it found when either stops it. Knows the primitives only by name and function
-(solver.grids); knows nothing of models, submissions or scores.
+Owns the enumeration, the learned final colour map, the finishing steps tried on the nodes it stores (a local or
+cell rule: solver.local_rules; a sizer to the deduced output shape: solver.shapes), the assembly of the parts it met
+(solver.assemble), the ranking of fitting programs (plausible shape and colours, the demos' invariants, then the
+simplest) and the search's views of a task (as given, transposed, colours normalised per pair). Programs that give
+the same grids on every demo input and every test input are one node. Bounded by a deadline (time.monotonic())
+checked inside the loop and by a cap on the bytes of the nodes it holds; it returns what it found when either stops
+it. Knows the primitives only by name and function (solver.grids, solver.pieces); knows nothing of models,
+submissions or scores.
 """
 from __future__ import annotations
 
@@ -36,9 +39,10 @@ class Program:
     learned: bool = False  # it holds a table learned from the demos (a local or cell rule, an assembly)
 
 
+# family -> the text its steps show in a program (for reports: bench search names the tasks each family alone solves)
 FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "assembly": "assemble{",
-            "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{", "overlay": "over_input",
-            "transposed view": "transposed: ", "colour view": "colours: "}  # family -> the text its steps show
+            "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
+            "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: "}
 
 
 def families(text: str) -> list[str]:
@@ -245,14 +249,13 @@ class _Search:
         else:
             self.parts_dropped += 1
         tests = list(values[self.num_demos:])
-        if len(names) <= 1 and all(t is not None for t in tests):
-            rule = local_rule(produced, self.view.outputs, tests)
+        if len(names) > 1 or any(t is None for t in tests):
+            return
+        rules = (("local_rule", local_rule(produced, self.view.outputs, tests)),  # after one primitive, one feature
+                 ("cell_rule", feature_rule(produced, self.view.outputs, tests, max_features=2 - len(names))))
+        for kind, rule in rules:
             if rule is not None:
-                self._record(names + (f"local_rule{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False, True)
-        if len(names) <= 1 and all(t is not None for t in tests):  # after one primitive, one feature beside the colour
-            rule = feature_rule(produced, self.view.outputs, tests, max_features=2 - len(names))
-            if rule is not None:
-                self._record(names + (f"cell_rule{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False, True)
+                self._record(names + (f"{kind}{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False, True)
 
     def _try_sized(self, names: tuple, values: tuple) -> None:
         """A stored node brought to the outputs' shapes by each sizer (solver.shapes.SIZERS), its test grids to the

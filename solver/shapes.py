@@ -79,7 +79,7 @@ class ShapeDeduction:
     row_rules: tuple[SideRule, ...]
     col_rules: tuple[SideRule, ...]
     shapes: tuple[tuple[int, int] | None, ...]  # per test input: the simplest rules' shape (None: no rule applies)
-    certain: tuple[bool, ...]  # per test input: every rule that holds gives that shape
+    certain: tuple[bool, ...]  # per test input: every rule that holds gives that shape, the simplest on a side or fixed
 
     def text(self) -> str:
         rows = self.row_rules[0].text if self.row_rules else "?"
@@ -88,9 +88,12 @@ class ShapeDeduction:
 
 
 def _side(rules: tuple[SideRule, ...], feats: dict[str, int]) -> tuple[int | None, bool]:
+    """The simplest rule's size, and whether it is certain: every rule agrees and the simplest follows an input side
+    or is a constant (a rule on a piece or a count fits few demos by chance too often to force a decoder)."""
     values = [r(feats) for r in rules]
     first = values[0] if values else None
-    return first, first is not None and all(v == first for v in values)
+    plain = bool(rules) and rules[0].feature in (None, "rows", "cols")
+    return first, first is not None and plain and all(v == first for v in values)
 
 
 def deduce(task: Task) -> ShapeDeduction:

@@ -174,7 +174,7 @@ def arc1_train():
 
 @pytest.mark.parametrize("tid, family", [
     ("bdad9b1f", "local_rule{"),  # two lines extended across the grid, a mark where they cross
-    ("d364b489", "assemble{"),  # four coloured cells around every mark: four shifts overlaid
+    ("a2fd1cf0", "assemble{"),  # two marks joined by an L of two lines: two partial programs overlaid
     ("72ca375d", "piece_c8_symmetric"),  # the one symmetric object, cropped
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
@@ -228,6 +228,11 @@ def test_invariants_on_hand_built_pairs():
     assert fixed[FIXED_PALETTE] == frozenset({0, 5})
     assert broken(fixed, A([[1]]), A([[5, 5]])) == [FIXED_PALETTE]
     assert invariants(Task("one", pairs[:1], [test])) == {}  # a single demo proves nothing
+    # a crop shows a block of the input; a solid block proves nothing (it is inside many grids by chance)
+    crop = [(A([[1, 2, 0], [3, 4, 0]]), A([[1, 2], [3, 4]])), (A([[0, 5, 6], [0, 7, 5]]), A([[5, 6], [7, 5]]))]
+    assert invariants(Task("c", crop, [test])).get("output_inside_input") is True
+    solid = [(A([[1, 1, 0], [1, 1, 0]]), A([[1, 1]])), (A([[2, 2, 2], [0, 0, 0]]), A([[2, 2]]))]
+    assert "output_inside_input" not in invariants(Task("s", solid, [test]))
 
 
 def test_the_verifier_demotes_but_never_deletes():
