@@ -47,6 +47,9 @@ def cmd_search(args) -> int:
                           budget_s=parse_duration(args.budget) if args.budget else None)
 
 
+ABLATION_BUDGET = "5m"  # bench ablation: each row's budget unless --budget says otherwise
+
+
 def cmd_bench(args) -> int:
     if args.what == "selection":
         from solver.bench_selection import main as replay
@@ -54,11 +57,12 @@ def cmd_bench(args) -> int:
     if args.what == "search":
         from solver.bench_search import bench_command
         from solver.budget import parse_duration
-        return bench_command(args.tasks, args.depth, args.limit, parse_duration(args.budget))
+        return bench_command(args.tasks, args.depth, args.limit, parse_duration(args.budget) if args.budget else None)
     if args.what == "ttt":
         from solver.bench_ttt import main as bench
     elif args.what == "ablation":
         from solver.bench_ablation import main as bench
+        args.budget = args.budget or ABLATION_BUDGET
     elif args.what == "plan":
         from solver.bench_plan import main as bench
     elif args.what == "pretrain":
@@ -239,7 +243,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="smollm2", help="model SPEC")
     s.add_argument("--tasks", default="arc1:train", help="task SPEC")
     s.add_argument("--limit", type=int, default=3, help="number of tasks")
-    s.add_argument("--budget", default="5m", help="ablation: the time budget of each row")
+    s.add_argument("--budget", help="ablation: the time budget of each row (default 5m); search: time for all tasks "
+                                    "(default: at most 30 s a task)")
     s.add_argument("--csv", default="runs/ablation.csv", help="ablation: where the table is saved")
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
     s.add_argument("--backends", default="peft", help="ttt: adapter backends side by side (peft,unsloth); one that "

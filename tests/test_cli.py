@@ -87,3 +87,20 @@ def test_ttt_and_pretraining_share_each_training_setting_and_only_the_defaults_d
     assert (ttt.lr, pre.lr) == (1e-4, 3e-4) and (ttt.adam_beta2, pre.adam_beta2) == (0.999, 0.95)
     own = lambda cls: {f.name for f in dataclasses.fields(cls)} - set(shared)
     assert not own(TTTConfig) & own(PretrainConfig)  # no setting declared twice outside the shared section
+
+
+def test_bench_search_gets_30_s_a_task_unless_a_budget_is_given(monkeypatch):
+    """The bench parser's --budget is the ablation's per-row time; it must not cap the search's tasks silently."""
+    from solver import bench_search, cli
+    seen = {}
+    def bench(tasks, depth, limit, budget_s):
+        seen["b"] = budget_s
+        return 0
+    monkeypatch.setattr(bench_search, "bench_command", bench)
+    args = cli.make_parser().parse_args(["bench", "search", "--tasks", "heldout"])
+    args.func(args)
+    assert seen["b"] is None
+    args = cli.make_parser().parse_args(["bench", "search", "--budget", "10m"])
+    seen.clear()
+    args.func(args)
+    assert seen["b"] == 600.0
