@@ -42,6 +42,7 @@ class Solver:
     related: tuple = (None, None)
     rates: B.Rates | None = None
     sources: list = field(default_factory=list)
+    untrained_in_row: int = 0  # tasks in a row fitted without a TTT step (_count_untrained)
 
     @classmethod
     def build(cls, cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
@@ -161,13 +162,26 @@ MIN_DECODE_TOKENS = 8  # a decoding speed from fewer generated tokens is not bel
 # measured 953 tokens/s where 20-40 is true, and the first tasks' prediction was planned 12x too short
 
 
+FAR_OFF = 4.0  # a training speed this many times below the preset's is timed twice: one busy step must not rule
+# (a run started beside other CPU work measured 9 tokens/s where 150-280 is true, and then trained no task at all)
+RECALIBRATE_AFTER = 3  # tasks in a row whose fitted work has no TTT step (where the full work has some): time again
+
+
+def _step_speed(adapter, train, examples: list, tcfg, codec) -> float:
+    """Training tokens per second of one timed step (0.0 when it ran none); the adapter is reset after."""
+    res = train(adapter, examples, tcfg, codec.pad)
+    adapter.reset()
+    return res.tokens / max(res.seconds, 1e-6) if res.steps else 0.0
+
+
 def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after.
-    On an accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the
-    planned views in batches of infer.batch_size), each after one untimed warm-up call (CUDA context, kernels and
-    allocator are cold at first; one cold step at batch 1 understates a GPU's throughput many times). On a CPU, whose
-    speed per token does not grow with the batch, one sequence and one view, unwarmed: on the first (largest) task of
-    the held-out slice the planned shapes cost minutes of its share. Decoding stops at `deadline`. Returns the speeds
+    The TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
+    times), and a speed FAR_OFF below the preset's is timed a second time (the faster believed). On an accelerator at
+    the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the planned views in batches of
+    infer.batch_size), decoding after an untimed warm-up call too (CUDA context, kernels and allocator are cold at
+    first). On a CPU, whose speed per token does not grow with the batch, one sequence and one view: on the first
+    (largest) task of the held-out slice the planned shapes cost minutes of its share. Decoding stops at `deadline`. Returns the speeds
     this worker plans with (solver.budget.cautious_rates: a slower one whole, a faster one halfway from the preset's)
     until its tasks measure their own; it is paid from the first task's share."""
     from solver.data import build_examples
@@ -182,13 +196,14 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
         if examples:
             batch = max(1, cfg.ttt.batch_size) if warm else 1
             one = replace(cfg.ttt, max_steps=1, epochs=1)
-            if warm:
-                train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up: not timed
-                w.adapter.reset()
-            res = train(w.adapter, (examples * batch)[:batch], replace(one, batch_size=batch), codec.pad)
+            train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up on every device: not timed
             w.adapter.reset()
-            if res.steps:
-                measured["train_tokens_per_s"] = res.tokens / max(res.seconds, 1e-6)
+            speed = _step_speed(w.adapter, train, (examples * batch)[:batch], replace(one, batch_size=batch), codec)
+            if 0 < speed < rates.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
+                speed = max(speed, _step_speed(w.adapter, train, (examples * batch)[:batch],
+                                               replace(one, batch_size=batch), codec))
+            if speed:
+                measured["train_tokens_per_s"] = speed
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
     views = [replace(v, max_shape=B.CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
     model.eval()
@@ -298,8 +313,10 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     now = time.monotonic()
     cfg, deadlines, full, work, size = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines,
                                                     shared, now)
-    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views", task.id, max(0.0, deadlines.end - now),
-             work.ttt_steps, full.ttt_steps, work.views, full.views)
+    rates = w.rates or preset_rates(cfg)
+    planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
+    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views (planned at %s tokens/s)", task.id,
+             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, work.views, full.views, planned)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
@@ -322,10 +339,21 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
                              stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
+    _count_untrained(w, task, full, work, cfg)
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
-                       calibration_seconds=calibration_s, **speeds)
+                       calibration_seconds=calibration_s, planned_speeds=planned, **speeds)
+
+
+def _count_untrained(w: Solver, task: Task, full: B.Work, work: B.Work, cfg: Config) -> None:
+    """Count the tasks in a row whose fitted work dropped every TTT step; after RECALIBRATE_AFTER of them the next
+    task times the speeds again (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
+    w.untrained_in_row = w.untrained_in_row + 1 if full.ttt_steps and not work.ttt_steps else 0
+    if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
+        log.warning("task %s: %d tasks in a row fitted no TTT step: the next task times the speeds again", task.id,
+                    w.untrained_in_row)
+        w.rates, w.untrained_in_row = None, 0
 
 
 def _choose(table: list[Candidate], cfg: Config, task: Task, fallback, note: str) -> Choice:

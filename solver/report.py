@@ -28,7 +28,8 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
                   "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
-                  "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds"]
+                  "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
+                  "planned_speeds"]
 
 
 def write_report(run, printing: bool = True) -> dict:

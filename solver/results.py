@@ -40,6 +40,7 @@ class TaskStats:
     prefill_tokens_per_s: float = 0.0
     decode_tokens_per_s: float = 0.0
     calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
+    planned_speeds: str = ""  # the speeds the task's work was fitted with: 'train 180 prefill 900 decode 30' tokens/s
     # the candidate sources other than the model (solver.pipeline.gather)
     search_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
     programs: int = 0  # programs that reproduce every demo (the search)

@@ -633,11 +633,64 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
     assert rates.train_tokens_per_s > preset.train_tokens_per_s  # the warm call's speed, not the cold one's
     assert rates.decode_tokens_per_s == (preset.decode_tokens_per_s + 10 / 3e-3) / 2  # 10 tokens in 3 ms, halfway
 
-    monkeypatch.setattr(P, "on_accelerator", lambda model: False)  # on a CPU: one sequence, one view, no warm-up
+    monkeypatch.setattr(P, "on_accelerator", lambda model: False)  # on a CPU: one sequence, one view
     trains.clear(), decodes.clear()
     rates = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
-    assert trains == [(1, 1, 1)] and decodes == [(1, True)]
+    assert trains == [(1, 1, 1), (1, 1, 1)] and decodes == [(1, True)]  # the TTT step warmed up here too
+    assert rates.train_tokens_per_s > preset.train_tokens_per_s  # the warm step's speed, not the cold one's
     assert rates.decode_tokens_per_s == preset.decode_tokens_per_s  # 2 tokens in 1 ms: too few to be a speed
+
+
+def test_a_training_speed_far_below_the_presets_is_timed_a_second_time(monkeypatch):
+    """A busy start: the warm-up and the first timed step are slow (the machine shared), the second timed step is
+    not; the faster of the two is believed, so the plan does not keep TTT out of every task."""
+    import solver.generate as G
+    import solver.pipeline as P
+    import solver.ttt as T
+    from solver.model import load_model
+    loaded = load_model("scratch:tiny")
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 8}, infer={"num_views": 1})
+    calls = []
+
+    def fake_train(adapter, examples, tcfg, pad, *args, **kw):
+        calls.append(len(calls))
+        busy = len(calls) <= 2
+        return T.TTTResult(steps=1, tokens=100, seconds=100.0 if busy else 0.1)  # 1 token/s busy, 1,000 quiet
+
+    class Adapter:
+        model = loaded.model
+
+        def reset(self):
+            pass
+    monkeypatch.setattr(T, "train", fake_train)
+    monkeypatch.setattr(G, "decode_batch", lambda *a, **k: [])
+    monkeypatch.setattr(P, "on_accelerator", lambda model: False)
+    task = next(iter(demo_tasks(1).values()))
+    rates = P.calibrate(P.Solver(cfg, loaded, Adapter()), task, cfg, time.monotonic() + 600)
+    assert len(calls) == 3  # warm-up, a slow timed step, a second timed step
+    assert preset_rates(cfg).train_tokens_per_s > 4 * 1000.0  # both far below the preset's: a second look
+    assert rates.train_tokens_per_s == pytest.approx(1000.0)  # the faster of the two (slower than the preset: whole)
+
+
+def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(monkeypatch):
+    """Calibration that measured a speed far too slow fits no TTT step into any task; after RECALIBRATE_AFTER such
+    tasks the worker times the speeds again instead of believing the first measurement for the rest of the run."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0})
+    solve = P.pipeline(cfg)
+    timed = []
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append(task.id)
+        return replace(preset_rates(cfg), train_tokens_per_s=1e-6)  # no step ever fits at this speed
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 1).values())
+    for task in tasks:
+        now = time.monotonic()
+        result = solve(task, cfg, Deadlines(now, now + 30))
+        assert result.ttt_steps == 0 and "train 0" in result.planned_speeds
+    assert timed == [tasks[0].id, tasks[P.RECALIBRATE_AFTER].id]
 
 
 def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, arc1_eval, monkeypatch):
