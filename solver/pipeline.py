@@ -175,15 +175,16 @@ def _step_speed(adapter, train, examples: list, tcfg, codec) -> float:
 
 
 def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
-    """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after.
-    The TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
-    times), and a speed FAR_OFF below the preset's is timed a second time (the faster believed). On an accelerator at
-    the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the planned views in batches of
-    infer.batch_size), decoding after an untimed warm-up call too (CUDA context, kernels and allocator are cold at
-    first). On a CPU, whose speed per token does not grow with the batch, one sequence and one view: on the first
-    (largest) task of the held-out slice the planned shapes cost minutes of its share. Decoding stops at `deadline`. Returns the speeds
-    this worker plans with (solver.budget.cautious_rates: a slower one whole, a faster one halfway from the preset's)
-    until its tasks measure their own; it is paid from the first task's share."""
+    """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after. The
+    TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
+    times), and a speed FAR_OFF below the preset's is timed a second time (the faster believed). On an
+    accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the planned
+    views in batches of infer.batch_size), decoding after an untimed warm-up call too (CUDA context, kernels and
+    allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
+    one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
+    Decoding stops at `deadline`. Returns the speeds this worker plans with (solver.budget.cautious_rates: a
+    slower one whole, a faster one halfway from the preset's) until its tasks measure their own; it is paid from
+    the first task's share."""
     from solver.data import build_examples
     from solver.generate import decode_batch, make_views
     from solver.ttt import train
@@ -297,7 +298,20 @@ def _task_result(found: list[Choice], stats: dict) -> TaskResult:
     return TaskResult(attempts, candidates=sum(len(a.candidates) for a in found),
                       tables=[[c.to_json() for c in a.candidates] for a in found],
                       note="; ".join(a.note for a in found if a.note),
-                      origins="; ".join("|".join(a.origins()) for a in found), **stats)
+                      origins="; ".join("|".join(a.origins()) for a in found), verifier=_verifier_text(found),
+                      **stats)
+
+
+def _verifier_text(found: list[Choice]) -> str:
+    """What the verifier knew and did, for the report: 'same_shape,palette_equal: 2 demoted (histogram_kept)' per test
+    input ('; '), '' where it was off or found no invariant."""
+    out = []
+    for a in found:
+        if a.invariants:
+            broke = sorted({name for names in a.demoted.values() for name in names})
+            why = f" ({','.join(broke)})" if broke else ""
+            out.append(f"{','.join(a.invariants)}: {len(a.demoted)} demoted{why}")
+    return "; ".join(out)
 
 
 def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines,

@@ -29,7 +29,7 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
                   "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
                   "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
-                  "planned_speeds"]
+                  "planned_speeds", "verifier"]
 
 
 def write_report(run, printing: bool = True) -> dict:

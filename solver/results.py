@@ -46,6 +46,7 @@ class TaskStats:
     programs: int = 0  # programs that reproduce every demo (the search)
     source_errors: str = ""  # 'search: ValueError: ...' for each source that raised (the task went on without it)
     origins: str = ""  # per test input ('; '), where attempt 1 and 2 came from ('|'): Choice.origins
+    verifier: str = ""  # per test input ('; '), the invariants checked and the candidates demoted (infer.verify)
 
     def speeds(self) -> dict[str, float]:
         """What the planner's rates follow (solver.budget.update_rates)."""

@@ -217,6 +217,7 @@ class Choice:
     rule: str = ""
     note: str = ""  # what the report should know: why the attempts are fallbacks, or that the prompt was trimmed
     demoted: dict[int, list[str]] = field(default_factory=dict)  # rows moved back by the verifier: what they break
+    invariants: tuple[str, ...] = ()  # the task's invariants the verifier checked (none: it was off or found none)
 
     def to_json(self) -> dict:
         return {"attempt_1": self.attempt_1.tolist(), "attempt_2": self.attempt_2.tolist()}
@@ -267,7 +268,8 @@ def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str
         ranking, demoted = demote_broken(table, ranking, verify, fallback)
     first, second = fill_attempts([table[i].grid for i in ranking[:2]], fallback)
     mixed = mix != "pool" and any(mix_source in c.sources for c in table)
-    return Choice(first, second, table, ranking, f"{rule}+{mix_source}:{mix}" if mixed else rule, note, demoted)
+    return Choice(first, second, table, ranking, f"{rule}+{mix_source}:{mix}" if mixed else rule, note, demoted,
+                  tuple(verify or ()))
 
 
 def no_choice(fallback: Grid, note: str) -> Choice:

@@ -248,3 +248,19 @@ def test_the_verifier_demotes_but_never_deletes():
     np.testing.assert_array_equal(checked.attempt_1, right.grid)
     np.testing.assert_array_equal(checked.attempt_2, wrong.grid)  # demoted, still an attempt
     assert "histogram_kept" in checked.demoted[0] and "demoted" in checked.report()
+
+
+def test_the_report_names_the_invariants_and_the_demoted():
+    from solver.config import resolve
+    from solver.pipeline import choose_without_model
+    from solver.select import proposed
+    pairs = [(A([[1, 0]]), A([[0, 1]])), (A([[2, 2, 0]]), A([[0, 2, 2]]))]
+    task = Task("v", pairs, [A([[3, 0, 0]])])
+    table = proposed("search", [(A([[3, 3, 3]]), 0.0, "wrong"), (A([[0, 0, 3]]), -1.0, "right")])
+    [choice] = choose_without_model(task, [table], resolve("test"))
+    np.testing.assert_array_equal(choice.attempt_1, A([[0, 0, 3]]))
+    from solver.pipeline import _verifier_text
+    text = _verifier_text([choice])
+    assert "histogram_kept" in text.split(":")[0] and "1 demoted" in text
+    off = choose_without_model(task, [table], resolve("test", infer={"verify": False}))[0]
+    assert _verifier_text([off]) == "" and np.array_equal(off.attempt_1, A([[3, 3, 3]]))
