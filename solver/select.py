@@ -5,7 +5,8 @@ Owns the `Candidate` table (one row per distinct grid: the candidate sources tha
 view) and every other source's own evidence (a score, a text such as a program, a rank)), the `CandidateSource`
 protocol, the merge of several sources' tables, the selection rules, and the `Choice` of two attempts (filled from
 solver.submission's fallbacks when short). Every rule is a small pure function `rank(table) -> indices, best first`;
-`mix_sources` puts one source's best answers before (or after) what a rule ranks. Knows no model, no tokens and no
+`mix_sources` puts one source's best answers before (or after) what a rule ranks; `demote_broken` moves the
+candidates that break one of the task's invariants (solver.invariants) after the others. Knows no model, no tokens and no
 decoding.
 
 Ties, in every rule, fall to the next criterion the rule names and finally to the table order: the order in which
@@ -21,6 +22,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 
+from solver.invariants import broken
 from solver.submission import fill_attempts
 from solver.tasks import Grid, grid_key
 
@@ -250,7 +252,6 @@ def demote_broken(table: list[Candidate], ranking: list[int], found: dict,
                   test_input: Grid) -> tuple[list[int], dict[int, list[str]]]:
     """The ranking with every candidate that breaks one of the task's invariants (`found`: solver.invariants) moved
     after those that break none, each group in its own order; and per demoted row the invariants it breaks."""
-    from solver.invariants import broken
     demoted = {i: names for i in ranking if (names := broken(found, test_input, table[i].grid))}
     return [i for i in ranking if i not in demoted] + [i for i in ranking if i in demoted], demoted
 
