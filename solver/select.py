@@ -6,8 +6,8 @@ view) and every other source's own evidence (a score, a text such as a program, 
 protocol, the merge of several sources' tables, the selection rules, and the `Choice` of two attempts (filled from
 solver.submission's fallbacks when short). Every rule is a small pure function `rank(table) -> indices, best first`;
 `mix_sources` puts one source's best answers before (or after) what a rule ranks; `demote_broken` moves the
-candidates that break one of the task's invariants (solver.invariants) after the others. Knows no model, no tokens and no
-decoding.
+candidates that break one of the task's invariants (solver.invariants) after the others. Knows no model, no tokens
+and no decoding.
 
 Ties, in every rule, fall to the next criterion the rule names and finally to the table order: the order in which
 candidates were first produced (views in order, the identity view first), so a rule never depends on dict or hash
