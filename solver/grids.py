@@ -518,13 +518,17 @@ def halo(g: Grid, c: int, diag: bool = True) -> Grid | None:
     return np.where((g == 0) & _neighbours(g != 0, diag), c, g)
 
 
+def enclosed(g: Grid) -> np.ndarray:
+    """The zero cells that cannot reach the border through zero cells (4-connected), as a mask."""
+    lab = label(g == 0, None, False)
+    outside = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    return (lab >= 0) & ~np.isin(lab, outside)
+
+
 @primitive
 def fill_enclosed(g: Grid, c: int) -> Grid | None:
     """Zero cells that cannot reach the border through zero cells (4-connected) become colour c."""
-    lab = label(g == 0, None, False)
-    outside = set(np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]]).tolist())
-    enclosed = (lab >= 0) & ~np.isin(lab, list(outside))
-    return np.where(enclosed, c, g)
+    return np.where(enclosed(g), c, g)
 
 
 # objects ---------------------------------------------------------------------------------------------------------
@@ -568,6 +572,11 @@ class Obj:
     size: int
     colour: int  # its most frequent colour
     colours: int  # how many colours it has
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        """Its bounding box in the grid, as a pair of slices."""
+        return slice(self.top, self.top + self.mask.shape[0]), slice(self.left, self.left + self.mask.shape[1])
 
 
 CONNECTIVITY = {"c4": (False, False), "c8": (False, True), "m4": (True, False), "m8": (True, True)}
@@ -652,7 +661,7 @@ def pick_object(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
         return None
     if mode == "obj":
         return o.cells
-    box = slice(o.top, o.top + o.mask.shape[0]), slice(o.left, o.left + o.mask.shape[1])
+    box = o.box
     if mode == "box":
         return g[box]
     out = g.copy() if mode == "erase" else np.zeros_like(g)
@@ -717,7 +726,7 @@ def paint_objects(g: Grid, conn: str, prop: str) -> Grid | None:
                  "extreme": lambda: 1 if o.size == sizes[0] else 2 if o.size == sizes[-1] else 3,
                  "holes": lambda: 1 if _has_hole(o.mask) else 2, "single": lambda: 1 if o.size == 1 else 2,
                  "shape": lambda: 1 if shapes[_shape_key(o)] == 1 else 2}[prop]()
-        out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask] = value
+        out[o.box][o.mask] = value
     return out
 
 
@@ -871,7 +880,7 @@ def fill_bbox(g: Grid, c: int) -> Grid | None:
     """Zero cells inside the bounding box of a multicolour 8-connected object become colour c."""
     out = g.copy()
     for o in objects(g, "m8"):
-        box = out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]]
+        box = out[o.box]
         box[box == 0] = c
     return out
 

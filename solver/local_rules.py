@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from solver.grids import label
+from solver.grids import enclosed, label
 from solver.tasks import Grid
 
 OUTSIDE = 10  # the colour of a cell beyond the grid's edge
@@ -155,18 +155,11 @@ def _ray_colours(g: Grid) -> dict[str, np.ndarray]:
     return out
 
 
-def _enclosed(g: Grid) -> np.ndarray:
-    """1 for a zero cell that cannot reach the border through zero cells (4-connected), else 0."""
-    lab = label(g == 0, None, False)
-    outside = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-    return ((lab >= 0) & ~np.isin(lab, outside)).astype(np.int64)
-
-
 def cell_features(g: Grid) -> dict[str, np.ndarray]:
     """Every cell feature (CELL_FEATURES) of a grid, each an int array of the grid's shape."""
     ys, xs = np.indices(g.shape)
     feats = {"colour": g.astype(np.int64), "row_parity": ys % 2, "col_parity": xs % 2,
-             "row_3": ys % 3, "col_3": xs % 3, "enclosed": _enclosed(g),
+             "row_3": ys % 3, "col_3": xs % 3, "enclosed": enclosed(g).astype(np.int64),
              "neighbours4": sum((n != 0) & (n != OUTSIDE) for n in _around(g, CROSS)).astype(np.int64),
              "neighbours8": sum((n != 0) & (n != OUTSIDE) for n in _around(g, BOX)).astype(np.int64)}
     feats.update(_ray_colours(g))

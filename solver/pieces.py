@@ -26,10 +26,6 @@ PIECE_OPS: dict[str, Primitive] = {
 MAX_PIECES = 16  # a piece map applies to grids of at most this many objects (more: no image, as for a refused piece)
 
 
-def _box(o: Obj) -> tuple[slice, slice]:
-    return slice(o.top, o.top + o.mask.shape[0]), slice(o.left, o.left + o.mask.shape[1])
-
-
 @primitive
 def map_pieces(g: Grid, conn: str, mode: str, op: Primitive) -> Grid | None:
     """Every object of `objects(g, conn)` ('obj': its own cells; 'box': the grid under its bounding box) replaced by
@@ -41,7 +37,7 @@ def map_pieces(g: Grid, conn: str, mode: str, op: Primitive) -> Grid | None:
     out = g.copy()
     images = []
     for o in objs:
-        box = _box(o)
+        box = o.box
         piece = o.cells if mode == "obj" else g[box]
         image = op(piece)
         if image is None:
@@ -100,7 +96,7 @@ def pick_piece(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
     o = choose_piece(objects(g, conn), g.shape, how)
     if o is None:
         return None
-    box = _box(o)
+    box = o.box
     if mode == "obj":
         return o.cells
     if mode == "box":
