@@ -69,8 +69,8 @@ def _usable(parts: list[list[Grid]], bases: list[Grid], outputs: list[Grid],
 def assemble(parts: list[tuple[list[Grid], list[Grid | None]]], inputs: list[Grid], outputs: list[Grid],
              tests: list[Grid], base: str = "input", max_parts: int = 4) -> tuple[list[int], list[Grid]] | None:
     """The parts chosen (indices into `parts`, each a pair of demo grids and test grids) and the test outputs they
-    give, when at most `max_parts` of them reproduce every demo output over `base`; else None. Only assemblies of
-    two parts or more are returned: one part alone is a plain program."""
+    give, when at most `max_parts` of them reproduce every demo output over `base` and every test input gets an
+    answer; else None. Only assemblies of two parts or more are returned: one part alone is a plain program."""
     if base == "input" and any(i.shape != o.shape for i, o in zip(inputs, outputs)):
         return None
     bases = list(inputs) if base == "input" else [np.zeros_like(o) for o in outputs]
@@ -87,8 +87,8 @@ def assemble(parts: list[tuple[list[Grid], list[Grid | None]]], inputs: list[Gri
         left &= ~gains[best]
     if left.any() or len(chosen) < 2:
         return None
-    return [keep[b] for b in chosen], _lay([parts[keep[b]][1] for b in chosen], [tables[b] for b in chosen], tests,
-                                           base)
+    outs = _lay([parts[keep[b]][1] for b in chosen], [tables[b] for b in chosen], tests, base)
+    return None if outs is None else ([keep[b] for b in chosen], outs)
 
 
 def _lay(part_tests: list[list[Grid | None]], tables: list[np.ndarray], tests: list[Grid],

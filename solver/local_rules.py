@@ -94,12 +94,17 @@ def apply_table(table: dict[int, int], key: np.ndarray) -> Grid | None:
     return np.array(cells, dtype=np.uint8).reshape(key.shape)
 
 
+def _learnable(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> bool:
+    """Whether a cell table can be learned at all: every output has its input's shape, some demo changes a cell, and
+    there is a test input to answer."""
+    return bool(tests) and all(i.shape == o.shape for i, o in zip(inputs, outputs)) and \
+        not all(np.array_equal(i, o) for i, o in zip(inputs, outputs))
+
+
 def local_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
     """The most general neighbourhood whose table maps every demo input to its output and covers every test input,
     and the test outputs it gives; None when the shapes differ, when the demos change nothing, or when none fits."""
-    if any(i.shape != o.shape for i, o in zip(inputs, outputs)) or not tests:
-        return None
-    if all(np.array_equal(i, o) for i, o in zip(inputs, outputs)):
+    if not _learnable(inputs, outputs, tests):
         return None
     for name, keyer in NEIGHBOURHOODS.items():
         table = learn_table([keyer(i) for i in inputs], outputs)
@@ -186,9 +191,7 @@ def feature_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid],
     """The cell's colour and the fewest other features (at most `max_features`, in CELL_FEATURES order) whose table
     maps every demo input to its output and covers every test input, and the test outputs it gives; None when the
     shapes differ, the demos change nothing, or no such set exists."""
-    if any(i.shape != o.shape for i, o in zip(inputs, outputs)) or not tests:
-        return None
-    if all(np.array_equal(i, o) for i, o in zip(inputs, outputs)):
+    if not _learnable(inputs, outputs, tests):
         return None
     demo, test = [cell_features(i) for i in inputs], [cell_features(t) for t in tests]
     others = CELL_FEATURES[1:]

@@ -77,7 +77,8 @@ def choose_piece(objs: tuple[Obj, ...], shape: tuple, how: str) -> Obj | None:
     if len(objs) < 2:
         return None
     if how in ("unique_size", "symmetric", "asymmetric", "border", "inner"):
-        test = {"unique_size": lambda o: Counter(x.size for x in objs)[o.size] == 1,
+        sizes = Counter(x.size for x in objs)
+        test = {"unique_size": lambda o: sizes[o.size] == 1,
                 "symmetric": _symmetric, "asymmetric": lambda o: not _symmetric(o),
                 "border": lambda o: _touches(o, shape), "inner": lambda o: not _touches(o, shape)}[how]
         hits = [o for o in objs if test(o)]

@@ -199,10 +199,10 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
             one = replace(cfg.ttt, max_steps=1, epochs=1)
             train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up on every device: not timed
             w.adapter.reset()
-            speed = _step_speed(w.adapter, train, (examples * batch)[:batch], replace(one, batch_size=batch), codec)
+            rows, planned = (examples * batch)[:batch], replace(one, batch_size=batch)
+            speed = _step_speed(w.adapter, train, rows, planned, codec)
             if 0 < speed < rates.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
-                speed = max(speed, _step_speed(w.adapter, train, (examples * batch)[:batch],
-                                               replace(one, batch_size=batch), codec))
+                speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))
             if speed:
                 measured["train_tokens_per_s"] = speed
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)

@@ -287,8 +287,6 @@ class _Search:
             if got is None:
                 continue
             chosen, outs = got
-            if outs is None:
-                continue
             texts = [" | ".join(self.parts[k][0]) or "identity" for k in chosen]
             depth = sum(max(1, len(self.parts[k][0])) for k in chosen)
             text = f"assemble{{{base}: {' ; '.join(texts)}}}"
