@@ -21,7 +21,7 @@ LAYERS = [
     # one task, then the run and its outputs
     "results", "pipeline", "search_pass", "score", "show", "report", "run",
     # entry points
-    "bench_plan", "bench_ttt", "bench_infer", "bench_selection", "bench_search", "bench_ablation", "bench_pretrain", "check_gpu", "session", "cli", "__main__",
+    "cli", "__main__",
     "__init__",
 ]
 MAX_FUNCTION_LINES = 60

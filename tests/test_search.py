@@ -181,7 +181,7 @@ def _write_task_dir(tmp_path, tasks):
 
 
 def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(tmp_path, monkeypatch, capsys):
-    from solver import bench_search
+    from solver.bench import search as bench_search
     from solver.submission import read_submission, validate_file
     from solver.tasks import load_tasks
     good = make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid="good")
@@ -206,7 +206,7 @@ def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(t
 
 def test_bench_command_ends_with_a_json_line(tmp_path, capsys):
     import json
-    from solver import bench_search
+    from solver.bench import search as bench_search
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid="t1")])
     assert bench_search.bench_command(spec, depth=1, limit=None, budget_s=20) == 0
