@@ -41,7 +41,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from solver.bench.search import search_command
+    from solver.search_alone import search_command
     from solver.budget import parse_duration
     return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit,
                           budget_s=parse_duration(args.budget) if args.budget else None)

@@ -21,7 +21,7 @@ LAYERS = [
     # one task, then the run and its outputs
     "results", "pipeline", "search_pass", "score", "show", "report", "run",
     # entry points
-    "cli", "__main__",
+    "search_alone", "cli", "__main__",
     "__init__",
 ]
 MAX_FUNCTION_LINES = 60

@@ -1,72 +1,20 @@
-"""The program search alone over a task set: `python -m solver search` (a submission, scored when solutions are known)
-and `python -m solver bench search` (programs evaluated per second, core-seconds per task, peak memory, test outputs
-solved top-1/top-2, per family of steps the tasks solved only with it, then one JSON line).
+"""`python -m solver bench search`: the program search alone over a task set, measured: programs evaluated per
+second, core-seconds per task, peak memory, test outputs solved top-1/top-2, per family of steps the tasks solved only
+with it, then one JSON line.
 
-Owns only these two command bodies: the search is solver.search, the submission solver.submission, the scoring
-solver.score.
+Owns only this command's body: the loop over the tasks is solver.search_alone's (the `search` command's), the search
+solver.search.
 """
 from __future__ import annotations
 
 import json
-import logging
-import time
 
 import numpy as np
 
 from solver.measure import peak_rss_mib
-from solver.score import print_score, score_table
-from solver.search import SearchResult, answers, families, search_task
-from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
+from solver.search import SearchResult, answers, families
+from solver.search_alone import search_each
 from solver.tasks import Task, load_tasks
-
-log = logging.getLogger(__name__)
-
-DEFAULT_TASK_S = 30.0  # per-task cap without a budget
-
-
-def attempts_of(task: Task, result: SearchResult) -> list[Attempts]:
-    """Two attempts per test input: the two best distinct answers, then the fallbacks."""
-    return [fill_attempts([g for g, _ in answers(result, i)][:2], test_in)
-            for i, test_in in enumerate(task.test_inputs[:task.num_tests])]
-
-
-def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc: str):
-    """Search every task in turn (tqdm with an ETA); yields (task, result or None when it raised, core-seconds)."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-    per_task = budget_s / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
-    with logging_redirect_tqdm():
-        for task in tqdm(list(tasks.values()), desc=desc, unit="task"):
-            start = time.process_time()
-            try:
-                result = search_task(task, time.monotonic() + per_task, depth)
-            except Exception:  # one task's failure must not end the run: it gets fallback attempts
-                log.exception("search: task %s raised; fallback attempts", task.id)
-                result = None
-            yield task, result, time.process_time() - start
-
-
-def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
-                   limit: int | None = None) -> int:
-    """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
-    known. Returns 0, or 1 when some task raised."""
-    tasks = load_tasks(tasks_spec, limit)
-    attempts: dict[str, list[Attempts]] = {}
-    failed = found = 0
-    for task, result, _ in search_each(tasks, depth, budget_s, "search"):
-        if result is None:
-            failed += 1
-            attempts[task.id] = fallback_attempts(task)
-            continue
-        found += bool(result.programs)
-        attempts[task.id] = attempts_of(task, result)
-        write_submission(out, tasks, attempts)
-    write_submission(out, tasks, attempts)
-    print(f"search: {len(tasks)} tasks, {found} with a fitting program, {failed} raised; submission {out}")
-    solutions = {t.id: t.test_outputs for t in tasks.values() if t.test_outputs is not None}
-    if solutions:
-        print_score(score_table(attempts, solutions), show_table=False)
-    return 1 if failed else 0
 
 
 def _solved(task: Task, result: SearchResult | None) -> tuple[int, int, int, set[str]]:
@@ -85,7 +33,6 @@ def _solved(task: Task, result: SearchResult | None) -> tuple[int, int, int, set
             if hit:
                 needed = set(families(p.text)) if needed is None else needed & set(families(p.text))
     return top1, top2, len(task.test_outputs), needed or set()
-
 
 
 def bench_command(tasks_spec: str = "heldout", depth: int = 2, limit: int | None = None,
