@@ -41,7 +41,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from solver.bench_search import search_command
+    from solver.search_alone import search_command
     from solver.budget import parse_duration
     return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit,
                           budget_s=parse_duration(args.budget) if args.budget else None)
@@ -52,23 +52,23 @@ ABLATION_BUDGET = "5m"  # bench ablation: each row's budget unless --budget says
 
 def cmd_bench(args) -> int:
     if args.what == "selection":
-        from solver.bench_selection import main as replay
+        from solver.bench.selection import main as replay
         return replay(args)
     if args.what == "search":
-        from solver.bench_search import bench_command
+        from solver.bench.search import bench_command
         from solver.budget import parse_duration
         return bench_command(args.tasks, args.depth, args.limit, parse_duration(args.budget) if args.budget else None)
     if args.what == "ttt":
-        from solver.bench_ttt import main as bench
+        from solver.bench.ttt import main as bench
     elif args.what == "ablation":
-        from solver.bench_ablation import main as bench
+        from solver.bench.ablation import main as bench
         args.budget = args.budget or ABLATION_BUDGET
     elif args.what == "plan":
-        from solver.bench_plan import main as bench
+        from solver.bench.plan import main as bench
     elif args.what == "pretrain":
-        from solver.bench_pretrain import main as bench
+        from solver.bench.pretrain import main as bench
     else:
-        from solver.bench_infer import main as bench
+        from solver.bench.infer import main as bench
     return bench(args) or 0
 
 
@@ -266,12 +266,12 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-demos", type=int, help="draw at most this many demonstration pairs")
     s.set_defaults(func=cmd_show)
 
-    from solver.check_gpu import add_parser as add_check_gpu_parser  # standard library only at import
+    from solver.bench.check_gpu import add_parser as add_check_gpu_parser  # standard library only at import
     add_check_gpu_parser(sub)  # `check-gpu`: the GPU path on a random model of SmolLM2's shape
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
     add_search_parser(sub)  # `search`: the program search alone
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
-    from solver.session import add_parser as add_session_parser  # standard library only at import
+    from solver.bench.session import add_parser as add_session_parser  # standard library only at import
     add_session_parser(sub)  # `gpu-session`: one GPU window, verification then pretraining
     return p
 

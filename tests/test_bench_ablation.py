@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solver import bench_ablation as A
+from solver.bench import ablation as A
 from solver.config import get_preset
 from solver.results import TaskResult
 from solver.tasks import Task, is_heldout

@@ -70,7 +70,7 @@ def test_a_toy_source_through_the_protocol_reaches_the_attempts_and_the_report(m
 
 def test_bench_selection_replays_every_rule_and_mix_on_kept_tables(tmp_path, capsys):
     from argparse import Namespace
-    from solver.bench_selection import main as replay
+    from solver.bench.selection import main as replay
     from solver.results import CANDIDATES
     task = colour_swap_task()
     truth, wrong = task.test_outputs[0], np.full((3, 3), 7, np.uint8)

@@ -3,7 +3,7 @@ check that raises fails it, and fp16/bf16 are skipped or run by what the device 
 import pytest
 import torch
 
-from solver import check_gpu as C
+from solver.bench import check_gpu as C
 from solver.cli import main
 
 NAMES = ["build", "load", "ttt", "decode", "dfs", "score", "solve"]

@@ -91,7 +91,8 @@ def test_ttt_and_pretraining_share_each_training_setting_and_only_the_defaults_d
 
 def test_bench_search_gets_30_s_a_task_unless_a_budget_is_given(monkeypatch):
     """The bench parser's --budget is the ablation's per-row time; it must not cap the search's tasks silently."""
-    from solver import bench_search, cli
+    from solver import cli
+    from solver.bench import search as bench_search
     seen = {}
     def bench(tasks, depth, limit, budget_s):
         seen["b"] = budget_s

@@ -97,7 +97,7 @@ def test_a_folder_that_is_not_an_export_is_refused_before_the_pack_is_touched(pa
 def test_the_plans_second_command_runs_the_session_and_brings_back_what_fits(pack, tmp_path):
     """Command 2 exactly as the pack prints it (its stage and $OUT here, two minutes instead of three), on a fresh
     machine: part 1 is missing, so set-up says so and the checks run on scratch:smollm2 without pretraining."""
-    from solver import session as S
+    from solver.bench import session as S
     tmp, _, printed = pack
     stage, out, checkout = tmp_path / "g", tmp_path / "OUT", tmp_path / "c2"
     line = next(x for x in printed.splitlines() if x.startswith("command 2 (timeout_s"))

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "solver"
+BENCH = "bench"  # solver/bench/: the benches, check-gpu and gpu-session, off the solver's one-way stack
 
 # Lowest first: a module may import only modules before it (lazy imports inside functions included).
 # docs/architecture.md explains each stage; a new module must be placed here.
@@ -20,25 +21,38 @@ LAYERS = [
     "generate", "pretrain", "embed", "reuse", "select", "program_source",
     # one task, then the run and its outputs
     "results", "pipeline", "search_pass", "score", "show", "report", "run",
-    # entry points
-    "bench_plan", "bench_ttt", "bench_infer", "bench_selection", "bench_search", "bench_ablation", "bench_pretrain", "check_gpu", "session", "cli", "__main__",
-    "__init__",
+    # the `search` command's body, the package's public face
+    "search_alone", "__init__",
+    # entry points: the command line, the one part of the solver above solver/bench/ (it dispatches to it: ORDER)
+    "cli", "__main__",
 ]
+COMMAND_LINE = ["cli", "__main__"]
+# solver/bench/, lowest first: its modules may import any module of the stack, and one another only downwards
+BENCH_LAYERS = ["plan", "search", "selection", "pretrain", "ttt", "infer", "ablation", "check_gpu", "session", "__init__"]
+# the whole order: the stack, then the subpackage (as 'bench.NAME'), then the command line
+ORDER = [n for n in LAYERS if n not in COMMAND_LINE] + [f"{BENCH}.{n}" for n in BENCH_LAYERS] + COMMAND_LINE
 MAX_FUNCTION_LINES = 60
 
 
+def module_name(dotted: str) -> str:
+    """A module's name in ORDER: 'solver.X.y' -> 'X', 'solver.bench.Y.z' -> 'bench.Y', 'solver.bench' ->
+    'bench.__init__'."""
+    parts = dotted.split(".")[1:]
+    if parts[0] != BENCH:
+        return parts[0]
+    return f"{BENCH}.{parts[1]}" if len(parts) > 1 else f"{BENCH}.__init__"
+
+
 def package_imports(source: str) -> set[str]:
-    """Names of the package's modules that a module's source imports, anywhere in it."""
+    """Names (as module_name gives them) of the package's modules that a module's source imports, anywhere in it."""
     found = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            if parts[0] == "solver" and len(parts) > 1:
-                found.add(parts[1])
-            elif node.module == "solver":
-                found.update(a.name for a in node.names)
+        if isinstance(node, ast.ImportFrom) and node.module in ("solver", f"solver.{BENCH}"):
+            found.update(module_name(f"{node.module}.{a.name}") for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("solver."):
+            found.add(module_name(node.module))
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("solver."))
+            found.update(module_name(a.name) for a in node.names if a.name.startswith("solver."))
     return found
 
 
@@ -54,15 +68,25 @@ def back_edges(sources: dict[str, str], layers: list[str]) -> list[str]:
 
 
 def package_sources() -> dict[str, str]:
-    return {p.stem: p.read_text() for p in sorted(PACKAGE.glob("*.py"))}
+    """Every module's source by its name in ORDER: solver/*.py, then solver/bench/*.py as 'bench.NAME'."""
+    sources = {p.stem: p.read_text() for p in sorted(PACKAGE.glob("*.py"))}
+    return sources | {f"{BENCH}.{p.stem}": p.read_text() for p in sorted((PACKAGE / BENCH).glob("*.py"))}
 
 
 def test_imports_flow_one_way():
-    assert back_edges(package_sources(), LAYERS) == []
+    assert back_edges(package_sources(), ORDER) == []
 
 
 def test_every_module_is_placed_and_exists():
-    assert sorted(package_sources()) == sorted(LAYERS)
+    assert sorted(package_sources()) == sorted(ORDER) and len(set(ORDER)) == len(ORDER)
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == [BENCH]
+
+
+def test_imports_are_absolute():
+    """package_imports reads `solver.`-absolute imports only: a relative one would pass the checks unseen."""
+    relative = [f"{name}:{n.lineno}" for name, source in package_sources().items() for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.ImportFrom) and n.level]
+    assert relative == []
 
 
 def test_a_back_edge_is_caught_even_inside_a_function():
@@ -70,6 +94,19 @@ def test_a_back_edge_is_caught_even_inside_a_function():
                "stray": "import solver.tasks\n"}
     assert back_edges(sources, ["tasks", "ttt"]) == ["stray: not placed in LAYERS", "tasks -> ttt"]
     assert back_edges({"ttt": "from solver import tasks\n", "tasks": ""}, ["tasks", "ttt"]) == []
+
+
+def test_a_solver_module_importing_the_bench_is_caught():
+    """Every way of naming solver.bench or a module in it, from the stack; and a back-edge inside the subpackage."""
+    sources = package_sources() | {
+        "run": "def f():\n    from solver.bench.session import main\n", "tasks": "import solver.bench.plan as p\n",
+        "plan": "from solver.bench import ablation\n", "ttt": "from solver import bench\n",
+        "bench.plan": "from solver.bench.session import main\nfrom solver.cli import main\n"}
+    assert sorted(back_edges(sources, ORDER)) == ["bench.plan -> bench.session", "bench.plan -> cli",
+                                                  "plan -> bench.ablation", "run -> bench.session",
+                                                  "tasks -> bench.plan", "ttt -> bench.__init__"]
+    assert package_imports("from solver.bench.check_gpu import add_parser\nimport solver.tasks\n") == \
+        {"bench.check_gpu", "tasks"}
 
 
 @pytest.mark.parametrize("name", sorted(package_sources()))

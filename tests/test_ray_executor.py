@@ -168,7 +168,7 @@ def test_a_resumed_ray_run_does_only_the_rest(control, arc1_eval, tmp_path, capl
 
 
 def test_ablation_rows_run_side_by_side_on_the_cluster(control, tmp_path):
-    from solver import bench_ablation as A
+    from solver.bench import ablation as A
     a, b = np.array([[1, 2]], np.uint8), np.array([[2, 1]], np.uint8)
     tasks = {"toy": Task("toy", [(a, b), (b, a)], [a], [b])}
     base = ray_cfg(solver="test_ray_executor:rows_factory", budget="60s")

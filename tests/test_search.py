@@ -181,22 +181,22 @@ def _write_task_dir(tmp_path, tasks):
 
 
 def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(tmp_path, monkeypatch, capsys):
-    from solver import bench_search
+    from solver import search_alone
     from solver.submission import read_submission, validate_file
     from solver.tasks import load_tasks
     good = make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid="good")
     bad = make_task(G.flip_h, [(5, 6), (6, 6), (5, 7)], tid="boom")
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", [good, bad])
-    real = bench_search.search_task
+    real = search_alone.search_task
 
     def flaky(task, deadline, depth=2, max_memory_mb=2048):
         if task.id == "boom":
             raise RuntimeError("injected")
         return real(task, deadline, 1, max_memory_mb)
-    monkeypatch.setattr(bench_search, "search_task", flaky)
+    monkeypatch.setattr(search_alone, "search_task", flaky)
     out = tmp_path / "sub.json"
-    assert bench_search.search_command(spec, str(out), depth=1, budget_s=20) == 1
+    assert search_alone.search_command(spec, str(out), depth=1, budget_s=20) == 1
     assert validate_file(out, load_tasks(spec)) == []
     sub = read_submission(out)
     np.testing.assert_array_equal(sub["good"][0][0], good.test_outputs[0])
@@ -206,7 +206,7 @@ def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(t
 
 def test_bench_command_ends_with_a_json_line(tmp_path, capsys):
     import json
-    from solver import bench_search
+    from solver.bench import search as bench_search
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid="t1")])
     assert bench_search.bench_command(spec, depth=1, limit=None, budget_s=20) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from solver import session as S
+from solver.bench import session as S
 from solver.config import resolve
 from solver.model import load_model
 from solver.pretrain import exported_state, pretrain

@@ -1,0 +1,64 @@
+"""`python -m solver search`: the program search alone over a task set (no model), a submission written as it goes
+and scored when solutions are known.
+
+Owns only this command's body and its loop over the tasks (search_each, which `bench search` times too): the search
+is solver.search, the submission solver.submission, the scoring solver.score.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from solver.score import print_score, score_table
+from solver.search import SearchResult, answers, search_task
+from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
+from solver.tasks import Task, load_tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK_S = 30.0  # per-task cap without a budget
+
+
+def attempts_of(task: Task, result: SearchResult) -> list[Attempts]:
+    """Two attempts per test input: the two best distinct answers, then the fallbacks."""
+    return [fill_attempts([g for g, _ in answers(result, i)][:2], test_in)
+            for i, test_in in enumerate(task.test_inputs[:task.num_tests])]
+
+
+def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc: str):
+    """Search every task in turn (tqdm with an ETA); yields (task, result or None when it raised, core-seconds)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    per_task = budget_s / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
+    with logging_redirect_tqdm():
+        for task in tqdm(list(tasks.values()), desc=desc, unit="task"):
+            start = time.process_time()
+            try:
+                result = search_task(task, time.monotonic() + per_task, depth)
+            except Exception:  # one task's failure must not end the run: it gets fallback attempts
+                log.exception("search: task %s raised; fallback attempts", task.id)
+                result = None
+            yield task, result, time.process_time() - start
+
+
+def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
+                   limit: int | None = None) -> int:
+    """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
+    known. Returns 0, or 1 when some task raised."""
+    tasks = load_tasks(tasks_spec, limit)
+    attempts: dict[str, list[Attempts]] = {}
+    failed = found = 0
+    for task, result, _ in search_each(tasks, depth, budget_s, "search"):
+        if result is None:
+            failed += 1
+            attempts[task.id] = fallback_attempts(task)
+            continue
+        found += bool(result.programs)
+        attempts[task.id] = attempts_of(task, result)
+        write_submission(out, tasks, attempts)
+    write_submission(out, tasks, attempts)
+    print(f"search: {len(tasks)} tasks, {found} with a fitting program, {failed} raised; submission {out}")
+    solutions = {t.id: t.test_outputs for t in tasks.values() if t.test_outputs is not None}
+    if solutions:
+        print_score(score_table(attempts, solutions), show_table=False)
+    return 1 if failed else 0
