@@ -1,10 +1,10 @@
 """One task end to end: the solver of the run (`Solver`).
 
 `Solver.build(cfg)` (the run's factory: `pipeline`) runs once per worker: it builds the candidate sources of
-`run.sources` (solver.program_source's search; the model: loaded once, with its LoRA adapter attached and, where those
+`run.sources` (solver.source_registry's, such as the search; the model: loaded once, with its LoRA adapter attached and, where those
 options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called as
 `solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test input's
-table), then fits the model's work to the time left at the worker's measured speeds (prediction first, TTT the rest),
+table; the search pass's tables, where the job carries them, stand for the sources that ran ahead), then fits the model's work to the time left at the worker's measured speeds (prediction first, TTT the rest),
 trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views, decoding and scoring of
 its own and the other sources' candidates (solver.generate), the merged table, and the selection (solver.select),
 with fallbacks when time or candidates run out. Knows nothing of other tasks' results, the submission file or reports.
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, replace
 from solver import budget as B
 from solver.codec import Codec
 from solver.invariants import invariants
-from solver.config import Config, parse_sources
+from solver.config import MODEL, Config
 from solver.plan import fit_to_share, preset_rates
 from solver.results import TaskResult
-from solver.select import MODEL, Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, \
-    no_choice
+from solver.select import Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, no_choice
+from solver.source_registry import build_sources, source_names
 from solver.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,16 @@ class Solver:
         """The sources of run.sources (`sources`: the ones other than the model, instead of those it names); the
         model loaded once, with a LoRA adapter attached when TTT is on (and with cfg.run.shared_adapter, that
         adapter's weights read once too: a task whose share fits no TTT step predicts with them)."""
-        names = parse_sources(cfg.run.sources)
+        names = source_names(cfg)
         if sources is None:
-            sources = [_source(name, cfg) for name in names if name != MODEL]
+            sources = build_sources(cfg)
         solver = _with_model(cfg) if MODEL in names else cls(cfg, None)
         solver.sources = sources
         return solver
 
     def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None) -> TaskResult:
-        """Solve one task; `known`: the other sources' tables already gathered (the run's search pass: one list of
-        Candidate.to_json per test input), which the sources are then not asked again."""
+        """Solve one task; `known`: the tables of the sources that ran ahead (the run's search pass: one list of
+        Candidate.to_json per test input), which those sources are then not asked again."""
         return _solve_pipeline(self, task, cfg, deadlines, known)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
@@ -90,13 +90,6 @@ class Solver:
 def pipeline(cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
     """Solver.build under the factory name that saved configs give ('solver.pipeline:pipeline')."""
     return Solver.build(cfg, sources)
-
-
-def _source(name: str, cfg: Config) -> CandidateSource:
-    from solver.program_source import SEARCH, SearchSource
-    if name == SEARCH:
-        return SearchSource(cfg.search)
-    raise ValueError(f"no candidate source named '{name}'")
 
 
 def _with_model(cfg: Config) -> Solver:
@@ -244,7 +237,7 @@ class Gathered:
     """What the sources other than the model proposed for a task: one candidate table per test input."""
     tables: list[list[Candidate]]
     seconds: float = 0.0
-    programs: int = 0
+    fits: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -261,7 +254,7 @@ def gather(sources: list, task: Task, deadline: float) -> Gathered:
         except Exception as e:
             log.exception("task %s: candidate source '%s' raised; the task goes on without it", task.id, source.name)
             out.errors.append(f"{source.name}: {type(e).__name__}: {e}")
-        out.programs += getattr(source, "programs", 0)
+        out.fits += source.fits
     out.seconds = time.monotonic() - t0
     return out
 
@@ -275,16 +268,25 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
 
 
 def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> TaskResult:
-    if known is not None:
-        gathered = Gathered([[Candidate.from_json(d) for d in table] for table in known])
-    else:
-        gathered = gather(w.sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None))
-    source_stats = {"search_seconds": gathered.seconds, "programs": gathered.programs,
+    gathered = _gather_task(w, task, cfg, deadlines, known)
+    source_stats = {"source_seconds": gathered.seconds, "fits": gathered.fits,
                     "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:
         return _task_result(choose_without_model(task, gathered.tables, cfg), source_stats)
     found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables)
     return _task_result(found, {**source_stats, **stats})
+
+
+def _gather_task(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> Gathered:
+    """The task's tables from the sources other than the model: all of them here, or with `known` (the search pass's
+    tables) only those that run inside the job, after the pass's candidates."""
+    sources = w.sources if known is None else [s for s in w.sources if not s.ahead]
+    gathered = gather(sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None)) if sources \
+        else Gathered([[] for _ in task.test_inputs])
+    if known is not None:
+        gathered.tables = [merge_tables([[Candidate.from_json(d) for d in k], t])
+                           for k, t in zip(known, gathered.tables)]
+    return gathered
 
 
 def choose_without_model(task: Task, tables: list[list[Candidate]], cfg: Config) -> list[Choice]:

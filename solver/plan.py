@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from solver import budget as B
 from solver.codec import PromptFormat
-from solver.config import Config, parse_sources
+from solver.config import MODEL, Config, parse_sources
 from solver.shapes import deduce_from
 from solver.tasks import MAX_SIDE, Grid, Task
 
@@ -91,9 +91,10 @@ def full_work(task: Task, cfg: Config) -> B.Work:
 
 
 def preset_rates(cfg: Config) -> B.Rates:
-    """The preset's speeds: the planner's first guess, until tasks measure them."""
+    """The preset's speeds: the planner's first guess, until tasks measure them (run.search_seconds where a source
+    other than the model is named)."""
     r = cfg.run
-    search = r.search_seconds if "search" in parse_sources(r.sources) else 0.0
+    search = r.search_seconds if any(n != MODEL for n in parse_sources(r.sources)) else 0.0
     return B.Rates(r.train_tokens_per_s, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.task_overhead_s,
                    search_s=search)
 

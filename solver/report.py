@@ -27,8 +27,8 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
-                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
-                  "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
+                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "fits",
+                  "source_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
                   "planned_speeds", "verifier"]
 
 
@@ -113,7 +113,7 @@ def summarise(run, rows: list[dict]) -> dict:
             "levels": _counts(r["level"] for r in rows), "failures": _counts(kinds),
             "fell_back_after_exception": sum(o.status == "failed" for o in done), "no_candidate": empty,
             "attempt_1_from": _counts(_first_source(part) for o in done for part in o.origins.split("; ") if part),
-            "search_seconds": _spread([o.search_seconds for o in done if o.status != "invalid"]),
+            "source_seconds": _spread([o.source_seconds for o in done if o.status != "invalid"]),
             "budget_s": run.budget, "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
             "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
             "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),

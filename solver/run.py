@@ -31,17 +31,17 @@ from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.config import Config, parse_sources
+from solver.config import MODEL, Config
 from solver.files import setup_logging, stale_temporaries
 from solver.measure import gpu_peak_mib, reset_gpu_peak
 from solver.plan import config_for, full_work, preset_rates, task_size
 from solver.report import write_report
 from solver.pipeline import Solver
-from solver.select import MODEL
 from solver.results import (RESULTS, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
                             fallback_outcome, pairs_to_grids, read_results)
-from solver.search_pass import (SearchRecord, append_record, pass_end, pass_workers, read_records, resolve_mode,
+from solver.search_pass import (PassRecord, append_record, pass_end, pass_workers, read_records, resolve_mode,
                                 run_pass)
+from solver.source_registry import runs_ahead, source_names
 from solver.submission import complete_attempts, write_submission
 from solver.tasks import Task
 from solver.workers import WorkerBroken, make_executor, visible_gpus
@@ -193,10 +193,10 @@ class Run:
         self.lock = threading.Lock()
         self.pbar = None
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
-        self.searched: dict[str, SearchRecord] = {}  # the search pass's records (solver.search_pass)
+        self.searched: dict[str, PassRecord] = {}  # the search pass's records (solver.search_pass)
         self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
         # the package's solver with the model as a source: a share too short for one view is not handed out
-        self.model_answers = not cfg.run.solver and MODEL in parse_sources(cfg.run.sources)
+        self.model_answers = not cfg.run.solver and MODEL in source_names(cfg)
         # each worker's first task times its speeds (solver.pipeline.calibrate): the time for that comes on top
         self.uncalibrated = workers if self.model_answers and cfg.run.calibrate else 0
         self.plans = {tid: _Plan(task_size(t, self.codec, cfg.ttt.max_tokens), full_work(t, cfg))
@@ -279,21 +279,21 @@ class Run:
                    self._known(tid))
 
     # the search pass ----------------------------------------------------------------------------------------------
-    def on_searched(self, record: SearchRecord) -> None:
+    def on_searched(self, record: PassRecord) -> None:
         """A task's search: kept in search.jsonl, its attempts in the submission until the model's replace them."""
         with self.lock:
             append_record(self.workdir, record)
             self._searched(record)
             self.write_submission()
 
-    def _searched(self, record: SearchRecord) -> None:
+    def _searched(self, record: PassRecord) -> None:
         """Plan with a task's search: a solved task needs less of the model (run.solved_share), none at 0; without
         the model as a source the search's attempts are the task's."""
         self.searched[record.id] = record
         self._estimate()
         if record.id not in self.pending:
             return
-        if MODEL not in parse_sources(self.cfg.run.sources):
+        if MODEL not in source_names(self.cfg):
             self.pending.remove(record.id)
             self._search_only(record.id, "")
         elif record.solved and self.cfg.run.solved_share <= 0:
@@ -313,7 +313,7 @@ class Run:
         task to the model)."""
         r = self.searched[tid]
         o = Outcome(id=tid, status="ok", level=int(B.Level.SEARCH_ONLY), attempts=r.attempts, found=r.found,
-                    seconds=r.seconds, note=note, search_seconds=r.seconds, programs=r.programs,
+                    seconds=r.seconds, note=note, source_seconds=r.seconds, fits=r.fits,
                     source_errors=r.error, origins=r.origins, candidates=sum(len(t) for t in r.tables))
         self.outcomes[tid] = o
         log.info("task %s: search only, attempts found %d/%d%s", tid, r.found, self.tasks[tid].num_tests,
@@ -326,7 +326,7 @@ class Run:
         r = self.searched.get(o.id)
         if r is None:
             return o
-        o = replace(o, search_seconds=r.seconds, programs=r.programs, source_errors=o.source_errors or r.error)
+        o = replace(o, source_seconds=r.seconds, fits=r.fits, source_errors=o.source_errors or r.error)
         if o.status in ("failed", "lost") and r.found:
             o = replace(o, attempts=r.attempts, found=r.found, origins=r.origins)
         return o
@@ -416,6 +416,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     """Run a task set within cfg.run.budget; returns the summary also written to report.json (`load_problems`: the
     task set's bad files and ids, named in the report)."""
     start = time.monotonic() if start is None else start
+    source_names(cfg)  # fail now on a source the registry does not know
     budget = B.parse_duration(cfg.run.budget)
     out, workdir = Path(out), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -472,9 +473,9 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     budget); beside it, in a thread (returned) whose records the model's jobs wait for. Records of a previous run in
     the work directory are reused."""
     cfg = run.cfg
-    if cfg.run.solver or "search" not in parse_sources(cfg.run.sources):
+    if cfg.run.solver or not runs_ahead(cfg):
         return None
-    mode = resolve_mode(cfg.run.search_pass, MODEL in parse_sources(cfg.run.sources), len(visible_gpus()))
+    mode = resolve_mode(cfg.run.search_pass, MODEL in source_names(cfg), len(visible_gpus()))
     if mode == "inside":
         return None
     run.rates = replace(run.rates, search_s=0.0)  # the model's jobs do not search
