@@ -503,6 +503,18 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
     return cfg
 
 
+def changed_settings(path: Path, cfg: Config) -> list[str]:
+    """'section.field' for each setting of `cfg` that differs from the config saved at `path` (run.budget aside);
+    none when that file is missing or unreadable."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    new = cfg.to_dict()
+    return [f"{s}.{k}" for s in new for k in new[s] if s in old and old[s].get(k) != new[s][k]
+            and (s, k) != ("run", "budget")]
+
+
 def parse_sources(text: str) -> list[str]:
     """'search,model' -> ['search', 'model']; a repeated name, or none at all, is an error (the names themselves are
     checked by solver.source_registry.source_names)."""

@@ -11,21 +11,30 @@ with fallbacks when time or candidates run out. Knows nothing of other tasks' re
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
+from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.invariants import invariants
 from solver.config import MODEL, Config
-from solver.plan import fit_to_share, preset_rates
-from solver.results import TaskResult
+from solver.files import setup_logging
+from solver.invariants import invariants
+from solver.measure import gpu_peak_mib, reset_gpu_peak
+from solver.plan import fit_to_share, preset_rates, retry_config
+from solver.results import Job, Outcome, TaskResult, TaskStats, _json_pairs, fallback_outcome
 from solver.select import Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, no_choice
 from solver.source_registry import build_sources, source_names
+from solver.submission import complete_attempts
 from solver.tasks import Task
+from solver.workers import WorkerBroken
 
 log = logging.getLogger(__name__)
 
@@ -454,3 +463,111 @@ def prompt_within_context(model, codec: Codec, task: Task, test_index: int, cfg:
             f"{codec.num_tokens(fitted.train, task.test_inputs[test_index])} tokens)")
     log.warning("task %s: %s", task.id, note)
     return fitted, note
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A worker's jobs: the solve function built once, faults and retries
+
+def import_object(spec: str):
+    """The object named 'package.module:attribute'."""
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"'{spec}' is not 'module:function'")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], Outcome]:
+    """Build the solve function once (in the worker: loads the model) and return the job handler."""
+    t0 = time.monotonic()
+    setup_logging()  # a spawned worker: log lines as the parent does
+    worker = worker or f"pid{os.getpid()}"
+    solve = (import_object(solver_spec) if solver_spec else Solver.build)(Config.from_dict(cfg))
+    log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec or "Solver")
+    return partial(handle_job, solve, worker)
+
+
+STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
+                        "unspecified launch failure")
+
+
+def is_sticky_device_error(e: Exception) -> bool:
+    """Whether an exception leaves the process's CUDA context unusable (every later call fails): not out of memory."""
+    text = str(e)
+    return "out of memory" not in text and any(s in text for s in STICKY_DEVICE_ERRORS)
+
+
+def _free_memory() -> str:
+    """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded. Returns
+    '' or the error empty_cache raised: on a broken device (a sticky error) it raises too, which is never let out."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return ""
+    try:
+        torch.cuda.empty_cache()
+    except Exception as e:  # the device itself is gone: the caller reports the worker broken
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, worker: str) -> None:
+    """Raise WorkerBroken (with the task's fallback outcome) when `error` was sticky or freeing memory fails now;
+    the sticky check comes first, so empty_cache is never called on a device known to be broken."""
+    freed = "" if sticky else _free_memory()
+    if sticky or freed:
+        if freed:
+            log.error("task %s: freeing GPU memory failed (%s): the device is unusable", job.id, freed)
+            error = f"{error} | empty_cache: {freed}"
+        raise WorkerBroken(fallback_outcome(job.task, "failed", level, error, time.monotonic() - t0, worker),
+                           f"sticky device error in worker {worker}: {error}")
+
+
+FIRST = int(B.Level.FULL)  # the level a job's first call runs at: the full config, which the solver fits to its time
+
+
+def handle_job(solve, worker: str, job: Job) -> Outcome:
+    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
+    reset_gpu_peak()
+    out = _solve_job(solve, worker, job)
+    out.gpu_peak_mib = gpu_peak_mib()
+    return out
+
+
+def _solve_job(solve, worker: str, job: Job) -> Outcome:
+    """Solve one task; a raise is logged with its traceback and retried once with its retry config (no TTT, few
+    views: solver.plan.retry_config) when job.retry, then the task gets its fallback attempts. The outcome's `error`
+    names the exception(s). A sticky device error (or a device that fails to free memory) raises WorkerBroken with
+    the task's fallback outcome."""
+    t0 = time.monotonic()
+    known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
+    cfg = Config.from_dict(job.cfg)
+    try:
+        return _outcome(job, solve(job.task, cfg, job.deadlines, **known), "ok", FIRST, t0, worker)
+    except Exception as e:
+        first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
+        log.error("task %s raised (%s)%s", job.id, first,
+                  "; retrying without TTT" if job.retry and not sticky else ": fallback attempts", exc_info=True)
+    _broken_after(job, first, sticky, FIRST, t0, worker)
+    if not job.retry:
+        return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
+    retry_cfg, retry_level = retry_config(job.task, cfg)
+    try:
+        result = solve(job.task, retry_cfg, B.Deadlines(time.monotonic(), job.deadlines.end), **known)
+        out = _outcome(job, result, "retried", retry_level, t0, worker)
+        out.error = first
+        return out
+    except Exception as e:
+        second = f"{type(e).__name__}: {e}"
+        log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
+        _broken_after(job, f"{first} | retry: {second}", is_sticky_device_error(e), retry_level, t0, worker)
+        return fallback_outcome(job.task, "failed", retry_level, f"{first} | retry: {second}",
+                                time.monotonic() - t0, worker)
+
+
+def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, worker: str) -> Outcome:
+    """The job's outcome from its solve function's result: complete attempts, stats and candidate tables."""
+    found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
+    pairs = complete_attempts(job.task, result.attempts)
+    stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
+    level = result.level if result.level is not None else level
+    return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
+                   seconds=time.monotonic() - t0, worker=worker, tables=result.tables, **stats)

@@ -113,6 +113,14 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
     return cfg.override(ttt=ttt, infer=infer)
 
 
+def retry_config(task: Task, cfg: Config) -> tuple[Config, int]:
+    """The config a task's retry runs with (no TTT, at most run.min_views views: the full work's other settings)
+    and its level (solver.budget.Level)."""
+    full = full_work(task, cfg)
+    retry = B.Work(0, full.batch_size, min(full.views, max(1, cfg.run.min_views)))
+    return config_for(cfg, retry, full), int(B.level_of(retry, full))
+
+
 class Fitted(NamedTuple):
     """A task's work fitted to its time: the config it runs with, its deadlines (the end of TTT set), the full work
     and the fitted one (`budget.level_of(work, full)` names it), and the task's size it was fitted with."""

@@ -71,13 +71,12 @@ class TaskResult(TaskStats):
 @dataclass
 class Job:
     """One task as handed to a worker: the run's config (the solver fits its work to the deadlines), its deadlines,
-    and what to do if it raises."""
+    whether it is retried if it raises, and the search pass's tables."""
     id: str
     task: Task
     cfg: dict
     deadlines: Deadlines
-    retry_level: int
-    retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
+    retry: bool  # once more at the retry's level if it raises (run.retry; solver.plan.retry_config)
     known: list | None = None  # the search pass's candidate tables (Candidate.to_json per test input); None: none
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -149,6 +150,35 @@ def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_recor
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
     return done
+
+
+def run_pass_logged(tasks: list[Task], cfg: Config, end: float, workers: int,
+                    on_record: Callable[[PassRecord], None], progress: bool = True) -> int:
+    """run_pass, with what it raises (e.g. no process pool here) logged: the tasks it did not search are left to the
+    model's workers. Returns how many were searched."""
+    seen: list[str] = []
+
+    def record(r: PassRecord) -> None:
+        seen.append(r.id)
+        on_record(r)
+    try:
+        return run_pass(tasks, cfg, end, workers, record, progress)
+    except Exception:
+        log.exception("search pass raised: the tasks not searched are searched by the model's workers")
+        return len(seen)
+
+
+def pass_beside(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[PassRecord], None],
+                on_end: Callable[[], None]) -> threading.Thread:
+    """run_pass_logged in a daemon thread beside the model (started, and returned); `on_end` when it ends, however."""
+    def beside() -> None:
+        try:
+            run_pass_logged(tasks, cfg, end, workers, on_record, progress=False)
+        finally:
+            on_end()
+    thread = threading.Thread(target=beside, name="search-pass", daemon=True)
+    thread.start()
+    return thread
 
 
 def _bar(total: int, end: float, enabled: bool):

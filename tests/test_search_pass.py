@@ -138,12 +138,13 @@ def test_a_resumed_run_reuses_the_search_records(monkeypatch, tmp_path):
 
 def test_beside_the_model_every_job_carries_its_search(monkeypatch, tmp_path):
     known = {}
-    handle = R.handle_job
+    import solver.pipeline as P
+    handle = P.handle_job
 
     def spying(solve, worker, job):
         known[job.id] = job.known
         return handle(solve, worker, job)
-    monkeypatch.setattr(R, "handle_job", spying)
+    monkeypatch.setattr(P, "handle_job", spying)
     out, work = tmp_path / "sub.json", tmp_path / "work"
     run_tasks(tasks(), cfg_for(search_pass="beside"), out, work, progress=False)
     assert set(known) == {"rot", "noise"}
@@ -179,7 +180,7 @@ def test_a_share_too_short_for_one_view_is_not_spent_on_the_model(tmp_path):
 def test_a_pass_that_raises_leaves_the_search_to_the_models_workers(monkeypatch, tmp_path, caplog):
     def broken(*args, **kw):
         raise OSError("no process pool here")
-    monkeypatch.setattr(R, "run_pass", broken)
+    monkeypatch.setattr(SP, "run_pass", broken)
     out, work = tmp_path / "sub.json", tmp_path / "work"
     report = run_tasks(tasks(), cfg_for(), out, work, progress=False)
     assert "search pass raised" in caplog.text and "OSError: no process pool here" in caplog.text
