@@ -1,13 +1,18 @@
-"""One task end to end: the solver of the run (`Solver`).
+"""One task end to end, in a worker: the solver of the run (`Solver`) and the job handler around it.
 
 `Solver.build(cfg)` (the run's factory: `pipeline`) runs once per worker: it builds the candidate sources of
-`run.sources` (solver.source_registry's, such as the search; the model: loaded once, with its LoRA adapter attached and, where those
-options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called as
-`solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test input's
-table; the search pass's tables, where the job carries them, stand for the sources that ran ahead), then fits the model's work to the time left at the worker's measured speeds (prediction first, TTT the rest),
-trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views, decoding and scoring of
-its own and the other sources' candidates (solver.generate), the merged table, and the selection (solver.select),
-with fallbacks when time or candidates run out. Knows nothing of other tasks' results, the submission file or reports.
+`run.sources` (solver.source_registry's, such as the search; the model: loaded once, with its LoRA adapter attached
+and, where those options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called
+as `solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test
+input's table; the search pass's tables, where the job carries them, stand for the sources that ran ahead), then
+calibrates the worker's speeds (its first task), fits the model's work to the time left at those speeds (prediction
+first, TTT the rest), trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views,
+decoding and scoring of its own and the other sources' candidates (solver.generate), the merged table, and the
+selection (solver.select), with fallbacks when time or candidates run out. `make_handler` builds the solve function
+once per worker (this Solver, or the factory cfg.run.solver names) and handles each job: the task's outcome, a
+retry at a smaller level where it raises (solver.plan.retry_config), its fallback attempts where that raises too, and
+a sticky device error reported as WorkerBroken. Knows nothing of other tasks' results, the submission file or
+reports.
 """
 from __future__ import annotations
 

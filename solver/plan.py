@@ -1,9 +1,11 @@
 """The one place that turns a task and the config into the planner's numbers (solver.budget), and work back into a
-config: a task's size in tokens, its full work, the preset's speeds, and the config a task runs with.
+config: a task's size in tokens, its full work, the preset's speeds, and the configs a task runs with (its fitted
+work's, its retry's).
 
-Used by the run (each task's share and deadline, in the parent) and by the solver that runs the task: it fits the
-task's work to the time to its deadline once, with the speeds it measured (`fit_to_share`). Knows nothing of models,
-processes or files.
+Used by the run (each task's share and deadline, in the parent) and by the worker that runs the task
+(solver.pipeline): it fits the task's work to the time to its deadline, with the speeds it measured (`fit_to_share`),
+and builds the retry's config (`retry_config`) where the first try raised. Knows nothing of models, processes or
+files.
 """
 from __future__ import annotations
 
@@ -137,9 +139,10 @@ class Fitted(NamedTuple):
 
 def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, deadlines: B.Deadlines,
                  shared_adapter: bool = False, now: float | None = None) -> Fitted:
-    """The one place a task's work is fitted: to the time from `now` to `deadlines.end` at `rates`, prediction's time
+    """A task's work fitted, in its worker, to the time from `now` to `deadlines.end` at `rates`, prediction's time
     reserved first and TTT until the rest is spent (solver.budget.fit_work), from the work `cfg` asks for (the run's
-    full config; a retry's smaller one keeps its size and only its views are fitted). Fitted when the model starts:
+    full config; a retry's smaller one, retry_config, keeps its size and only its views are fitted). Fitted when the
+    model starts:
     the other candidate sources ran already, so their time (`rates.search_s`) is not counted again."""
     now = time.monotonic() if now is None else now
     rates = replace(rates, search_s=0.0)
