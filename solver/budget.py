@@ -135,14 +135,15 @@ def update_correction(rates: Rates, estimated: float, measured: float, weight: f
 # Work that scales with the share
 
 class Level(IntEnum):
-    """What a task did, 0-5 best first (for reports: the planner scales work continuously, see `fit_work`)."""
+    """What a task did, 0-6 best first (for reports: the planner scales work continuously, see `fit_work`)."""
     FULL = 0            # the configured TTT steps and views
     FEWER_STEPS = 1     # fewer TTT steps, every view
     FEWER_VIEWS = 2     # TTT (at least one step) and fewer views
     SHARED_ADAPTER = 3  # no per-task training: the adapter shared by all tasks (where the pipeline has one), few views
     NO_TTT = 4          # the base model, few views: not even one step fitted
     FALLBACK = 5        # no model: the fallback attempts
-    SEARCH_ONLY = 6     # no model: the search pass's attempts (solved with run.solved_share 0, or never reached)
+    SEARCH_ONLY = 6     # no model: the search pass's attempts (solved with run.solved_share 0, never reached, or no
+    #                     model among run.sources)
 
 
 MAX_SLOWDOWN = 8.0  # the most a measured slowdown stretches prediction's reserve

@@ -144,9 +144,10 @@ class InferConfig:
     score_batch_size: int = _f(16, "candidates scored together under one view")
     decode_share: float = _f(0.7, "share of a test input's remaining time given to decoding; scoring gets the rest")
     rule: str = _f("combined", "selection rule: vote | hierarchical | poe | combined")
-    mix: str = _f("first", "where the search's answers go in the rule's ranking: first (its best program's answer "
-                           "is attempt 1) | fill (after every model candidate) | pool (ranked by the rule with the "
-                           "rest, scored by the model)")
+    mix: str = _f("first", "where mix_source's answers go in the rule's ranking: first (its best answer is attempt "
+                           "1) | fill (after every model candidate) | pool (ranked by the rule with the rest, scored "
+                           "by the model)")
+    mix_source: str = _f("search", "the candidate source whose answers infer.mix places (a name of run.sources)")
     combined_weight: float = _f(1.0, "rule combined: votes + weight x mean log-likelihood")
     verify: bool = _f(True, "after the rule and the mix, a candidate that breaks a property every demo pair keeps "
                             "(solver.invariants: palette, histogram, kept cells, symmetry...) goes after those that "
@@ -166,7 +167,7 @@ class SearchConfig:
                                  "runs before the model (run.search_pass)")
 
 
-SOURCES = ("search", "model")  # the candidate sources a run can use (solver.program_source, the model)
+MODEL = "model"  # the language model's name in run.sources; the other names are solver.source_registry's
 SEARCH_PASSES = ("auto", "before", "beside", "inside")  # run.search_pass (solver.search_pass)
 
 
@@ -174,14 +175,14 @@ SEARCH_PASSES = ("auto", "before", "beside", "inside")  # run.search_pass (solve
 class RunConfig:
     seed: int = _f(0, "seed of every sampler in the run")
     sources: str = _f("search,model", "candidate sources, comma-separated, in the order their candidates are "
-                                      "tabled: search (programs over grid transforms) | model; the others run "
-                                      "before the model (their time is measured, the model's work fitted to the "
-                                      "rest); without model no model is loaded")
-    search_pass: str = _f("auto", "where the search runs when it is a source of the package's solver: before (the "
-                                  "whole set searched first, its answers in the submission at once; the model's "
-                                  "jobs carry its candidates) | beside (the same, in processes beside the model's "
-                                  "workers) | inside (each task's worker searches its task) | auto (before on a "
-                                  "CPU-only machine, beside with GPUs)")
+                                      "tabled: model, or a name of solver.source_registry (search: programs over "
+                                      "grid transforms); the others run before the model (their time is measured, "
+                                      "the model's work fitted to the rest); without model no model is loaded")
+    search_pass: str = _f("auto", "where the sources that run ahead of the model (the search) run, with the "
+                                  "package's solver: before (the whole set first, their answers in the submission "
+                                  "at once; the model's jobs carry their candidates) | beside (the same, in "
+                                  "processes beside the model's workers) | inside (each task's worker runs them on "
+                                  "its task) | auto (before on a CPU-only machine, beside with GPUs)")
     search_workers: int = _f(0, "processes of the search pass (0: every core before the model, the cores the "
                                 "model's workers leave beside it; 1: in the run's own process)")
     solved_share: float = _f(0.25, "a task that the search solved (a program fitting every demo answered every test "
@@ -223,8 +224,8 @@ class RunConfig:
     prefill_tokens_per_s: float = _f(400.0, "planning estimate of prompt processing speed per view")
     decode_tokens_per_s: float = _f(10.0, "planning estimate of generated tokens per second per view")
     task_overhead_s: float = _f(1.0, "planning estimate of fixed seconds per task (view building, scoring)")
-    search_seconds: float = _f(3.0, "planning estimate of the program search's seconds per task (when it is a "
-                                    "source), until tasks measure it")
+    search_seconds: float = _f(3.0, "planning estimate of the seconds per task of the sources other than the model "
+                                    "(when there are any), until tasks measure it")
     executor: str = _f("local", "local: the workers above on this machine | ray: one Ray actor per GPU of the cluster "
                                 "at ray_address (solver.workers.make_executor)")
     ray_address: str = _f("", "Ray cluster to join (HOST:6379, 'auto' for the one `ray start` began here; empty: "
@@ -490,7 +491,7 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
         section, key, value = parse_assignment(text)
         assigned.setdefault(section, {})[key] = value
     cfg = cfg.override(**assigned)
-    parse_sources(cfg.run.sources)  # fail now on an unknown source
+    parse_sources(cfg.run.sources)  # fail now on a malformed list (solver.source_registry checks the names)
     if cfg.run.search_pass not in SEARCH_PASSES:
         raise ConfigError(f"run.search_pass='{cfg.run.search_pass}': expected one of {', '.join(SEARCH_PASSES)}")
     for name, value in (("run.budget", cfg.run.budget), ("pretrain.budget", cfg.pretrain.budget)):
@@ -502,12 +503,24 @@ def resolve(preset: str = "default", config_file: str | None = None, sets: list[
     return cfg
 
 
+def changed_settings(path: Path, cfg: Config) -> list[str]:
+    """'section.field' for each setting of `cfg` that differs from the config saved at `path` (run.budget aside);
+    none when that file is missing or unreadable."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    new = cfg.to_dict()
+    return [f"{s}.{k}" for s in new for k in new[s] if s in old and old[s].get(k) != new[s][k]
+            and (s, k) != ("run", "budget")]
+
+
 def parse_sources(text: str) -> list[str]:
-    """'search,model' -> ['search', 'model']; an unknown or repeated name, or none at all, is an error."""
+    """'search,model' -> ['search', 'model']; a repeated name, or none at all, is an error (the names themselves are
+    checked by solver.source_registry.source_names)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SOURCES]
-    if unknown or not names or len(set(names)) < len(names):
-        raise ConfigError(f"run.sources='{text}': expected distinct names from {', '.join(SOURCES)}")
+    if not names or len(set(names)) < len(names):
+        raise ConfigError(f"run.sources='{text}': expected distinct names, comma-separated")
     return names
 
 

@@ -1,31 +1,45 @@
-"""One task end to end: the solver of the run (`Solver`).
+"""One task end to end, in a worker: the solver of the run (`Solver`) and the job handler around it.
 
 `Solver.build(cfg)` (the run's factory: `pipeline`) runs once per worker: it builds the candidate sources of
-`run.sources` (solver.program_source's search; the model: loaded once, with its LoRA adapter attached and, where those
-options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called as
-`solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test input's
-table), then fits the model's work to the time left at the worker's measured speeds (prediction first, TTT the rest),
-trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views, decoding and scoring of
-its own and the other sources' candidates (solver.generate), the merged table, and the selection (solver.select),
-with fallbacks when time or candidates run out. Knows nothing of other tasks' results, the submission file or reports.
+`run.sources` (solver.source_registry's, such as the search; the model: loaded once, with its LoRA adapter attached
+and, where those options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called
+as `solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test
+input's table; the search pass's tables, where the job carries them, stand for the sources that ran ahead), then
+calibrates the worker's speeds (its first task), fits the model's work to the time left at those speeds (prediction
+first, TTT the rest), trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views,
+decoding and scoring of its own and the other sources' candidates (solver.generate), the merged table, and the
+selection (solver.select), with fallbacks when time or candidates run out. `make_handler` builds the solve function
+once per worker (this Solver, or the factory cfg.run.solver names) and handles each job: the task's outcome, a
+retry at a smaller level where it raises (solver.plan.retry_config), its fallback attempts where that raises too, and
+a sticky device error reported as WorkerBroken. Knows nothing of other tasks' results, the submission file or
+reports.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
+from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
+from solver.config import MODEL, Config
+from solver.files import setup_logging
 from solver.invariants import invariants
-from solver.config import Config, parse_sources
-from solver.plan import fit_to_share, preset_rates
-from solver.results import TaskResult
-from solver.select import MODEL, Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, \
-    no_choice
+from solver.measure import gpu_peak_mib, reset_gpu_peak
+from solver.plan import fit_to_share, preset_rates, retry_config
+from solver.results import Job, Outcome, TaskResult, TaskStats, _json_pairs, fallback_outcome
+from solver.select import Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, no_choice
+from solver.source_registry import build_sources, source_names
+from solver.submission import complete_attempts
 from solver.tasks import Task
+from solver.workers import WorkerBroken
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +63,16 @@ class Solver:
         """The sources of run.sources (`sources`: the ones other than the model, instead of those it names); the
         model loaded once, with a LoRA adapter attached when TTT is on (and with cfg.run.shared_adapter, that
         adapter's weights read once too: a task whose share fits no TTT step predicts with them)."""
-        names = parse_sources(cfg.run.sources)
+        names = source_names(cfg)
         if sources is None:
-            sources = [_source(name, cfg) for name in names if name != MODEL]
+            sources = build_sources(cfg)
         solver = _with_model(cfg) if MODEL in names else cls(cfg, None)
         solver.sources = sources
         return solver
 
     def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None) -> TaskResult:
-        """Solve one task; `known`: the other sources' tables already gathered (the run's search pass: one list of
-        Candidate.to_json per test input), which the sources are then not asked again."""
+        """Solve one task; `known`: the tables of the sources that ran ahead (the run's search pass: one list of
+        Candidate.to_json per test input), which those sources are then not asked again."""
         return _solve_pipeline(self, task, cfg, deadlines, known)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
@@ -90,13 +104,6 @@ class Solver:
 def pipeline(cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
     """Solver.build under the factory name that saved configs give ('solver.pipeline:pipeline')."""
     return Solver.build(cfg, sources)
-
-
-def _source(name: str, cfg: Config) -> CandidateSource:
-    from solver.program_source import SEARCH, SearchSource
-    if name == SEARCH:
-        return SearchSource(cfg.search)
-    raise ValueError(f"no candidate source named '{name}'")
 
 
 def _with_model(cfg: Config) -> Solver:
@@ -244,7 +251,7 @@ class Gathered:
     """What the sources other than the model proposed for a task: one candidate table per test input."""
     tables: list[list[Candidate]]
     seconds: float = 0.0
-    programs: int = 0
+    fits: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -261,7 +268,7 @@ def gather(sources: list, task: Task, deadline: float) -> Gathered:
         except Exception as e:
             log.exception("task %s: candidate source '%s' raised; the task goes on without it", task.id, source.name)
             out.errors.append(f"{source.name}: {type(e).__name__}: {e}")
-        out.programs += getattr(source, "programs", 0)
+        out.fits += source.fits
     out.seconds = time.monotonic() - t0
     return out
 
@@ -275,16 +282,25 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
 
 
 def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> TaskResult:
-    if known is not None:
-        gathered = Gathered([[Candidate.from_json(d) for d in table] for table in known])
-    else:
-        gathered = gather(w.sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None))
-    source_stats = {"search_seconds": gathered.seconds, "programs": gathered.programs,
+    gathered = _gather_task(w, task, cfg, deadlines, known)
+    source_stats = {"source_seconds": gathered.seconds, "fits": gathered.fits,
                     "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:
         return _task_result(choose_without_model(task, gathered.tables, cfg), source_stats)
     found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables)
     return _task_result(found, {**source_stats, **stats})
+
+
+def _gather_task(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> Gathered:
+    """The task's tables from the sources other than the model: all of them here, or with `known` (the search pass's
+    tables) only those that run inside the job, after the pass's candidates."""
+    sources = w.sources if known is None else [s for s in w.sources if not s.ahead]
+    gathered = gather(sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None)) if sources \
+        else Gathered([[] for _ in task.test_inputs])
+    if known is not None:
+        gathered.tables = [merge_tables([[Candidate.from_json(d) for d in k], t])
+                           for k, t in zip(known, gathered.tables)]
+    return gathered
 
 
 def choose_without_model(task: Task, tables: list[list[Candidate]], cfg: Config) -> list[Choice]:
@@ -452,3 +468,111 @@ def prompt_within_context(model, codec: Codec, task: Task, test_index: int, cfg:
             f"{codec.num_tokens(fitted.train, task.test_inputs[test_index])} tokens)")
     log.warning("task %s: %s", task.id, note)
     return fitted, note
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A worker's jobs: the solve function built once, faults and retries
+
+def import_object(spec: str):
+    """The object named 'package.module:attribute'."""
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"'{spec}' is not 'module:function'")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], Outcome]:
+    """Build the solve function once (in the worker: loads the model) and return the job handler."""
+    t0 = time.monotonic()
+    setup_logging()  # a spawned worker: log lines as the parent does
+    worker = worker or f"pid{os.getpid()}"
+    solve = (import_object(solver_spec) if solver_spec else Solver.build)(Config.from_dict(cfg))
+    log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec or "Solver")
+    return partial(handle_job, solve, worker)
+
+
+STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
+                        "unspecified launch failure")
+
+
+def is_sticky_device_error(e: Exception) -> bool:
+    """Whether an exception leaves the process's CUDA context unusable (every later call fails): not out of memory."""
+    text = str(e)
+    return "out of memory" not in text and any(s in text for s in STICKY_DEVICE_ERRORS)
+
+
+def _free_memory() -> str:
+    """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded. Returns
+    '' or the error empty_cache raised: on a broken device (a sticky error) it raises too, which is never let out."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return ""
+    try:
+        torch.cuda.empty_cache()
+    except Exception as e:  # the device itself is gone: the caller reports the worker broken
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, worker: str) -> None:
+    """Raise WorkerBroken (with the task's fallback outcome) when `error` was sticky or freeing memory fails now;
+    the sticky check comes first, so empty_cache is never called on a device known to be broken."""
+    freed = "" if sticky else _free_memory()
+    if sticky or freed:
+        if freed:
+            log.error("task %s: freeing GPU memory failed (%s): the device is unusable", job.id, freed)
+            error = f"{error} | empty_cache: {freed}"
+        raise WorkerBroken(fallback_outcome(job.task, "failed", level, error, time.monotonic() - t0, worker),
+                           f"sticky device error in worker {worker}: {error}")
+
+
+FIRST = int(B.Level.FULL)  # the level a job's first call runs at: the full config, which the solver fits to its time
+
+
+def handle_job(solve, worker: str, job: Job) -> Outcome:
+    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
+    reset_gpu_peak()
+    out = _solve_job(solve, worker, job)
+    out.gpu_peak_mib = gpu_peak_mib()
+    return out
+
+
+def _solve_job(solve, worker: str, job: Job) -> Outcome:
+    """Solve one task; a raise is logged with its traceback and retried once with its retry config (no TTT, few
+    views: solver.plan.retry_config) when job.retry, then the task gets its fallback attempts. The outcome's `error`
+    names the exception(s). A sticky device error (or a device that fails to free memory) raises WorkerBroken with
+    the task's fallback outcome."""
+    t0 = time.monotonic()
+    known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
+    cfg = Config.from_dict(job.cfg)
+    try:
+        return _outcome(job, solve(job.task, cfg, job.deadlines, **known), "ok", FIRST, t0, worker)
+    except Exception as e:
+        first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
+        log.error("task %s raised (%s)%s", job.id, first,
+                  "; retrying without TTT" if job.retry and not sticky else ": fallback attempts", exc_info=True)
+    _broken_after(job, first, sticky, FIRST, t0, worker)
+    if not job.retry:
+        return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
+    retry_cfg, retry_level = retry_config(job.task, cfg)
+    try:
+        result = solve(job.task, retry_cfg, B.Deadlines(time.monotonic(), job.deadlines.end), **known)
+        out = _outcome(job, result, "retried", retry_level, t0, worker)
+        out.error = first
+        return out
+    except Exception as e:
+        second = f"{type(e).__name__}: {e}"
+        log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
+        _broken_after(job, f"{first} | retry: {second}", is_sticky_device_error(e), retry_level, t0, worker)
+        return fallback_outcome(job.task, "failed", retry_level, f"{first} | retry: {second}",
+                                time.monotonic() - t0, worker)
+
+
+def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, worker: str) -> Outcome:
+    """The job's outcome from its solve function's result: complete attempts, stats and candidate tables."""
+    found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
+    pairs = complete_attempts(job.task, result.attempts)
+    stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
+    level = result.level if result.level is not None else level
+    return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
+                   seconds=time.monotonic() - t0, worker=worker, tables=result.tables, **stats)

@@ -1,9 +1,11 @@
 """The one place that turns a task and the config into the planner's numbers (solver.budget), and work back into a
-config: a task's size in tokens, its full work, the preset's speeds, and the config a task runs with.
+config: a task's size in tokens, its full work, the preset's speeds, and the configs a task runs with (its fitted
+work's, its retry's).
 
-Used by the run (each task's share and deadline, in the parent) and by the solver that runs the task: it fits the
-task's work to the time to its deadline once, with the speeds it measured (`fit_to_share`). Knows nothing of models,
-processes or files.
+Used by the run (each task's share and deadline, in the parent) and by the worker that runs the task
+(solver.pipeline): it fits the task's work to the time to its deadline, with the speeds it measured (`fit_to_share`),
+and builds the retry's config (`retry_config`) where the first try raised. Knows nothing of models, processes or
+files.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import NamedTuple
 
 from solver import budget as B
 from solver.codec import PromptFormat
-from solver.config import Config, parse_sources
+from solver.config import MODEL, Config, parse_sources
 from solver.shapes import deduce_from
 from solver.tasks import MAX_SIDE, Grid, Task
 
@@ -91,9 +93,10 @@ def full_work(task: Task, cfg: Config) -> B.Work:
 
 
 def preset_rates(cfg: Config) -> B.Rates:
-    """The preset's speeds: the planner's first guess, until tasks measure them."""
+    """The preset's speeds: the planner's first guess, until tasks measure them (run.search_seconds where a source
+    other than the model is named)."""
     r = cfg.run
-    search = r.search_seconds if "search" in parse_sources(r.sources) else 0.0
+    search = r.search_seconds if any(n != MODEL for n in parse_sources(r.sources)) else 0.0
     return B.Rates(r.train_tokens_per_s, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.task_overhead_s,
                    search_s=search)
 
@@ -112,6 +115,14 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
     return cfg.override(ttt=ttt, infer=infer)
 
 
+def retry_config(task: Task, cfg: Config) -> tuple[Config, int]:
+    """The config a task's retry runs with (no TTT, at most run.min_views views: the full work's other settings)
+    and its level (solver.budget.Level)."""
+    full = full_work(task, cfg)
+    retry = B.Work(0, full.batch_size, min(full.views, max(1, cfg.run.min_views)))
+    return config_for(cfg, retry, full), int(B.level_of(retry, full))
+
+
 class Fitted(NamedTuple):
     """A task's work fitted to its time: the config it runs with, its deadlines (the end of TTT set), the full work
     and the fitted one (`budget.level_of(work, full)` names it), and the task's size it was fitted with."""
@@ -128,9 +139,10 @@ class Fitted(NamedTuple):
 
 def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, deadlines: B.Deadlines,
                  shared_adapter: bool = False, now: float | None = None) -> Fitted:
-    """The one place a task's work is fitted: to the time from `now` to `deadlines.end` at `rates`, prediction's time
+    """A task's work fitted, in its worker, to the time from `now` to `deadlines.end` at `rates`, prediction's time
     reserved first and TTT until the rest is spent (solver.budget.fit_work), from the work `cfg` asks for (the run's
-    full config; a retry's smaller one keeps its size and only its views are fitted). Fitted when the model starts:
+    full config; a retry's smaller one, retry_config, keeps its size and only its views are fitted). Fitted when the
+    model starts:
     the other candidate sources ran already, so their time (`rates.search_s`) is not counted again."""
     now = time.monotonic() if now is None else now
     rates = replace(rates, search_s=0.0)

@@ -2,14 +2,15 @@
 a task, best first, each with its program's text as evidence.
 
 The search runs once per task (its first `propose` call, with that call's deadline) and every test input reads its
-answers from that result; its statistics are kept for the task's report.
+answers from that result; its statistics are kept for the task's report. It runs ahead of the model (`ahead`): the
+run's search pass (solver.search_pass) searches the whole set first where run.search_pass allows.
 """
 from __future__ import annotations
 
 import logging
 import time
 
-from solver.config import SearchConfig
+from solver.config import Config
 from solver.select import Candidate, proposed
 from solver.tasks import Task
 
@@ -21,9 +22,10 @@ SEARCH = "search"
 class SearchSource:
     """Candidates from the programs that fit a task's demos (solver.search.search_task)."""
     name = SEARCH
+    ahead = True
 
-    def __init__(self, cfg: SearchConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.search
         self._task: Task | None = None
         self._result = None
         self.seconds = 0.0
@@ -49,6 +51,6 @@ class SearchSource:
                  stats.get("evaluated"))
 
     @property
-    def programs(self) -> int:
+    def fits(self) -> int:
         """Programs that fit every demo of the last task searched."""
         return len(self._result.programs) if self._result is not None else 0

@@ -1,8 +1,8 @@
 """The run's report: report.csv (one row per task), report.json (the summary, and the score when solutions are
 known), report.html when the budget has room, and the closing log lines.
 
-Reads a finished (or stopped) run: its tasks, outcomes and skipped tasks, as `solver.run.Run` holds them (passed in,
-read only). Knows nothing of planning, workers or models.
+Reads a `RunSummary`: the plain record of a finished (or stopped) run that solver.run hands it (its tasks, outcomes,
+skipped tasks, speeds and settings). Knows nothing of planning, workers or models.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import platform
 import re
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from solver import budget as B
@@ -26,50 +26,70 @@ log = logging.getLogger(__name__)
 REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What the report reads of a run: its tasks and their outcomes (solver.results.Outcome) or skip reasons, whether
+    solutions are known, its files, its clock (time.monotonic() at its start, its budget), its workers, the speeds
+    it ended with, the task set's load problems, the error that stopped it, and the model's spec."""
+    tasks: dict
+    outcomes: dict
+    skipped: dict
+    solutions: bool
+    workdir: Path
+    out: Path
+    start: float
+    budget: float
+    workers: int
+    rates: B.Rates
+    load_problems: list
+    error: str
+    model: str
+
+
 REPORT_COLUMNS = ["task_id", "status", "level", "found", "tests", "correct", "ttt_steps", "candidates", "views",
-                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "programs",
-                  "search_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
+                  "seconds", "ttt_seconds", "predict_seconds", "worker", "error", "note", "adapter_from", "fits",
+                  "source_seconds", "origins", "source_errors", "gpu_peak_mib", "calibration_seconds",
                   "planned_speeds", "verifier"]
 
 
-def write_report(run, printing: bool = True) -> dict:
+def write_report(finished: RunSummary, printing: bool = True) -> dict:
     """report.csv (one row per task) and report.json (summary, score when solutions are known) in the work dir."""
     table = None
-    if run.solutions:
+    if finished.solutions:
         from solver.score import score_table
-        truths = {tid: t.test_outputs for tid, t in run.tasks.items() if t.test_outputs is not None}
-        table = score_table({tid: o.grids() for tid, o in run.outcomes.items()}, truths)
-    rows = task_rows(run, dict(zip(table["task_id"], table["correct"])) if table is not None else None)
+        truths = {tid: t.test_outputs for tid, t in finished.tasks.items() if t.test_outputs is not None}
+        table = score_table({tid: o.grids() for tid, o in finished.outcomes.items()}, truths)
+    rows = task_rows(finished, dict(zip(table["task_id"], table["correct"])) if table is not None else None)
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, REPORT_COLUMNS)
     w.writeheader()
     w.writerows(rows)
-    write_text_atomic(run.workdir / REPORT_CSV, text.getvalue())
-    report = summarise(run, rows)
+    write_text_atomic(finished.workdir / REPORT_CSV, text.getvalue())
+    report = summarise(finished, rows)
     if table is not None:
         from solver.score import print_score, summary
         report["score"] = summary(table)
         if printing:
             print_score(table)
-    write_json_atomic(run.workdir / REPORT_JSON, report)
+    write_json_atomic(finished.workdir / REPORT_JSON, report)
     for r in rows:
         if r["status"] in ("failed", "lost", "invalid", "retried"):
             log.warning("task %s: %s (%s)", r["task_id"], r["status"], r["error"])
     for line in report["load_problems"]:
         log.warning("task set: %s", line)
-    _write_html_report(run)
-    log.info("run done in %s of %s: %s", B.format_seconds(report["elapsed_s"]), B.format_seconds(run.budget),
+    _write_html_report(finished)
+    log.info("run done in %s of %s: %s", B.format_seconds(report["elapsed_s"]), B.format_seconds(finished.budget),
              summary_line(report))
     return report
 
 
-def task_rows(run, correct: dict | None) -> list[dict]:
+def task_rows(finished: RunSummary, correct: dict | None) -> list[dict]:
     """One report row per task of the run, in the task set's order."""
     rows = []
-    for tid, task in run.tasks.items():
-        o = run.outcomes.get(tid)
+    for tid, task in finished.tasks.items():
+        o = finished.outcomes.get(tid)
         row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
-                                   "note": run.skipped.get(tid, "")}
+                                   "note": finished.skipped.get(tid, "")}
         row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
                    correct=correct.get(tid, "") if correct is not None else "")
         rows.append({k: row.get(k, "") for k in REPORT_COLUMNS})
@@ -100,33 +120,33 @@ def _first_source(origins: str) -> str:
     return re.match(r"[a-z_]*", origins).group() or "unknown"
 
 
-def summarise(run, rows: list[dict]) -> dict:
+def summarise(finished: RunSummary, rows: list[dict]) -> dict:
     """report.json without the score: counts by status, level and failure kind, and what the budget bought."""
-    done = list(run.outcomes.values())
+    done = list(finished.outcomes.values())
     seconds = sum(o.seconds for o in done)
     kinds = [part.split(":")[0].strip() for o in done if o.status in ("failed", "retried", "lost")
              for part in (o.error or "unknown").split("| retry:")]
     empty = sum(o.status == "ok" and o.candidates == 0 for o in done)  # trained (or not), then answered nothing
     kinds += ["no candidate"] * empty
     kinds += [f"{e.split(':')[0]} raised" for o in done for e in o.source_errors.split("; ") if e]
-    return {"tasks": len(run.tasks), "status": _counts(r["status"] for r in rows),
+    return {"tasks": len(finished.tasks), "status": _counts(r["status"] for r in rows),
             "levels": _counts(r["level"] for r in rows), "failures": _counts(kinds),
             "fell_back_after_exception": sum(o.status == "failed" for o in done), "no_candidate": empty,
             "attempt_1_from": _counts(_first_source(part) for o in done for part in o.origins.split("; ") if part),
-            "search_seconds": _spread([o.search_seconds for o in done if o.status != "invalid"]),
-            "budget_s": run.budget, "elapsed_s": round(time.monotonic() - run.start, 1), "workers": run.workers,
-            "task_share_of_budget": round(seconds / max(1e-9, run.budget * run.workers), 3),
+            "source_seconds": _spread([o.source_seconds for o in done if o.status != "invalid"]),
+            "budget_s": finished.budget, "elapsed_s": round(time.monotonic() - finished.start, 1), "workers": finished.workers,
+            "task_share_of_budget": round(seconds / max(1e-9, finished.budget * finished.workers), 3),
             "ttt_share_of_task_time": round(sum(o.ttt_seconds for o in done) / max(1e-9, seconds), 3),
             "ttt_seconds": round(sum(o.ttt_seconds for o in done), 1),
             "calibration_seconds": round(sum(o.calibration_seconds for o in done), 1),
             "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
             "ttt_steps": _spread([o.ttt_steps for o in done if o.status != "invalid"]),
             "views": _spread([o.views for o in done if o.status != "invalid"]),
-            "speeds": {k: round(getattr(run.rates, k), 1) for k in ("train_tokens_per_s", "prefill_tokens_per_s",
+            "speeds": {k: round(getattr(finished.rates, k), 1) for k in ("train_tokens_per_s", "prefill_tokens_per_s",
                                                                      "decode_tokens_per_s")},
-            "speed_correction": round(run.rates.correction, 3), "load_problems": list(run.load_problems),
-            "error": run.error, "submission": str(run.out), "model": run.cfg.model.spec,
-            "hardware": _hardware(run.workers), "code_version": _git_version(),
+            "speed_correction": round(finished.rates.correction, 3), "load_problems": list(finished.load_problems),
+            "error": finished.error, "submission": str(finished.out), "model": finished.model,
+            "hardware": _hardware(finished.workers), "code_version": _git_version(),
             "peak_memory_mib": round(peak_memory_mib()),  # this process's: the whole run when workers are in-process
             "gpu_peak_mib": _max_or_none([o.gpu_peak_mib for o in done])}  # the largest task's (None on a CPU)
 
@@ -143,15 +163,15 @@ def summary_line(report: dict) -> str:
             f"{len(report['load_problems'])} task-set problems")
 
 
-def _write_html_report(run) -> None:
+def _write_html_report(finished: RunSummary) -> None:
     """report.html beside report.csv, when the budget still has room: a picture of the run, never a risk to it."""
-    left = run.budget - (time.monotonic() - run.start)
-    if left < 5 + 0.25 * len(run.tasks):  # `show --report` on the 10-task demo: 2.6 s with imports, about 0.1 s a task
-        log.info("no report.html: %.0f s of the budget left (show --report %s writes it later)", left, run.workdir)
+    left = finished.budget - (time.monotonic() - finished.start)
+    if left < 5 + 0.25 * len(finished.tasks):  # `show --report` on the 10-task demo: 2.6 s with imports, about 0.1 s a task
+        log.info("no report.html: %.0f s of the budget left (show --report %s writes it later)", left, finished.workdir)
         return
     try:
         from solver.show import write_html_report
-        write_html_report(run.workdir, run.tasks, submission=run.out)
+        write_html_report(finished.workdir, finished.tasks, submission=finished.out)
     except Exception as e:  # the report is optional; the submission and report.csv are already on disk
         log.warning("report.html not written: %s: %s", type(e).__name__, e)
 

@@ -41,17 +41,17 @@ class TaskStats:
     decode_tokens_per_s: float = 0.0
     calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
     planned_speeds: str = ""  # the speeds the task's work was fitted with: 'train 180 prefill 900 decode 30' tokens/s
-    # the candidate sources other than the model (solver.pipeline.gather)
-    search_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
-    programs: int = 0  # programs that reproduce every demo (the search)
-    source_errors: str = ""  # 'search: ValueError: ...' for each source that raised (the task went on without it)
+    # the candidate sources other than the model (solver.pipeline.gather, solver.search_pass)
+    source_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
+    fits: int = 0  # their answers that reproduce every demo (CandidateSource.fits: the search's programs)
+    source_errors: str = ""  # '<source>: ValueError: ...' for each source that raised (the task went on without it)
     origins: str = ""  # per test input ('; '), where attempt 1 and 2 came from ('|'): Choice.origins
     verifier: str = ""  # per test input ('; '), the invariants checked and the candidates demoted (infer.verify)
 
     def speeds(self) -> dict[str, float]:
         """What the planner's rates follow (solver.budget.update_rates)."""
         return {**{k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")},
-                "search_s": self.search_seconds}
+                "search_s": self.source_seconds}
 
 
 @dataclass
@@ -71,13 +71,12 @@ class TaskResult(TaskStats):
 @dataclass
 class Job:
     """One task as handed to a worker: the run's config (the solver fits its work to the deadlines), its deadlines,
-    and what to do if it raises."""
+    whether it is retried if it raises, and the search pass's tables."""
     id: str
     task: Task
     cfg: dict
     deadlines: Deadlines
-    retry_level: int
-    retry_cfg: dict | None  # None: no retry (cfg.run.retry off)
+    retry: bool  # once more at the retry's level if it raises (run.retry; solver.plan.retry_config)
     known: list | None = None  # the search pass's candidate tables (Candidate.to_json per test input); None: none
 
 

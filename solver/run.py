@@ -1,161 +1,44 @@
-"""The solver run: a whole task set inside a fixed time budget, never losing work.
+"""The solver run, in the parent: a whole task set inside a fixed time budget, never losing work.
 
-Owns the run's plan and its state: which tasks are pending, in flight and done; each task's time share and deadline
-(solver.budget's rules), measured speeds fed back; the submission's life (fallback attempts written first, rewritten
-atomically after every task), resuming from the work directory, faults (a task that raises is retried once at a
-smaller level, then gets fallback attempts), the watchdog that keeps the budget, and the glue between the executor
-(solver.workers) and a per-task solve function.
-
-Knows nothing of how a task is solved: that is `solve(task, cfg, deadlines) -> TaskResult` (solver.results), made once
-per worker: the package's `solver.pipeline.Solver` (`Solver.build(cfg)`), or the factory that cfg.run.solver names
-("module:function", called as `factory(cfg)`: another solver, a test's fake). Either gets the run's full config and
-fits the task's work to its deadline itself, with the speeds it measured (solver.plan.fit_to_share). Model code, and
-so torch and Unsloth, is imported only where the solver is built: inside the workers. The results file is
-solver.results', the report solver.report's, the command line solver.cli's.
+It plans, dispatches, records and writes the submission: which tasks are pending, in flight and done; each task's
+time share and deadline (solver.budget's rules), with the speeds the outcomes measured; the search pass of the
+sources that run ahead of the model (solver.search_pass); the submission's life (fallback attempts written first,
+rewritten atomically after every task), resuming from the work directory, a task whose worker died handed out once
+more, and the watchdog that keeps the budget. What a worker does to a task (fit, calibrate, search, train, predict,
+retry) is solver.pipeline's: `make_handler` builds the solve function there, the package's Solver or the factory
+cfg.run.solver names. The executor is solver.workers', the results file solver.results', the report solver.report's
+(handed a RunSummary), the command line solver.cli's.
 """
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from solver import budget as B
 from solver.codec import Codec
-from solver.config import Config, parse_sources
-from solver.files import setup_logging, stale_temporaries
-from solver.measure import gpu_peak_mib, reset_gpu_peak
-from solver.plan import config_for, full_work, preset_rates, task_size
-from solver.report import write_report
-from solver.pipeline import Solver
-from solver.select import MODEL
-from solver.results import (RESULTS, Job, Outcome, TaskResult, TaskStats, _json_pairs, append_result,
-                            fallback_outcome, pairs_to_grids, read_results)
-from solver.search_pass import (SearchRecord, append_record, pass_end, pass_workers, read_records, resolve_mode,
-                                run_pass)
-from solver.submission import complete_attempts, write_submission
+from solver.config import MODEL, Config, changed_settings
+from solver.files import stale_temporaries
+from solver.pipeline import FIRST, make_handler
+from solver.plan import full_work, preset_rates, task_size
+from solver.report import RunSummary, write_report
+from solver.results import RESULTS, Job, Outcome, append_result, fallback_outcome, pairs_to_grids, read_results
+from solver.search_pass import (PassRecord, append_record, pass_beside, pass_end, pass_workers, read_records,
+                                resolve_mode, run_pass_logged)
+from solver.source_registry import runs_ahead, source_names
+from solver.submission import write_submission
 from solver.tasks import Task
-from solver.workers import WorkerBroken, make_executor, visible_gpus
+from solver.workers import make_executor, visible_gpus
 
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Inside a worker: the solve function, faults and retries
-
-def import_object(spec: str):
-    """The object named 'package.module:attribute'."""
-    module, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"'{spec}' is not 'module:function'")
-    return getattr(importlib.import_module(module), attr)
-
-
-def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], Outcome]:
-    """Build the solve function once (in the worker: loads the model) and return the job handler."""
-    t0 = time.monotonic()
-    setup_logging()  # a spawned worker: log lines as the parent does
-    worker = worker or f"pid{os.getpid()}"
-    solve = (import_object(solver_spec) if solver_spec else Solver.build)(Config.from_dict(cfg))
-    log.info("worker %s ready in %.1fs (%s)", worker, time.monotonic() - t0, solver_spec or "Solver")
-    return partial(handle_job, solve, worker)
-
-
-STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
-                        "unspecified launch failure")
-
-
-def is_sticky_device_error(e: Exception) -> bool:
-    """Whether an exception leaves the process's CUDA context unusable (every later call fails): not out of memory."""
-    text = str(e)
-    return "out of memory" not in text and any(s in text for s in STICKY_DEVICE_ERRORS)
-
-
-def _free_memory() -> str:
-    """Give back what a failed attempt held on the GPU (CUDA out of memory); nothing without torch loaded. Returns
-    '' or the error empty_cache raised: on a broken device (a sticky error) it raises too, which is never let out."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return ""
-    try:
-        torch.cuda.empty_cache()
-    except Exception as e:  # the device itself is gone: the caller reports the worker broken
-        return f"{type(e).__name__}: {e}"
-    return ""
-
-
-def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, worker: str) -> None:
-    """Raise WorkerBroken (with the task's fallback outcome) when `error` was sticky or freeing memory fails now;
-    the sticky check comes first, so empty_cache is never called on a device known to be broken."""
-    freed = "" if sticky else _free_memory()
-    if sticky or freed:
-        if freed:
-            log.error("task %s: freeing GPU memory failed (%s): the device is unusable", job.id, freed)
-            error = f"{error} | empty_cache: {freed}"
-        raise WorkerBroken(fallback_outcome(job.task, "failed", level, error, time.monotonic() - t0, worker),
-                           f"sticky device error in worker {worker}: {error}")
-
-
-FIRST = int(B.Level.FULL)  # the level a job's first call runs at: the full config, which the solver fits to its time
-
-
-def handle_job(solve, worker: str, job: Job) -> Outcome:
-    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
-    reset_gpu_peak()
-    out = _solve_job(solve, worker, job)
-    out.gpu_peak_mib = gpu_peak_mib()
-    return out
-
-
-def _solve_job(solve, worker: str, job: Job) -> Outcome:
-    """Solve one task; a raise is logged with its traceback and retried once at `job.retry_level` (no TTT, few
-    views), then the task gets its fallback attempts. The outcome's `error` names the exception(s). A sticky device
-    error (or a device that fails to free memory) raises WorkerBroken with the task's fallback outcome."""
-    t0 = time.monotonic()
-    known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
-    try:
-        return _outcome(job, solve(job.task, Config.from_dict(job.cfg), job.deadlines, **known), "ok", FIRST, t0,
-                        worker)
-    except Exception as e:
-        first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
-        log.error("task %s raised (%s)%s", job.id, first,
-                  "; retrying without TTT" if job.retry_cfg is not None and not sticky else ": fallback attempts",
-                  exc_info=True)
-    _broken_after(job, first, sticky, FIRST, t0, worker)
-    if job.retry_cfg is None:
-        return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
-    try:
-        result = solve(job.task, Config.from_dict(job.retry_cfg), B.Deadlines(time.monotonic(), job.deadlines.end),
-                       **known)
-        out = _outcome(job, result, "retried", job.retry_level, t0, worker)
-        out.error = first
-        return out
-    except Exception as e:
-        second = f"{type(e).__name__}: {e}"
-        log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
-        _broken_after(job, f"{first} | retry: {second}", is_sticky_device_error(e), job.retry_level, t0, worker)
-        return fallback_outcome(job.task, "failed", job.retry_level, f"{first} | retry: {second}",
-                                time.monotonic() - t0, worker)
-
-
-def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, worker: str) -> Outcome:
-    found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
-    pairs = complete_attempts(job.task, result.attempts)
-    stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
-    level = result.level if result.level is not None else level
-    return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
-                   seconds=time.monotonic() - t0, worker=worker, tables=result.tables, **stats)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,10 +76,10 @@ class Run:
         self.lock = threading.Lock()
         self.pbar = None
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
-        self.searched: dict[str, SearchRecord] = {}  # the search pass's records (solver.search_pass)
+        self.searched: dict[str, PassRecord] = {}  # the search pass's records (solver.search_pass)
         self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
         # the package's solver with the model as a source: a share too short for one view is not handed out
-        self.model_answers = not cfg.run.solver and MODEL in parse_sources(cfg.run.sources)
+        self.model_answers = not cfg.run.solver and MODEL in source_names(cfg)
         # each worker's first task times its speeds (solver.pipeline.calibrate): the time for that comes on top
         self.uncalibrated = workers if self.model_answers and cfg.run.calibrate else 0
         self.plans = {tid: _Plan(task_size(t, self.codec, cfg.ttt.max_tokens), full_work(t, cfg))
@@ -266,34 +149,35 @@ class Run:
 
     def _job(self, tid: str, now: float, share: float, calibration: float = 0.0) -> Job:
         """The task with its share: the run's full config and the end of its share (a worker's first task has
-        `calibration` seconds before it). The solver fits the work to that time with the speeds it measured
-        (solver.plan.fit_to_share, the one place work is fitted). The retry's config has no TTT and few views."""
-        task, p, r = self.tasks[tid], self.plans[tid], self.cfg.run
+        `calibration` seconds before it). The worker fits the work to that time with the speeds it measured
+        (solver.plan.fit_to_share), and builds its retry itself (solver.pipeline)."""
         now += calibration
         deadlines = B.Deadlines(now + share, now + share, calibration=now if calibration else 0.0)
         log.debug("task %s: share %.1fs%s", tid, share,
                   f" after {calibration:.1f}s of calibration" if calibration else "")
-        retry = B.Work(0, p.full.batch_size, min(p.full.views, max(1, r.min_views)))
-        retry_cfg = config_for(self.cfg, retry, p.full).to_dict() if r.retry else None
-        return Job(tid, task, self.cfg.to_dict(), deadlines, int(B.level_of(retry, p.full)), retry_cfg,
-                   self._known(tid))
+        return Job(tid, self.tasks[tid], self.cfg.to_dict(), deadlines, bool(self.cfg.run.retry), self._known(tid))
 
     # the search pass ----------------------------------------------------------------------------------------------
-    def on_searched(self, record: SearchRecord) -> None:
+    def on_searched(self, record: PassRecord) -> None:
         """A task's search: kept in search.jsonl, its attempts in the submission until the model's replace them."""
         with self.lock:
             append_record(self.workdir, record)
             self._searched(record)
             self.write_submission()
 
-    def _searched(self, record: SearchRecord) -> None:
+    def pass_ended(self) -> None:
+        """The pass beside the model ended (however): a pending task no longer waits for its record."""
+        with self.lock:
+            self.search_open = False
+
+    def _searched(self, record: PassRecord) -> None:
         """Plan with a task's search: a solved task needs less of the model (run.solved_share), none at 0; without
         the model as a source the search's attempts are the task's."""
         self.searched[record.id] = record
         self._estimate()
         if record.id not in self.pending:
             return
-        if MODEL not in parse_sources(self.cfg.run.sources):
+        if MODEL not in source_names(self.cfg):
             self.pending.remove(record.id)
             self._search_only(record.id, "")
         elif record.solved and self.cfg.run.solved_share <= 0:
@@ -313,7 +197,7 @@ class Run:
         task to the model)."""
         r = self.searched[tid]
         o = Outcome(id=tid, status="ok", level=int(B.Level.SEARCH_ONLY), attempts=r.attempts, found=r.found,
-                    seconds=r.seconds, note=note, search_seconds=r.seconds, programs=r.programs,
+                    seconds=r.seconds, note=note, source_seconds=r.seconds, fits=r.fits,
                     source_errors=r.error, origins=r.origins, candidates=sum(len(t) for t in r.tables))
         self.outcomes[tid] = o
         log.info("task %s: search only, attempts found %d/%d%s", tid, r.found, self.tasks[tid].num_tests,
@@ -326,7 +210,7 @@ class Run:
         r = self.searched.get(o.id)
         if r is None:
             return o
-        o = replace(o, search_seconds=r.seconds, programs=r.programs, source_errors=o.source_errors or r.error)
+        o = replace(o, source_seconds=r.seconds, fits=r.fits, source_errors=o.source_errors or r.error)
         if o.status in ("failed", "lost") and r.found:
             o = replace(o, attempts=r.attempts, found=r.found, origins=r.origins)
         return o
@@ -394,6 +278,12 @@ class Run:
         found.update({tid: o.grids() for tid, o in self.outcomes.items()})
         write_submission(self.out, self.tasks, found)
 
+    def summary(self) -> RunSummary:
+        """What the report reads of the run: a plain record, copied now."""
+        return RunSummary(dict(self.tasks), dict(self.outcomes), dict(self.skipped), self.solutions, self.workdir,
+                          self.out, self.start, self.budget, self.workers, self.rates, list(self.load_problems),
+                          self.error, self.cfg.model.spec)
+
     def close(self) -> None:
         """At the end: a task the model did not reach keeps its search's attempts as its outcome."""
         for tid in self.pending:
@@ -416,6 +306,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     """Run a task set within cfg.run.budget; returns the summary also written to report.json (`load_problems`: the
     task set's bad files and ids, named in the report)."""
     start = time.monotonic() if start is None else start
+    source_names(cfg)  # fail now on a source the registry does not know
     budget = B.parse_duration(cfg.run.budget)
     out, workdir = Path(out), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -426,7 +317,10 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
     # a complete submission (fallbacks + what a previous run finished) before anything else
     write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
-    _warn_if_config_changed(workdir / CONFIG, cfg, bool(resumed))
+    changed = changed_settings(workdir / CONFIG, cfg) if resumed else []
+    if changed:  # resuming keeps the finished tasks' attempts: say so when they were made under other settings
+        log.warning("resuming with settings that differ from the previous run's (%s); its finished tasks are kept",
+                    ", ".join(changed[:8]))
     cfg.save(workdir / CONFIG)
     executor = make_executor(cfg.run.workers, cfg.run.executor, **executor_options(cfg))
     workers = getattr(executor, "workers", 1)
@@ -463,7 +357,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
     with run.lock:
         run.finished.set()
         run.close()
-        return write_report(run)
+        return write_report(run.summary())
 
 
 def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
@@ -472,9 +366,9 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     budget); beside it, in a thread (returned) whose records the model's jobs wait for. Records of a previous run in
     the work directory are reused."""
     cfg = run.cfg
-    if cfg.run.solver or "search" not in parse_sources(cfg.run.sources):
+    if cfg.run.solver or not runs_ahead(cfg):
         return None
-    mode = resolve_mode(cfg.run.search_pass, MODEL in parse_sources(cfg.run.sources), len(visible_gpus()))
+    mode = resolve_mode(cfg.run.search_pass, MODEL in source_names(cfg), len(visible_gpus()))
     if mode == "inside":
         return None
     run.rates = replace(run.rates, search_s=0.0)  # the model's jobs do not search
@@ -488,43 +382,12 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     log.info("search pass %s the model: %d tasks (%d reused), %d process(es), until +%s", mode, len(todo),
              len(run.searched), workers, B.format_seconds(end - run.start))
     if mode == "before":
-        try:
-            done = run_pass(todo, cfg, end, workers, run.on_searched, progress)
-        except Exception:  # e.g. no process pool here: the model's workers search the tasks not searched
-            log.exception("search pass raised: the tasks not searched are searched by the model's workers")
-            done = sum(t.id in run.searched for t in todo)
+        done = run_pass_logged(todo, cfg, end, workers, run.on_searched, progress)
         log.info("search pass done: %d of %d tasks searched, %d solved", done, len(todo),
                  sum(r.solved for r in run.searched.values()))
         return None
     run.search_open = True
-
-    def beside() -> None:
-        try:
-            run_pass(todo, cfg, end, workers, run.on_searched, progress=False)
-        except Exception:
-            log.exception("search pass raised: the tasks not searched are searched by the model's workers")
-        finally:
-            with run.lock:
-                run.search_open = False
-    thread = threading.Thread(target=beside, name="search-pass", daemon=True)
-    thread.start()
-    return thread
-
-
-def _warn_if_config_changed(path: Path, cfg: Config, resuming: bool) -> None:
-    """Resuming keeps the finished tasks' attempts: say so when they were made under other settings."""
-    if not resuming or not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    new = cfg.to_dict()
-    changed = [f"{s}.{k}" for s in new for k in new[s] if s in old and old[s].get(k) != new[s][k]
-               and (s, k) != ("run", "budget")]
-    if changed:
-        log.warning("resuming with settings that differ from the previous run's (%s); its finished tasks are kept",
-                    ", ".join(changed[:8]))
+    return pass_beside(todo, cfg, end, workers, run.on_searched, run.pass_ended)
 
 
 class _progress:
@@ -576,7 +439,7 @@ def _watchdog(run: Run) -> None:
     log.error("hard stop: the budget is spent with a task still running; exiting with the submission on disk")
     try:
         run.close()
-        write_report(run, printing=False)
+        write_report(run.summary(), printing=False)
     finally:
         logging.shutdown()
         os._exit(HARD_STOP_EXIT)

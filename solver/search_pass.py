@@ -1,16 +1,19 @@
-"""The search pass: the program search over a whole task set ahead of the model, in a pool of CPU processes.
+"""The search pass: the candidate sources that run ahead of the model (solver.source_registry: the program search)
+over a whole task set, in a pool of CPU processes.
 
 On a CPU machine the pass runs before the model (both want the same cores, and the search is cheap: its answers are
 in the submission within minutes); where GPUs train, it runs beside them on the cores their workers leave
-(run.search_workers). Each task's result is a `SearchRecord` (its candidate tables, attempts, programs, seconds, an
-error), kept in search.jsonl so that a resumed run does not search again; the model's job for the task carries the
-tables (solver.run). Knows nothing of the model, the plan or the submission.
+(run.search_workers). Each task's result is a `PassRecord` (its candidate tables, its attempts chosen as a run
+without the model would (solver.pipeline.choose_without_model, completed with solver.submission's fallbacks), the
+answers that fit every demo, seconds, errors), kept in search.jsonl so that a resumed run does not search again; the
+model's job for the task carries the tables (solver.run). Knows nothing of the model, the plan or the workers.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,55 +25,54 @@ from typing import Callable
 from solver.config import SEARCH_PASSES, Config
 from solver.files import setup_logging
 from solver.pipeline import choose_without_model, gather
-from solver.program_source import SearchSource
 from solver.results import _json_pairs, append_line, read_lines
+from solver.source_registry import build_sources
 from solver.submission import complete_attempts
 from solver.tasks import Task
 
 log = logging.getLogger(__name__)
 
-SEARCHED = "search.jsonl"  # one SearchRecord per line, in the run's work directory
+SEARCHED = "search.jsonl"  # one PassRecord per line, in the run's work directory
 
 
 @dataclass
-class SearchRecord:
-    """One task's search: per test input its candidate table (Candidate.to_json) and its two attempts (complete:
-    fallbacks where no program answered), the test inputs a program answered, and what it cost."""
+class PassRecord:
+    """One task's pass: per test input its candidate table (Candidate.to_json) and its two attempts (complete:
+    fallbacks where no source answered), the test inputs a source answered, and what it cost."""
     id: str
     tables: list = field(default_factory=list)
     attempts: list = field(default_factory=list)
     found: int = 0
-    programs: int = 0
+    fits: int = 0
     seconds: float = 0.0
     origins: str = ""
-    error: str = ""  # 'search: ValueError: ...' when the search raised (the model still answers the task)
+    error: str = ""  # '<source>: ValueError: ...' when a source raised (the model still answers the task)
 
     @property
     def solved(self) -> bool:
-        """A program that reproduces every demo answered every test input."""
-        return self.programs > 0 and not self.error and self.found == len(self.tables) > 0
+        """An answer that reproduces every demo (CandidateSource.fits) answered every test input."""
+        return self.fits > 0 and not self.error and self.found == len(self.tables) > 0
 
 
-def search_one(task: Task, cfg: Config, seconds: float) -> SearchRecord:
-    """The search of one task for at most `seconds` from now, with its attempts chosen as a run without the model
-    would (solver.pipeline.choose_without_model)."""
-    source = SearchSource(cfg.search)
-    gathered = gather([source], task, time.monotonic() + seconds)
+def pass_one(task: Task, cfg: Config, seconds: float) -> PassRecord:
+    """The sources that run ahead of the model on one task for at most `seconds` from now, with its attempts chosen
+    as a run without the model would (solver.pipeline.choose_without_model)."""
+    gathered = gather(build_sources(cfg, ahead=True), task, time.monotonic() + seconds)
     choices = choose_without_model(task, gathered.tables, cfg)
     found = [(c.attempt_1, c.attempt_2) if c.candidates else None for c in choices]
-    return SearchRecord(task.id, [[c.to_json() for c in t] for t in gathered.tables],
-                        _json_pairs(complete_attempts(task, found)), sum(f is not None for f in found),
-                        gathered.programs, round(gathered.seconds, 3),
-                        "; ".join("|".join(c.origins()) for c in choices), "; ".join(gathered.errors))
+    return PassRecord(task.id, [[c.to_json() for c in t] for t in gathered.tables],
+                      _json_pairs(complete_attempts(task, found)), sum(f is not None for f in found),
+                      gathered.fits, round(gathered.seconds, 3),
+                      "; ".join("|".join(c.origins()) for c in choices), "; ".join(gathered.errors))
 
 
-def _search_in_pool(task: Task, cfg: dict, seconds: float) -> SearchRecord:
-    """search_one in a pool process; what it raises outside the search itself comes back as the record's error."""
+def _pass_in_pool(task: Task, cfg: dict, seconds: float) -> PassRecord:
+    """pass_one in a pool process; what it raises outside the sources themselves comes back as the record's error."""
     try:
-        return search_one(task, Config.from_dict(cfg), seconds)
+        return pass_one(task, Config.from_dict(cfg), seconds)
     except Exception as e:
         log.error("task %s: the search pass raised:\n%s", task.id, traceback.format_exc())
-        return SearchRecord(task.id, error=f"search: {type(e).__name__}: {e}")
+        return PassRecord(task.id, error=f"pass: {type(e).__name__}: {e}")
 
 
 def resolve_mode(mode: str, model_is_source: bool, gpus: int) -> str:
@@ -97,7 +99,7 @@ def task_seconds(cfg: Config, end: float, left: int, workers: int) -> float:
     return max(0.0, min(cfg.search.max_seconds, fair))
 
 
-def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[SearchRecord], None],
+def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[PassRecord], None],
              progress: bool = True) -> int:
     """Search `tasks` in order until `end` (a time.monotonic() value), `workers` at a time (1: here), calling
     `on_record` in this thread as each finishes; returns how many were searched. A pool that breaks (a process
@@ -109,7 +111,7 @@ def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record
             for i, task in enumerate(tasks):
                 if time.monotonic() >= end:
                     break
-                on_record(search_one(task, cfg, task_seconds(cfg, end, len(tasks) - i, 1)))
+                on_record(pass_one(task, cfg, task_seconds(cfg, end, len(tasks) - i, 1)))
                 done += 1
                 _tick(bar, end)
             return done
@@ -127,7 +129,7 @@ def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_recor
                 while queue and len(flight) < workers and time.monotonic() < end:
                     task = queue.pop(0)
                     seconds = task_seconds(cfg, end, len(queue) + len(flight) + 1, workers)
-                    flight[pool.submit(_search_in_pool, task, d, seconds)] = task.id
+                    flight[pool.submit(_pass_in_pool, task, d, seconds)] = task.id
                 if not flight:
                     break
                 finished, _ = wait(flight, timeout=max(1.0, end - time.monotonic() + 5), return_when=FIRST_COMPLETED)
@@ -150,6 +152,35 @@ def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_recor
     return done
 
 
+def run_pass_logged(tasks: list[Task], cfg: Config, end: float, workers: int,
+                    on_record: Callable[[PassRecord], None], progress: bool = True) -> int:
+    """run_pass, with what it raises (e.g. no process pool here) logged: the tasks it did not search are left to the
+    model's workers. Returns how many were searched."""
+    seen: list[str] = []
+
+    def record(r: PassRecord) -> None:
+        seen.append(r.id)
+        on_record(r)
+    try:
+        return run_pass(tasks, cfg, end, workers, record, progress)
+    except Exception:
+        log.exception("search pass raised: the tasks not searched are searched by the model's workers")
+        return len(seen)
+
+
+def pass_beside(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[PassRecord], None],
+                on_end: Callable[[], None]) -> threading.Thread:
+    """run_pass_logged in a daemon thread beside the model (started, and returned); `on_end` when it ends, however."""
+    def beside() -> None:
+        try:
+            run_pass_logged(tasks, cfg, end, workers, on_record, progress=False)
+        finally:
+            on_end()
+    thread = threading.Thread(target=beside, name="search-pass", daemon=True)
+    thread.start()
+    return thread
+
+
 def _bar(total: int, end: float, enabled: bool):
     if not enabled or not total:
         return None
@@ -165,13 +196,13 @@ def _tick(bar, end: float, n: int = 1) -> None:
         bar.set_postfix_str(f"pass time left {max(0.0, end - time.monotonic()):.0f}s")
 
 
-def append_record(workdir: Path, record: SearchRecord) -> None:
+def append_record(workdir: Path, record: PassRecord) -> None:
     append_line(Path(workdir) / SEARCHED, asdict(record))
 
 
-def read_records(workdir: Path) -> dict[str, SearchRecord]:
-    """A run's search records by task id (solver.results.read_lines)."""
-    return read_lines(Path(workdir) / SEARCHED, SearchRecord)
+def read_records(workdir: Path) -> dict[str, PassRecord]:
+    """A run's pass records by task id (solver.results.read_lines)."""
+    return read_lines(Path(workdir) / SEARCHED, PassRecord)
 
 
 def pass_end(cfg: Config, start: float, budget: float, run_end: float, mode: str) -> float:

@@ -22,12 +22,12 @@ from typing import Callable, Protocol
 import numpy as np
 
 
+from solver.config import MODEL, InferConfig
 from solver.invariants import broken
 from solver.submission import fill_attempts
 from solver.tasks import Grid, grid_key
 
 HIERARCHICAL_TOP = 3  # the MIT paper keeps the top 3 answers within each transform
-MODEL = "model"  # the name of the language model's candidate source
 
 
 @dataclass
@@ -84,8 +84,13 @@ class Candidate:
 class CandidateSource(Protocol):
     """Something that proposes answers: a name, and the candidates for one test input before a deadline (a
     `time.monotonic()` value). Each candidate names the source in `sources` and keeps its evidence under
-    `evidence[name]` ({"rank": 0 for its best, "score": its own, higher better, "text": e.g. a program})."""
+    `evidence[name]` ({"rank": 0 for its best, "score": its own, higher better, "text": e.g. a program}). `ahead`:
+    it runs ahead of the model over the whole task set (solver.search_pass, where run.search_pass allows), else
+    inside each task's job; `fits`: how many of its answers for the last task reproduce every demo (0 where it cannot
+    tell), which marks a task solved (run.solved_share). Built from the run's Config (solver.source_registry)."""
     name: str
+    ahead: bool
+    fits: int
 
     def propose(self, task, test_index: int, deadline: float) -> list[Candidate]: ...
 
@@ -257,7 +262,7 @@ def demote_broken(table: list[Candidate], ranking: list[int], found: dict,
 
 
 def choose_attempts(table: list[Candidate], rule: str, fallback: Grid, note: str = "", mix: str = "pool",
-                    mix_source: str = "search", verify: dict | None = None, **rule_args) -> Choice:
+                    mix_source: str = InferConfig.mix_source, verify: dict | None = None, **rule_args) -> Choice:
     """The two best distinct grids under `rule` (with `mix_source`'s answers placed by `mix`: mix_sources; with
     `verify`, the task's invariants, a candidate that breaks one after all that do not: demote_broken), filled from
     the fallbacks (the test input `fallback`, then [[0]]) when short."""

@@ -16,6 +16,7 @@ from solver.pipeline import gather, pipeline, predict
 from solver.budget import Deadlines
 from solver.results import read_candidates
 from solver.run import run_tasks
+from solver.source_registry import source_names
 from solver.select import MODEL, Candidate, candidate_table, choose_attempts, merge_tables, mix_sources, proposed
 from solver.tasks import Task
 
@@ -25,14 +26,14 @@ FAR = 120.0
 
 class UpsideDown:
     """A toy source: the test input turned upside down, as the only answer."""
-    name = "upside_down"
+    name, ahead, fits = "upside_down", False, 0
 
     def propose(self, task: Task, test_index: int, deadline: float) -> list[Candidate]:
         return proposed(self.name, [(np.flipud(task.test_inputs[test_index]), 1.0, "flipud")])
 
 
 class Raising:
-    name = "raising"
+    name, ahead, fits = "raising", False, 0
 
     def propose(self, task, test_index, deadline):
         raise RuntimeError("this source always fails")
@@ -141,11 +142,12 @@ def test_without_the_model_as_a_source_no_model_is_loaded():
 
 def test_run_sources_are_checked_by_name():
     assert parse_sources("search, model") == ["search", "model"]
-    for bad in ("", "model,model", "search,oracle"):
+    for bad in ("", "model,model"):
         with pytest.raises(ConfigError, match="run.sources"):
             parse_sources(bad)
-    with pytest.raises(ConfigError, match="run.sources"):
-        resolve("test", sets=["run.sources=oracle"])
+    with pytest.raises(ConfigError, match="no source named oracle"):
+        source_names(resolve("test", sets=["run.sources=search,oracle"]))
+    assert source_names(resolve("test")) == ["search", "model"]
 
 
 # every task that trains answers --------------------------------------------------------------------------------------

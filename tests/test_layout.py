@@ -18,7 +18,7 @@ LAYERS = [
     # models and training
     "shipped", "attached", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model
-    "generate", "pretrain", "embed", "reuse", "select", "program_source",
+    "generate", "pretrain", "embed", "reuse", "select", "program_source", "source_registry",
     # one task, then the run and its outputs
     "results", "pipeline", "search_pass", "score", "show", "report", "run",
     # the `search` command's body, the package's public face

@@ -219,7 +219,7 @@ def test_stop_at_ends_a_hung_actor_and_a_failed_setup_is_an_error(cluster):
 
 
 def sticky_setup():
-    """A handler that raises WorkerBroken (as solver.run.handle_job does on a sticky CUDA error) for 'sticky' jobs."""
+    """A handler that raises WorkerBroken (as solver.pipeline.handle_job does on a sticky CUDA error) for 'sticky' jobs."""
     from solver.workers import WorkerBroken
 
     def handler(job: FakeJob):

@@ -20,7 +20,7 @@ from solver.cli import demo_tasks
 from solver.config import get_preset, resolve
 from solver.budget import Deadlines
 from solver.results import RESULTS, Job, TaskResult, read_results
-from solver.plan import config_for, fit_to_share, full_work, preset_rates, task_size
+from solver.plan import config_for, fit_to_share, full_work, preset_rates, retry_config, task_size
 from solver.run import HARD_STOP_EXIT, Run, run_tasks
 from solver.submission import fallback_attempts, read_submission, validate_submission
 from solver.tasks import load_tasks
@@ -282,8 +282,7 @@ class _EmulatedCuda:
 def _job(task, retry=True):
     cfg = resolve("test").to_dict()
     now = time.monotonic()
-    return Job(task.id, task, cfg, Deadlines(now, now + 60), int(B.Level.NO_TTT),
-               cfg if retry else None)
+    return Job(task.id, task, cfg, Deadlines(now, now + 60), retry)
 
 
 def _solve_raising(device, *errors):
@@ -300,7 +299,7 @@ def _solve_raising(device, *errors):
 
 
 def test_a_sticky_error_breaks_the_worker_even_when_empty_cache_raises_too(monkeypatch, arc1_eval):
-    from solver.run import handle_job
+    from solver.pipeline import handle_job
     from solver.workers import WorkerBroken
     device, task = _EmulatedCuda(monkeypatch), next(iter(arc1_eval.values()))
     solve, calls = _solve_raising(device, "CUDA error: an illegal memory access was encountered")
@@ -314,7 +313,7 @@ def test_a_sticky_error_breaks_the_worker_even_when_empty_cache_raises_too(monke
 
 def test_a_device_that_fails_to_free_memory_breaks_the_worker(monkeypatch, arc1_eval):
     """An error that does not read as sticky, on a device whose empty_cache then raises: broken, not retried."""
-    from solver.run import handle_job
+    from solver.pipeline import handle_job
     from solver.workers import WorkerBroken
     device, task = _EmulatedCuda(monkeypatch), next(iter(arc1_eval.values()))
     solve, calls = _solve_raising(device, "cuDNN went away (fake)")
@@ -325,7 +324,7 @@ def test_a_device_that_fails_to_free_memory_breaks_the_worker(monkeypatch, arc1_
 
 
 def test_a_sticky_error_in_the_retry_breaks_the_worker(monkeypatch, arc1_eval):
-    from solver.run import handle_job
+    from solver.pipeline import handle_job
     from solver.workers import WorkerBroken
     device, task = _EmulatedCuda(monkeypatch), next(iter(arc1_eval.values()))
     solve, calls = _solve_raising(device, "CUDA out of memory (fake)", "CUDA error: an illegal memory access (x)")
@@ -787,5 +786,6 @@ def test_a_job_carries_the_full_config_and_the_solver_fits_the_work_once(tmp_pat
     fast = fit_to_share(job.task, Config.from_dict(job.cfg), Codec.compact(), replace(preset_rates(cfg),
                         train_tokens_per_s=1e9, search_s=1e6), job.deadlines)  # the search ran before: not counted
     assert fast.level == B.Level.FULL and fast.cfg.to_dict() == job.cfg and fast.deadlines.ttt < job.deadlines.end
-    retry = fit_to_share(job.task, Config.from_dict(job.retry_cfg), Codec.compact(), preset_rates(cfg), job.deadlines)
+    retry_cfg, _ = retry_config(job.task, Config.from_dict(job.cfg))  # built in the worker, from the job's config
+    retry = fit_to_share(job.task, retry_cfg, Codec.compact(), preset_rates(cfg), job.deadlines)
     assert not retry.cfg.ttt.enabled and retry.cfg.infer.num_views <= cfg.run.min_views

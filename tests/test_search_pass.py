@@ -42,7 +42,7 @@ def attempt_1(out, tid):
     return np.array(json.loads(out.read_text())[tid][0]["attempt_1"])
 
 
-def same(a: SP.SearchRecord, b: SP.SearchRecord) -> bool:
+def same(a: SP.PassRecord, b: SP.PassRecord) -> bool:
     return {**asdict(a), "seconds": 0} == {**asdict(b), "seconds": 0}
 
 
@@ -89,7 +89,7 @@ def test_search_answers_are_in_the_submission_before_the_model_loads(monkeypatch
     assert np.array_equal(seen["attempt_1"], solved_task().test_outputs[0])
     assert report["score"]["correct"] >= 1
     rows = {r["task_id"]: r for r in csv.DictReader((work / "report.csv").open())}
-    assert float(rows["rot"]["search_seconds"]) > 0 and int(rows["rot"]["programs"]) > 0
+    assert float(rows["rot"]["source_seconds"]) > 0 and int(rows["rot"]["fits"]) > 0
     assert rows["rot"]["status"] == "ok" and rows["rot"]["level"] != "SEARCH_ONLY"  # the model ran on it too
     assert set(SP.read_records(work)) == {"rot", "noise"}
 
@@ -120,12 +120,12 @@ def test_a_solved_task_gives_its_model_time_away_at_solved_share_zero(tmp_path):
 
 def test_a_resumed_run_reuses_the_search_records(monkeypatch, tmp_path):
     calls = []
-    search_one = SP.search_one
+    pass_one = SP.pass_one
 
     def counting(task, cfg, seconds):
         calls.append(task.id)
-        return search_one(task, cfg, seconds)
-    monkeypatch.setattr(SP, "search_one", counting)
+        return pass_one(task, cfg, seconds)
+    monkeypatch.setattr(SP, "pass_one", counting)
     out, work = tmp_path / "sub.json", tmp_path / "work"
     cfg = cfg_for(sources="search")
     run_tasks(tasks(), cfg, out, work, progress=False)
@@ -138,12 +138,13 @@ def test_a_resumed_run_reuses_the_search_records(monkeypatch, tmp_path):
 
 def test_beside_the_model_every_job_carries_its_search(monkeypatch, tmp_path):
     known = {}
-    handle = R.handle_job
+    import solver.pipeline as P
+    handle = P.handle_job
 
     def spying(solve, worker, job):
         known[job.id] = job.known
         return handle(solve, worker, job)
-    monkeypatch.setattr(R, "handle_job", spying)
+    monkeypatch.setattr(P, "handle_job", spying)
     out, work = tmp_path / "sub.json", tmp_path / "work"
     run_tasks(tasks(), cfg_for(search_pass="beside"), out, work, progress=False)
     assert set(known) == {"rot", "noise"}
@@ -155,7 +156,7 @@ def test_a_task_the_model_never_reached_keeps_its_search_attempts(tmp_path):
     ts = tasks()
     run = R.Run(ts, cfg_for(), tmp_path / "sub.json", tmp_path, time.monotonic(), 60.0, 1, True)
     run.pending = list(ts)
-    record = SP.search_one(ts["rot"], run.cfg, 30.0)
+    record = SP.pass_one(ts["rot"], run.cfg, 30.0)
     run._searched(record)
     run.close()
     assert run.outcomes["rot"].level == int(B.Level.SEARCH_ONLY)
@@ -179,10 +180,10 @@ def test_a_share_too_short_for_one_view_is_not_spent_on_the_model(tmp_path):
 def test_a_pass_that_raises_leaves_the_search_to_the_models_workers(monkeypatch, tmp_path, caplog):
     def broken(*args, **kw):
         raise OSError("no process pool here")
-    monkeypatch.setattr(R, "run_pass", broken)
+    monkeypatch.setattr(SP, "run_pass", broken)
     out, work = tmp_path / "sub.json", tmp_path / "work"
     report = run_tasks(tasks(), cfg_for(), out, work, progress=False)
     assert "search pass raised" in caplog.text and "OSError: no process pool here" in caplog.text
     rows = {r["task_id"]: r for r in csv.DictReader((work / "report.csv").open())}
-    assert int(rows["rot"]["programs"]) > 0 and rows["rot"]["status"] == "ok"  # searched inside its job
+    assert int(rows["rot"]["fits"]) > 0 and rows["rot"]["status"] == "ok"  # searched inside its job
     assert np.array_equal(attempt_1(out, "rot"), solved_task().test_outputs[0]) and report["score"]["correct"] >= 1
