@@ -352,6 +352,27 @@ def _unique_best(items: list, score):
     return items[scores.index(best)] if scores.count(best) == 1 else None
 
 
+@primitive
+def broadcast_part(g: Grid, pick: str) -> Grid | None:
+    """Every cell of the separator lattice (see `separator_lines`) replaced by one of them: the part `pick_part`
+    picks ('most_cells', 'unique', 'most_colours'), or all of them overlaid ('over', 0 transparent, the first on
+    top); the lines kept. None without a lattice of two cells or more of one shape."""
+    seps = separator_lines(g)
+    if seps is None:
+        return None
+    cells = [(r, c) for r in _runs(seps[0]) for c in _runs(seps[1])]
+    ps = [g[r, c] for r, c in cells]
+    if not _same_shape(ps):
+        return None
+    chosen = combine(g, "grid", "over") if pick == "over" else pick_part(g, "grid", pick)
+    if chosen is None or chosen.shape != ps[0].shape:
+        return None
+    out = g.copy()
+    for r, c in cells:
+        out[r, c] = chosen
+    return out
+
+
 # symmetry --------------------------------------------------------------------------------------------------------
 SYMMETRIES = {"h": lambda g: g[:, ::-1], "v": lambda g: g[::-1], "rot": lambda g: g[::-1, ::-1],
               "diag": lambda g: g.T, "anti": lambda g: g[::-1, ::-1].T}
@@ -529,6 +550,39 @@ def enclosed(g: Grid) -> np.ndarray:
 def fill_enclosed(g: Grid, c: int) -> Grid | None:
     """Zero cells that cannot reach the border through zero cells (4-connected) become colour c."""
     return np.where(enclosed(g), c, g)
+
+
+@primitive
+def flood(g: Grid, c: int) -> Grid | None:
+    """Every region of zero cells (4-connected) that a cell of colour c touches side by side takes colour c; None
+    when c touches none."""
+    lab = label(g == 0, None, False)
+    touched = np.zeros(g.shape, dtype=bool)
+    cc = g == c
+    touched[1:] |= cc[:-1]
+    touched[:-1] |= cc[1:]
+    touched[:, 1:] |= cc[:, :-1]
+    touched[:, :-1] |= cc[:, 1:]
+    hit = np.unique(lab[touched & (lab >= 0)])
+    return None if hit.size == 0 else np.where(np.isin(lab, hit) & (lab >= 0), c, g)
+
+
+@primitive
+def line_majority(g: Grid, axis: int | None) -> Grid | None:
+    """Every row (axis 1) or column (axis 0) painted all in its most frequent colour; None on a tie in some line.
+    axis None: rows or columns, whichever changes fewer cells (None on a tie)."""
+    if axis is None:
+        got = [line_majority(g, a) for a in (1, 0)]
+        changed = [None if r is None else int((r != g).sum()) for r in got]
+        if None in changed:
+            return got[0] if changed[1] is None else got[1] if changed[0] is None else None
+        return None if changed[0] == changed[1] else got[int(changed[1] < changed[0])]
+    t = g if axis == 1 else g.T
+    counts = np.stack([np.bincount(row, minlength=10) for row in t])
+    if ((counts == counts.max(1, keepdims=True)).sum(1) > 1).any():
+        return None
+    out = np.repeat(counts.argmax(1)[:, None], t.shape[1], 1).astype(np.uint8)
+    return out if axis == 1 else out.T
 
 
 # objects ---------------------------------------------------------------------------------------------------------
@@ -983,7 +1037,8 @@ def extend_periodic(g: Grid, axis: int) -> Grid | None:
 SAME_SHAPE = ("flip_h", "flip_v", "rot180", "sym_", "gravity_", "rays_", "hollow", "diagonals", "halo", "fill_enclosed",
               "keep{", "remove{", "recolour{", "paint_", "connect", "symfill{", "periodic_fill{",
               "drop_specks", "frame{", "interior{", "shift_", "fill_bbox{",
-              "keep_rarest", "keep_commonest", "repeat_band", "fill_majority", "invert")  # name prefixes of primitives that keep the grid's shape
+              "keep_rarest", "keep_commonest", "repeat_band", "fill_majority", "invert", "broadcast_", "flood{",
+              "majority_rows", "majority_cols", "majority_lines")  # name prefixes of primitives that keep the grid's shape
 SWAP_SHAPE = ("rot90", "rot270", "transpose", "antitranspose")
 
 
@@ -1012,6 +1067,11 @@ def _plain() -> list[tuple[str, Primitive]]:
             for op in COMBINERS]
     out += [(f"part_{how}_{pick}", functools.partial(pick_part, how=how, pick=pick)) for how in ("h", "v", "grid")
             for pick in PART_PICKS]
+    out += [(f"broadcast_{pick}", functools.partial(broadcast_part, pick=pick))
+            for pick in ("most_cells", "unique", "most_colours", "over")]
+    out += [("majority_rows", functools.partial(line_majority, axis=1)),
+            ("majority_cols", functools.partial(line_majority, axis=0)),
+            ("majority_lines", functools.partial(line_majority, axis=None))]
     out += [(f"sym_{how}", functools.partial(symmetrize, how=how)) for how in (*SYMMETRIES, "all")]
     out += [(f"gravity_{d}", functools.partial(gravity, d=d)) for d in ("down", "up", "left", "right")]
     out += [(f"rays_{d}", functools.partial(rays, d=d)) for d in (*RAYS, "h", "v", "hv")]
@@ -1047,7 +1107,8 @@ def library(in_colours: list[int], out_colours: list[int]) -> list[tuple[str, Pr
     for c in sorted(set(in_colours) - {0}):
         out += [(f"keep{{{c}}}", functools.partial(keep, c=c)), (f"remove{{{c}}}", functools.partial(remove, c=c)),
                 (f"crop_colour{{{c}}}", functools.partial(crop_colour, c=c)),
-                (f"crop_inside{{{c}}}", functools.partial(crop_inside, c=c))]
+                (f"crop_inside{{{c}}}", functools.partial(crop_inside, c=c)),
+                (f"flood{{{c}}}", functools.partial(flood, c=c))]
     for c in sorted(set(in_colours)):
         out += [(f"unmask{{{c}}}", functools.partial(unmask, c=c)), (f"symfill{{{c}}}", functools.partial(symfill, c=c)),
                 (f"periodic_fill{{{c}}}", functools.partial(periodic_fill, c=c))]

@@ -1,15 +1,19 @@
 """Local rules: a cell's output colour as a lookup table of its neighbourhood in the input, or of a few of its
-features, learned from the demos.
+features, or as a short list of single-feature rules, learned from the demos.
 
 Owns the neighbourhoods (`NEIGHBOURHOODS`: the cell with its 4 or 8 neighbours, as colours or as which of them are
 non-zero; the cell with the colours present in its row and its column), the cell features (`CELL_FEATURES`: its
-colour, its object's size, box and place, the colours that rays from it meet, its row and column parity, ...), and
-the learning of a table: every demo cell with the same key must give the same colour, and every test cell's key
-must have been seen in a demo (a table that does not cover the test is refused, never guessed). Only for grids
-whose output has the input's shape. Pure functions of numpy grids; knows nothing of the search that calls it.
+colour, its object's size, box and place, the colours that rays from it meet, its row and column parity, its
+neighbours' colours, ...), and the learning of a table: every demo cell with the same key must give the same colour,
+and every test cell's key must have been seen in a demo (a table that does not cover the test is refused, never
+guessed). A rule list (`rule_list`) is the other way: a few rules "a cell of colour c whose feature f is v becomes
+o" (or takes the colour f shows), each never wrong on a demo, other cells kept; accepted only when the list learned
+without each demo reproduces that demo. Only for grids whose output has the input's shape. Pure functions of numpy
+grids; knows nothing of the search that calls it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -144,29 +148,64 @@ def _object_stats(g: Grid, multi: bool) -> dict[str, np.ndarray]:
     return {k: np.where(zero, 0, v).reshape(h, w) for k, v in out.items()}
 
 
-def _ray_colours(g: Grid) -> dict[str, np.ndarray]:
-    """Per cell, the colour of the first non-zero cell strictly beyond it in each direction (10 past the edge)."""
-    out = {}
-    for name, view in (("ray_right", lambda a: a), ("ray_left", lambda a: a[:, ::-1]),
-                       ("ray_down", lambda a: a.T), ("ray_up", lambda a: a[::-1].T)):
-        t = view(g)
-        h, w = t.shape
-        seen = np.full(h, OUTSIDE, np.int64)
-        res = np.empty((h, w), np.int64)
-        for x in range(w - 1, -1, -1):
-            res[:, x] = seen
-            seen = np.where(t[:, x] != 0, t[:, x], seen)
-        out[name] = view(res) if name in ("ray_right", "ray_left") else (res.T if name == "ray_down" else res.T[::-1])
+RAYS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0),
+        "down_right": (1, 1), "down_left": (1, -1), "up_right": (-1, 1), "up_left": (-1, -1)}
+
+
+def _row_from(v: np.ndarray, dx: int) -> np.ndarray:
+    """Per x, v[x + dx]; -1 past the ends."""
+    out = np.full(v.shape, -1, np.int64)
+    if dx == 0:
+        out[:] = v
+    elif abs(dx) < v.size:
+        out[max(0, -dx):v.size - max(0, dx)] = v[max(0, dx):v.size - max(0, -dx)]
     return out
 
 
+def _ray(g: Grid, dy: int, dx: int) -> np.ndarray:
+    """Per cell, the colour of the first non-zero cell strictly beyond it along (dy, dx), OUTSIDE past the edge:
+    the rows are swept from the far edge back, each cell taking its next cell's colour or what that cell sees."""
+    if dy == 0:
+        return _ray(g.T, dx, 0).T
+    h = g.shape[0]
+    res = np.full(g.shape, OUTSIDE, np.int64)
+    for y in (range(h - 2, -1, -1) if dy > 0 else range(1, h)):
+        nxt, seen = _row_from(g[y + dy].astype(np.int64), dx), _row_from(res[y + dy], dx)
+        res[y] = np.where(nxt < 0, OUTSIDE, np.where(nxt > 0, nxt, seen))
+    return res
+
+
+def _ray_colours(g: Grid) -> dict[str, np.ndarray]:
+    """Per cell, the colour of the first non-zero cell strictly beyond it in each direction of RAYS (OUTSIDE past
+    the edge)."""
+    return {f"ray_{name}": _ray(g, dy, dx) for name, (dy, dx) in RAYS.items()}
+
+
+def _colour_set(g: Grid, offsets: tuple) -> np.ndarray:
+    """Per cell, the set of non-zero colours among its neighbours at `offsets`, as a bit mask (bit c for colour c)."""
+    bits = np.zeros(g.shape, np.int64)
+    for n in _around(g, offsets):
+        bits |= np.where((n != 0) & (n != OUTSIDE), 1 << np.minimum(n, 9), 0)
+    return bits
+
+
 def cell_features(g: Grid) -> dict[str, np.ndarray]:
-    """Every cell feature (CELL_FEATURES) of a grid, each an int array of the grid's shape."""
+    """Every cell feature (CELL_FEATURES) of a grid, each an int array of the grid's shape (kept for the grids seen
+    last: the cell rules and the rule lists ask for the same grids; the arrays are shared, never to be changed)."""
+    return _cell_features(g.shape, g.astype(np.uint8).tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def _cell_features(shape: tuple, data: bytes) -> dict[str, np.ndarray]:
+    g = np.frombuffer(data, dtype=np.uint8).reshape(shape)
     ys, xs = np.indices(g.shape)
     feats = {"colour": g.astype(np.int64), "row_parity": ys % 2, "col_parity": xs % 2,
-             "row_3": ys % 3, "col_3": xs % 3, "enclosed": enclosed(g).astype(np.int64),
+             "row_3": ys % 3, "col_3": xs % 3, "row_parity_end": (g.shape[0] - 1 - ys) % 2,
+             "col_parity_end": (g.shape[1] - 1 - xs) % 2, "enclosed": enclosed(g).astype(np.int64),
              "neighbours4": sum((n != 0) & (n != OUTSIDE) for n in _around(g, CROSS)).astype(np.int64),
-             "neighbours8": sum((n != 0) & (n != OUTSIDE) for n in _around(g, BOX)).astype(np.int64)}
+             "neighbours8": sum((n != 0) & (n != OUTSIDE) for n in _around(g, BOX)).astype(np.int64),
+             "diagonals4": sum((n != 0) & (n != OUTSIDE) for n in _around(g, BOX[4:])).astype(np.int64),
+             "cross_colours": _colour_set(g, CROSS), "diagonal_colours": _colour_set(g, BOX[4:])}
     feats.update(_ray_colours(g))
     feats.update({f"object_{k}": v for k, v in _object_stats(g, False).items()})
     feats.update({f"multi_{k}": v for k, v in _object_stats(g, True).items()})
@@ -176,13 +215,14 @@ def cell_features(g: Grid) -> dict[str, np.ndarray]:
 CELL_FEATURES = ("colour", "row_parity", "col_parity", "row_3", "col_3", "enclosed", "neighbours4", "neighbours8",
                  "ray_right", "ray_left", "ray_down", "ray_up", "object_size", "object_height", "object_width",
                  "object_border", "object_edge", "multi_size", "multi_height", "multi_width", "multi_border",
-                 "multi_edge")
+                 "multi_edge", "row_parity_end", "col_parity_end", "diagonals4", "cross_colours", "diagonal_colours",
+                 "ray_down_right", "ray_down_left", "ray_up_right", "ray_up_left")
 
 
 def _joint(feats: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
     key = np.zeros(feats["colour"].shape, np.int64)
     for n in names:
-        key = key * 32 + feats[n]
+        key = key * 1024 + feats[n]  # every feature is below 1024 (a colour set is a 10-bit mask)
     return key
 
 
@@ -207,3 +247,122 @@ def feature_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid],
         if all(a is not None for a in answers):
             return "+".join(names), answers
     return None
+
+
+# rule lists: a few single-feature rules, each never wrong on a demo, together changing every cell the demos change
+OFFSETS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1), "up_left": (-1, -1),
+           "up_right": (-1, 1), "down_left": (1, -1), "down_right": (1, 1)}
+
+
+def rule_features(g: Grid) -> dict[str, np.ndarray]:
+    """`any` (0 for every cell: a rule on every cell of a colour), each neighbour's colour (OFFSETS, as
+    `at_<offset>`; OUTSIDE past the edge), then the cell features
+    (CELL_FEATURES) but the neighbours' colour sets (a rule on one colour set would miss the same neighbour among
+    others), each an int array of the grid's shape; of two rules changing as many cells, the one first here wins."""
+    feats = {"colour": g.astype(np.int64), "any": np.zeros(g.shape, np.int64)}
+    feats.update({f"at_{name}": n for name, n in zip(OFFSETS, _around(g, tuple(OFFSETS.values())))})
+    feats.update({k: v for k, v in cell_features(g).items() if k not in ("cross_colours", "diagonal_colours")})
+    feats.update(_line_ends(g))
+    return feats
+
+
+def _line_ends(g: Grid) -> dict[str, np.ndarray]:
+    """Per cell, the colour of the first and the last non-zero cell of its row and of its column (0 in an empty
+    line): `row_first`, `row_last`, `col_first`, `col_last`."""
+    out = {}
+    for name, t in (("row", g), ("col", g.T)):
+        nz = t != 0
+        first = np.where(nz.any(1), t[np.arange(t.shape[0]), nz.argmax(1)], 0)
+        last = np.where(nz.any(1), t[np.arange(t.shape[0]), t.shape[1] - 1 - nz[:, ::-1].argmax(1)], 0)
+        for end, v in (("first", first), ("last", last)):
+            line = np.repeat(v[:, None].astype(np.int64), t.shape[1], 1)
+            out[f"{name}_{end}"] = line if name == "row" else line.T
+    return out
+
+
+Rule = tuple[str, int, int, int]  # (feature, the cell's colour, the feature's value, the colour it becomes) or COPY
+COPY = -1  # a rule (feature, c, COPY, COPY): a cell of colour c takes its feature's value where that is a colour 1-9
+COLOUR_FEATURES = ("at_", "ray_", "row_first", "row_last", "col_first", "col_last")  # features whose value is a colour
+
+
+def _rule_cells(feats: dict[str, np.ndarray], rule: Rule) -> np.ndarray:
+    name, c, v, _ = rule
+    f = feats[name]
+    return (feats["colour"] == c) & (((f >= 1) & (f <= 9)) if v == COPY else (f == v))
+
+
+def _flat(feats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([f[name].ravel() for f in feats]) for name in feats[0]}
+
+
+def learn_rules(feats: list[dict[str, np.ndarray]], outputs: list[Grid]) -> list[Rule] | None:
+    """The fewest rules, chosen greedily (the one changing the most cells not yet changed first), that change every
+    cell the demos change: a rule "a cell of colour c whose feature f is v becomes o" holds where every demo cell
+    of colour c with f == v becomes o; a copy rule "a cell of colour c takes the colour its feature f shows"
+    (COLOUR_FEATURES) holds where every such cell does. None when some changed cell has no such rule."""
+    flat = _flat(feats)
+    colour = flat["colour"]
+    wanted = np.concatenate([o.ravel() for o in outputs]).astype(np.int64)
+    left = colour != wanted
+    candidates = []  # (rule, the cells it applies to)
+    for name, f in flat.items():
+        if name == "colour":
+            continue
+        key = colour * 1024 + f
+        for k in np.unique(key[left]).tolist():
+            cells = key == k
+            outs = wanted[cells]
+            if outs.min() == outs.max():
+                candidates.append(((name, k // 1024, k % 1024, int(outs[0])), cells))
+        if name.startswith(COLOUR_FEATURES):
+            for c in np.unique(colour[left]).tolist():
+                rule = (name, c, COPY, COPY)
+                cells = _rule_cells(flat, rule)
+                if (cells & left).any() and np.array_equal(wanted[cells], f[cells]):
+                    candidates.append((rule, cells))
+    rules = []
+    while left.any():
+        best = max(candidates, key=lambda rc: int((rc[1] & left).sum()), default=None)
+        if best is None or not (best[1] & left).any():
+            return None
+        rules.append(best[0])
+        left &= ~best[1]
+    return rules
+
+
+def apply_rules(rules: list[Rule], feats: dict[str, np.ndarray], g: Grid) -> Grid | None:
+    """g with every rule applied (cells no rule matches keep their colour); None when two rules disagree on a cell."""
+    out, set_by = g.astype(np.int64), np.full(g.shape, -1, np.int64)
+    for rule in rules:
+        cells = _rule_cells(feats, rule)
+        value = feats[rule[0]] if rule[3] == COPY else np.full(g.shape, rule[3], np.int64)
+        if ((set_by >= 0) & (set_by != value) & cells).any():
+            return None
+        out[cells], set_by[cells] = value[cells], value[cells]
+    return out.astype(np.uint8)
+
+
+def _rule_text(rule: Rule) -> str:
+    name, c, v, o = rule
+    return f"{name}:{c}->copy" if o == COPY else f"{name}:{c}/{v}->{o}"
+
+
+def rule_list(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
+    """A rule list (`learn_rules`) that reproduces every demo, and whose list learned without each demo in turn
+    reproduces that demo too (two demos or more), and the test outputs it gives; None otherwise."""
+    if not _learnable(inputs, outputs, tests) or len(inputs) < 2:
+        return None
+    demo = [rule_features(i) for i in inputs]
+    rules = learn_rules(demo, outputs)
+    if rules is None:
+        return None
+    for k in range(len(inputs)):
+        rest = [j for j in range(len(inputs)) if j != k]
+        loo = learn_rules([demo[j] for j in rest], [outputs[j] for j in rest])
+        got = None if loo is None else apply_rules(loo, demo[k], inputs[k])
+        if got is None or not np.array_equal(got, outputs[k]):
+            return None
+    answers = [apply_rules(rules, rule_features(t), t) for t in tests]
+    if any(a is None for a in answers):
+        return None
+    return ",".join(_rule_text(r) for r in rules), answers

@@ -1,13 +1,13 @@
 """Program search: breadth-first enumeration of compositions of grid primitives that reproduce every demo output.
 
-Owns the enumeration, the learned final colour map, the finishing steps tried on the nodes it stores (a local or
-cell rule: solver.local_rules; a sizer to the deduced output shape: solver.shapes), the assembly of the parts it met
-(solver.assemble), the ranking of fitting programs (plausible shape and colours, the demos' invariants, then the
-simplest) and the search's views of a task (as given, transposed, colours normalised per pair). Programs that give
-the same grids on every demo input and every test input are one node. Bounded by a deadline (time.monotonic())
-checked inside the loop and by a cap on the bytes of the nodes it holds; it returns what it found when either stops
-it. Knows the primitives only by name and function (solver.grids, solver.pieces); knows nothing of models,
-submissions or scores.
+Owns the enumeration, the learned final colour map, the finishing steps tried on the nodes it stores (a local rule, a
+cell rule or a rule list: solver.local_rules; a sizer to the deduced output shape: solver.shapes), the assembly of the
+parts it met (solver.assemble), the ranking of fitting programs (plausible shape and colours, the demos' invariants,
+then the simplest) and the search's views of a task (as given, transposed, colours normalised per pair). Programs that
+give the same grids on every demo input and every test input are one node. Bounded by a deadline (time.monotonic())
+checked inside the loop and by a cap on the bytes of the nodes it holds; it returns what it found when either stops it.
+Knows the primitives only by name and function (solver.grids, solver.pieces); knows nothing of models, submissions or
+scores.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
 from solver.grids import Primitive, library, shape_rule
 from solver.invariants import broken, invariants
-from solver.local_rules import feature_rule, local_rule
+from solver.local_rules import feature_rule, local_rule, rule_list
 from solver.pieces import piece_library
 from solver.shapes import SIZERS, ShapeDeduction, deduce, deduce_from, to_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
@@ -36,11 +36,12 @@ class Program:
     depth: int  # primitives composed (the colour map not counted)
     size: int  # steps in the text: primitives, the colour map, the augmentation
     outputs: tuple  # one Grid (or None) per test input, in the task's own frame
-    learned: bool = False  # it holds a table learned from the demos (a local or cell rule, an assembly)
+    learned: bool = False  # it holds a table learned from the demos (a local or cell rule, a rule list, an assembly)
 
 
 # family -> the text its steps show in a program (for reports: bench search names the tasks each family alone solves)
-FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "assembly": "assemble{",
+FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "rule lists": "rule_list{",
+            "assembly": "assemble{",
             "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
             "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: "}
 
@@ -106,7 +107,7 @@ class _Hit:
     votes: int  # programs found that give the same test outputs
     weak: bool  # a colour map that memorises one demo's colours
     depth: int  # steps counted for the ranking (an assembly counts its parts' steps; sizing a node counts 2)
-    learned: bool = False  # a table learned from the demos (a local or cell rule, an assembly's colour tables)
+    learned: bool = False  # a table learned from the demos (a local or cell rule, a rule list, an assembly's tables)
 
     @property
     def order(self) -> tuple:
@@ -236,8 +237,8 @@ class _Search:
 
     def _consider(self, names: tuple, values: tuple) -> None:
         """Record a stored node as a candidate when its demo grids fit the demo outputs, else sized to them; keep it as
-        a part for the assembly, and try a local rule and a cell rule on it (the input and the nodes of one
-        primitive)."""
+        a part for the assembly, and try a local rule, a cell rule and a rule list on it (the input and the nodes of
+        one primitive)."""
         produced = list(values[:self.num_demos])
         if not all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
             self._try_sized(names, values)
@@ -252,7 +253,8 @@ class _Search:
         if len(names) > 1 or any(t is None for t in tests):
             return
         rules = (("local_rule", local_rule(produced, self.view.outputs, tests)),  # after one primitive, one feature
-                 ("cell_rule", feature_rule(produced, self.view.outputs, tests, max_features=2 - len(names))))
+                 ("cell_rule", feature_rule(produced, self.view.outputs, tests, max_features=2 - len(names))),
+                 ("rule_list", rule_list(produced, self.view.outputs, tests)))
         for kind, rule in rules:
             if rule is not None:
                 self._record(names + (f"{kind}{{{rule[0]}}}",), "", tuple(rule[1]), len(names) + 1, False, True)
@@ -392,8 +394,8 @@ def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False, shapes:
     """Plausible first, then answers that keep every invariant of the demos (solver.invariants; `found` is the
     task's, computed here when not given), then a colour map seen in several demos before a `weak` one (one that
     memorises each demo's colours), then programs of primitives alone before those with a table learned from the
-    demos (a local or cell rule, an assembly's parts), then fewer primitives, then a shorter program, then more
-    programs giving the same test outputs (`votes`), then by text (all demos fit by definition)."""
+    demos (a local or cell rule, a rule list, an assembly's parts), then fewer primitives, then a shorter program,
+    then more programs giving the same test outputs (`votes`), then by text (all demos fit by definition)."""
     found = invariants(task) if found is None else found
     breaks = any(g is not None and broken(found, x, g) for g, x in zip(p.outputs, task.test_inputs))
     return (not plausible(task, p.outputs, shapes), breaks, weak, p.learned, p.depth, p.size, -votes, p.text)

@@ -64,6 +64,51 @@ def test_cell_features_by_hand():
     assert f["ray_up"][2, 1] == 3 and f["ray_up"][0, 1] == LR.OUTSIDE and f["ray_right"][0, 0] == 3
     assert f["object_size"][2, 0] == 2 and f["object_width"][2, 1] == 2 and f["object_size"][1, 1] == 0
     assert f["enclosed"].sum() == 0 and f["neighbours8"][1, 1] == 3
+    assert f["ray_up_right"][1, 0] == 3 and f["ray_down_left"][0, 1] == LR.OUTSIDE  # (1,0) is 0, then the edge
+    assert f["ray_down_left"][0, 2] == 2 and f["diagonals4"][1, 1] == 1 and f["diagonals4"][1, 2] == 2
+    assert f["cross_colours"][1, 1] == (1 << 3 | 1 << 2) and f["diagonal_colours"][1, 1] == 1 << 2
+    assert f["col_parity_end"][0, 2] == 0 and f["row_parity_end"][1, 0] == 1
+
+
+def _mark_corners_and_sides(g):
+    """Zero cells diagonal to a 2 become 4; zero cells beside a 1 become 7 (no cell is both in these grids)."""
+    out = g.copy()
+    for y, x in zip(*np.nonzero(g)):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yy, xx = y + dy, x + dx
+                if (dy or dx) and 0 <= yy < g.shape[0] and 0 <= xx < g.shape[1] and g[yy, xx] == 0:
+                    if g[y, x] == 2 and dy and dx:
+                        out[yy, xx] = 4
+                    elif g[y, x] == 1 and not (dy and dx):
+                        out[yy, xx] = 7
+    return out
+
+
+def test_rule_list_generalises_to_neighbourhoods_no_demo_showed():
+    ins = [np.zeros((7, 7), np.uint8) for _ in range(3)]
+    ins[0][1, 1], ins[0][4, 4] = 2, 1
+    ins[1][2, 4], ins[1][5, 1] = 2, 1
+    ins[2][1, 5], ins[2][5, 5], ins[2][3, 1] = 2, 6, 1  # a 6 that changes nothing: unseen by the others
+    outs = [_mark_corners_and_sides(g) for g in ins]
+    test = np.zeros((7, 7), np.uint8)
+    test[1, 1], test[5, 4], test[3, 5] = 2, 2, 8  # two 2s and an 8: keys no table of whole neighbourhoods saw
+    assert LR.local_rule(ins, outs, [test]) is None
+    got = LR.rule_list(ins, outs, [test])
+    assert got is not None and "at_up_left:0/2->4" in got[0]
+    np.testing.assert_array_equal(got[1][0], _mark_corners_and_sides(test))
+
+
+def test_rule_list_refuses_what_a_left_out_demo_contradicts():
+    # demo 1 turns a zero beside a 1 into 7, demo 2 leaves it: learned without demo 2, the list breaks demo 2
+    ins = [A([[0, 1, 0]]), A([[1, 0, 0]]), A([[0, 0, 1]])]
+    outs = [A([[7, 1, 0]]), A([[1, 0, 0]]), A([[0, 7, 1]])]
+    assert LR.rule_list(ins, outs, [A([[0, 1, 0]])]) is None
+    assert LR.rule_list(ins[:1], outs[:1], [A([[0, 1, 0]])]) is None  # one demo: nothing to leave out
+    assert LR.apply_rules([("at_right", 0, 1, 7), ("at_left", 0, 1, 5)], LR.rule_features(A([[0, 1, 0]])),
+                          A([[0, 1, 0]])) is not None
+    clash = A([[1, 0, 1]])  # the middle cell: at_right says 7, at_left says 5
+    assert LR.apply_rules([("at_right", 0, 1, 7), ("at_left", 0, 1, 5)], LR.rule_features(clash), clash) is None
 
 
 # assembly --------------------------------------------------------------------------------------------------------
@@ -164,6 +209,17 @@ def test_sizers_bring_a_grid_to_a_shape():
     np.testing.assert_array_equal(to_shape(g, (3, 3), "corner"), A([[1, 2, 0], [3, 0, 0], [0, 0, 0]]))
     np.testing.assert_array_equal(to_shape(A([[1, 2, 3]]), (1, 1), "centre"), A([[2]]))
     assert to_shape(g, (31, 2), "tile") is None
+    np.testing.assert_array_equal(to_shape(g, (1, 1), "corner_tr"), A([[2]]))
+    np.testing.assert_array_equal(to_shape(g, (1, 1), "corner_bl"), A([[3]]))
+    np.testing.assert_array_equal(to_shape(g, (3, 3), "corner_br"), A([[0, 0, 0], [0, 1, 2], [0, 3, 0]]))
+
+
+def test_lattice_flood_and_majority_refuse_what_they_cannot_do():
+    from solver import grids as G
+    assert G.broadcast_part(A([[1, 0], [0, 2]]), "most_cells") is None  # no separator lines
+    assert G.broadcast_part(A([[1, 0, 5, 0, 1], [0, 0, 5, 0, 0]]), "most_cells") is None  # a tie of cell counts
+    assert G.flood(A([[1, 2, 0]]), 1) is None  # the 1 touches no zero cell
+    assert G.line_majority(A([[1, 2], [3, 3]]), 1) is None  # row 0 ties
 
 
 # named training tasks --------------------------------------------------------------------------------------------
@@ -176,6 +232,10 @@ def arc1_train():
     ("bdad9b1f", "local_rule{"),  # two lines extended across the grid, a mark where they cross
     ("a2fd1cf0", "assemble{"),  # two marks joined by an L of two lines: two partial programs overlaid
     ("72ca375d", "piece_c8_symmetric"),  # the one symmetric object, cropped
+    ("d364b489", "rule_list{"),  # four neighbours of each blue cell painted, one colour per side
+    ("c9f8e694", "rule_list{row_first:5->copy"),  # grey cells take the colour that starts their row
+    ("e26a3af2", "majority_lines"),  # noisy stripes: each line its most frequent colour, rows or columns
+    ("5bd6f4ac", "to_shape{corner_tr}"),  # the top-right 3x3 corner
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
