@@ -189,8 +189,32 @@ def test_a_one_call_pack_missing_a_file_is_a_loud_error_and_env_sh_is_written_al
     shutil.copytree(ROOT / "tools", checkout / "tools")
     shutil.copytree(tmp / "out/.gpu", checkout / ".gpu")
     (checkout / ".gpu/smollm2/weights.xz").unlink()
-    p = subprocess.run(["bash", "tools/gpu_setup.sh"], cwd=checkout, env={**os.environ, "GPU_STAGE": str(tmp_path / "g")},
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(["bash", "tools/gpu_setup.sh"], cwd=checkout,
+                       env={**os.environ, "GPU_STAGE": str(tmp_path / "g")}, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "error: .gpu/smollm2/weights.xz missing" in p.stdout
     env_sh = (tmp_path / "g/env.sh").read_text()
     assert "GPU_MODEL=scratch:smollm2" in env_sh and "--no-pretrain" in env_sh
+
+
+@pytest.mark.slow  # a few minutes: the whole rehearsal on a stand-in trimmed model, this machine's interpreter
+def test_the_rehearsal_runs_the_printed_call_and_brings_back_what_a_call_would(tmp_path):
+    """tools/gpu_rehearse.sh in its small form: a tiny trimmed model stands for SmolLM2 and the limits are scaled
+    down; the carried folder is checked, the printed command runs without network, and $OUT holds setup.log,
+    session.json with every step, and an export that loads."""
+    import sys
+    from test_trimmed import tiny_source
+    from solver import trimmed as T
+    T.trim(*tiny_source(tmp_path), tmp_path / "trimmed")
+    stand_in_wheel(tmp_path / "wheels")
+    env = {**os.environ, "GPU_PACK_TRIMMED": str(tmp_path / "trimmed"), "GPU_PACK_WHEELS": str(tmp_path / "wheels"),
+           "GPU_REHEARSE_PYTHON": sys.executable, "GPU_REHEARSE_DIR": str(tmp_path / "r"), "ARC_SESSION_SCALE": "0.25"}
+    p = subprocess.run(["bash", "tools/gpu_rehearse.sh", "900"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    said = p.stdout + p.stderr
+    assert "of 64 (tree and .gpu/)" in said and "the call: timeout_s 600 x 0.25 = 150 s" in said, said[-3000:]
+    out = tmp_path / "r/OUT"
+    assert (out / "setup.log").is_file() and "trimmed SmolLM2 in .gpu/smollm2" in (out / "setup.log").read_text()
+    d = json.loads((out / "session.json").read_text())
+    assert d["figures_from"] == "cpu" and d["time_scale"] == 0.25 and d["model"] == "smollm2"
+    assert list(d["steps"]) == ["check-gpu", "probe", "bench-ttt", "bench-infer", "run", "pretrain"], said[-3000:]
+    assert "rehearse: step pretrain:" in said and "loads:" in said and p.returncode == 0, said[-3000:]

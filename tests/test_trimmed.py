@@ -39,12 +39,15 @@ HF_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weigh
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> tuple[Path, Path]:
+    return tiny_source(tmp_path_factory.mktemp("trim"))
+
+
+def tiny_source(tmp: Path) -> tuple[Path, Path]:
     """(a GGUF of tensors only, the reduced model folder its conversion would give: transformers' un-permuting)."""
     import gguf
     from gguf.quants import dequantize, quantize
     from safetensors.numpy import save_file
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
-    tmp = tmp_path_factory.mktemp("trim")
     writer = gguf.GGUFWriter(str(tmp / "tiny.gguf"), "llama")
     processor = LlamaTensorProcessor({"num_attention_heads": HEADS, "num_key_value_heads": KV})
     state = {}
@@ -65,7 +68,7 @@ def source(tmp_path_factory) -> tuple[Path, Path]:
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
               "intermediate_size": MLP, "num_hidden_layers": 1, "num_attention_heads": HEADS,
               "num_key_value_heads": KV, "vocab_size": 16, "tie_word_embeddings": True, "bos_token_id": 13,
-              "eos_token_id": 14, "pad_token_id": 15, "max_position_embeddings": 512, "rms_norm_eps": 1e-5}
+              "eos_token_id": 14, "pad_token_id": 15, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5}
     (reduced / "config.json").write_text(json.dumps(config))
     (reduced / "generation_config.json").write_text(json.dumps({"bos_token_id": 13, "eos_token_id": 14}))
     (reduced / "arc_codec.json").write_text(json.dumps({"reduced": True, "token_ids": list(range(16)),

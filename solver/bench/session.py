@@ -53,6 +53,7 @@ START_S = 150.0  # device time a call spends before its command runs: the machin
 IDLE_S = 30.0    # device time after a call: the machine stays warm this long before it goes back
 SETUP_S = 30.0   # the call's own time before the session starts: unpacking and installing what it carried
 MAX_TIMEOUT_S = 600  # one command's limit
+GPU_PRESET, CPU_PRESET = "pretrain-gpu", "pretrain-cpu"  # the pretraining preset when --preset is not given
 DEFAULT_BASE = "smollm2"  # the base chosen by measurement (README, "Which base")
 
 
@@ -101,8 +102,9 @@ def plan_window(budget_left_s: float) -> dict:
     timeout_s = int(min(MAX_TIMEOUT_S, budget_left_s - START_S - IDLE_S))
     minutes = int((timeout_s - SETUP_S) / 6) / 10
     if minutes < 3:
-        raise ValueError(f"{budget_left_s:.0f} s of device time left: a session needs {START_S + IDLE_S + SETUP_S + 180:.0f} "
-                         f"s at least (the start, the upload, set-up and three minutes); keep the window for later")
+        need = START_S + IDLE_S + SETUP_S + 180
+        raise ValueError(f"{budget_left_s:.0f} s of device time left: a session needs {need:.0f} s at least "
+                         f"(the start, the upload, set-up and three minutes); keep the window for later")
     return {"budget_left_s": budget_left_s, "timeout_s": timeout_s, "minutes": minutes,
             "left_after_s": int(budget_left_s - START_S - timeout_s - IDLE_S)}
 
@@ -266,8 +268,10 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / MODEL
     gpu = torch.cuda.is_available()
+    args.preset = args.preset or (GPU_PRESET if gpu else CPU_PRESET)
     session = Session(out, {"minutes": args.minutes, "time_scale": k, "model": args.model, "gpu": gpu,
-                            "figures_from": "gpu" if gpu else "cpu", "versions": versions(),
+                            "figures_from": "gpu" if gpu else "cpu",
+                            "preset": args.preset, "versions": versions(),
                             "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     try:
         session.data["resumed_from"] = prepare_model_dir(model_dir, args.resume)
@@ -318,7 +322,8 @@ def add_parser(sub) -> None:
                                                   "schedule follows tokens seen, so that each session continues the "
                                                   "last; its warm-up ends within the first session's first tenth "
                                                   "(solver.pretrain.session_lr_factor) (default 1G)")
-    s.add_argument("--preset", default="pretrain-gpu", help="pretraining preset")
+    s.add_argument("--preset", help=f"pretraining preset (default {GPU_PRESET} on a GPU, {CPU_PRESET} on a CPU: "
+                                    f"a step of the GPU's batch takes minutes there)")
     s.add_argument("--set", action="append", help="pretraining config fields, as `pretrain --set`")
     s.add_argument("--export-every", type=float, default=60.0, help="seconds between exports (default 60)")
     s.add_argument("--eval-tasks", type=int, default=4, help="held-out tasks of each export's evaluation (default 4)")
