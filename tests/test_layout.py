@@ -16,7 +16,7 @@ LAYERS = [
     # data
     "tasks", "submission", "augment", "grids", "pieces", "shapes", "local_rules", "assemble", "invariants", "search", "codec", "formats", "sources", "data", "plan",
     # models and training
-    "shipped", "attached", "model", "adapter", "train", "precision", "ttt",
+    "shipped", "attached", "trimmed", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model
     "generate", "pretrain", "embed", "reuse", "select", "program_source", "source_registry",
     # one task, then the run and its outputs

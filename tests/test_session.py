@@ -119,3 +119,62 @@ def test_no_pretrain_verifies_only(tmp_path, monkeypatch):
     assert S.main(args) == 0
     d = json.loads((tmp_path / S.SESSION).read_text())
     assert calls == [["check-gpu", "--tiny"]] and d["steps"]["pretrain"]["rc"] == "skipped: --no-pretrain"
+
+
+def test_the_plan_sizes_one_call_from_the_device_time_left():
+    plan = S.plan_window(900)  # a fresh 15-minute lease
+    assert plan["timeout_s"] == S.MAX_TIMEOUT_S and plan["minutes"] * 60 + S.SETUP_S <= plan["timeout_s"]
+    assert plan["left_after_s"] >= 0
+    short = S.plan_window(600)
+    assert short["timeout_s"] == 600 - S.START_S - S.IDLE_S and short["minutes"] < plan["minutes"]
+    with pytest.raises(ValueError, match="keep the window for later"):
+        S.plan_window(300)
+    p = subprocess.run([sys.executable, "-m", "solver", "gpu-session", "--plan", "900"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == plan
+
+
+def test_the_time_scale_multiplies_every_limit(tmp_path, monkeypatch):
+    base = {name: rest[1] for name, *rest in S.verification_steps("m", tmp_path, True, 60)}
+    monkeypatch.setenv(S.SCALE_ENV, "2.5")
+    scaled = {name: rest for name, *rest in S.verification_steps("m", tmp_path, True, 60)}
+    assert {name: rest[1] for name, rest in scaled.items()} == {name: 2.5 * v for name, v in base.items()}
+    run = scaled["run"][0]
+    assert run[run.index("--budget") + 1] == "150s"
+    monkeypatch.setenv(S.SCALE_ENV, "-1")
+    with pytest.raises(ValueError, match="positive number"):
+        S.time_scale()
+
+
+def test_a_session_cut_at_a_random_moment_keeps_every_finished_step_and_the_last_export(tmp_path):
+    """Killed (its whole process group, as the device's limit kills a command) at a random moment once pretraining
+    has exported: session.json parses and holds every step the session logged as done, and the export loads."""
+    import os
+    import random
+    import signal
+    import time
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "solver", "gpu-session", "--minutes", "3", "--out", str(out), *TINY,
+           "--export-every", "2", "--verify", "check-gpu,bench-infer", "--min-pretrain-s", "60"]
+    log = open(tmp_path / "stderr", "w+")
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    wait = random.Random().uniform(0, 4)  # after the first export: a moment of the pretraining, drawn at random
+    try:
+        deadline = time.monotonic() + 240
+        while exported_state(out / S.MODEL) is None and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert p.poll() is None, "the session ended before its first export"
+        time.sleep(wait)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    log.seek(0)
+    done = [line.split("session step ")[1].split(":")[0] for line in log.read().splitlines() if "session step " in line]
+    d = json.loads((out / S.SESSION).read_text())  # whole: written atomically
+    assert done and set(done) <= set(d["steps"]), (done, list(d["steps"]), wait)
+    for name in done:
+        assert "ok" in d["steps"][name] and "rc" in d["steps"][name], name
+    state = exported_state(out / S.MODEL)
+    assert state is not None and state["step"] > 0
+    loaded = load_model(str(out / S.MODEL))  # the last export, intact
+    assert sum(p.numel() for p in loaded.model.parameters()) > 0
