@@ -4,7 +4,8 @@ pieces put back where they were; and more ways to choose one piece of a list.
 Owns `map_pieces` (each object, or the grid under its bounding box, transformed in place: the piece cleared, its
 image laid back centred on the same box, 0 transparent) and the piece operations it maps (`PIECE_OPS`), and
 `choose_piece` with the properties that `solver.grids.choose` lacks (width, height, box area, a unique size,
-symmetric or not, touching the border or not). Pure functions on numpy grids built on solver.grids; knows nothing of
+symmetric or not, touching the border or not), and `join_pieces`: a list of pieces in an order, joined in a row, a
+column or laid on one another. Pure functions on numpy grids built on solver.grids; knows nothing of
 demos or of searching.
 """
 from __future__ import annotations
@@ -107,6 +108,33 @@ def pick_piece(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
     return out
 
 
+JOIN_ORDERS = {"left": lambda o: (o.left, o.top), "top": lambda o: (o.top, o.left),
+               "largest": lambda o: (-o.size, o.top, o.left), "smallest": lambda o: (o.size, o.top, o.left)}
+JOINS = ("row", "column", "over")
+
+
+@primitive
+def join_pieces(g: Grid, conn: str, order: str, how: str) -> Grid | None:
+    """The objects' cells cropped and put in `order` (JOIN_ORDERS; ties by position), then joined: side by side
+    ('row', all of one height), one above another ('column', all of one width), or laid on one another ('over', all
+    of one shape, the first on top, 0 transparent); None for fewer than 2 or more than MAX_PIECES objects, or
+    pieces the join cannot fit."""
+    objs = objects(g, conn)
+    if not 2 <= len(objs) <= MAX_PIECES:
+        return None
+    crops = [o.cells for o in sorted(objs, key=JOIN_ORDERS[order])]
+    if how == "row":
+        return np.hstack(crops) if len({c.shape[0] for c in crops}) == 1 else None
+    if how == "column":
+        return np.vstack(crops) if len({c.shape[1] for c in crops}) == 1 else None
+    if len({c.shape for c in crops}) != 1:
+        return None
+    out = crops[-1].copy()
+    for c in reversed(crops[:-1]):
+        out = np.where(c != 0, c, out)
+    return out
+
+
 def piece_library() -> list[tuple[str, Primitive, str | None]]:
     """The named piece primitives, each with its shape rule ('same': the grid keeps its shape; None: unknown)."""
     out = [(f"each_{conn}_{mode}_{name}", functools.partial(map_pieces, conn=conn, mode=mode, op=op), "same")
@@ -114,4 +142,6 @@ def piece_library() -> list[tuple[str, Primitive, str | None]]:
     out += [(f"piece_{conn}_{how}_{mode}", functools.partial(pick_piece, conn=conn, how=how, mode=mode),
              "same" if mode in ("only", "erase") else None)
             for conn in ("c8", "m8") for how in PIECE_PICKS for mode in ("obj", "box", "only", "erase")]
+    out += [(f"join_{conn}_{order}_{how}", functools.partial(join_pieces, conn=conn, order=order, how=how), None)
+            for conn in ("c8", "m8") for order in JOIN_ORDERS for how in JOINS]
     return out

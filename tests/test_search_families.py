@@ -214,6 +214,17 @@ def test_sizers_bring_a_grid_to_a_shape():
     np.testing.assert_array_equal(to_shape(g, (3, 3), "corner_br"), A([[0, 0, 0], [0, 1, 2], [0, 3, 0]]))
 
 
+def test_join_pieces_in_an_order():
+    g = A([[0, 0, 2, 0], [1, 0, 2, 0], [1, 0, 0, 0], [0, 0, 0, 3]])
+    np.testing.assert_array_equal(P.join_pieces(A([[1, 0, 2], [1, 0, 2]]), "c8", "left", "row"), A([[1, 2], [1, 2]]))
+    np.testing.assert_array_equal(P.join_pieces(A([[1, 0, 2], [1, 0, 2]]), "c8", "left", "column"),
+                                  A([[1], [1], [2], [2]]))
+    assert P.join_pieces(g, "c8", "top", "row") is None  # heights 2, 2 and 1: no row
+    np.testing.assert_array_equal(P.join_pieces(g[:, :3], "c8", "top", "over"), A([[2], [2]]))  # 2 starts higher
+    np.testing.assert_array_equal(P.join_pieces(A([[4, 4, 0, 5]]), "c8", "smallest", "row"), A([[5, 4, 4]]))
+    assert P.join_pieces(A([[4, 4, 0, 0]]), "c8", "left", "row") is None  # one piece
+
+
 def test_lattice_flood_and_majority_refuse_what_they_cannot_do():
     from solver import grids as G
     assert G.broadcast_part(A([[1, 0], [0, 2]]), "most_cells") is None  # no separator lines
