@@ -7,7 +7,7 @@
 then  kaggle datasets create -p kernels/dataset   and   kaggle kernels push -p kernels/kernel --accelerator NvidiaL4
 
 The wheelhouse is what the chosen backend needs and the Kaggle image lacks. FILE is the image's own package list
-(`pip list --format=freeze` run in a Kaggle session, see README.md). The backend's pins (requirements.txt; with
+(`pip list --format=freeze` run in a Kaggle session, see docs/guide.md). The backend's pins (requirements.txt; with
 --unsloth also requirements-gpu.txt; minus SKIP) are resolved with their dependencies by pip (`pip install --dry-run
 --report`, wheels only, for Kaggle's Python and platform) under FILE as constraints, so every package the image has
 keeps the image's version; a pin of such a package is dropped in its favour. --upgrade NAME releases one package from
@@ -389,7 +389,7 @@ def make_parser() -> argparse.ArgumentParser:
                                           "package's wheel (needs PyPI)")
     w.add_argument("--constraints", type=Path, required=True, metavar="FILE",
                    help="the Kaggle image's packages: `pip list --format=freeze > kaggle-constraints.txt` run in a "
-                        "Kaggle notebook session (see README.md)")
+                        "Kaggle notebook session (see docs/guide.md)")
     w.add_argument("--dest", type=Path, default=DATASET_DIR)
     w.add_argument("--python-version", default="3.11", help="Python of the Kaggle image (default 3.11)")
     w.add_argument("--unsloth", action="store_true",

@@ -114,7 +114,7 @@ class TTTConfig(TrainingConfig):
                                          "ablation)")
     # neighbour data (solver.embed): similar solved tasks' leave-one-out sequences added to a task's own
     neighbours: int = _f(0, "k nearest library tasks whose (augmented) leave-one-out sequences join a task's TTT "
-                            "data (0: off; off by default: no gain measured, see the README)")
+                            "data (0: off; off by default: no gain measured, see docs/measurements.md)")
     neighbour_library: str = _f("arc1:train", "task SPEC of the library neighbours come from (solved tasks: "
                                               "arc1:train, arc2:train, a directory); the held-out slice is removed")
     neighbour_share: float = _f(0.25, "share of the capped TTT sequences (max_examples) given to neighbours")
@@ -213,7 +213,7 @@ class RunConfig:
                                  "adapter'; empty: that level is skipped")
     reuse_adapters: bool = _f(False, "keep each task's trained adapter (on disk, keyed by task embedding); a later "
                                      "task close to a trained one starts from its adapter or reuses it (off by "
-                                     "default: no gain measured, see the README)")
+                                     "default: no gain measured, see docs/measurements.md)")
     reuse_embedding: str = _f("features", "task embedding that compares tasks for reuse: features | model")
     reuse_warm_threshold: float = _f(0.995, "cosine similarity to the nearest trained task above which a task's TTT "
                                             "starts from that task's adapter (warm start)")
@@ -350,7 +350,7 @@ PRESETS: dict[str, Config] = {
     # `python -m solver` on a 2-core CPU: SmolLM2-135M, a few TTT steps and views per task, ten minutes in all.
     "cpu-demo": _preset(model={"spec": "default"},
                         # a 2-core machine's memory: one TTT pass of SmolLM2 at 2,048 tokens peaked at 3.4 GB, at 4,096
-                        # at 10 GB (bench in the README); sequences are cut to 2,048 and a pass holds at most two
+                        # at 10 GB (docs/measurements.md); sequences are cut to 2,048 and a pass holds at most two
                         ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16,
                              "max_tokens": 2048, "batch_tokens": 4096},
                         infer={"num_views": 8, "score_views": 4, "batch_size": 8},
@@ -369,7 +369,7 @@ PRESETS: dict[str, Config] = {
                                 "train_tokens_per_s": 6000.0, "prefill_tokens_per_s": 20000.0,
                                 "decode_tokens_per_s": 40.0, "task_overhead_s": 5.0}),
     # Public ARC checkpoints (give one with --model) on Kaggle's 4x L4 (24 GB each) in 12 h, with the TTT and inference
-    # settings their authors published (README, "Bring your own model": sources, and the memory arithmetic for a
+    # settings their authors published (docs/guide.md, "Bring your own model": sources, and the memory arithmetic for a
     # 24 GB L4). Speeds are estimates from the L4's bf16 rate and each model's size (not measured); the run corrects
     # them from its first tasks.
     "nvarc-4xl4": _preset(  # Qwen3-4B bf16: LoRA r256/alpha 32, rsLoRA, all linear layers + embeddings and head,
@@ -408,7 +408,7 @@ PRESETS: dict[str, Config] = {
                          "decode_tokens_per_s": 60.0, "task_overhead_s": 2.0}),
     # `python -m solver pretrain`: the chosen base, SmolLM2-135M reduced with LoRA r=16 (an export small enough to
     # ship, 18.7 MiB) and trained codec rows. At equal FLOPs (8e13) on this CPU it reached held-out loss 0.75 where
-    # scratch:9m reached 1.51 (README, "Which base"). `mode` auto: a scratch model given with --model trains in full.
+    # scratch:9m reached 1.51 (docs/measurements.md). `mode` auto: a scratch model given with --model trains in full.
     "pretrain-cpu": _preset(model={"spec": "smollm2"},
                             pretrain={"budget": "35m", "rank": 16, "alpha": 16.0, "lr": 2e-4, "embedding_lr": 2e-4,
                                       "batch_tokens": 4096, "max_tokens": 1024, "eval_every": 40, "eval_tasks": 8,

@@ -4,7 +4,7 @@ For the first test input of each task, side by side in one run: prediction one v
 and batched across views (the config's batch size), each end to end through `predict_one` (one prefill per view,
 extended by decoding and scoring; views, decoding, scoring, selection); then the decode phase alone, batched and one
 view at a time from the same cached prompts. The earlier path that prefilled decoding and scoring views apart is
-gone; its figures stay in the README. Prints prefills, end-to-end seconds,
+gone; its figures are in docs/measurements.md. Prints prefills, end-to-end seconds,
 candidates, candidates scored per second, peak memory per stage and in all, decode tokens/s and the batched /
 one-at-a-time ratio, as tables, then one JSON line. Starts from the default config (8 views, 8 scoring views,
 greedy) and applies --set. Owns no inference code: it times solver.pipeline and solver.generate.

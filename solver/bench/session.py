@@ -54,7 +54,7 @@ IDLE_S = 30.0    # device time after a call: the machine stays warm this long be
 SETUP_S = 30.0   # the call's own time before the session starts: unpacking and installing what it carried
 MAX_TIMEOUT_S = 600  # one command's limit
 GPU_PRESET, CPU_PRESET = "pretrain-gpu", "pretrain-cpu"  # the pretraining preset when --preset is not given
-DEFAULT_BASE = "smollm2"  # the base chosen by measurement (README, "Which base")
+DEFAULT_BASE = "smollm2"  # the base chosen by measurement (docs/measurements.md, "Which base")
 
 
 def verification_steps(model: str, out_tmp: Path, gpu: bool, run_seconds: int, run_preset: str | None = None,
