@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from solver.codec import CODEC_FILE, Codec, PromptFormat
+from solver.files import setup_logging
 from solver.shipped import load_combined, resolve_default, split_spec
 from solver.trimmed import expand, is_trimmed
 
@@ -575,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="cache folder (default: $ARC_SOLVER_CACHE or ~/.cache/arc-solver)")
     p.add_argument("--cold", action="store_true", help="empty this SPEC's cache entry first")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     source, path = resolve_spec(args.spec)
     if args.cold and source == "gguf":
         shutil.rmtree(cache_root(args.cache_dir) / cache_key(path, not args.full), ignore_errors=True)

@@ -59,7 +59,7 @@ class SearchResult:
 
 
 @dataclass
-class View:
+class SearchView:
     """The task as one search sees it, and how to map its test outputs back to the task's own frame."""
     name: str  # "" for the task as given
     inputs: list[Grid]  # demo inputs, then test inputs
@@ -118,7 +118,8 @@ class _Hit:
 class _Search:
     """One breadth-first search over one view: the frontier of distinct nodes, the candidates found, the counters."""
 
-    def __init__(self, view: View, prims: list[tuple[str, Primitive, str | None]], deadline: float, max_bytes: int):
+    def __init__(self, view: SearchView, prims: list[tuple[str, Primitive, str | None]], deadline: float,
+                 max_bytes: int):
         self.view, self.prims, self.deadline, self.max_bytes = view, prims, deadline, max_bytes
         self.num_demos = len(view.outputs)
         self.found: dict[bytes, _Hit] = {}  # test-outputs digest -> the best program giving them
@@ -328,11 +329,11 @@ def _weak(table: np.ndarray, produced: list[Grid]) -> bool:
 TRANSPOSE = DIHEDRAL_NAMES.index("transpose")
 
 
-def _transposed(task: Task) -> View:
+def _transposed(task: Task) -> SearchView:
     """The task transposed (solver.augment's dihedral transform); answers are transposed back."""
     t = lambda g: dihedral(g, TRANSPOSE)
     back = DIHEDRAL_INVERSE[TRANSPOSE]
-    return View("transposed", [t(g) for g, _ in task.train] + [t(g) for g in task.test_inputs],
+    return SearchView("transposed", [t(g) for g, _ in task.train] + [t(g) for g in task.test_inputs],
                 [t(o) for _, o in task.train], lambda i, g: dihedral(g, back))
 
 
@@ -348,7 +349,7 @@ def _permutation(g: Grid, fixed: set[int]) -> np.ndarray:
     return perm
 
 
-def _normalised(task: Task) -> View | None:
+def _normalised(task: Task) -> SearchView | None:
     """Each pair's colours relabelled by their frequency in its input (colours that only outputs bring stay); None
     when that changes nothing."""
     fixed = {int(c) for _, o in task.train for c in np.unique(o)} - {int(c) for i, _ in task.train for c in np.unique(i)}
@@ -357,14 +358,14 @@ def _normalised(task: Task) -> View | None:
     if all((p == np.arange(10)).all() for p in demo_perms + test_perms):
         return None
     inverse = [np.argsort(p).astype(np.uint8) for p in test_perms]
-    return View("colours", [p[i] for p, (i, _) in zip(demo_perms, task.train)] +
+    return SearchView("colours", [p[i] for p, (i, _) in zip(demo_perms, task.train)] +
                 [p[g] for p, g in zip(test_perms, task.test_inputs)],
                 [p[o] for p, (_, o) in zip(demo_perms, task.train)], lambda i, g: inverse[i][g])
 
 
-def views(task: Task) -> list[View]:
+def views(task: Task) -> list[SearchView]:
     """The task as given, transposed, and with colours normalised (where that differs)."""
-    plain = View("", [i for i, _ in task.train] + list(task.test_inputs), [o for _, o in task.train],
+    plain = SearchView("", [i for i, _ in task.train] + list(task.test_inputs), [o for _, o in task.train],
                  lambda i, g: g)
     return [v for v in (plain, _transposed(task), _normalised(task)) if v is not None]
 
@@ -401,7 +402,7 @@ def rank_key(task: Task, p: Program, votes: int = 1, weak: bool = False, shapes:
     return (not plausible(task, p.outputs, shapes), breaks, weak, p.learned, p.depth, p.size, -votes, p.text)
 
 
-def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
+def _programs(search: _Search, view: SearchView) -> list[tuple[Program, int, bool]]:
     """The view's fitting programs in the task's frame, each with its votes and whether its colour map is weak."""
     out = []
     prefix = f"{view.name}: " if view.name else ""
@@ -413,7 +414,7 @@ def _programs(search: _Search, view: View) -> list[tuple[Program, int, bool]]:
     return out
 
 
-def search_library(view: View) -> list[tuple[str, Primitive, str | None]]:
+def search_library(view: SearchView) -> list[tuple[str, Primitive, str | None]]:
     """The named primitives for one view, each with its shape rule: solver.grids' library, then the pieces'."""
     ins, outs = _colours(view.inputs), _colours(view.outputs)
     return [(n, f, shape_rule(n)) for n, f in library(ins, outs)] + piece_library()
