@@ -35,7 +35,6 @@ from solver.tasks import MAX_SIDE, Grid
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("codec", "nvarc", "architects", "marc")  # model.format's names (besides auto)
 ARCHITECTS_PREPROMPT = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjklmnpqrstuvwxyz"  # A-Z, a-z without I, O, i, o
 ARCHITECTS_REPLY = "\n+/-=O"  # between an input and its output
 NVARC_VOCAB = tuple("0123456789") + ("\n", "user", "assistant", "<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -381,6 +380,10 @@ def _config(directory: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# model.format's names (besides auto), each with the class that builds it on a tokenizer (`for_tokenizer`)
+FORMATS = {"codec": Codec, "nvarc": NvarcFormat, "architects": ArchitectsFormat, "marc": MarcFormat}
+
+
 def _token_texts(tokenizer) -> set[str]:
     """The text of every token of a small vocabulary (each id decoded alone)."""
     return {tokenizer.decode([i]) for i in range(len(tokenizer))}
@@ -419,16 +422,10 @@ def detect_format(directory: str | Path, tokenizer) -> tuple[str, str]:
 
 
 def make_format(name: str, tokenizer) -> PromptFormat:
-    """The named format on a checkpoint's tokenizer."""
-    if name == "codec":
-        return Codec.for_tokenizer(tokenizer)
-    if name == "nvarc":
-        return NvarcFormat.for_tokenizer(tokenizer)
-    if name == "architects":
-        return ArchitectsFormat.for_tokenizer(tokenizer)
-    if name == "marc":
-        return MarcFormat.for_tokenizer(tokenizer)
-    raise FormatError(f"unknown prompt format '{name}': choose auto or one of {', '.join(FORMATS)}")
+    """The named format (FORMATS) on a checkpoint's tokenizer."""
+    if name not in FORMATS:
+        raise FormatError(f"unknown prompt format '{name}': choose auto or one of {', '.join(FORMATS)}")
+    return FORMATS[name].for_tokenizer(tokenizer)
 
 
 def load_format(name: str, tokenizer, directory: str | Path) -> PromptFormat:
