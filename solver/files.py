@@ -56,3 +56,17 @@ def setup_logging(verbose: bool = False) -> None:
     Does nothing when logging is already set up."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S")
+
+
+def read_format_json(path: str | Path, fmt, error: type[Exception], again: str) -> dict:
+    """A JSON file whose "format" field must be `fmt`; `error` naming the file when it cannot be read or is of
+    another format (`again` says how to write it anew)."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: cannot be read ({e})") from None
+    if meta.get("format") != fmt:
+        raise error(f"{path}: format {meta.get('format')} is not {fmt}; {again}")
+    return meta
+

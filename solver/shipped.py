@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from solver.codec import Codec
-from solver.files import write_atomic, write_text_atomic
+from solver.files import read_format_json, write_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,8 @@ def split_spec(spec: str) -> tuple[str, Path] | None:
 
 
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AdapterError(f"{path}: cannot be read ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise AdapterError(f"{path}: export format {meta.get('format')} is not {FORMAT}; export it again")
-    return meta
+    """The export's metadata file, checked for its format."""
+    return read_format_json(Path(directory) / META, FORMAT, AdapterError, "export it again")
 
 
 # writing ------------------------------------------------------------------------------------------------------------

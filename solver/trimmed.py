@@ -21,7 +21,7 @@ import lzma
 import shutil
 from pathlib import Path
 
-from solver.files import write_atomic, write_text_atomic
+from solver.files import read_format_json, write_atomic, write_text_atomic
 
 META = "trimmed.json"
 STREAM = "weights.xz"
@@ -158,15 +158,8 @@ def check_equal(name: str, ours, theirs) -> None:
 
 def read_meta(directory: str | Path) -> dict:
     """trimmed.json, checked for its format."""
-    path = Path(directory) / META
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise TrimmedError(f"{path}: cannot be read ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise TrimmedError(f"{path}: trimmed format {meta.get('format')} is not {FORMAT}; trim the model again "
-                           f"(python -m solver trim-model)")
-    return meta
+    return read_format_json(Path(directory) / META, FORMAT, TrimmedError, "trim the model again "
+                            "(python -m solver trim-model)")
 
 
 def expand(directory: str | Path, dest: str | Path) -> Path:
