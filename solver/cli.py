@@ -65,7 +65,7 @@ def cmd_search(args) -> int:
     from solver.search_alone import search_command
     from solver.budget import parse_duration
     return search_command(args.tasks, args.out, depth=args.depth, limit=args.limit,
-                          budget_s=parse_duration(args.budget) if args.budget else None)
+                          budget_s=parse_duration(args.budget) if args.budget else None, workers=args.workers)
 
 
 ABLATION_BUDGET = "5m"  # bench ablation: each row's budget unless --budget says otherwise
@@ -236,6 +236,8 @@ def add_search_parser(sub) -> None:
     s.add_argument("--depth", type=int, default=2, help="compositions of up to this many transforms")
     s.add_argument("--budget", help="time for all tasks (90s, 10m); default: at most 30 s a task")
     s.add_argument("--limit", type=int, help="the first N tasks")
+    s.add_argument("--workers", type=int, default=1, help="processes searching tasks side by side (default 1; each "
+                                                          "task's limit is its share of --budget times this)")
     s.set_defaults(func=cmd_search)
 
 

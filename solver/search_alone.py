@@ -7,8 +7,11 @@ is solver.search, the submission solver.submission, the scoring solver.score.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 
+from solver.files import setup_logging
 from solver.score import print_score, score_table
 from solver.search import SearchResult, answers, search_task
 from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
@@ -25,30 +28,45 @@ def attempts_of(task: Task, result: SearchResult) -> list[Attempts]:
             for i, test_in in enumerate(task.test_inputs[:task.num_tests])]
 
 
-def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc: str):
-    """Search every task in turn (tqdm with an ETA); yields (task, result or None when it raised, core-seconds)."""
+def search_one(task: Task, depth: int, seconds: float) -> tuple[SearchResult | None, float]:
+    """One task's search within `seconds` from now, and its core-seconds; None when it raised (logged)."""
+    start = time.process_time()
+    try:
+        result = search_task(task, time.monotonic() + seconds, depth)
+    except Exception:  # one task's failure must not end the run: it gets fallback attempts
+        log.exception("search: task %s raised; fallback attempts", task.id)
+        result = None
+    return result, time.process_time() - start
+
+
+def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc: str, workers: int = 1):
+    """Search every task (in `workers` processes, each task's limit its share of the budget times `workers`), tqdm
+    with an ETA; yields (task, result or None when it raised, core-seconds) in the tasks' order."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
-    per_task = budget_s / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
-    with logging_redirect_tqdm():
-        for task in tqdm(list(tasks.values()), desc=desc, unit="task"):
-            start = time.process_time()
-            try:
-                result = search_task(task, time.monotonic() + per_task, depth)
-            except Exception:  # one task's failure must not end the run: it gets fallback attempts
-                log.exception("search: task %s raised; fallback attempts", task.id)
-                result = None
-            yield task, result, time.process_time() - start
+    todo = list(tasks.values())
+    per_task = budget_s * workers / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
+    with logging_redirect_tqdm(), tqdm(total=len(todo), desc=desc, unit="task") as bar:
+        if workers <= 1:
+            done = (search_one(t, depth, per_task) for t in todo)
+        else:
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=setup_logging)
+            done = pool.map(search_one, todo, [depth] * len(todo), [per_task] * len(todo))
+        for task, (result, seconds) in zip(todo, done):
+            bar.update()
+            yield task, result, seconds
+        if workers > 1:
+            pool.shutdown()
 
 
 def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
-                   limit: int | None = None) -> int:
+                   limit: int | None = None, workers: int = 1) -> int:
     """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
     known. Returns 0, or 1 when some task raised."""
     tasks = load_tasks(tasks_spec, limit)
     attempts: dict[str, list[Attempts]] = {}
     failed = found = 0
-    for task, result, _ in search_each(tasks, depth, budget_s, "search"):
+    for task, result, _ in search_each(tasks, depth, budget_s, "search", workers):
         if result is None:
             failed += 1
             attempts[task.id] = fallback_attempts(task)
