@@ -439,3 +439,16 @@ def test_scratch_model_trained_on_a_colour_swap_gets_it_right_under_8_voted_view
     assert grid_key(att.attempt_1) == grid_key(task.test_outputs[0])
     assert att.candidates[att.ranking[0]].votes >= 5  # most of the 8 views agree after inversion
     assert stats["scored"] == 4 * len(att.candidates)
+
+
+def test_bench_infer_forced_shape_line_counts_tokens_and_shapes():
+    from solver.bench.infer import summarise_forcing, time_forcing
+    loaded, task = load_model("scratch:tiny"), doubling_task()
+    cfg = Config().override(infer={"num_views": 4})
+    row = {"task": task.id, **time_forcing(loaded, task, cfg, forced_first=True)}
+    views = make_views(task, 0, loaded.codec, 4, cfg.run.seed, cfg.infer)
+    assert row["certain"] and row["forced"]["right_shape"] == 4
+    assert row["forced"]["tokens"] == sum(v.max_new_tokens for v in views) <= 4 * row["planned_tokens"]
+    assert row["today"]["tokens"] <= 4 * row["planned_tokens"]
+    s = summarise_forcing([row])
+    assert s["views"] == 4 and s["forced_tokens_per_view"] == row["forced"]["tokens"] / 4
