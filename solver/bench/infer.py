@@ -9,7 +9,7 @@ gone; its figures stay in the README. Prints prefills, end-to-end seconds,
 candidates, candidates scored per second, peak memory per stage and in all, decode tokens/s and the batched /
 one-at-a-time ratio, as tables, then one JSON line. Then (alone with --shapes-only) the forced-shape line: the views
 decoded greedily, batched, with the shape forced where the demos make it certain (infer.force_shape) and as before
-(off), from the same prompts (the faster of two decodes timed): tokens decoded, decode seconds per view, the planner's output tokens, answers of the
+(off), from the same prompts (two rounds of one decode of each mode, the faster timed): tokens decoded, decode seconds per view, the planner's output tokens, answers of the
 right shape and right answers. Starts from the default config (8 views, 8 scoring views, greedy) and applies --set.
 Owns no inference code: it times solver.pipeline and solver.generate.
 """
@@ -36,7 +36,7 @@ NO_DEADLINE = float("inf")
 PATHS = ("one", "batched")  # infer.batch_size 1, the config's
 STAGES = ("prefill", "decode", "score")
 SHAPE_MODES = (("today", False), ("forced", True))  # infer.force_shape off, on
-REPEATS = 2  # decodes of each mode from the same prompts (greedy: the same tokens); the fastest is timed
+REPEATS = 2  # rounds of one decode of each mode from the same prompts (greedy: the same tokens); the fastest timed
 
 
 def time_path(loaded, task, cfg) -> dict:
@@ -73,23 +73,33 @@ def time_decode_phase(loaded, task, cfg) -> dict:
 
 
 def time_forcing(loaded, task, cfg, forced_first: bool = False) -> dict:
-    """The first test input's views decoded greedily, batched, with infer.force_shape off and on (each mode's prompts
-    computed first, untimed; `forced_first` swaps the order; the fastest of REPEATS decodes timed): tokens, decode
-    seconds per view, answers of the truth's shape and right answers."""
+    """The first test input's views decoded greedily, batched, with infer.force_shape off and on: both modes' prompts
+    computed first (untimed), then REPEATS rounds of one decode of each mode (`forced_first` swaps the order within
+    a round), the fastest of each mode's timed, so that a machine's load falls on both alike: tokens, decode seconds
+    per view, answers of the truth's shape and right answers."""
     model, codec = loaded.model, loaded.codec
     truth = task.test_outputs[0] if task.test_outputs else None
-    row = {"certain": deduce(task).certain[0], "planned_tokens": task_size(task, codec).output_tokens}
-    for name, force in SHAPE_MODES[::-1] if forced_first else SHAPE_MODES:
+    modes = SHAPE_MODES[::-1] if forced_first else SHAPE_MODES
+    shared = {}
+    for name, force in modes:
         icfg = replace(cfg.infer, force_shape=force)
         views = make_views(task, 0, codec, icfg.num_views, cfg.run.seed, icfg)
-        shared = SharedViews(model, codec, views, batch_size=icfg.batch_size)
-        shared.prefill(len(views), NO_DEADLINE)
-        runs = [{} for _ in range(REPEATS)]
-        decoded = [decode_batch(model, codec, views, NO_DEADLINE, stats=r, shared=shared) for r in runs][-1]
-        row[name] = {"views": len(views), "tokens": runs[-1].get("tokens", 0),
-                     "decode_s_per_view": min(r.get("decode_s", 0.0) for r in runs) / len(views),
-                     "right_shape": sum(truth is not None and d.grid.shape == truth.shape for d in decoded),
-                     "right": sum(truth is not None and grid_key(d.grid) == grid_key(truth) for d in decoded)}
+        shared[name] = SharedViews(model, codec, views, batch_size=icfg.batch_size)
+        shared[name].prefill(len(views), NO_DEADLINE)
+    runs: dict[str, list[dict]] = {name: [] for name, _ in modes}
+    decoded = {}
+    for _ in range(REPEATS):
+        for name, _ in modes:
+            runs[name].append({})
+            views = shared[name].views
+            decoded[name] = decode_batch(model, codec, views, NO_DEADLINE, stats=runs[name][-1], shared=shared[name])
+    row = {"certain": deduce(task).certain[0], "planned_tokens": task_size(task, codec).output_tokens}
+    for name, _ in SHAPE_MODES:
+        n = len(shared[name].views)
+        row[name] = {"views": n, "tokens": runs[name][-1].get("tokens", 0),
+                     "decode_s_per_view": min(r.get("decode_s", 0.0) for r in runs[name]) / n,
+                     "right_shape": sum(truth is not None and d.grid.shape == truth.shape for d in decoded[name]),
+                     "right": sum(truth is not None and grid_key(d.grid) == grid_key(truth) for d in decoded[name])}
     return row
 
 
