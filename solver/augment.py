@@ -33,6 +33,7 @@ def _dihedral_table() -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE = _dihedral_table()
 DIHEDRAL_NAMES = ("id", "rot90", "rot180", "rot270", "transpose", "flip_lr", "anti_transpose", "flip_ud")
+SWAPPING = frozenset(k for k in range(8) if dihedral(np.zeros((1, 2), np.uint8), k).shape == (2, 1))  # sides swap
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Transform:
 
     def invert(self, grid: Grid) -> Grid:
         return self.inverse().apply(grid)
+
+    def apply_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The (rows, cols) a grid of `shape` has once transformed: a quarter turn or a transpose swaps its sides."""
+        rows, cols = shape
+        return (cols, rows) if self.dihedral in SWAPPING else (rows, cols)
 
     # tasks ------------------------------------------------------------------------------------------------------
     def apply_task(self, task: Task) -> Task:

@@ -64,7 +64,7 @@ class TaskSize:
     """What a task costs, in tokens."""
     train_tokens: int    # one training sequence: every demo pair (a leave-one-out task is K-1 demos + 1 as query)
     prompt_tokens: int   # one decoding prompt: every demo pair + one test input
-    output_tokens: int   # tokens to generate for one test output (estimated)
+    output_tokens: int   # tokens to generate for one test output (at most; exact where its shape is forced)
     num_tests: int
 
 

@@ -272,6 +272,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", default="", help="ablation: comma-separated row numbers to run (default: all)")
     s.add_argument("--backends", default="peft", help="ttt: adapter backends side by side (peft,unsloth); one that "
                                                       "is unavailable here is left out with a warning")
+    s.add_argument("--shapes-only", action="store_true", help="infer: only the forced-shape line (the views decoded "
+                                                           "with shapes forced where certain against as before)")
     s.add_argument("--reduced-only", action="store_true", help="ttt: no full-vocabulary rows (saves a second load)")
     s.add_argument("--depth", type=int, default=2, help="search: compositions of up to this many transforms")
     s.add_argument("--workdir", help="selection: a finished run's work directory (its candidates.jsonl)")

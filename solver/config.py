@@ -134,6 +134,8 @@ class InferConfig:
     view_dihedral: bool = _f(True, "views use the 8 dihedral symmetries")
     view_colors: bool = _f(True, "views permute colours 1..9 (0, the background, stays)")
     view_order: bool = _f(True, "views shuffle the demo order")
+    force_shape: bool = _f(True, "a test output whose shape the demos make certain (solver.shapes) is decoded in "
+                                 "exactly that shape, in every view: only its cells are chosen")
     strategy: str = _f("greedy", "decoding: greedy | dfs (every completion above dfs_threshold) | sample")
     batch_size: int = _f(8, "views decoded together in one batch (greedy / sample)")
     temperature: float = _f(1.0, "sampling temperature (strategy sample)")

@@ -1,9 +1,10 @@
 """Inference: augmented views of a test input, constrained decoding (greedy, DFS, sampling) and scoring.
 
-Owns the views of a test input, the grid-shape constraint on generated tokens, the decode loops over a KV cache and
-the teacher-forced log-likelihood of a candidate under a view. Knows nothing of training, adapters, selection
-(solver.pipeline strings decoding, scoring and selection together) or the run's budget beyond the deadline it is
-handed: every decoding and scoring call takes a deadline (a `time.monotonic()` value) and returns what it has then.
+Owns the views of a test input, the grid-shape constraint on generated tokens (a cap, or the exact shape where the
+demos make it certain: solver.shapes), the decode loops over a KV cache and the teacher-forced log-likelihood of a
+candidate under a view. Knows nothing of training, adapters, selection (solver.pipeline strings decoding, scoring and
+selection together) or the run's budget beyond the deadline it is handed: every decoding and scoring call takes a
+deadline (a `time.monotonic()` value) and returns what it has then.
 
 Probabilities are the model's own (softmax over its whole vocabulary); the constraint only removes tokens, it does not
 renormalise, so a DFS completion's log-probability equals its teacher-forced score under the same view.
@@ -37,6 +38,7 @@ from solver.augment import DIHEDRAL_NAMES, Transform, sample_transforms
 from solver.codec import Codec, PromptFormat
 from solver.config import InferConfig
 from solver.plan import plausible_shape
+from solver.shapes import deduce
 from solver.tasks import Grid, Task, grid_key
 
 EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, newline, EOS
@@ -45,11 +47,13 @@ EOS_SYM, NL_SYM = 11, 10  # symbol indices in a step's log-probs: digits 0..9, n
 # views ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class View:
-    """A test input seen through one transform: the prompt to decode from and the largest output worth generating."""
+    """A test input seen through one transform: the prompt to decode from and the largest output worth generating
+    (with `forced`, the exact shape of the answer)."""
     transform: Transform
     prompt: np.ndarray            # int64 token ids, demos + query under the transform, ending where the answer starts
     max_shape: tuple[int, int]    # (rows, cols) cap on the generated grid, in this view's frame
     codec: PromptFormat = Codec.compact()  # the format the prompt is in (it says how long an answer is)
+    forced: bool = False          # max_shape is the answer's shape, not only a cap: row breaks and the end are forced
 
     @property
     def group(self) -> str:
@@ -57,38 +61,53 @@ class View:
 
     @property
     def max_new_tokens(self) -> int:
+        """Tokens of an answer of max_shape: the cap on generated tokens, and a forced answer's exact length."""
         return self.codec.answer_length(*self.max_shape)
 
 
-def make_view(task: Task, test_index: int, codec: PromptFormat, transform: Transform) -> View:
+def make_view(task: Task, test_index: int, codec: PromptFormat, transform: Transform,
+              shape: tuple[int, int] | None = None) -> View:
+    """A test input under a transform; `shape` (the answer's, in the task's frame) is decoded exactly, mapped through
+    the transform; without it the answer is capped at the shape plan.plausible_shape gives in the view's frame."""
     t = transform.apply_task(task)
     query = t.test_inputs[test_index]
-    return View(transform, codec.encode(t.train, query).ids, plausible_shape(t.train, query), codec)
+    ids = codec.encode(t.train, query).ids
+    if shape is not None:
+        return View(transform, ids, transform.apply_shape(shape), codec, forced=True)
+    return View(transform, ids, plausible_shape(t.train, query), codec)
 
 
 def make_views(task: Task, test_index: int, codec: PromptFormat, n: int, seed: int, icfg: InferConfig) -> list[View]:
-    """n seeded views of one test input (the identity first); the same set for every candidate of it."""
+    """n seeded views of one test input (the identity first); the same set for every candidate of it. With
+    infer.force_shape, a shape the demos make certain (solver.shapes) is forced in every view."""
     transforms = sample_transforms(task, n, seed=seed + 7919 * test_index, dihedral=icfg.view_dihedral,
                                    colors=icfg.view_colors, order=icfg.view_order)
-    return [make_view(task, test_index, codec, t) for t in transforms]
+    shape = deduce(task).certain_shape(test_index) if icfg.force_shape else None
+    return [make_view(task, test_index, codec, t, shape) for t in transforms]
 
 
 # the grid constraint ----------------------------------------------------------------------------------------------
 # State of one sequence: (width: 0 until the first row ends, col: cells in the current row, rows: rows ended,
 # done). The rules below are plain arithmetic, so the same functions serve ints (DFS) and tensors (batches).
 # `closed` is the format's closed_rows: the row separator ("newline") ends every row, EOS follows the last one; else
-# the separator stands between rows and EOS follows the last row's cells.
-def allowed(width, col, rows, done, max_rows, max_cols, closed: bool = True):
+# the separator stands between rows and EOS follows the last row's cells. `exact` (a bool, or one per row): the caps
+# are the grid's shape, so a row ends only at max_cols cells and the grid only after max_rows rows.
+def _not(flag):
+    return ~flag if torch.is_tensor(flag) else not flag
+
+
+def allowed(width, col, rows, done, max_rows, max_cols, closed: bool = True, exact=False):
     """(digit, newline, eos) allowed: digits while the row is shorter than its width (or the cap) and rows remain;
     newline to end a non-empty row of the right width (between rows: only when another row fits); EOS right after a
-    newline (between rows: where a newline could end the row)."""
+    newline (between rows: where a newline could end the row). Where `exact`, rows end at max_cols cells and EOS
+    comes after max_rows rows."""
     limit = width + (width == 0) * max_cols
-    live = ~done if torch.is_tensor(done) else not done
+    live, free = _not(done), _not(exact)
     digit = live & (col < limit) & (rows < max_rows)
-    row_done = live & (col > 0) & ((width == 0) | (col == width))
-    if closed:
-        return digit, row_done, (col == 0) & (rows > 0) | done  # a finished sequence keeps emitting EOS (ignored)
-    return digit, row_done & (rows + 1 < max_rows), row_done | done
+    row_done = live & (col > 0) & ((width == 0) | (col == width)) & (free | (col == max_cols))
+    if closed:  # a finished sequence keeps emitting EOS (ignored)
+        return digit, row_done, (col == 0) & (rows > 0) & (free | (rows == max_rows)) | done
+    return digit, row_done & (rows + 1 < max_rows), row_done & (free | (rows + 1 == max_rows)) | done
 
 
 def advance(width, col, rows, done, sym):
@@ -101,7 +120,8 @@ def advance(width, col, rows, done, sym):
 
 class CellGrammar:
     """The grid constraint of formats whose cells and row separator are one token each: twelve symbols (ten digits,
-    the separator, the end). State: (width, col, rows, done) tensors, one entry per row of a batch."""
+    the separator, the end). State: (width, col, rows, done) tensors, one entry per row of a batch. The caps bound the
+    grid, or, where `exact`, are its shape: only cells are chosen then."""
 
     def __init__(self, closed: bool):
         self.closed, self.size, self.end = closed, 12, EOS_SYM
@@ -111,9 +131,9 @@ class CellGrammar:
         zeros = torch.zeros(n, dtype=torch.long, device=device)
         return zeros, zeros, zeros, torch.zeros(n, dtype=torch.bool, device=device)
 
-    def mask(self, state: tuple, max_rows, max_cols) -> torch.Tensor:
-        """[B, 12] bool of the symbols allowed next."""
-        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed)
+    def mask(self, state: tuple, max_rows, max_cols, exact=False) -> torch.Tensor:
+        """[B, 12] bool of the symbols allowed next (within the caps; where `exact`, to exactly that shape)."""
+        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed, exact)
         return torch.cat([digit[:, None].expand(-1, 10), newline[:, None], eos[:, None]], dim=1)
 
     @staticmethod
@@ -129,8 +149,8 @@ class CellGrammar:
     def one() -> tuple:
         return 0, 0, 0, False
 
-    def options(self, state: tuple, max_rows: int, max_cols: int) -> list[bool]:
-        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed)
+    def options(self, state: tuple, max_rows: int, max_cols: int, exact: bool = False) -> list[bool]:
+        digit, newline, eos = allowed(*state, max_rows, max_cols, self.closed, exact)
         return [digit] * 10 + [newline, eos]
 
     @staticmethod
@@ -146,7 +166,8 @@ class PieceGrammar:
     """The grid constraint of a format that spells grids in pieces (PromptFormat.pieces: open, cell, row, close) around
     one digit token per cell: symbols are emit_ids' entries. `open` comes first; after a digit, the first token of
     `cell` (another cell of the row), `row` (a new row) or `close` (the end) is chosen; the pieces' other tokens are
-    forced. Rows stand between separators. State: (width, col, rows, phase, piece, k: the piece's next token)."""
+    forced. Rows stand between separators. State: (width, col, rows, phase, piece, k: the piece's next token). Where
+    `exact`, a row ends only at max_cols cells and `close` comes only in row max_rows."""
 
     def __init__(self, codec: PromptFormat):
         index = {t: i for i, t in enumerate(codec.emit_ids)}
@@ -168,17 +189,17 @@ class PieceGrammar:
         phase = torch.full((n,), FORCED if self.opens else DIGIT, dtype=torch.long, device=device)
         return zeros, zeros, zeros, phase, torch.full_like(zeros, OPEN), zeros
 
-    def mask(self, state: tuple, max_rows, max_cols) -> torch.Tensor:
-        """[B, size] bool of the symbols allowed next."""
+    def mask(self, state: tuple, max_rows, max_cols, exact=False) -> torch.Tensor:
+        """[B, size] bool of the symbols allowed next (within the caps; where `exact`, to exactly that shape)."""
         width, col, rows, phase, piece, k = state
         table, _, first = self._tables(col.device)
         out = torch.zeros((len(col), self.size), dtype=torch.bool, device=col.device)
         out[:, :10] = (phase == DIGIT)[:, None]
-        after = phase == AFTER
-        row_done = (col > 0) & ((width == 0) | (col == width))
+        after, free = phase == AFTER, _not(exact)
+        row_done = (col > 0) & ((width == 0) | (col == width)) & (free | (col == max_cols))
         out[:, first[0]] |= after & (col < width + (width == 0) * max_cols)
         out[:, first[1]] |= after & row_done & (rows + 1 < max_rows)
-        out[:, first[2]] |= after & row_done
+        out[:, first[2]] |= after & row_done & (free | (rows + 1 == max_rows))
         forced = (phase == FORCED).nonzero()[:, 0]
         out[forced, table[piece[forced], k[forced]]] = True
         out[:, self.end] |= phase == DONE  # a finished sequence keeps emitting the end (ignored)
@@ -208,8 +229,8 @@ class PieceGrammar:
     def one(self) -> tuple:
         return self.start(1, "cpu")
 
-    def options(self, state: tuple, max_rows: int, max_cols: int) -> list[bool]:
-        return self.mask(state, torch.tensor([max_rows]), torch.tensor([max_cols]))[0].tolist()
+    def options(self, state: tuple, max_rows: int, max_cols: int, exact: bool = False) -> list[bool]:
+        return self.mask(state, torch.tensor([max_rows]), torch.tensor([max_cols]), torch.tensor([exact]))[0].tolist()
 
     def step(self, state: tuple, sym: int) -> tuple:
         return self.advance(state, torch.tensor([sym]))
@@ -480,6 +501,7 @@ def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float,
     n = len(views) * samples
     rows = torch.arange(n, device=device)  # the batch row of each row still decoding
     caps = torch.tensor([v.max_shape for v in views], device=device).repeat_interleave(samples, dim=0)
+    exact = torch.tensor([v.forced for v in views], device=device).repeat_interleave(samples, dim=0)
     con = grammar.start(n, device)
     total = torch.zeros(n, dtype=torch.float64, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -488,7 +510,7 @@ def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float,
     syms = []
     for _ in range(max(v.max_new_tokens for v in views)):
         raw = _step_logprobs(logits, sym_ids)
-        lp = raw.masked_fill(~grammar.mask(con, caps[:, 0], caps[:, 1]), -math.inf)
+        lp = raw.masked_fill(~grammar.mask(con, caps[:, 0], caps[:, 1], exact), -math.inf)
         if temperature > 0:
             sym = torch.multinomial(torch.softmax(lp / temperature, dim=-1), 1, generator=generator)[:, 0]
         else:
@@ -513,8 +535,8 @@ def _decode_loop(state, codec: PromptFormat, views: list[View], deadline: float,
         if compact and left:
             keep = (~leaving).nonzero()[:, 0]
             cache.batch_select_indices(keep)
-            rows, caps, mask, pos, sym, con = rows[keep], caps[keep], mask[keep], pos[keep], sym[keep], \
-                tuple(x[keep] for x in con)
+            rows, caps, exact, mask, pos, sym = rows[keep], caps[keep], exact[keep], mask[keep], pos[keep], sym[keep]
+            con = tuple(x[keep] for x in con)
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=sym_ids[sym][:, None], attention_mask=mask, position_ids=pos[:, None],
                     past_key_values=cache, use_cache=True)
@@ -557,7 +579,7 @@ def dfs_view(model, codec: PromptFormat, view: View, deadline: float, *, thresho
             found.append((path, logp))
             continue
         lp = node[LP] if node is not None and LP in node else feed(path)
-        ok = grammar.options(state, max_rows, max_cols)
+        ok = grammar.options(state, max_rows, max_cols, view.forced)
         children = [(logp + lp[s], s) for s in range(grammar.size) if ok[s] and logp + lp[s] > min_logp]
         for child_logp, s in sorted(children):  # the most likely child is pushed last, so explored first
             stack.append((path + [s], child_logp, grammar.step(state, s), None if node is None else node.get(s)))

@@ -26,7 +26,8 @@ def task_size(task: Task, codec: PromptFormat, max_train_tokens: int = 0) -> B.T
     sequences: the planner's tokens are the ones trained on), decoding prompt and output: the longest answer the
     decoder may generate for a test input (its plausible shape, either way round: a view may transpose it), since a
     model that does not end its grid early (an untrained one rarely does) decodes that far, and its first answer must
-    fit."""
+    fit. Where the demos make the shape certain, that is the answer's exact length, end included (the decoder forces
+    the shape: infer.force_shape), in the longer of its two orientations."""
     if not task.valid or not task.train:
         return B.TaskSize(0, 0, 0, task.num_tests)
     *context, (qi, qo) = task.train

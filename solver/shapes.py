@@ -81,6 +81,10 @@ class ShapeDeduction:
     shapes: tuple[tuple[int, int] | None, ...]  # per test input: the simplest rules' shape (None: no rule applies)
     certain: tuple[bool, ...]  # per test input: every rule that holds gives that shape, the simplest on a side or fixed
 
+    def certain_shape(self, index: int) -> tuple[int, int] | None:
+        """Test input `index`'s output shape where it is certain, else None."""
+        return self.shapes[index] if self.certain[index] else None
+
     def text(self) -> str:
         rows = self.row_rules[0].text if self.row_rules else "?"
         cols = self.col_rules[0].text if self.col_rules else "?"

@@ -96,3 +96,11 @@ def test_sampler_is_seeded_distinct_and_bounded():
     assert all(t.colors[0] == 0 for t in a)
     assert IDENTITY not in sample_transforms(task, 5, include_identity=False, dihedral=False, order=False)
     assert str(Transform(1, order=(1, 0))) == "rot90/o1.0"
+
+
+def test_a_shape_maps_as_a_grid_of_that_shape_does():
+    grid = np.zeros((2, 5), np.uint8)
+    for k in range(8):
+        t = Transform(k, colors=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9))
+        assert t.apply_shape((2, 5)) == t.apply(grid).shape
+    assert Transform(1).apply_shape((2, 5)) == (5, 2) and Transform(2).apply_shape((2, 5)) == (2, 5)

@@ -301,6 +301,28 @@ def test_rows_between_separators_decode_within_their_caps_and_dfs_matches_teache
 
 
 @pytest.mark.parametrize("kind", sorted(TOKENIZERS))
+def test_a_forced_shape_is_decoded_exactly_in_every_format(kind, tmp_path):
+    """Rows between separators (NVARC), closed rows (the ARChitects), marc's pieces, each on a random model that
+    rambles: greedy, sampled and DFS answers all have the forced shape, in exactly the answer's length of tokens."""
+    from solver.augment import Transform
+    from solver.generate import decode_batch, dfs_view, make_view
+    tok = TOKENIZERS[kind](tmp_path)
+    fmt, model = make_format(kind, tok), tiny_model(kind, len(tok)).eval()
+    shapes = [(2, 3), (1, 4), (4, 1), (3, 3)]
+    views = [make_view(swap_task(), 0, fmt, Transform(d), shape) for d, shape in enumerate(shapes)]
+    assert [v.max_shape for v in views] == [(2, 3), (4, 1), (4, 1), (3, 3)]  # a quarter turn swaps the sides
+    found = decode_batch(model, fmt, views, time.monotonic() + 120)
+    found += decode_batch(model, fmt, views, time.monotonic() + 120, temperature=3.0, samples=2,
+                          generator=torch.Generator().manual_seed(0))
+    for i, view in enumerate(views):
+        found += dfs_view(model, fmt, view, time.monotonic() + 120, threshold=1e-300, max_candidates=2, view_index=i)
+    assert len(found) == 4 + 8 + 8
+    for d in found:
+        assert d.grid.shape == shapes[d.view]
+        assert d.tokens == views[d.view].max_new_tokens == fmt.answer_length(*views[d.view].max_shape)
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
 def test_solver_run_with_a_tiny_checkpoint_directory_writes_a_submission(kind, tmp_path):
     """`python -m solver run --model DIR`: the format detected (one log line), TTT and decoding in it, attempts out."""
     import json

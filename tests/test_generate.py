@@ -228,6 +228,106 @@ def test_constrained_decoding_never_returns_a_malformed_grid(seed):
             assert d.tokens <= views[d.view].max_new_tokens
 
 
+# forced shapes ------------------------------------------------------------------------------------------------------
+def eager_end_policy(history):
+    """A model that would end the grid at once: EOS first, then the newline, digits last."""
+    logits = np.full(len(CODEC.token_ids), -30.0)
+    logits[CODEC.eos], logits[CODEC.nl], logits[list(CODEC.digit_ids)] = 0.0, -5.0, -20.0
+    return logits
+
+
+def rambling_policy(history):
+    """A model that would never end a row: digits first, the newline and EOS last."""
+    logits = np.full(len(CODEC.token_ids), -30.0)
+    logits[list(CODEC.digit_ids)], logits[CODEC.nl], logits[CODEC.eos] = 0.0, -20.0, -25.0
+    return logits
+
+
+def forced_views(shapes: list[tuple[int, int]]) -> list[View]:
+    return [View(Transform(k % 8), np.array([CODEC.bos, CODEC.out]), s, forced=True) for k, s in enumerate(shapes)]
+
+
+def assert_exact(decoded, views: list[View], expected: int) -> None:
+    assert len(decoded) == expected
+    for d in decoded:
+        view = views[d.view]
+        assert view.transform.apply(d.grid).shape == view.max_shape
+        assert d.tokens == view.max_new_tokens == CODEC.answer_length(*view.max_shape)
+
+
+@pytest.mark.parametrize("policy", [random_policy(3), eager_end_policy, rambling_policy],
+                         ids=["random", "eager_end", "rambling"])
+def test_a_forced_shape_is_decoded_exactly_greedy_sampled_and_by_dfs(policy):
+    views = forced_views([(1, 1), (1, 5), (4, 1), (3, 7), (6, 2)])
+    model = FakeModel(policy)
+    assert_exact(decode_batch(model, CODEC, views, time.monotonic() + 60), views, 5)
+    sampled = decode_batch(model, CODEC, views, time.monotonic() + 60, temperature=2.0, samples=2,
+                           generator=torch.Generator().manual_seed(0))
+    assert_exact(sampled, views, 10)
+    for i, view in enumerate(views):
+        found = dfs_view(model, CODEC, view, time.monotonic() + 60, threshold=1e-300, max_candidates=3, view_index=i)
+        assert_exact(found, views, 3)
+
+
+def test_unforced_the_same_models_end_early_or_ramble_to_the_cap():
+    """Within a cap alone, the model picks the shape: one that would end at once gives a 1x1 grid."""
+    [view] = forced_views([(3, 7)])
+    capped = View(view.transform, view.prompt, view.max_shape)
+    [early] = decode_batch(FakeModel(eager_end_policy), CODEC, [capped], time.monotonic() + 60)
+    [long] = decode_batch(FakeModel(rambling_policy), CODEC, [capped], time.monotonic() + 60)
+    assert capped.transform.apply(early.grid).shape == (1, 1)
+    assert capped.transform.apply(long.grid).shape == (3, 7)  # to the cap: rows, then a newline (EOS only after one)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_forced_dfs_returns_exactly_the_completions_of_that_shape_above_the_threshold(seed):
+    policy, probs = tree_policy(seed)
+    threshold = 1e-5
+    expected = {k: lp for k, lp in enumerate_above(probs, threshold, (2, 3)).items() if k[:2] == bytes((2, 3))}
+    view = View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (2, 3), forced=True)
+    got = dfs_view(FakeModel(policy), CODEC, view, time.monotonic() + 60, threshold=threshold, max_candidates=10**6)
+    assert expected and {grid_key(d.grid): pytest.approx(d.logp, abs=1e-4) for d in got} == expected
+    assert all(d.grid.shape == (2, 3) for d in got)
+
+
+def doubling_task() -> Task:
+    """Each row written twice side by side: the output is rows x 2*cols, certain on every demo."""
+    rng = np.random.default_rng(5)
+    grids = [rng.integers(0, 4, size=s).astype(np.uint8) for s in [(2, 3), (3, 2), (4, 4), (2, 5)]]
+    return Task("double", [(g, np.hstack([g, g])) for g in grids[:3]], [grids[3]], [np.hstack([grids[3]] * 2)])
+
+
+def test_views_force_a_certain_shape_through_each_transform_and_the_plan_reserves_its_length():
+    from solver.plan import task_size
+    task, icfg = doubling_task(), Config().infer
+    views = make_views(task, 0, CODEC, 8, 0, icfg)
+    assert {v.transform.dihedral % 2 for v in views} == {0, 1}  # some views swap the sides
+    assert all(v.forced and v.max_shape == v.transform.apply(task.test_outputs[0]).shape for v in views)
+    model = FakeModel(random_policy(1))
+    decoded = decode_batch(model, CODEC, views, time.monotonic() + 60)
+    assert len(decoded) == 8 and all(d.grid.shape == (2, 10) for d in decoded)
+    assert all(d.tokens == views[d.view].max_new_tokens for d in decoded)
+    planned = task_size(task, CODEC).output_tokens  # the larger orientation: a view may transpose the answer
+    assert planned == max(d.tokens for d in decoded) == max(CODEC.answer_length(2, 10), CODEC.answer_length(10, 2))
+    unforced = make_views(task, 0, CODEC, 8, 0, Config().override(infer={"force_shape": False}).infer)
+    assert not any(v.forced for v in unforced)
+
+
+def test_a_shape_that_is_not_certain_leaves_views_and_decoding_as_they_were():
+    rng = np.random.default_rng(2)
+    grids = [rng.integers(1, 4, size=s).astype(np.uint8) for s in [(3, 3), (4, 4), (5, 5)]]
+    outs = [np.zeros((2, 2), np.uint8), np.zeros((5, 3), np.uint8)]  # no rule of the inputs gives these sides
+    task = Task("vague", list(zip(grids[:2], outs)), [grids[2]])
+    forcing, plain = Config().infer, Config().override(infer={"force_shape": False}).infer
+    a, b = make_views(task, 0, CODEC, 6, 0, forcing), make_views(task, 0, CODEC, 6, 0, plain)
+    assert not any(v.forced for v in a)
+    assert [(v.transform, v.max_shape, v.prompt.tolist()) for v in a] == \
+        [(v.transform, v.max_shape, v.prompt.tolist()) for v in b]
+    model = FakeModel(lambda history: np.random.default_rng(history).normal(0, 3, len(CODEC.token_ids)))
+    got = [decode_batch(model, CODEC, views, time.monotonic() + 60) for views in (a, b)]
+    assert [(grid_key(d.grid), d.tokens) for d in got[0]] == [(grid_key(d.grid), d.tokens) for d in got[1]]
+
+
 def test_sampling_is_seeded():
     views = [View(IDENTITY, np.array([CODEC.bos, CODEC.out]), (4, 4))] * 3
     runs = [decode_batch(FakeModel(lambda h: np.zeros(16)), CODEC, views, time.monotonic() + 60, temperature=1.0,
@@ -339,3 +439,16 @@ def test_scratch_model_trained_on_a_colour_swap_gets_it_right_under_8_voted_view
     assert grid_key(att.attempt_1) == grid_key(task.test_outputs[0])
     assert att.candidates[att.ranking[0]].votes >= 5  # most of the 8 views agree after inversion
     assert stats["scored"] == 4 * len(att.candidates)
+
+
+def test_bench_infer_forced_shape_line_counts_tokens_and_shapes():
+    from solver.bench.infer import summarise_forcing, time_forcing
+    loaded, task = load_model("scratch:tiny"), doubling_task()
+    cfg = Config().override(infer={"num_views": 4})
+    row = {"task": task.id, **time_forcing(loaded, task, cfg, forced_first=True)}
+    views = make_views(task, 0, loaded.codec, 4, cfg.run.seed, cfg.infer)
+    assert row["certain"] and row["forced"]["right_shape"] == 4
+    assert row["forced"]["tokens"] == sum(v.max_new_tokens for v in views) <= 4 * row["planned_tokens"]
+    assert row["today"]["tokens"] <= 4 * row["planned_tokens"]
+    s = summarise_forcing([row])
+    assert s["views"] == 4 and s["forced_tokens_per_view"] == row["forced"]["tokens"] / 4
