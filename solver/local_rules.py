@@ -123,7 +123,8 @@ def local_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
 # cell features ---------------------------------------------------------------------------------------------------
 def _object_stats(g: Grid, multi: bool) -> dict[str, np.ndarray]:
     """Per cell, features of the 8-connected object it belongs to (one colour, or any non-zero colours when
-    `multi`); 0 for a zero cell."""
+    `multi`): its size (to 12), height, width, whether it touches the border, whether the cell is on its box's edge,
+    the parity of the cell's row and column counted from the box's corner; 0 for a zero cell."""
     lab = label(g != 0, None if multi else g, True)
     h, w = g.shape
     flat = lab.ravel()
@@ -144,7 +145,8 @@ def _object_stats(g: Grid, multi: bool) -> dict[str, np.ndarray]:
     zero = ~on
     out = {"size": np.minimum(size[ids], 12), "height": bottom[ids] - top[ids] + 1,
            "width": right[ids] - left[ids] + 1, "border": touches[ids].astype(np.int64),
-           "edge": ((ys == top[ids]) | (ys == bottom[ids]) | (xs == left[ids]) | (xs == right[ids])).astype(np.int64)}
+           "edge": ((ys == top[ids]) | (ys == bottom[ids]) | (xs == left[ids]) | (xs == right[ids])).astype(np.int64),
+           "row_parity": (ys - top[ids]) % 2, "col_parity": (xs - left[ids]) % 2}
     return {k: np.where(zero, 0, v).reshape(h, w) for k, v in out.items()}
 
 
@@ -216,7 +218,8 @@ CELL_FEATURES = ("colour", "row_parity", "col_parity", "row_3", "col_3", "enclos
                  "ray_right", "ray_left", "ray_down", "ray_up", "object_size", "object_height", "object_width",
                  "object_border", "object_edge", "multi_size", "multi_height", "multi_width", "multi_border",
                  "multi_edge", "row_parity_end", "col_parity_end", "diagonals4", "cross_colours", "diagonal_colours",
-                 "ray_down_right", "ray_down_left", "ray_up_right", "ray_up_left")
+                 "ray_down_right", "ray_down_left", "ray_up_right", "ray_up_left", "object_row_parity",
+                 "object_col_parity", "multi_row_parity", "multi_col_parity")
 
 
 def _joint(feats: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
@@ -366,3 +369,48 @@ def rule_list(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tup
     if any(a is None for a in answers):
         return None
     return ",".join(_rule_text(r) for r in rules), answers
+
+
+# whole-grid tables: the output as one of the demo outputs, chosen by a property of the whole input ----------------
+def _top_colour(g: Grid) -> int:
+    counts = np.bincount(g.ravel(), minlength=10)[1:]
+    return int(counts.argmax()) + 1 if counts.any() else 0
+
+
+def _shape_key(g: Grid) -> bytes:
+    """The shape of the non-zero cells (their mask in its box), colours aside."""
+    nz = np.argwhere(g != 0)
+    if nz.size == 0:
+        return b""
+    (t, l), (b, r) = nz.min(0), nz.max(0)
+    crop = g[t:b + 1, l:r + 1] != 0
+    return bytes(crop.shape) + np.packbits(crop).tobytes()
+
+
+GRID_KEYS: dict[str, Callable[[Grid], object]] = {
+    "top_colour": _top_colour,
+    "colours": lambda g: tuple(np.unique(g[g != 0]).tolist()),
+    "mask": _shape_key,
+    "size": lambda g: g.shape,
+}
+
+
+def grid_table(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
+    """The first property of the whole input (GRID_KEYS) of which the demo outputs are a function, and the test
+    outputs it gives: demos of one key have one output, there are two outputs or more, every demo's key is shared by
+    another demo (so the table learned without any one demo still answers it), and every test's key was seen;
+    None when no property does."""
+    if not tests or len({bytes(o.shape) + o.tobytes() for o in outputs}) < 2:
+        return None
+    for name, key in GRID_KEYS.items():
+        keys = [key(g) for g in inputs]
+        table: dict = {}
+        if any(table.setdefault(k, bytes(o.shape) + o.tobytes()) != bytes(o.shape) + o.tobytes()
+               for k, o in zip(keys, outputs)):
+            continue
+        if any(keys.count(k) < 2 for k in keys):
+            continue
+        test_keys = [key(t) for t in tests]
+        if all(k in table for k in test_keys):
+            return name, [outputs[keys.index(k)].copy() for k in test_keys]
+    return None

@@ -1,13 +1,13 @@
 """Program search: breadth-first enumeration of compositions of grid primitives that reproduce every demo output.
 
 Owns the enumeration, the learned final colour map, the finishing steps tried on the nodes it stores (a local rule, a
-cell rule or a rule list: solver.local_rules; a sizer to the deduced output shape: solver.shapes), the assembly of the
-parts it met (solver.assemble), the ranking of fitting programs (plausible shape and colours, the demos' invariants,
-then the simplest) and the search's views of a task (as given, transposed, colours normalised per pair). Programs that
-give the same grids on every demo input and every test input are one node. Bounded by a deadline (time.monotonic())
-checked inside the loop and by a cap on the bytes of the nodes it holds; it returns what it found when either stops it.
-Knows the primitives only by name and function (solver.grids, solver.pieces); knows nothing of models, submissions or
-scores.
+cell rule or a rule list: solver.local_rules; on the input alone, a whole-grid table; a sizer to the deduced output
+shape: solver.shapes), the assembly of the parts it met (solver.assemble), the ranking of fitting programs (plausible
+shape and colours, the demos' invariants, then the simplest) and the search's views of a task (as given, transposed,
+colours normalised per pair). Programs that give the same grids on every demo input and every test input are one node.
+Bounded by a deadline (time.monotonic()) checked inside the loop and by a cap on the bytes of the nodes it holds; it
+returns what it found when either stops it. Knows the primitives only by name and function (solver.grids,
+solver.pieces); knows nothing of models, submissions or scores.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
 from solver.grids import Primitive, library, shape_rule
 from solver.invariants import broken, invariants
-from solver.local_rules import feature_rule, local_rule, rule_list
+from solver.local_rules import feature_rule, grid_table, local_rule, rule_list
 from solver.pieces import piece_library
 from solver.shapes import SIZERS, ShapeDeduction, deduce, deduce_from, to_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
@@ -41,7 +41,7 @@ class Program:
 
 # family -> the text its steps show in a program (for reports: bench search names the tasks each family alone solves)
 FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "rule lists": "rule_list{",
-            "assembly": "assemble{",
+            "grid tables": "grid_table{", "assembly": "assemble{",
             "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
             "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: "}
 
@@ -139,6 +139,9 @@ class _Search:
         root = tuple(self.view.inputs)
         self.seen.add(_digest(root))
         self._consider((), root)
+        table = grid_table(list(root[:self.num_demos]), self.view.outputs, list(root[self.num_demos:]))
+        if table is not None:
+            self._record((f"grid_table{{{table[0]}}}",), "", tuple(table[1]), 1, False, True)
         frontier = [((), root)]
         for d in range(1, depth + 1):
             last = d == depth

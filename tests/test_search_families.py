@@ -225,6 +225,20 @@ def test_join_pieces_in_an_order():
     assert P.join_pieces(A([[4, 4, 0, 0]]), "c8", "left", "row") is None  # one piece
 
 
+def test_grid_table_answers_by_a_property_of_the_whole_input():
+    one, two = A([[1, 1]]), A([[2, 2], [2, 2]])
+    ins = [A([[1, 0], [0, 1]]), A([[0, 1], [1, 1]]), A([[2, 0], [0, 0]]), A([[0, 2], [2, 0]])]
+    outs = [one, one, two, two]
+    got = LR.grid_table(ins, outs, [A([[1, 1], [1, 0]])])
+    assert got is not None and got[0] == "top_colour"
+    np.testing.assert_array_equal(got[1][0], one)
+    assert LR.grid_table(ins, outs, [A([[3, 0], [0, 0]])]) is None  # a colour no demo showed
+    assert LR.grid_table(ins[1:], outs[1:], [A([[1, 0], [0, 0]])]) is None  # colour 1 seen once: not borne out
+    assert LR.grid_table(ins, [one] * 4, [ins[0]]) is None  # one output for all: nothing to choose
+    f = LR.cell_features(A([[0, 3, 3, 3]]))
+    assert f["object_col_parity"].tolist() == [[0, 0, 1, 0]]  # counted from the object's left edge
+
+
 def test_lattice_flood_and_majority_refuse_what_they_cannot_do():
     from solver import grids as G
     assert G.broadcast_part(A([[1, 0], [0, 2]]), "most_cells") is None  # no separator lines
@@ -247,6 +261,7 @@ def arc1_train():
     ("c9f8e694", "rule_list{row_first:5->copy"),  # grey cells take the colour that starts their row
     ("e26a3af2", "majority_lines"),  # noisy stripes: each line its most frequent colour, rows or columns
     ("5bd6f4ac", "to_shape{corner_tr}"),  # the top-right 3x3 corner
+    ("d4469b4b", "grid_table{top_colour}"),  # the input's colour names one of three fixed pictures
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
