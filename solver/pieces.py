@@ -68,15 +68,20 @@ def _touches(o: Obj, shape: tuple) -> bool:
 
 
 PIECE_PICKS = ("widest", "tallest", "largest_box", "smallest_box", "unique_size", "symmetric", "asymmetric",
-               "border", "inner")
+               "border", "inner", "commonest")
 
 
 def choose_piece(objs: tuple[Obj, ...], shape: tuple, how: str) -> Obj | None:
     """One object by a property (see PIECE_PICKS): the unique widest, tallest, of the largest or smallest bounding
     box; the one whose cell count no other has; the one (a)symmetric (mirror left-right or top-bottom) or touching
-    (not touching) the grid's border where all the others are not; None when none is unique."""
+    (not touching) the grid's border where all the others are not; the first of the objects whose cells (shape and
+    colours) repeat most often, when that is more often than any other's; None when none is unique."""
     if len(objs) < 2:
         return None
+    if how == "commonest":
+        kinds = Counter(bytes(o.cells.shape) + o.cells.tobytes() for o in objs)
+        (top, n), *rest = kinds.most_common(2) + [(None, 0)]
+        return next(o for o in objs if bytes(o.cells.shape) + o.cells.tobytes() == top) if n > rest[0][1] else None
     if how in ("unique_size", "symmetric", "asymmetric", "border", "inner"):
         sizes = Counter(x.size for x in objs)
         test = {"unique_size": lambda o: sizes[o.size] == 1,

@@ -261,7 +261,8 @@ def arc1_train():
     ("c9f8e694", "rule_list{row_first:5->copy"),  # grey cells take the colour that starts their row
     ("e26a3af2", "majority_lines"),  # noisy stripes: each line its most frequent colour, rows or columns
     ("5bd6f4ac", "to_shape{corner_tr}"),  # the top-right 3x3 corner
-    ("d4469b4b", "grid_table{top_colour}"),  # the input's colour names one of three fixed pictures
+    ("d4469b4b", "grid_table{top_colour}"),
+    ("39a8645d", "piece_c8_commonest_obj"),  # the shape drawn most often, cropped  # the input's colour names one of three fixed pictures
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
@@ -319,6 +320,11 @@ def test_invariants_on_hand_built_pairs():
     assert invariants(Task("c", crop, [test])).get("output_inside_input") is True
     solid = [(A([[1, 1, 0], [1, 1, 0]]), A([[1, 1]])), (A([[2, 2, 2], [0, 0, 0]]), A([[2, 2]]))]
     assert "output_inside_input" not in invariants(Task("s", solid, [test]))
+    # symmetric outputs: a rule when they are wide, chance when they are 3 cells across or fewer
+    wide = [(A([[1, 2, 0, 0]]), A([[1, 2, 2, 1]])), (A([[3, 0, 0, 0]]), A([[3, 0, 0, 3]]))]
+    assert invariants(Task("w", wide, [test])).get("output_symmetric_lr") is True
+    small = [(A([[1, 2, 0]]), A([[1, 2, 1]])), (A([[3, 0, 0]]), A([[3, 0, 3]]))]
+    assert "output_symmetric_lr" not in invariants(Task("n", small, [test]))
 
 
 def test_the_verifier_demotes_but_never_deletes():
