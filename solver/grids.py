@@ -572,11 +572,10 @@ def line_majority(g: Grid, axis: int | None) -> Grid | None:
     """Every row (axis 1) or column (axis 0) painted all in its most frequent colour; None on a tie in some line.
     axis None: rows or columns, whichever changes fewer cells (None on a tie)."""
     if axis is None:
-        got = [line_majority(g, a) for a in (1, 0)]
-        changed = [None if r is None else int((r != g).sum()) for r in got]
-        if None in changed:
-            return got[0] if changed[1] is None else got[1] if changed[0] is None else None
-        return None if changed[0] == changed[1] else got[int(changed[1] < changed[0])]
+        got = sorted(((int((r != g).sum()), a), r) for a in (1, 0) if (r := line_majority(g, a)) is not None)
+        if not got or (len(got) == 2 and got[0][0][0] == got[1][0][0]):
+            return None
+        return got[0][1]
     t = g if axis == 1 else g.T
     counts = np.stack([np.bincount(row, minlength=10) for row in t])
     if ((counts == counts.max(1, keepdims=True)).sum(1) > 1).any():

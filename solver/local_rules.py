@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from solver.grids import enclosed, label
-from solver.tasks import Grid
+from solver.tasks import Grid, grid_key
 
 OUTSIDE = 10  # the colour of a cell beyond the grid's edge
 
@@ -157,9 +157,7 @@ RAYS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0),
 def _row_from(v: np.ndarray, dx: int) -> np.ndarray:
     """Per x, v[x + dx]; -1 past the ends."""
     out = np.full(v.shape, -1, np.int64)
-    if dx == 0:
-        out[:] = v
-    elif abs(dx) < v.size:
+    if abs(dx) < v.size:
         out[max(0, -dx):v.size - max(0, dx)] = v[max(0, dx):v.size - max(0, -dx)]
     return out
 
@@ -253,8 +251,7 @@ def feature_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid],
 
 
 # rule lists: a few single-feature rules, each never wrong on a demo, together changing every cell the demos change
-OFFSETS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1), "up_left": (-1, -1),
-           "up_right": (-1, 1), "down_left": (1, -1), "down_right": (1, 1)}
+OFFSETS = dict(zip(("up", "down", "left", "right", "up_left", "up_right", "down_left", "down_right"), BOX))
 
 
 def rule_features(g: Grid) -> dict[str, np.ndarray]:
@@ -400,13 +397,13 @@ def grid_table(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
     outputs it gives: demos of one key have one output, there are two outputs or more, every demo's key is shared by
     another demo (so the table learned without any one demo still answers it), and every test's key was seen;
     None when no property does."""
-    if not tests or len({bytes(o.shape) + o.tobytes() for o in outputs}) < 2:
+    wanted = [grid_key(o) for o in outputs]
+    if not tests or len(set(wanted)) < 2:
         return None
     for name, key in GRID_KEYS.items():
         keys = [key(g) for g in inputs]
         table: dict = {}
-        if any(table.setdefault(k, bytes(o.shape) + o.tobytes()) != bytes(o.shape) + o.tobytes()
-               for k, o in zip(keys, outputs)):
+        if any(table.setdefault(k, w) != w for k, w in zip(keys, wanted)):
             continue
         if any(keys.count(k) < 2 for k in keys):
             continue

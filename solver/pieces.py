@@ -17,7 +17,7 @@ import numpy as np
 
 from solver.grids import (Obj, Primitive, flip_h, flip_v, hollow, objects, primitive, rot90, rot180, rot270, symmetrize,
                           transpose)
-from solver.tasks import Grid
+from solver.tasks import Grid, grid_key
 
 # unary functions of one piece that a piece map applies; colour ones are added per task (see `piece_ops`)
 PIECE_OPS: dict[str, Primitive] = {
@@ -79,9 +79,11 @@ def choose_piece(objs: tuple[Obj, ...], shape: tuple, how: str) -> Obj | None:
     if len(objs) < 2:
         return None
     if how == "commonest":
-        kinds = Counter(bytes(o.cells.shape) + o.cells.tobytes() for o in objs)
-        (top, n), *rest = kinds.most_common(2) + [(None, 0)]
-        return next(o for o in objs if bytes(o.cells.shape) + o.cells.tobytes() == top) if n > rest[0][1] else None
+        keys = [grid_key(o.cells) for o in objs]
+        ranked = Counter(keys).most_common(2)
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            return None
+        return objs[keys.index(ranked[0][0])]
     if how in ("unique_size", "symmetric", "asymmetric", "border", "inner"):
         sizes = Counter(x.size for x in objs)
         test = {"unique_size": lambda o: sizes[o.size] == 1,

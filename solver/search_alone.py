@@ -7,15 +7,14 @@ is solver.search, the submission solver.submission, the scoring solver.score.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 
-from solver.files import setup_logging
 from solver.score import print_score, score_table
 from solver.search import SearchResult, answers, search_task
 from solver.submission import Attempts, fallback_attempts, fill_attempts, write_submission
 from solver.tasks import Task, load_tasks
+from solver.workers import spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +45,15 @@ def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc
     from tqdm.contrib.logging import logging_redirect_tqdm
     todo = list(tasks.values())
     per_task = budget_s * workers / max(len(tasks), 1) if budget_s is not None else DEFAULT_TASK_S
-    with logging_redirect_tqdm(), tqdm(total=len(todo), desc=desc, unit="task") as bar:
+    with ExitStack() as stack, logging_redirect_tqdm(), tqdm(total=len(todo), desc=desc, unit="task") as bar:
         if workers <= 1:
             done = (search_one(t, depth, per_task) for t in todo)
-        else:
-            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=setup_logging)
-            done = pool.map(search_one, todo, [depth] * len(todo), [per_task] * len(todo))
+        else:  # the pool is shut down however the loop ends
+            done = stack.enter_context(spawn_pool(workers)).map(search_one, todo, [depth] * len(todo),
+                                                                [per_task] * len(todo))
         for task, (result, seconds) in zip(todo, done):
             bar.update()
             yield task, result, seconds
-        if workers > 1:
-            pool.shutdown()
 
 
 def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,

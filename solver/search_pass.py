@@ -11,24 +11,23 @@ model's job for the task carries the tables (solver.run). Knows nothing of the m
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from solver.config import SEARCH_PASSES, Config
-from solver.files import setup_logging
 from solver.pipeline import choose_without_model, gather
 from solver.results import _json_pairs, append_line, read_lines
 from solver.source_registry import build_sources
 from solver.submission import complete_attempts
 from solver.tasks import Task
+from solver.workers import spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record
 
 def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_record, bar) -> int:
     queue, flight, done, d = list(tasks), {}, 0, cfg.to_dict()
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=setup_logging) as pool:
+    with spawn_pool(workers) as pool:
         try:
             while queue or flight:
                 while queue and len(flight) < workers and time.monotonic() < end:

@@ -138,12 +138,11 @@ def _scale(g: Grid, shape: tuple) -> Grid | None:
     return np.kron(g, np.ones((shape[0] // g.shape[0], shape[1] // g.shape[1]), dtype=np.uint8))
 
 
-def _place(g: Grid, shape: tuple, anchor: tuple[float, float]) -> Grid:
-    """g embedded in (or cropped to) a zero grid of `shape`, aligned on each axis at its start (0), its middle (0.5)
-    or its end (1): (0, 0) is the top-left corner."""
+def _place(g: Grid, shape: tuple, anchor: tuple[int, int]) -> Grid:
+    """g embedded in (or cropped to) a zero grid of `shape`, aligned on each axis in halves of the difference: at its
+    start (0), its middle (1, rounded down) or its end (2); (0, 0) is the top-left corner."""
     out = np.zeros(shape, dtype=np.uint8)
-    oy, ox = (int((shape[k] - g.shape[k]) * anchor[k]) if anchor[k] != 0.5 else (shape[k] - g.shape[k]) // 2
-              for k in (0, 1))
+    oy, ox = ((shape[k] - g.shape[k]) * anchor[k] // 2 for k in (0, 1))
     sy, dy = (0, oy) if oy >= 0 else (-oy, 0)
     sx, dx = (0, ox) if ox >= 0 else (-ox, 0)
     h, w = min(g.shape[0] - sy, shape[0] - dy), min(g.shape[1] - sx, shape[1] - dx)
@@ -152,9 +151,9 @@ def _place(g: Grid, shape: tuple, anchor: tuple[float, float]) -> Grid:
 
 
 SIZERS = {"tile": _tile, "mirror_tile": _mirror_tile, "scale": _scale,
-          "corner": lambda g, s: _place(g, s, (0, 0)), "centre": lambda g, s: _place(g, s, (0.5, 0.5)),
-          "corner_tr": lambda g, s: _place(g, s, (0, 1)), "corner_bl": lambda g, s: _place(g, s, (1, 0)),
-          "corner_br": lambda g, s: _place(g, s, (1, 1))}
+          "corner": lambda g, s: _place(g, s, (0, 0)), "centre": lambda g, s: _place(g, s, (1, 1)),
+          "corner_tr": lambda g, s: _place(g, s, (0, 2)), "corner_bl": lambda g, s: _place(g, s, (2, 0)),
+          "corner_br": lambda g, s: _place(g, s, (2, 2))}
 
 
 def to_shape(g: Grid, shape: tuple, how: str) -> Grid | None:

@@ -289,3 +289,11 @@ def process_start() -> float:
         return time.monotonic() - min(max(age, 0.0), 60.0)
     except (OSError, ValueError, IndexError, AttributeError):
         return time.monotonic()
+
+
+def spawn_pool(workers: int):
+    """A pool of `workers` spawned processes, each logging as the parent does (files.setup_logging)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from solver.files import setup_logging
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=setup_logging)
+
