@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -274,9 +274,13 @@ def _runs(lines: np.ndarray) -> list[slice]:
     return out
 
 
+CUTS = ("h", "v", "grid", "squares")  # how `parts` cuts a grid
+
+
 def parts(g: Grid, how: str) -> list[Grid]:
     """The grid cut at its separator lines: 'h' side by side (columns), 'v' stacked (rows), 'grid' both. Without
-    separators, 'h' and 'v' cut into two halves (the middle line dropped on an odd side)."""
+    separators, 'h' and 'v' cut into two halves (the middle line dropped on an odd side). 'squares': a grid whose
+    long side is a multiple of its short one, cut into squares along it (none otherwise)."""
     return list(_parts(g.shape, g.astype(np.uint8).tobytes(), how))
 
 
@@ -287,15 +291,28 @@ def _parts(shape: tuple, data: bytes, how: str) -> tuple[Grid, ...]:
 
 
 def _cut(g: Grid, how: str) -> list[Grid]:
+    if how == "squares":
+        h, w = g.shape
+        if h != w and max(h, w) % min(h, w) == 0:
+            k = min(h, w)
+            return [g[i:i + k] for i in range(0, h, k)] if h > w else [g[:, i:i + k] for i in range(0, w, k)]
+        return []
     seps = separator_lines(g)
     h, w = g.shape
     rows = seps[0] if seps is not None and how in ("v", "grid") else np.zeros(h, bool)
     cols = seps[1] if seps is not None and how in ("h", "grid") else np.zeros(w, bool)
-    if how == "h" and not cols.any() and w > 1:
-        return [g[:, :w // 2], g[:, (w + 1) // 2:]]
-    if how == "v" and not rows.any() and h > 1:
-        return [g[:h // 2], g[(h + 1) // 2:]]
+    if how in ("h", "v") and not (cols if how == "h" else rows).any():
+        return halves(g, how)
     return [g[r, c] for r in _runs(rows) for c in _runs(cols)]
+
+
+def halves(g: Grid, how: str) -> list[Grid]:
+    """The grid's two halves side by side ('h') or stacked ('v'), the middle line dropped on an odd side; none when
+    that side is one cell."""
+    h, w = g.shape
+    if how == "h":
+        return [g[:, :w // 2], g[:, (w + 1) // 2:]] if w > 1 else []
+    return [g[:h // 2], g[(h + 1) // 2:]] if h > 1 else []
 
 
 def _same_shape(ps: list[Grid]) -> bool:
@@ -308,8 +325,11 @@ COMBINERS = ("and", "or", "xor", "nor", "over", "under")
 @primitive
 def combine(g: Grid, how: str, op: str) -> Grid | None:
     """The parts (see `parts`) combined cell by cell: masks and/or/xor (exactly one)/nor of non-zero cells as colour
-    1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under')."""
+    1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under'). Where the lines
+    taken for separators cut 'h' or 'v' parts of different shapes (a full line inside a part), the two halves."""
     ps = parts(g, how)
+    if not _same_shape(ps) and how in ("h", "v"):
+        ps = halves(g, how)
     if not _same_shape(ps):
         return None
     stack = np.stack(ps)
@@ -323,18 +343,21 @@ def combine(g: Grid, how: str, op: str) -> Grid | None:
     return mask.astype(np.uint8)
 
 
-PART_PICKS = ("first", "last", "most_cells", "fewest_cells", "unique", "most_colours")
+PART_PICKS = ("first", "last", "most_cells", "fewest_cells", "unique", "most_colours", "symmetric", "asymmetric")
 
 
 @primitive
 def pick_part(g: Grid, how: str, pick: str) -> Grid | None:
     """One part (see `parts`): the first, the last, the one with the most or fewest non-zero cells, the one unlike
-    all others, or the one with the most colours; None on a tie."""
+    all others, the one with the most colours, or the only one that is (is not) `symmetric`; None on a tie."""
     ps = parts(g, how)
     if len(ps) < 2:
         return None
     if pick in ("first", "last"):
         return ps[0] if pick == "first" else ps[-1]
+    if pick in ("symmetric", "asymmetric"):
+        hits = [p for p in ps if symmetric(p) == (pick == "symmetric")]
+        return hits[0] if len(hits) == 1 else None
     if pick == "unique":
         keys = [bytes(p.shape) + p.tobytes() for p in ps]
         counts = Counter(keys)
@@ -376,6 +399,11 @@ def broadcast_part(g: Grid, pick: str) -> Grid | None:
 # symmetry --------------------------------------------------------------------------------------------------------
 SYMMETRIES = {"h": lambda g: g[:, ::-1], "v": lambda g: g[::-1], "rot": lambda g: g[::-1, ::-1],
               "diag": lambda g: g.T, "anti": lambda g: g[::-1, ::-1].T}
+
+
+def symmetric(g: Grid, hows: tuple[str, ...] = tuple(SYMMETRIES)) -> bool:
+    """Whether g equals its image under one of the SYMMETRIES named (the diagonal ones only for a square)."""
+    return any(SYMMETRIES[h](g).shape == g.shape and np.array_equal(SYMMETRIES[h](g), g) for h in hows)
 
 
 @primitive
@@ -492,6 +520,46 @@ def rays(g: Grid, d: str) -> Grid | None:
         return np.where(a == 0, b, np.where((b == 0) | (a == b), a, 0))
     h = rays(g, "h")
     return np.where(h != 0, h, rays(g, "v"))
+
+
+STEPS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1),
+         "up_left": (-1, -1), "up_right": (-1, 1), "down_left": (1, -1), "down_right": (1, 1)}
+SHOOT_MODES = ("hit", "hit8", "edge8")  # rays that reach a cell not lone (4 or 8 directions); every ray (8)
+
+
+@primitive
+def shoot(g: Grid, mode: str) -> Grid | None:
+    """Rays from every lone cell (non-zero, no 8-neighbour of its colour) over the zero cells in its colour, in the
+    four side directions ('hit') or all eight ('hit8', 'edge8'): 'hit' modes paint a ray only when it ends at a
+    non-zero cell that is not lone, 'edge8' paints every ray up to the next non-zero cell or the edge; where rays
+    cross, the first lone cell in reading order paints; None when no cell is lone or no ray is painted."""
+    same = np.zeros(g.shape, dtype=bool)
+    p = np.pad(g, 1, constant_values=255)
+    h, w = g.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                same |= p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == g
+    lone = (g != 0) & ~same
+    ys, xs = np.nonzero(lone)
+    if not ys.size or ys.size > 60:
+        return None
+    steps = list(STEPS.values())[:4] if mode == "hit" else list(STEPS.values())
+    out = g.copy()
+    painted = False
+    for y, x in zip(ys.tolist(), xs.tolist()):
+        for dy, dx in steps:
+            cells = []
+            r, c = y + dy, x + dx
+            while 0 <= r < h and 0 <= c < w and g[r, c] == 0:
+                cells.append((r, c))
+                r, c = r + dy, c + dx
+            if cells and (mode == "edge8" or (0 <= r < h and 0 <= c < w and not lone[r, c])):
+                for r, c in cells:
+                    if out[r, c] == 0:
+                        out[r, c] = g[y, x]
+                painted = True
+    return out if painted else None
 
 
 @primitive
@@ -792,6 +860,17 @@ def _has_hole(mask: np.ndarray) -> bool:
 
 
 @primitive
+def colour_boxes(g: Grid) -> Grid | None:
+    """Zero cells inside the bounding box of exactly one colour's cells take that colour (in several: stay 0)."""
+    out, hits = g.copy(), np.zeros(g.shape, dtype=np.uint8)
+    for c in np.unique(g[g != 0]).tolist():
+        box = _bbox(g == c)
+        hits[box] += 1
+        out[box] = np.where(g[box] == 0, c, out[box])
+    return np.where((g == 0) & (hits > 1), 0, out)
+
+
+@primitive
 def connect(g: Grid, c: int) -> Grid | None:
     """Zero cells between two cells of the same colour in a row or a column become colour c (their colour when c
     is 0); rows first."""
@@ -1033,90 +1112,86 @@ def extend_periodic(g: Grid, axis: int) -> Grid | None:
 
 
 # the library -----------------------------------------------------------------------------------------------------
-SAME_SHAPE = ("flip_h", "flip_v", "rot180", "sym_", "gravity_", "rays_", "hollow", "diagonals", "halo", "fill_enclosed",
-              "keep{", "remove{", "recolour{", "paint_", "connect", "symfill{", "periodic_fill{",
-              "drop_specks", "frame{", "interior{", "shift_", "fill_bbox{",
-              "keep_rarest", "keep_commonest", "repeat_band", "fill_majority", "invert", "broadcast_", "flood{",
-              "majority_rows", "majority_cols", "majority_lines")  # name prefixes of primitives that keep the grid's shape
-SWAP_SHAPE = ("rot90", "rot270", "transpose", "antitranspose")
+class Prim(NamedTuple):
+    """A named primitive and the shape rule it declares: 'same' (it keeps a grid's shape), 'swap' (it transposes
+    it) or None (anything: the search runs it to see)."""
+    name: str
+    fn: Primitive
+    shape: str | None
 
 
-@functools.lru_cache(maxsize=4096)
-def shape_rule(name: str) -> str | None:
-    """'same' for a library primitive (by name) that keeps a grid's shape, 'swap' for one that transposes it, else
-    None."""
-    if name in SWAP_SHAPE:
-        return "swap"
-    if name.startswith(SAME_SHAPE) or (name.startswith("object_") and name.endswith(("_erase", "_only"))):
-        return "same"
-    return None
+def _declare(shape: str | None, named: list[tuple[str, Primitive]]) -> list[Prim]:
+    return [Prim(n, f, shape) for n, f in named]
+
+
+def _part(fn, **fixed) -> Primitive:
+    return functools.partial(fn, **fixed)
 
 
 # -----------------------------------------------------------------------------------------------------
-def _plain() -> list[tuple[str, Primitive]]:
-    """The primitives without a colour parameter, named."""
-    fixed = [rot90, rot180, rot270, flip_h, flip_v, transpose, antitranspose, crop_bbox, crop_bg, drop_empty_lines,
-             dedupe_lines, majority_1x1, minority_1x1, mirror_right, mirror_down, mirror_4, mirror_4_rot, fractal,
-             fractal_inverse, hollow, diagonals, scale_by_colours]
-    out = [(f.__name__, f) for f in fixed]
-    out += [(f"scale_up{k}", functools.partial(scale_up, k=k)) for k in (2, 3, 4)]
-    out += [(f"scale_down{k}", functools.partial(scale_down, k=k)) for k in (2, 3)]
-    out += [(f"tile{a}x{b}", functools.partial(tile, a=a, b=b)) for a, b in ((1, 2), (2, 1), (2, 2), (3, 3), (1, 3), (3, 1))]
-    out += [(f"{how}_{op}", functools.partial(combine, how=how, op=op)) for how in ("h", "v", "grid")
-            for op in COMBINERS]
-    out += [(f"part_{how}_{pick}", functools.partial(pick_part, how=how, pick=pick)) for how in ("h", "v", "grid")
-            for pick in PART_PICKS]
-    out += [(f"broadcast_{pick}", functools.partial(broadcast_part, pick=pick))
-            for pick in ("most_cells", "unique", "most_colours", "over")]
-    out += [("majority_rows", functools.partial(line_majority, axis=1)),
-            ("majority_cols", functools.partial(line_majority, axis=0)),
-            ("majority_lines", functools.partial(line_majority, axis=None))]
-    out += [(f"sym_{how}", functools.partial(symmetrize, how=how)) for how in (*SYMMETRIES, "all")]
-    out += [(f"gravity_{d}", functools.partial(gravity, d=d)) for d in ("down", "up", "left", "right")]
-    out += [(f"rays_{d}", functools.partial(rays, d=d)) for d in (*RAYS, "h", "v", "hv")]
-    out += [(f"object_{conn}_{how}_{mode}", functools.partial(pick_object, conn=conn, how=how, mode=mode))
+def _plain() -> list[Prim]:
+    """The primitives without a colour parameter, named, each with its shape rule."""
+    out = _declare("swap", [(f.__name__, f) for f in (rot90, rot270, transpose, antitranspose)])
+    out += _declare("same", [(f.__name__, f) for f in (rot180, flip_h, flip_v, hollow, diagonals, colour_boxes,
+                                                       invert, fill_majority)])
+    out += _declare(None, [(f.__name__, f) for f in (crop_bbox, crop_bg, drop_empty_lines, dedupe_lines, majority_1x1,
+                                                     minority_1x1, mirror_right, mirror_down, mirror_4, mirror_4_rot,
+                                                     fractal, fractal_inverse, scale_by_colours, cells_to_pixels,
+                                                     fractal_majority, tile_unit, mirror_left, mirror_up, corner)])
+    out += _declare(None, [(f"scale_up{k}", _part(scale_up, k=k)) for k in (2, 3, 4)])
+    out += _declare(None, [(f"scale_down{k}", _part(scale_down, k=k)) for k in (2, 3)])
+    out += _declare(None, [(f"tile{a}x{b}", _part(tile, a=a, b=b))
+                           for a, b in ((1, 2), (2, 1), (2, 2), (3, 3), (1, 3), (3, 1))])
+    out += _declare(None, [(f"{how}_{op}", _part(combine, how=how, op=op)) for how in CUTS for op in COMBINERS])
+    out += _declare(None, [(f"part_{how}_{pick}", _part(pick_part, how=how, pick=pick))
+                           for how in CUTS for pick in PART_PICKS])
+    out += _declare("same", [(f"broadcast_{pick}", _part(broadcast_part, pick=pick))
+                             for pick in ("most_cells", "unique", "most_colours", "over")])
+    out += _declare("same", [("majority_rows", _part(line_majority, axis=1)),
+                             ("majority_cols", _part(line_majority, axis=0)),
+                             ("majority_lines", _part(line_majority, axis=None))])
+    out += _declare("same", [(f"sym_{how}", _part(symmetrize, how=how)) for how in (*SYMMETRIES, "all")])
+    out += _declare("same", [(f"shoot_{m}", _part(shoot, mode=m)) for m in SHOOT_MODES])
+    out += _declare("same", [(f"gravity_{d}", _part(gravity, d=d)) for d in ("down", "up", "left", "right")])
+    out += _declare("same", [(f"rays_{d}", _part(rays, d=d)) for d in (*RAYS, "h", "v", "hv")])
+    out += [Prim(f"object_{conn}_{how}_{mode}", _part(pick_object, conn=conn, how=how, mode=mode),
+                 "same" if mode in ("only", "erase") else None)
             for conn in CONNECTIVITY for how in OBJECT_PICKS for mode in ("obj", "box", "only", "erase")]
-    out += [(f"paint_{conn}_{prop}", functools.partial(paint_objects, conn=conn, prop=prop))
-            for conn in ("c4", "m8") for prop in PAINT_PROPS]
-    out += [(f"flag_{how}", functools.partial(symmetry_flag, how=how)) for how in SYMMETRIES]
-    out += [(f"sym_box_{how}", functools.partial(symmetrize_box, how=how)) for how in (*SYMMETRIES, "all")]
-    out.append(("connect_same", functools.partial(connect, c=0)))
-    out += [(f"drop_specks_{conn}", functools.partial(drop_specks, conn=conn)) for conn in ("c8", "m8")]
-    out += [(f"scale_down_majority{k}", functools.partial(scale_down_majority, k=k)) for k in (2, 3)]
-    out += [(f"shift_{d}", functools.partial(shift, d=d)) for d in ("down", "up", "left", "right")]
-    out += [(f"keep_{w}", functools.partial(keep_by_count, which=w)) for w in ("rarest", "commonest")]
-    out += [("cells_to_pixels", cells_to_pixels), ("fill_majority", fill_majority),
-            ("fractal_majority", fractal_majority), ("tile_unit", tile_unit)]
-    out += [("mirror_left", mirror_left), ("mirror_up", mirror_up), ("invert", invert),
-            ("extend_v", functools.partial(extend_periodic, axis=0)),
-            ("extend_h", functools.partial(extend_periodic, axis=1))]
-    out += [("corner", corner), ("repeat_band_v", functools.partial(repeat_band, axis=0)),
-            ("repeat_band_h", functools.partial(repeat_band, axis=1))]
-    out += [(f"count_objects_{conn}_{lay}", functools.partial(count_objects, conn=conn, layout=lay))
-            for conn in ("c4", "m8") for lay in ("row", "col", "diag")]
-    out += [(f"count_cells_{lay}", functools.partial(count_cells, layout=lay)) for lay in ("row", "col")]
-    out += [(f"colours_by_count_{lay}", functools.partial(colours_by_count, layout=lay)) for lay in ("row", "col")]
+    out += _declare("same", [(f"paint_{conn}_{prop}", _part(paint_objects, conn=conn, prop=prop))
+                             for conn in ("c4", "m8") for prop in PAINT_PROPS])
+    out += _declare(None, [(f"flag_{how}", _part(symmetry_flag, how=how)) for how in SYMMETRIES])
+    out += _declare("same", [(f"sym_box_{how}", _part(symmetrize_box, how=how)) for how in (*SYMMETRIES, "all")])
+    out += _declare("same", [("connect_same", _part(connect, c=0))])
+    out += _declare("same", [(f"drop_specks_{conn}", _part(drop_specks, conn=conn)) for conn in ("c8", "m8")])
+    out += _declare(None, [(f"scale_down_majority{k}", _part(scale_down_majority, k=k)) for k in (2, 3)])
+    out += _declare("same", [(f"shift_{d}", _part(shift, d=d)) for d in ("down", "up", "left", "right")])
+    out += _declare("same", [(f"keep_{w}", _part(keep_by_count, which=w)) for w in ("rarest", "commonest")])
+    out += _declare(None, [("extend_v", _part(extend_periodic, axis=0)), ("extend_h", _part(extend_periodic, axis=1))])
+    out += _declare("same", [("repeat_band_v", _part(repeat_band, axis=0)), ("repeat_band_h", _part(repeat_band, axis=1))])
+    out += _declare(None, [(f"count_objects_{conn}_{lay}", _part(count_objects, conn=conn, layout=lay))
+                           for conn in ("c4", "m8") for lay in ("row", "col", "diag")])
+    out += _declare(None, [(f"count_cells_{lay}", _part(count_cells, layout=lay)) for lay in ("row", "col")])
+    out += _declare(None, [(f"colours_by_count_{lay}", _part(colours_by_count, layout=lay)) for lay in ("row", "col")])
     return out
 
 
-def library(in_colours: list[int], out_colours: list[int]) -> list[tuple[str, Primitive]]:
-    """The named primitives for a task: the plain ones, then those with a colour taken from the task (colours of the
-    inputs for filters and crops, of the outputs for what is painted)."""
+def library(in_colours: list[int], out_colours: list[int]) -> list[Prim]:
+    """The named primitives for a task, each with its shape rule: the plain ones, then those with a colour taken from
+    the task (colours of the inputs for filters and crops, of the outputs for what is painted)."""
     out = _plain()
     for c in sorted(set(in_colours) - {0}):
-        out += [(f"keep{{{c}}}", functools.partial(keep, c=c)), (f"remove{{{c}}}", functools.partial(remove, c=c)),
-                (f"crop_colour{{{c}}}", functools.partial(crop_colour, c=c)),
-                (f"crop_inside{{{c}}}", functools.partial(crop_inside, c=c)),
-                (f"flood{{{c}}}", functools.partial(flood, c=c))]
+        out += _declare("same", [(f"keep{{{c}}}", _part(keep, c=c)), (f"remove{{{c}}}", _part(remove, c=c))])
+        out += _declare(None, [(f"crop_colour{{{c}}}", _part(crop_colour, c=c)),
+                               (f"crop_inside{{{c}}}", _part(crop_inside, c=c))])
+        out += _declare("same", [(f"flood{{{c}}}", _part(flood, c=c))])
     for c in sorted(set(in_colours)):
-        out += [(f"unmask{{{c}}}", functools.partial(unmask, c=c)), (f"symfill{{{c}}}", functools.partial(symfill, c=c)),
-                (f"periodic_fill{{{c}}}", functools.partial(periodic_fill, c=c))]
+        out += _declare(None, [(f"unmask{{{c}}}", _part(unmask, c=c))])
+        out += _declare("same", [(f"symfill{{{c}}}", _part(symfill, c=c)),
+                                 (f"periodic_fill{{{c}}}", _part(periodic_fill, c=c))])
     for c in sorted(set(out_colours) - {0}):
-        out += [(f"recolour{{{c}}}", functools.partial(recolour, c=c)),
-                (f"fill_enclosed{{{c}}}", functools.partial(fill_enclosed, c=c)),
-                (f"halo{{{c}}}", functools.partial(halo, c=c)),
-                (f"halo4{{{c}}}", functools.partial(halo, c=c, diag=False)),
-                (f"connect{{{c}}}", functools.partial(connect, c=c)), (f"frame{{{c}}}", functools.partial(frame, c=c)),
-                (f"interior{{{c}}}", functools.partial(interior, c=c)),
-                (f"fill_bbox{{{c}}}", functools.partial(fill_bbox, c=c))]
+        out += _declare("same", [(f"recolour{{{c}}}", _part(recolour, c=c)),
+                                 (f"fill_enclosed{{{c}}}", _part(fill_enclosed, c=c)),
+                                 (f"halo{{{c}}}", _part(halo, c=c)), (f"halo4{{{c}}}", _part(halo, c=c, diag=False)),
+                                 (f"connect{{{c}}}", _part(connect, c=c)), (f"frame{{{c}}}", _part(frame, c=c)),
+                                 (f"interior{{{c}}}", _part(interior, c=c)), (f"fill_bbox{{{c}}}", _part(fill_bbox, c=c))])
     return out

@@ -15,8 +15,8 @@ from collections import Counter
 
 import numpy as np
 
-from solver.grids import (Obj, Primitive, flip_h, flip_v, hollow, objects, primitive, rot90, rot180, rot270, symmetrize,
-                          transpose)
+from solver.grids import (Obj, Prim, Primitive, flip_h, flip_v, hollow, objects, primitive, rot90, rot180, rot270,
+                          symmetric, symmetrize, transpose)
 from solver.tasks import Grid, grid_key
 
 # unary functions of one piece that a piece map applies; colour ones are added per task (see `piece_ops`)
@@ -59,8 +59,7 @@ def map_pieces(g: Grid, conn: str, mode: str, op: Primitive) -> Grid | None:
 
 
 def _symmetric(o: Obj) -> bool:
-    c = o.cells
-    return bool(np.array_equal(c, c[:, ::-1]) or np.array_equal(c, c[::-1]))
+    return symmetric(o.cells, ("h", "v"))
 
 
 def _touches(o: Obj, shape: tuple) -> bool:
@@ -115,6 +114,79 @@ def pick_piece(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
     return out
 
 
+STEPS = {"down": (1, 0), "up": (-1, 0), "left": (0, -1), "right": (0, 1)}
+
+
+def _slide(out: np.ndarray, o: Obj, d: str) -> None:
+    """Move object o (its cells lifted from `out`) towards side d until the edge or another non-zero cell of `out`
+    stops it, in place."""
+    dy, dx = STEPS[d]
+    ys, xs = np.nonzero(o.mask)
+    ys, xs = ys + o.top, xs + o.left
+    values = out[ys, xs].copy()
+    out[ys, xs] = 0
+    h, w = out.shape
+    k = 0
+    while True:
+        ny, nx = ys + (k + 1) * dy, xs + (k + 1) * dx
+        if ny.min() < 0 or nx.min() < 0 or ny.max() >= h or nx.max() >= w or out[ny, nx].any():
+            break
+        k += 1
+    out[ys + k * dy, xs + k * dx] = values
+
+
+def _far_edge(o: Obj, d: str) -> int:
+    """How far o reaches towards side d (larger: nearer that side)."""
+    return {"down": o.top + o.mask.shape[0], "up": -o.top, "right": o.left + o.mask.shape[1], "left": -o.left}[d]
+
+
+@primitive
+def fall(g: Grid, d: str) -> Grid | None:
+    """Every object (multicolour, 8-connected) slides rigidly towards side d until the edge or another object stops
+    it, the nearest to that side first; None without objects or with more than MAX_PIECES."""
+    objs = objects(g, "m8")
+    if not 1 <= len(objs) <= MAX_PIECES:
+        return None
+    out = g.copy()
+    for o in sorted(objs, key=lambda o: -_far_edge(o, d)):
+        _slide(out, o, d)
+    return out
+
+
+@primitive
+def slide_to(g: Grid, anchor: str) -> Grid | None:
+    """Every other object (multicolour, 8-connected) that shares rows (else columns) with the anchor, the unique
+    'largest' or 'smallest' object, slides towards it until it touches it or another object, the nearest first;
+    None without a unique anchor, with more than MAX_PIECES objects, or when nothing is in line with it."""
+    objs = objects(g, "m8")
+    if not 2 <= len(objs) <= MAX_PIECES:
+        return None
+    sign = 1 if anchor == "largest" else -1
+    sizes = sorted((sign * o.size for o in objs), reverse=True)
+    if sizes[0] == sizes[1]:
+        return None
+    fixed = max(objs, key=lambda o: sign * o.size)
+    rows = range(fixed.top, fixed.top + fixed.mask.shape[0])
+    cols = range(fixed.left, fixed.left + fixed.mask.shape[1])
+    moves = []
+    for o in objs:
+        if o is fixed:
+            continue
+        if set(range(o.top, o.top + o.mask.shape[0])) & set(rows):
+            d, gap = ("right", fixed.left - o.left) if o.left < fixed.left else ("left", o.left - fixed.left)
+        elif set(range(o.left, o.left + o.mask.shape[1])) & set(cols):
+            d, gap = ("down", fixed.top - o.top) if o.top < fixed.top else ("up", o.top - fixed.top)
+        else:
+            continue
+        moves.append((gap, o.top, o.left, d, o))
+    if not moves:
+        return None
+    out = g.copy()
+    for *_, d, o in sorted(moves, key=lambda m: m[:3]):
+        _slide(out, o, d)
+    return out
+
+
 JOIN_ORDERS = {"left": lambda o: (o.left, o.top), "top": lambda o: (o.top, o.left),
                "largest": lambda o: (-o.size, o.top, o.left), "smallest": lambda o: (o.size, o.top, o.left)}
 JOINS = ("row", "column", "over")
@@ -142,13 +214,15 @@ def join_pieces(g: Grid, conn: str, order: str, how: str) -> Grid | None:
     return out
 
 
-def piece_library() -> list[tuple[str, Primitive, str | None]]:
-    """The named piece primitives, each with its shape rule ('same': the grid keeps its shape; None: unknown)."""
-    out = [(f"each_{conn}_{mode}_{name}", functools.partial(map_pieces, conn=conn, mode=mode, op=op), "same")
+def piece_library() -> list[Prim]:
+    """The named piece primitives, each with its declared shape rule (solver.grids.Prim)."""
+    out = [Prim(f"each_{conn}_{mode}_{name}", functools.partial(map_pieces, conn=conn, mode=mode, op=op), "same")
            for conn in ("c8", "m8") for mode in ("obj", "box") for name, op in PIECE_OPS.items()]
-    out += [(f"piece_{conn}_{how}_{mode}", functools.partial(pick_piece, conn=conn, how=how, mode=mode),
-             "same" if mode in ("only", "erase") else None)
+    out += [Prim(f"piece_{conn}_{how}_{mode}", functools.partial(pick_piece, conn=conn, how=how, mode=mode),
+                 "same" if mode in ("only", "erase") else None)
             for conn in ("c8", "m8") for how in PIECE_PICKS for mode in ("obj", "box", "only", "erase")]
-    out += [(f"join_{conn}_{order}_{how}", functools.partial(join_pieces, conn=conn, order=order, how=how), None)
+    out += [Prim(f"fall_{d}", functools.partial(fall, d=d), "same") for d in STEPS]
+    out += [Prim(f"slide_to_{a}", functools.partial(slide_to, anchor=a), "same") for a in ("largest", "smallest")]
+    out += [Prim(f"join_{conn}_{order}_{how}", functools.partial(join_pieces, conn=conn, order=order, how=how), None)
             for conn in ("c8", "m8") for order in JOIN_ORDERS for how in JOINS]
     return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
-from solver.grids import Primitive, library, shape_rule
+from solver.grids import Prim, Primitive, library
 from solver.invariants import broken, invariants
 from solver.local_rules import feature_rule, grid_table, local_rule, rule_list
 from solver.pieces import piece_library
@@ -118,7 +118,7 @@ class _Hit:
 class _Search:
     """One breadth-first search over one view: the frontier of distinct nodes, the candidates found, the counters."""
 
-    def __init__(self, view: SearchView, prims: list[tuple[str, Primitive, str | None]], deadline: float,
+    def __init__(self, view: SearchView, prims: list[Prim], deadline: float,
                  max_bytes: int):
         self.view, self.prims, self.deadline, self.max_bytes = view, prims, deadline, max_bytes
         self.num_demos = len(view.outputs)
@@ -417,10 +417,10 @@ def _programs(search: _Search, view: SearchView) -> list[tuple[Program, int, boo
     return out
 
 
-def search_library(view: SearchView) -> list[tuple[str, Primitive, str | None]]:
-    """The named primitives for one view, each with its shape rule: solver.grids' library, then the pieces'."""
-    ins, outs = _colours(view.inputs), _colours(view.outputs)
-    return [(n, f, shape_rule(n)) for n, f in library(ins, outs)] + piece_library()
+def search_library(view: SearchView) -> list[Prim]:
+    """The named primitives for one view, each with its declared shape rule: solver.grids' library, then the
+    pieces'."""
+    return library(_colours(view.inputs), _colours(view.outputs)) + piece_library()
 
 
 def _colours(grids: list[Grid]) -> list[int]:
@@ -428,7 +428,7 @@ def _colours(grids: list[Grid]) -> list[int]:
 
 
 def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int = 2048,
-                prims: list[tuple[str, Primitive]] | None = None) -> SearchResult:
+                prims: list[Prim] | None = None) -> SearchResult:
     """Fitting programs for a task, best first (see `rank_key`), from every view; stops at `deadline`
     (time.monotonic()) or when the nodes of one view would pass `max_memory_mb`. `prims` replaces the library."""
     start = time.monotonic()
@@ -440,7 +440,7 @@ def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int 
     reached = []
     for k, view in enumerate(all_views):
         now = time.monotonic()
-        lib = [(n, f, shape_rule(n)) for n, f in prims] if prims is not None else search_library(view)
+        lib = prims if prims is not None else search_library(view)
         s = _Search(view, lib, now + max(0.0, deadline - now) / (len(all_views) - k), max_memory_mb * 2 ** 20)
         s.run(depth)
         s.assemble()

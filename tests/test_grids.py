@@ -156,6 +156,22 @@ CASES = [
      [[1, 2, 3, 3, 2, 1], [4, 5, 6, 6, 5, 4], [7, 8, 0, 0, 8, 7]]),
     (G.colours_by_count, {"layout": "row"}, A([[1, 2, 2, 0, 0, 0]]), [[2, 1]]),
     (G.colours_by_count, {"layout": "col"}, A([[1, 2, 2, 0, 0, 0]]), [[2], [1]]),
+    # a lone 1 shoots right to the 2x2 block; its ray down reaches the edge and is not painted
+    (G.shoot, {"mode": "hit"}, A([[1, 0, 0, 3, 3], [0, 0, 0, 3, 3], [0, 0, 0, 0, 0]]),
+     [[1, 1, 1, 3, 3], [0, 0, 0, 3, 3], [0, 0, 0, 0, 0]]),
+    (G.shoot, {"mode": "hit8"}, A([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]]),
+     [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]]),
+    (G.shoot, {"mode": "edge8"}, A([[0, 0, 0], [0, 1, 0], [0, 0, 0]]), [[1, 1, 1], [1, 1, 1], [1, 1, 1]]),
+    (G.shoot, {"mode": "edge8"}, A([[1, 1]]), None),  # no lone cell
+    # the middle column lies in both colours' boxes: it stays 0
+    (G.colour_boxes, {}, A([[1, 2, 0], [0, 0, 0], [0, 2, 1]]), [[1, 2, 1], [1, 0, 1], [1, 2, 1]]),
+    # the full row of 5 is taken for a separator, which cuts parts of two shapes: the halves are combined
+    (G.combine, {"how": "v", "op": "nor"}, A([[1, 1], [0, 1], [5, 5], [0, 0]]), [[0, 0], [1, 0]]),
+    (G.combine, {"how": "squares", "op": "or"}, A([[1, 0, 0, 0], [0, 0, 0, 1]]), [[1, 0], [0, 1]]),
+    (G.pick_part, {"how": "squares", "pick": "symmetric"}, A([[1, 2], [3, 4], [1, 2], [2, 1], [1, 3], [2, 4]]),
+     [[1, 2], [2, 1]]),
+    (G.pick_part, {"how": "squares", "pick": "asymmetric"}, A([[1, 2], [2, 1], [1, 2], [3, 4], [5, 5], [5, 5]]),
+     [[1, 2], [3, 4]]),
 ]
 
 
@@ -196,11 +212,15 @@ def test_every_family_parameter_has_a_case():
         assert any(n == "symmetrize" and ("how", how) in kw for n, kw in tested)
     for d in (*G.RAYS, "h", "v", "hv"):
         assert any(n == "rays" and ("d", d) in kw for n, kw in tested)
+    for mode in G.SHOOT_MODES:
+        assert any(n == "shoot" and ("mode", mode) in kw for n, kw in tested)
+    for how in G.CUTS:
+        assert any(n in ("combine", "pick_part") and ("how", how) in kw for n, kw in tested)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, 3), np.uint8), np.zeros(4, np.uint8), None, [[1, 2]]])
 def test_odd_input_gives_none_for_every_library_primitive(bad):
-    for name, fn in G.library([0, 1, 2], [0, 3]):
+    for name, fn, _ in G.library([0, 1, 2], [0, 3]):
         assert fn(bad) is None, name
 
 
@@ -210,7 +230,7 @@ def test_results_larger_than_30_are_none():
 
 
 def test_library_names_are_unique_and_take_colours_from_the_task():
-    names = [n for n, _ in G.library([0, 3], [0, 3, 6])]
+    names = [p.name for p in G.library([0, 3], [0, 3, 6])]
     assert len(names) == len(set(names))
     assert "keep{3}" in names and "keep{6}" not in names and "recolour{6}" in names and "keep{0}" not in names
 
@@ -233,10 +253,11 @@ def test_label_follows_a_long_snake():
 def test_predicted_shapes_match_what_the_primitives_give():
     rng = np.random.default_rng(0)
     grids = [OBJS, SEP, L, rng.integers(0, 4, size=(5, 7)).astype(np.uint8)]
-    for name, fn in G.library([0, 1, 2, 3, 4, 5], [0, 1, 6]):
+    for name, fn, rule in G.library([0, 1, 2, 3, 4, 5], [0, 1, 6]):
         for g in grids:
-            rule, got = G.shape_rule(name), fn(g)
+            got = fn(g)
             want = g.shape if rule == "same" else g.shape[::-1] if rule == "swap" else None
             if want is not None and got is not None:
                 assert got.shape == want, name
-    assert G.shape_rule("rot90") == "swap" and G.shape_rule("gravity_down") == "same" and G.shape_rule("tile2x2") is None
+    rules = {p.name: p.shape for p in G.library([1], [1])}
+    assert rules["rot90"] == "swap" and rules["gravity_down"] == "same" and rules["tile2x2"] is None

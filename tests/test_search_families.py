@@ -158,6 +158,24 @@ def test_map_pieces_transforms_each_object_in_place():
     assert P.map_pieces(A([[0, 0], [0, 0]]), "c8", "obj", P.PIECE_OPS["flip_h"]) is None  # no pieces
 
 
+def test_objects_fall_and_slide_as_rigid_bodies():
+    g = A([[1, 1, 0],
+           [0, 0, 0],
+           [0, 2, 0],
+           [0, 0, 0]])
+    # the 2 falls to the floor first (nearest the bottom), then the pair of 1s lands on it
+    np.testing.assert_array_equal(P.fall(g, "down"), A([[0, 0, 0], [0, 0, 0], [1, 1, 0], [0, 2, 0]]))
+    np.testing.assert_array_equal(P.fall(g, "left"), A([[1, 1, 0], [0, 0, 0], [2, 0, 0], [0, 0, 0]]))
+    assert P.fall(np.zeros((2, 2), np.uint8), "up") is None  # no objects
+    row = A([[1, 0, 0, 0, 2, 2],
+             [0, 0, 0, 0, 2, 2],
+             [0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(P.slide_to(row, "largest"), A([[0, 0, 0, 1, 2, 2], [0, 0, 0, 0, 2, 2], [0] * 6]))
+    np.testing.assert_array_equal(P.slide_to(row, "smallest"), A([[1, 2, 2, 0, 0, 0], [0, 2, 2, 0, 0, 0], [0] * 6]))
+    assert P.slide_to(A([[1, 0, 0], [0, 0, 2]]), "largest") is None  # two of one size: no anchor
+    assert P.slide_to(A([[1, 0, 0, 0], [0, 0, 2, 2]]), "largest") is None  # nothing in line with the anchor
+
+
 def test_choose_piece_by_the_new_properties():
     g = A([[1, 1, 1, 0, 2],
            [0, 0, 0, 0, 2],
@@ -261,8 +279,13 @@ def arc1_train():
     ("c9f8e694", "rule_list{row_first:5->copy"),  # grey cells take the colour that starts their row
     ("e26a3af2", "majority_lines"),  # noisy stripes: each line its most frequent colour, rows or columns
     ("5bd6f4ac", "to_shape{corner_tr}"),  # the top-right 3x3 corner
-    ("d4469b4b", "grid_table{top_colour}"),
-    ("39a8645d", "piece_c8_commonest_obj"),  # the shape drawn most often, cropped  # the input's colour names one of three fixed pictures
+    ("d4469b4b", "grid_table{top_colour}"),  # the input's colour names one of three fixed pictures
+    ("39a8645d", "piece_c8_commonest_obj"),  # the shape drawn most often, cropped
+    ("d43fd935", "shoot_hit"),  # lone cells in line with the block shoot towards it
+    ("fafffa47", "v_nor"),  # the cells empty in both halves (a full line inside the top half is no separator)
+    ("662c240a", "part_squares_asymmetric"),  # of three stacked squares, the one not symmetric
+    ("56ff96f3", "colour_boxes"),  # each colour's two corners filled out to their box
+    ("05f2a901", "slide_to_smallest"),  # the shape slides until it touches the square
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
