@@ -239,6 +239,14 @@ def fractal(g: Grid) -> Grid | None:
 
 
 @primitive
+def fractal_colour(g: Grid, c: int) -> Grid | None:
+    """Each cell of colour c replaced by a copy of the grid, every other cell by zeros; None without a cell of c."""
+    if g.shape[0] ** 2 > MAX_SIDE or g.shape[1] ** 2 > MAX_SIDE or not (g == c).any():
+        return None
+    return np.kron(g == c, g)
+
+
+@primitive
 def fractal_inverse(g: Grid) -> Grid | None:
     """Each zero cell replaced by a copy of the grid, each non-zero cell by zeros."""
     return None if g.shape[0] ** 2 > MAX_SIDE or g.shape[1] ** 2 > MAX_SIDE else np.kron(g == 0, g)
@@ -508,13 +516,29 @@ RAYS = {"right": lambda g: _ray_right(g), "left": lambda g: _ray_right(g[:, ::-1
         "down": lambda g: _ray_right(g.T).T, "up": lambda g: _ray_right(g[::-1].T).T[::-1]}
 
 
+def _ray_down_right(g: Grid) -> Grid:
+    """Zero cells take the colour of the nearest non-zero cell up and to their left on their diagonal."""
+    out = g.copy()
+    for y in range(1, g.shape[0]):
+        cur, prev = out[y, 1:], out[y - 1, :-1]
+        out[y, 1:] = np.where(cur == 0, prev, cur)
+    return out
+
+
+DIAGONAL_RAYS = {"down_right": _ray_down_right, "down_left": lambda g: _ray_down_right(g[:, ::-1])[:, ::-1],
+                 "up_right": lambda g: _ray_down_right(g[::-1])[::-1],
+                 "up_left": lambda g: _ray_down_right(g[::-1, ::-1])[::-1, ::-1]}
+
+
 @primitive
 def rays(g: Grid, d: str) -> Grid | None:
-    """Zero cells filled by rays from the non-zero cells towards d ('right', 'left', 'down', 'up', 'h' both
-    ways in rows, 'v' both ways in columns, 'hv' rows then columns where still zero); each ray stops at the next
-    non-zero cell, and a cell between two different colours stays 0."""
+    """Zero cells filled by rays from the non-zero cells towards d ('right', 'left', 'down', 'up', a diagonal as
+    'down_right', 'h' both ways in rows, 'v' both ways in columns, 'hv' rows then columns where still zero); each ray
+    stops at the next non-zero cell, and a cell between two different colours stays 0."""
     if d in RAYS:
         return RAYS[d](g)
+    if d in DIAGONAL_RAYS:
+        return DIAGONAL_RAYS[d](g)
     if d in ("h", "v"):
         a, b = (RAYS["right"](g), RAYS["left"](g)) if d == "h" else (RAYS["down"](g), RAYS["up"](g))
         return np.where(a == 0, b, np.where((b == 0) | (a == b), a, 0))
@@ -524,15 +548,17 @@ def rays(g: Grid, d: str) -> Grid | None:
 
 STEPS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1),
          "up_left": (-1, -1), "up_right": (-1, 1), "down_left": (1, -1), "down_right": (1, 1)}
-SHOOT_MODES = ("hit", "hit8", "edge8")  # rays that reach a cell not lone (4 or 8 directions); every ray (8)
+SHOOT_MODES = ("hit", "hit8", "edge8", "mark")  # rays that reach a cell not lone (4 or 8 directions); every ray
+# (8); only the cell the ray reaches (4)
 
 
 @primitive
 def shoot(g: Grid, mode: str) -> Grid | None:
     """Rays from every lone cell (non-zero, no 8-neighbour of its colour) over the zero cells in its colour, in the
-    four side directions ('hit') or all eight ('hit8', 'edge8'): 'hit' modes paint a ray only when it ends at a
-    non-zero cell that is not lone, 'edge8' paints every ray up to the next non-zero cell or the edge; where rays
-    cross, the first lone cell in reading order paints; None when no cell is lone or no ray is painted."""
+    four side directions ('hit', 'mark') or all eight ('hit8', 'edge8'): 'hit' modes paint a ray only when it ends at
+    a non-zero cell that is not lone, 'edge8' paints every ray up to the next non-zero cell or the edge, 'mark'
+    paints only the cell not lone that a ray reaches; where rays meet, the first lone cell in reading order paints;
+    None when no cell is lone or no ray is painted."""
     same = np.zeros(g.shape, dtype=bool)
     p = np.pad(g, 1, constant_values=255)
     h, w = g.shape
@@ -544,7 +570,8 @@ def shoot(g: Grid, mode: str) -> Grid | None:
     ys, xs = np.nonzero(lone)
     if not ys.size or ys.size > 60:
         return None
-    steps = list(STEPS.values())[:4] if mode == "hit" else list(STEPS.values())
+    steps = list(STEPS.values())[:4] if mode in ("hit", "mark") else list(STEPS.values())
+    marked = np.zeros(g.shape, dtype=bool)
     out = g.copy()
     painted = False
     for y, x in zip(ys.tolist(), xs.tolist()):
@@ -554,6 +581,10 @@ def shoot(g: Grid, mode: str) -> Grid | None:
             while 0 <= r < h and 0 <= c < w and g[r, c] == 0:
                 cells.append((r, c))
                 r, c = r + dy, c + dx
+            if mode == "mark":
+                if 0 <= r < h and 0 <= c < w and not lone[r, c] and not marked[r, c]:
+                    out[r, c], marked[r, c], painted = g[y, x], True, True
+                continue
             if cells and (mode == "edge8" or (0 <= r < h and 0 <= c < w and not lone[r, c])):
                 for r, c in cells:
                     if out[r, c] == 0:
@@ -1153,7 +1184,7 @@ def _plain() -> list[Prim]:
     out += _declare("same", [(f"sym_{how}", _part(symmetrize, how=how)) for how in (*SYMMETRIES, "all")])
     out += _declare("same", [(f"shoot_{m}", _part(shoot, mode=m)) for m in SHOOT_MODES])
     out += _declare("same", [(f"gravity_{d}", _part(gravity, d=d)) for d in ("down", "up", "left", "right")])
-    out += _declare("same", [(f"rays_{d}", _part(rays, d=d)) for d in (*RAYS, "h", "v", "hv")])
+    out += _declare("same", [(f"rays_{d}", _part(rays, d=d)) for d in (*RAYS, *DIAGONAL_RAYS, "h", "v", "hv")])
     out += [Prim(f"object_{conn}_{how}_{mode}", _part(pick_object, conn=conn, how=how, mode=mode),
                  "same" if mode in ("only", "erase") else None)
             for conn in CONNECTIVITY for how in OBJECT_PICKS for mode in ("obj", "box", "only", "erase")]
@@ -1186,6 +1217,8 @@ def library(in_colours: list[int], out_colours: list[int]) -> list[Prim]:
         out += _declare("same", [(f"flood{{{c}}}", _part(flood, c=c))])
     for c in sorted(set(in_colours)):
         out += _declare(None, [(f"unmask{{{c}}}", _part(unmask, c=c))])
+        if c:
+            out += _declare(None, [(f"fractal{{{c}}}", _part(fractal_colour, c=c))])
         out += _declare("same", [(f"symfill{{{c}}}", _part(symfill, c=c)),
                                  (f"periodic_fill{{{c}}}", _part(periodic_fill, c=c))])
     for c in sorted(set(out_colours) - {0}):

@@ -77,8 +77,15 @@ NEIGHBOURHOODS: dict[str, Callable[[Grid], np.ndarray]] = {
 
 def learn_table(keys: list[np.ndarray], outputs: list[Grid]) -> dict[int, int] | None:
     """The colour per neighbourhood key, when every demo cell with one key has one colour; else None."""
-    k = np.concatenate([a.ravel() for a in keys])
-    v = np.concatenate([o.ravel() for o in outputs]).astype(np.int64)
+    return _table(np.concatenate([a.ravel() for a in keys]), _cells(outputs))
+
+
+def _cells(grids: list[Grid]) -> np.ndarray:
+    return np.concatenate([o.ravel() for o in grids]).astype(np.int64)
+
+
+def _table(k: np.ndarray, v: np.ndarray) -> dict[int, int] | None:
+    """`learn_table` on the demos' keys and colours, each flat in one array."""
     order = np.argsort(k, kind="stable")
     k, v = k[order], v[order]
     starts = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
@@ -154,25 +161,38 @@ RAYS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0),
         "down_right": (1, 1), "down_left": (1, -1), "up_right": (-1, 1), "up_left": (-1, -1)}
 
 
-def _row_from(v: np.ndarray, dx: int) -> np.ndarray:
-    """Per x, v[x + dx]; -1 past the ends."""
-    out = np.full(v.shape, -1, np.int64)
-    if abs(dx) < v.size:
-        out[max(0, -dx):v.size - max(0, dx)] = v[max(0, dx):v.size - max(0, -dx)]
+def _ray_right(g: Grid) -> np.ndarray:
+    """Per cell, the colour of the first non-zero cell strictly to its right in its row, OUTSIDE past the edge."""
+    w = g.shape[1]
+    pos = np.where(g != 0, np.arange(w), w)  # a non-zero cell's column, w for a zero cell
+    beyond = np.full(pos.shape, w)
+    beyond[:, :-1] = np.minimum.accumulate(pos[:, :0:-1], axis=1)[:, ::-1]  # the nearest at a larger column
+    hit = np.take_along_axis(g.astype(np.int64), np.minimum(beyond, w - 1), 1)
+    return np.where(beyond < w, hit, OUTSIDE)
+
+
+def _sheared(g: Grid) -> np.ndarray:
+    """g with row y moved h-1-y cells right (zeros around): each down-right diagonal becomes a column."""
+    h, w = g.shape
+    out = np.zeros((h, w + h - 1), np.int64)
+    ys, xs = np.indices(g.shape)
+    out[ys, xs - ys + h - 1] = g
     return out
 
 
 def _ray(g: Grid, dy: int, dx: int) -> np.ndarray:
     """Per cell, the colour of the first non-zero cell strictly beyond it along (dy, dx), OUTSIDE past the edge:
-    the rows are swept from the far edge back, each cell taking its next cell's colour or what that cell sees."""
+    every direction brought to 'right' by flips and transposes, a diagonal to a column by shearing the grid."""
+    if dy < 0:
+        return _ray(g[::-1], -dy, dx)[::-1]
+    if dx < 0:
+        return _ray(g[:, ::-1], dy, -dx)[:, ::-1]
     if dy == 0:
-        return _ray(g.T, dx, 0).T
-    h = g.shape[0]
-    res = np.full(g.shape, OUTSIDE, np.int64)
-    for y in (range(h - 2, -1, -1) if dy > 0 else range(1, h)):
-        nxt, seen = _row_from(g[y + dy].astype(np.int64), dx), _row_from(res[y + dy], dx)
-        res[y] = np.where(nxt < 0, OUTSIDE, np.where(nxt > 0, nxt, seen))
-    return res
+        return _ray_right(g)
+    if dx == 0:
+        return _ray_right(g.T).T
+    ys, xs = np.indices(g.shape)
+    return _ray_right(_sheared(g).T).T[ys, xs - ys + g.shape[0] - 1]
 
 
 def _ray_colours(g: Grid) -> dict[str, np.ndarray]:
@@ -235,13 +255,14 @@ def feature_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid],
     if not _learnable(inputs, outputs, tests):
         return None
     demo, test = [cell_features(i) for i in inputs], [cell_features(t) for t in tests]
+    flat, wanted = {n: _cells([f[n] for f in demo]) for n in CELL_FEATURES}, _cells(outputs)
     others = CELL_FEATURES[1:]
     sets = [()] + [(a,) for a in others] + [(a, b) for k, a in enumerate(others) for b in others[k + 1:]]
     for extra in sets:
         if len(extra) > max_features:
             break
         names = ("colour",) + extra
-        table = learn_table([_joint(f, names) for f in demo], outputs)
+        table = _table(_joint(flat, names), wanted)
         if table is None:
             continue
         answers = [apply_table(table, _joint(f, names)) for f in test]
@@ -258,12 +279,38 @@ def rule_features(g: Grid) -> dict[str, np.ndarray]:
     """`any` (0 for every cell: a rule on every cell of a colour), each neighbour's colour (OFFSETS, as
     `at_<offset>`; OUTSIDE past the edge), then the cell features
     (CELL_FEATURES) but the neighbours' colour sets (a rule on one colour set would miss the same neighbour among
-    others), each an int array of the grid's shape; of two rules changing as many cells, the one first here wins."""
+    others), the line ends' colours and the nearest other colour (`nearest_other`), each an int array of the grid's
+    shape; of two rules changing as many cells, the one first here wins."""
     feats = {"colour": g.astype(np.int64), "any": np.zeros(g.shape, np.int64)}
     feats.update({f"at_{name}": n for name, n in zip(OFFSETS, _around(g, tuple(OFFSETS.values())))})
     feats.update({k: v for k, v in cell_features(g).items() if k not in ("cross_colours", "diagonal_colours")})
     feats.update(_line_ends(g))
+    feats["nearest"] = nearest_other(g)
     return feats
+
+
+def nearest_other(g: Grid) -> np.ndarray:
+    """Per cell, the colour of the nearest non-zero cell of another colour than its own (by steps between side
+    neighbours; 0 where two colours are equally near, or none is there)."""
+    colours = [c for c in np.unique(g).tolist() if c]
+    if not colours:
+        return np.zeros(g.shape, np.int64)
+    h, w = g.shape
+    far = 4 * (h + w)
+    xs = np.arange(w)
+    rows_apart = np.abs(np.arange(h)[:, None] - np.arange(h)[None, :])
+    dist = []
+    for c in colours:
+        on = g == c
+        before = np.maximum.accumulate(np.where(on, xs, -far), axis=1)
+        after = np.minimum.accumulate(np.where(on, xs, 2 * far)[:, ::-1], axis=1)[:, ::-1]
+        in_row = np.minimum(xs - before, after - xs)  # steps to the nearest cell of c in the same row
+        dist.append((rows_apart[:, :, None] + in_row[None]).min(1))
+    ids = np.array(colours)
+    d = np.where(ids[:, None, None] == g[None], 4 * far, np.stack(dist))  # a cell's own colour is not "other"
+    best = d.min(0)
+    unique = (d == best[None]).sum(0) == 1
+    return np.where(unique & (best < far), ids[d.argmin(0)], 0)
 
 
 def _line_ends(g: Grid) -> dict[str, np.ndarray]:
@@ -282,7 +329,7 @@ def _line_ends(g: Grid) -> dict[str, np.ndarray]:
 
 Rule = tuple[str, int, int, int]  # (feature, the cell's colour, the feature's value, the colour it becomes) or COPY
 COPY = -1  # a rule (feature, c, COPY, COPY): a cell of colour c takes its feature's value where that is a colour 1-9
-COLOUR_FEATURES = ("at_", "ray_", "row_first", "row_last", "col_first", "col_last")  # features whose value is a colour
+COLOUR_FEATURES = ("at_", "ray_", "row_first", "row_last", "col_first", "col_last", "nearest")  # valued in colours
 
 
 def _rule_cells(feats: dict[str, np.ndarray], rule: Rule) -> np.ndarray:
@@ -295,11 +342,15 @@ def _flat(feats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([f[name].ravel() for f in feats]) for name in feats[0]}
 
 
+MAX_RULES = 8  # a list that needs more rules is no rule list (on ARC-AGI-1 training the longest found right had 5)
+
+
 def learn_rules(feats: list[dict[str, np.ndarray]], outputs: list[Grid]) -> list[Rule] | None:
     """The fewest rules, chosen greedily (the one changing the most cells not yet changed first), that change every
     cell the demos change: a rule "a cell of colour c whose feature f is v becomes o" holds where every demo cell
     of colour c with f == v becomes o; a copy rule "a cell of colour c takes the colour its feature f shows"
-    (COLOUR_FEATURES) holds where every such cell does. None when some changed cell has no such rule."""
+    (COLOUR_FEATURES) holds where every such cell does. None when some changed cell has no such rule, or when it
+    would take more than MAX_RULES rules."""
     flat = _flat(feats)
     colour = flat["colour"]
     wanted = np.concatenate([o.ravel() for o in outputs]).astype(np.int64)
@@ -320,13 +371,17 @@ def learn_rules(feats: list[dict[str, np.ndarray]], outputs: list[Grid]) -> list
                 cells = _rule_cells(flat, rule)
                 if (cells & left).any() and np.array_equal(wanted[cells], f[cells]):
                     candidates.append((rule, cells))
+    if not candidates:
+        return None
+    cells = np.stack([c for _, c in candidates])
     rules = []
     while left.any():
-        best = max(candidates, key=lambda rc: int((rc[1] & left).sum()), default=None)
-        if best is None or not (best[1] & left).any():
+        gain = (cells & left).sum(1)
+        best = int(gain.argmax())  # the first of the most changing ones: the order of rule_features decides ties
+        if gain[best] == 0 or len(rules) == MAX_RULES:
             return None
-        rules.append(best[0])
-        left &= ~best[1]
+        rules.append(candidates[best][0])
+        left &= ~cells[best]
     return rules
 
 

@@ -114,6 +114,23 @@ def pick_piece(g: Grid, conn: str, how: str, mode: str) -> Grid | None:
     return out
 
 
+@primitive
+def stamp(g: Grid) -> Grid | None:
+    """Every one-colour object (8-connected) with the mask of the one multicolour object takes that object's cells;
+    None without exactly one multicolour object, or without an object of its mask."""
+    objs = objects(g, "m8")
+    multi = [o for o in objs if o.colours > 1]
+    if len(multi) != 1:
+        return None
+    t = multi[0]
+    out, hit = g.copy(), False
+    for o in objs:
+        if o.colours == 1 and o.mask.shape == t.mask.shape and np.array_equal(o.mask, t.mask):
+            out[o.box] = np.where(o.mask, t.cells, out[o.box])
+            hit = True
+    return out if hit else None
+
+
 STEPS = {"down": (1, 0), "up": (-1, 0), "left": (0, -1), "right": (0, 1)}
 
 
@@ -222,6 +239,7 @@ def piece_library() -> list[Prim]:
                  "same" if mode in ("only", "erase") else None)
             for conn in ("c8", "m8") for how in PIECE_PICKS for mode in ("obj", "box", "only", "erase")]
     out += [Prim(f"fall_{d}", functools.partial(fall, d=d), "same") for d in STEPS]
+    out.append(Prim("stamp", stamp, "same"))
     out += [Prim(f"slide_to_{a}", functools.partial(slide_to, anchor=a), "same") for a in ("largest", "smallest")]
     out += [Prim(f"join_{conn}_{order}_{how}", functools.partial(join_pieces, conn=conn, order=order, how=how), None)
             for conn in ("c8", "m8") for order in JOIN_ORDERS for how in JOINS]

@@ -148,7 +148,29 @@ class _Search:
             frontier = self._level(frontier, last)
             if self.stopped != "done":
                 return
+            if d == 1 and not last:
+                frontier += self._sized_roots()
             self.depth_reached = d
+
+    def _sized_roots(self) -> list:
+        """The inputs brought to the outputs' shapes by each sizer (the test inputs to the deduced shapes), as nodes
+        one step deep that the next level transforms further; none where the outputs have the inputs' shapes or a
+        test shape is unknown."""
+        n = self.num_demos
+        if self.same_shape or any(s is None for s in self.test_shapes):
+            return []
+        out = []
+        for how in SIZERS:
+            values = tuple(to_shape(g, w.shape, how) for g, w in zip(self.view.inputs[:n], self.view.outputs))
+            values += tuple(to_shape(g, s, how) for g, s in zip(self.view.inputs[n:], self.test_shapes))
+            key = _digest(values)
+            if any(v is None for v in values[:n]) or key in self.seen:
+                continue
+            self.seen.add(key)
+            self.bytes += sum(g.nbytes for g in values if g is not None) + 64 + 16 * len(values)
+            out.append(((f"to_shape{{{how}}}",), values))
+            self._consider(out[-1][0], values)
+        return out
 
     def _level(self, frontier: list, last: bool) -> list:
         nxt = []

@@ -74,6 +74,10 @@ CASES = [
     (G.rays, {"d": "left"}, A([[0, 1, 0, 2, 0]]), [[1, 1, 2, 2, 0]]),
     (G.rays, {"d": "down"}, A([[1], [0]]), [[1], [1]]),
     (G.rays, {"d": "up"}, A([[0], [1]]), [[1], [1]]),
+    (G.rays, {"d": "down_right"}, A([[1, 0, 0], [0, 0, 0], [0, 0, 2]]), [[1, 0, 0], [0, 1, 0], [0, 0, 2]]),
+    (G.rays, {"d": "down_left"}, A([[0, 0, 1], [0, 0, 0], [0, 0, 0]]), [[0, 0, 1], [0, 1, 0], [1, 0, 0]]),
+    (G.rays, {"d": "up_right"}, A([[0, 0], [3, 0]]), [[0, 3], [3, 0]]),
+    (G.rays, {"d": "up_left"}, A([[0, 0], [0, 4]]), [[4, 0], [0, 4]]),
     (G.rays, {"d": "h"}, A([[0, 3, 0], [0, 0, 0]]), [[3, 3, 3], [0, 0, 0]]),
     (G.rays, {"d": "v"}, A([[0, 3, 0], [0, 0, 0]]), [[0, 3, 0], [0, 3, 0]]),
     (G.rays, {"d": "hv"}, A([[0, 3, 0], [0, 0, 0]]), [[3, 3, 3], [0, 3, 0]]),
@@ -163,7 +167,11 @@ CASES = [
      [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]]),
     (G.shoot, {"mode": "edge8"}, A([[0, 0, 0], [0, 1, 0], [0, 0, 0]]), [[1, 1, 1], [1, 1, 1], [1, 1, 1]]),
     (G.shoot, {"mode": "edge8"}, A([[1, 1]]), None),  # no lone cell
+    # the lone 4 below the block marks the block's cell it reaches; the lone 1 reaches only the edge
+    (G.shoot, {"mode": "mark"}, A([[3, 3, 0], [3, 3, 0], [0, 4, 0], [0, 0, 1]]), [[3, 3, 0], [3, 4, 0], [0, 4, 0], [0, 0, 1]]),
     # the middle column lies in both colours' boxes: it stays 0
+    (G.fractal_colour, {"c": 2}, A([[1, 2], [0, 2]]), [[0, 0, 1, 2], [0, 0, 0, 2], [0, 0, 1, 2], [0, 0, 0, 2]]),
+    (G.fractal_colour, {"c": 3}, A([[1, 2], [0, 2]]), None),  # no cell of the colour
     (G.colour_boxes, {}, A([[1, 2, 0], [0, 0, 0], [0, 2, 1]]), [[1, 2, 1], [1, 0, 1], [1, 2, 1]]),
     # the full row of 5 is taken for a separator, which cuts parts of two shapes: the halves are combined
     (G.combine, {"how": "v", "op": "nor"}, A([[1, 1], [0, 1], [5, 5], [0, 0]]), [[0, 0], [1, 0]]),
@@ -210,7 +218,7 @@ def test_every_family_parameter_has_a_case():
         assert any(n == "paint_objects" and ("prop", prop) in kw for n, kw in tested)
     for how in (*G.SYMMETRIES, "all"):
         assert any(n == "symmetrize" and ("how", how) in kw for n, kw in tested)
-    for d in (*G.RAYS, "h", "v", "hv"):
+    for d in (*G.RAYS, *G.DIAGONAL_RAYS, "h", "v", "hv"):
         assert any(n == "rays" and ("d", d) in kw for n, kw in tested)
     for mode in G.SHOOT_MODES:
         assert any(n == "shoot" and ("mode", mode) in kw for n, kw in tested)

@@ -176,6 +176,22 @@ def test_objects_fall_and_slide_as_rigid_bodies():
     assert P.slide_to(A([[1, 0, 0, 0], [0, 0, 2, 2]]), "largest") is None  # nothing in line with the anchor
 
 
+def test_stamp_copies_the_multicolour_template_onto_objects_of_its_mask():
+    g = A([[1, 2, 0, 5, 5, 0, 5],
+           [2, 1, 0, 5, 5, 0, 5]])
+    # the 2x2 of 5 has the template's mask and takes its cells; the 2x1 of 5 has another mask and stays
+    np.testing.assert_array_equal(P.stamp(g), A([[1, 2, 0, 1, 2, 0, 5], [2, 1, 0, 2, 1, 0, 5]]))
+    assert P.stamp(A([[1, 2, 0, 3, 4]])) is None  # two multicolour objects: no template
+    assert P.stamp(A([[1, 2, 0, 5]])) is None  # no object of its mask
+
+
+def test_nearest_other_colour_by_hand():
+    g = A([[1, 0, 0, 3, 0, 2]])
+    # the 3's nearest other colour is the 2 (two steps; the 1 is three); the cell between 3 and 2 is a tie
+    np.testing.assert_array_equal(LR.nearest_other(g), [[3, 1, 3, 2, 0, 3]])
+    np.testing.assert_array_equal(LR.nearest_other(A([[4, 4]])), [[0, 0]])  # one colour: none other
+
+
 def test_choose_piece_by_the_new_properties():
     g = A([[1, 1, 1, 0, 2],
            [0, 0, 0, 0, 2],
@@ -286,6 +302,11 @@ def arc1_train():
     ("662c240a", "part_squares_asymmetric"),  # of three stacked squares, the one not symmetric
     ("56ff96f3", "colour_boxes"),  # each colour's two corners filled out to their box
     ("05f2a901", "slide_to_smallest"),  # the shape slides until it touches the square
+    ("1f642eb9", "shoot_mark"),  # each lone cell marks the block's cell it faces
+    ("e76a88a6", "stamp"),  # the grey blocks take the pattern of the one coloured block
+    ("2204b7a8", "rule_list{nearest:3->copy}"),  # each green cell takes the colour of the nearer side
+    ("d13f3404", "to_shape{corner} | rays_down_right"),  # embedded in the larger output, then each cell's diagonal
+    ("cce03e0d", "fractal{2}"),  # a copy of the input where it is red
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
