@@ -43,7 +43,8 @@ class Program:
 FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "rule lists": "rule_list{",
             "grid tables": "grid_table{", "assembly": "assemble{",
             "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
-            "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: "}
+            "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: ",
+            "shots": "shoot_", "rays": "rays_", "falls": "fall_", "slides": "slide_to_", "stamps": "stamp"}
 
 
 def families(text: str) -> list[str]:
