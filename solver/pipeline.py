@@ -182,18 +182,18 @@ def _step_speed(adapter, train, examples: list, tcfg, codec) -> float:
 
 
 def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
-    """Time one TTT step and the prefill and a few decoding steps of the task's views; the adapter is reset after. The
-    TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
+    """Time one TTT step and the prefill and a few decoding steps of the task's views, on the path prediction takes
+    (solver.generate.SharedViews: one prefill per view, then infer.strategy's decoding); the adapter is reset after.
+    The TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
     times), and a speed FAR_OFF below the preset's is timed a second time (the faster believed). On an
     accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the planned
-    views in batches of infer.batch_size), decoding after an untimed warm-up call too (CUDA context, kernels and
-    allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
+    views in batches of infer.batch_size), decoding after an untimed warm-up of one view too (CUDA context, kernels
+    and allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
     one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
     Decoding stops at `deadline`. Returns the speeds this worker plans with (solver.budget.cautious_rates: a
     slower one whole, a faster one halfway from the preset's) until its tasks measure their own; it is paid from
     the first task's share."""
     from solver.data import build_examples
-    from solver.generate import decode_batch, make_views
     from solver.ttt import train
     rates, codec = preset_rates(cfg), w.loaded.codec
     model = w.adapter.model if w.adapter is not None else w.loaded.model
@@ -212,23 +212,35 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
                 speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))
             if speed:
                 measured["train_tokens_per_s"] = speed
+    measured.update(_decode_speeds(model, codec, task, cfg, deadline, warm))
+    log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
+             max(1, cfg.ttt.batch_size) if warm else 1, max(1, cfg.infer.num_views) if warm else 1,
+             ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
+    return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
+
+
+def _decode_speeds(model, codec: Codec, task: Task, cfg: Config, deadline: float, warm: bool) -> dict[str, float]:
+    """Prefill and decoding speeds of the task's first test input through SharedViews, as prediction runs them
+    (answers capped at CALIBRATION_SHAPE): on an accelerator the planned views in batches of infer.batch_size after
+    an untimed warm-up of one view, on a CPU one view."""
+    from solver.generate import SharedViews, make_views
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
-    views = [replace(v, max_shape=B.CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
+    icfg, seed = replace(cfg.infer, num_views=n, batch_size=per_batch), cfg.run.seed
+    views = [replace(v, max_shape=B.CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, seed, cfg.infer)]
     model.eval()
-    if warm:
-        decode_batch(model, codec, views[:1], deadline)  # warm-up: not timed
+    if warm:  # warm-up: not timed
+        SharedViews(model, codec, views[:1], batch_size=per_batch).decode(replace(icfg, num_views=1), deadline,
+                                                                          seed=seed)
     stats: dict = {}
-    for i in range(0, len(views), per_batch):
-        decode_batch(model, codec, views[i:i + per_batch], deadline, stats=stats)
-    if stats.get("prefill_s"):  # the views prefilled before the deadline
-        prefilled = views[:stats.get("prefills", len(views))]
+    shared = SharedViews(model, codec, views, batch_size=per_batch, stats=stats)
+    shared.decode(icfg, deadline, seed=seed)
+    measured = {}
+    prefilled = [v for v, kv in zip(views, shared.kv) if kv is not None]  # the views prefilled before the deadline
+    if stats.get("prefill_s") and prefilled:
         measured["prefill_tokens_per_s"] = sum(len(v.prompt) for v in prefilled) / stats["prefill_s"]
     if stats.get("decode_s") and stats.get("tokens", 0) >= MIN_DECODE_TOKENS:  # fewer: a guess, not a speed
         measured["decode_tokens_per_s"] = stats["tokens"] / stats["decode_s"]
-    log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
-             max(1, cfg.ttt.batch_size) if warm else 1, len(views),
-             ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
-    return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
+    return measured
 
 
 def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,

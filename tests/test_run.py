@@ -592,8 +592,9 @@ def test_a_worker_calibrates_on_its_first_task_then_fits_work_with_what_it_measu
 
 def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatch):
     """The untimed warm-up comes first (one sequence, one view); the timed TTT step has the planned rows and the
-    timed decoding the planned views in the planned batches. Each fake call reports a speed: the warm-up's (slow,
-    as a cold GPU) must not be the one believed."""
+    timed decoding the planned views on prediction's path (SharedViews: the first view alone, then the others in the
+    planned batches). Each fake call reports a speed: the warm-up's (slow, as a cold GPU) must not be the one
+    believed."""
     import solver.generate as G
     import solver.ttt as T
     from solver.model import load_model
@@ -609,6 +610,7 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
         return T.TTTResult(steps=1, tokens=sum(len(e) for e in examples), seconds=1e3 if warm else 1e-3)
 
     def fake_decode(model, codec, views, deadline, stats=None, **kw):
+        assert kw.get("shared") is not None  # from the views' cached prompts, as prediction decodes
         decodes.append((len(views), stats is not None))
         if stats is not None:
             for key, value in (("prefill_s", 1e-3), ("decode_s", 1e-3), ("tokens", 2 * len(views))):
@@ -627,7 +629,7 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
     task, far = next(iter(demo_tasks(1).values())), time.monotonic() + 600
     rates = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
     assert trains == [(1, 1, 1), (3, 3, 1)] and Adapter.resets == 2  # warm-up at one row, then the planned batch
-    assert decodes == [(1, False), (2, True), (2, True), (1, True)]  # 5 views in batches of 2
+    assert decodes == [(1, False), (1, True), (2, True), (2, True)]  # the first of 5 views alone, then batches of 2
     preset = preset_rates(cfg)
     assert rates.train_tokens_per_s > preset.train_tokens_per_s  # the warm call's speed, not the cold one's
     assert rates.decode_tokens_per_s == (preset.decode_tokens_per_s + 10 / 3e-3) / 2  # 10 tokens in 3 ms, halfway
