@@ -78,8 +78,8 @@ class TrainingConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     adam_beta2: float = _f(0.999, "AdamW's second-moment decay")
     epochs: int = _f(1, "passes over the training data (0: no cap)")
-    max_steps: int = _f(0, "cap on optimiser steps (0: none); a TTT run's planner sets it to what fits the task's "
-                           "time share")
+    max_steps: int = _f(0, "cap on optimiser steps (0: none); the user's: a TTT run's planner fits its own step "
+                           "count to each task's time share below it and never changes it")
     warmup: float = _f(0.1, "fraction of training (the steps that will run, the time, the tokens or the FLOPs, "
                             "whichever binds) of linear warm-up")
     schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine | linear | constant")

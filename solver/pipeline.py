@@ -138,9 +138,11 @@ def _related(cfg: Config, loaded, adapter) -> tuple:
     return neighbours, reuse
 
 
-def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: B.Deadlines):
-    """TTT of a task, with its neighbours' data and from a reused adapter where those options are on: (result,
-    the source adapter's description)."""
+def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, deadlines: B.Deadlines,
+                    steps: int = 0):
+    """TTT of a task (at most `steps` steps, the plan's fitted count, 0: none; within ttt.max_steps), with its
+    neighbours' data and from a reused adapter where those options are on: (result, the source adapter's
+    description)."""
     from solver.data import neighbour_examples
     from solver.reuse import REUSE, WARM
     from solver.ttt import TTTResult, train_task
@@ -154,7 +156,7 @@ def _train_or_reuse(adapter, related: tuple, loaded, task: Task, cfg: Config, de
     near = neighbours.find(task, cfg.ttt.neighbours) if neighbours is not None and cfg.ttt.neighbours > 0 else []
     extra = neighbour_examples(near, loaded.codec, cfg.ttt, cfg.run.seed) if near else []
     res = train_task(adapter, task, loaded.codec, cfg.ttt, deadlines.train_end(), cfg.run.seed, extra=extra,
-                     start=start)
+                     start=start, steps=steps)
     if reuse is not None and res.steps and math.isfinite(res.loss):
         reuse.keep(task.id, vec, adapter.snapshot())
     return res, decision.describe() if decision is not None else ""
@@ -176,7 +178,7 @@ RECALIBRATE_AFTER = 3  # tasks in a row whose fitted work has no TTT step (where
 
 def _step_speed(adapter, train, examples: list, tcfg, codec) -> float:
     """Training tokens per second of one timed step (0.0 when it ran none); the adapter is reset after."""
-    res = train(adapter, examples, tcfg, codec.pad)
+    res = train(adapter, examples, tcfg, codec.pad, steps=1)
     adapter.reset()
     return res.tokens / max(res.seconds, 1e-6) if res.steps else 0.0
 
@@ -203,8 +205,8 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
         examples = sorted(build_examples(task, codec, cfg.ttt, cfg.run.seed), key=len)
         if examples:
             batch = max(1, cfg.ttt.batch_size) if warm else 1
-            one = replace(cfg.ttt, max_steps=1, epochs=1)
-            train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up on every device: not timed
+            one = replace(cfg.ttt, epochs=1)  # one step each call (steps=1): the user's ttt.max_steps stays as it is
+            train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad, steps=1)  # warm-up: not timed
             w.adapter.reset()
             rows, planned = (examples * batch)[:batch], replace(one, batch_size=batch)
             speed = _step_speed(w.adapter, train, rows, planned, codec)
@@ -353,8 +355,8 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
         calibration_s = time.monotonic() - t0
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
-    cfg, deadlines, full, work, size = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines,
-                                                    shared, now)
+    fitted = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines, shared, now)
+    cfg, deadlines, full, work, size = fitted
     rates = w.rates or preset_rates(cfg)
     planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views (planned at %s tokens/s)", task.id,
@@ -367,7 +369,7 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
                 raise ValueError("level 'shared adapter' without cfg.run.shared_adapter")
             adapter.use_shared()
         elif cfg.ttt.enabled:
-            res, adapter_from = _train_or_reuse(adapter, w.related, w.loaded, task, cfg, deadlines)
+            res, adapter_from = _train_or_reuse(adapter, w.related, w.loaded, task, cfg, deadlines, fitted.steps)
             if res.steps and not math.isfinite(res.loss):
                 raise FloatingPointError(f"TTT loss is {res.loss} after {res.steps} steps")
             steps = res.steps

@@ -103,7 +103,9 @@ def preset_rates(cfg: Config) -> B.Rates:
 
 
 def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
-    """The config a task runs with to do `work` (solver.budget.fit_work) instead of `full`."""
+    """The config a task runs with to do `work` (solver.budget.fit_work) instead of `full`: its views, and TTT off
+    or the shared adapter where the work has no step of its own. The step count is the plan's (`Fitted.steps`),
+    never written here: ttt.max_steps stays the user's cap."""
     if work == full:
         return cfg
     infer = {"num_views": work.views, "score_views": min(cfg.infer.score_views, work.views)}
@@ -112,7 +114,7 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
     elif work.ttt_steps == 0:
         ttt = {"enabled": False}
     else:
-        ttt = {"max_steps": work.ttt_steps}
+        ttt = {}
     return cfg.override(ttt=ttt, infer=infer)
 
 
@@ -136,6 +138,13 @@ class Fitted(NamedTuple):
     @property
     def level(self) -> B.Level:
         return B.level_of(self.work, self.full)
+
+    @property
+    def steps(self) -> int:
+        """The TTT steps the fit allows (solver.ttt.train stops there, and at the user's ttt.max_steps): the fitted
+        work's where the fit changed the work, 0 (no limit of the plan's) for the full work: every step its data
+        gives."""
+        return self.work.ttt_steps if self.work != self.full else 0
 
 
 def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, deadlines: B.Deadlines,

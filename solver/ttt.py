@@ -81,10 +81,18 @@ def schedule_progress(step: int, total: int, start: float, deadline: float | Non
 RECENT_STEPS = 3  # the steps whose speed says whether training runs slower than planned (TrainEnd)
 
 
+def step_limit(cap: int, fitted: int) -> int | None:
+    """The most optimiser steps a training call takes: the smaller of the user's cap and the plan's fitted count,
+    each 0 for none; None when neither limits it."""
+    return min((n for n in (cap, fitted) if n > 0), default=None)
+
+
 def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadline: float | TrainEnd | None = None,
-          seed: int = 0, progress: bool = False) -> TTTResult:
+          seed: int = 0, progress: bool = False, steps: int = 0) -> TTTResult:
     """Train the adapter on the examples (no reset here); stop before the deadline (a `TrainEnd`: moved earlier
-    after each step by the speed of the last RECENT_STEPS steps); the model ends in eval mode."""
+    after each step by the speed of the last RECENT_STEPS steps), after `steps` optimiser steps (the count a plan
+    fitted to the task's time, solver.plan.Fitted.steps; 0: none) and at the user's cap cfg.max_steps (0: none),
+    whichever comes first; the model ends in eval mode."""
     end = deadline if isinstance(deadline, TrainEnd) else None
     deadline = end.at() if end is not None else deadline
     if deadline is not None and time.monotonic() >= deadline:
@@ -97,7 +105,7 @@ def train(adapter, examples: list[Encoded], cfg: TTTConfig, pad_id: int, deadlin
     lengths = [len(e) for e in examples]
     epochs = [length_batches(lengths, rng, rows=cfg.batch_size, tokens=cfg.batch_tokens or None)
               for _ in range(cfg.epochs)]
-    batches = [b for epoch in epochs for b in epoch][:cfg.max_steps or None]
+    batches = [b for epoch in epochs for b in epoch][:step_limit(cfg.max_steps, steps)]
     total = len(batches)
     opt = adapter_optimizer(adapter, cfg)
     long = bool(cfg.checkpoint_above_tokens) and max(lengths) > cfg.checkpoint_above_tokens
@@ -157,8 +165,10 @@ def _step_fitting_memory(adapter, batch: list[Encoded], rows: int, opt, params: 
 
 
 def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: float | TrainEnd | None = None,
-               seed: int = 0, progress: bool = False, extra: list[Encoded] = (), start: dict | None = None) -> TTTResult:
-    """Reset the adapter (or restore `start`, a warm start) and train it on one task.
+               seed: int = 0, progress: bool = False, extra: list[Encoded] = (), start: dict | None = None,
+               steps: int = 0) -> TTTResult:
+    """Reset the adapter (or restore `start`, a warm start) and train it on one task, for at most `steps` steps (the
+    plan's fitted count; 0: none) within cfg.max_steps (`train`).
 
     TTT off: nothing (the caller decodes with the adapter disabled). Shared adapter: no training; the adapter is put
     in the state `train_shared` left (the initial state if it never ran). `extra`: sequences of related tasks (built by
@@ -173,9 +183,9 @@ def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: floa
     adapter.reset() if start is None else adapter.restore(start)
     examples = build_examples(task, codec, cfg, seed)
     if extra:
-        res = _train_with_extra(adapter, examples, list(extra), codec, cfg, deadline, seed, progress)
+        res = _train_with_extra(adapter, examples, list(extra), codec, cfg, deadline, seed, progress, steps)
     else:
-        res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress)
+        res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress, steps)
     log.info("task %s: TTT %d steps on %d examples, %d tokens, loss %.3f -> %.3f, %.1fs%s", task.id, res.steps,
              res.examples, res.tokens, res.first_loss, res.loss, res.seconds,
              " (stopped by deadline)" if res.stopped_by_deadline else "")
@@ -183,19 +193,19 @@ def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: floa
 
 
 def _train_with_extra(adapter, own: list[Encoded], extra: list[Encoded], codec: Codec, cfg: TTTConfig,
-                      deadline: float | TrainEnd | None, seed: int, progress: bool) -> TTTResult:
+                      deadline: float | TrainEnd | None, seed: int, progress: bool, steps: int = 0) -> TTTResult:
     """Own and extra sequences at cfg.neighbour_share: one pass on both, or the extra first (in their share of the
-    time left), then the task's own."""
+    time left), then the task's own (each call limited to `steps` and cfg.max_steps)."""
     if cfg.neighbour_order not in ("first", "mixed"):
         raise ValueError(f"unknown neighbour_order '{cfg.neighbour_order}' (choose first or mixed)")
     own, extra = mix(own, extra, cfg.neighbour_share, cfg.max_examples)
     if cfg.neighbour_order == "mixed" or not extra:
-        return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress)
+        return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress, steps)
     limit = deadline.at() if isinstance(deadline, TrainEnd) else deadline
     cut = None if limit is None else \
         time.monotonic() + max(0.0, limit - time.monotonic()) * len(extra) / (len(extra) + len(own))
-    a = train(adapter, extra, cfg, codec.pad, cut, seed, progress)
-    b = train(adapter, own, cfg, codec.pad, deadline, seed, progress)
+    a = train(adapter, extra, cfg, codec.pad, cut, seed, progress, steps)
+    b = train(adapter, own, cfg, codec.pad, deadline, seed, progress, steps)
     return TTTResult(a.steps + b.steps, a.examples + b.examples, a.tokens + b.tokens, a.padded_tokens + b.padded_tokens,
                      a.trained_tokens + b.trained_tokens, b.loss, a.first_loss, a.seconds + b.seconds,
                      b.stopped_by_deadline)

@@ -439,12 +439,13 @@ def test_the_watchdog_acts_at_the_hard_stop_inside_the_budget(fake_env, arc1_eva
 
 
 def test_the_config_does_the_fitted_work(arc1_eval):
-    cfg = get_preset("test").override(ttt={"num_transforms": 8, "max_examples": 40}, infer={"num_views": 8})
+    cfg = get_preset("test").override(ttt={"num_transforms": 8, "max_examples": 40, "max_steps": 50},
+                                      infer={"num_views": 8})
     task = next(iter(arc1_eval.values()))
     full = full_work(task, cfg)
     assert config_for(cfg, full, full).to_dict() == cfg.to_dict()
     fewer = config_for(cfg, B.Work(3, full.batch_size, 8), full)
-    assert fewer.ttt.max_steps == 3 and fewer.ttt.enabled and fewer.infer.num_views == 8
+    assert fewer.ttt.max_steps == 50 and fewer.ttt.enabled and fewer.infer.num_views == 8  # the user's cap kept
     views = config_for(cfg, B.Work(3, full.batch_size, 2), full)
     assert views.infer.num_views == 2 and views.infer.score_views <= 2
     assert not config_for(cfg, B.Work(0, full.batch_size, 2), full).ttt.enabled
@@ -605,7 +606,8 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
     trains, decodes = [], []
 
     def fake_train(adapter, examples, tcfg, pad, *args, **kw):
-        trains.append((len(examples), tcfg.batch_size, tcfg.max_steps))
+        trains.append((len(examples), tcfg.batch_size, kw.get("steps")))
+        assert tcfg.max_steps == cfg.ttt.max_steps  # the user's cap, untouched
         warm = len(trains) == 1
         return T.TTTResult(steps=1, tokens=sum(len(e) for e in examples), seconds=1e3 if warm else 1e-3)
 
@@ -758,7 +760,7 @@ def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_
         fake_clock.advance(5.0)
         return preset_rates(cfg)
 
-    def train(adapter, related, loaded, task, cfg, deadlines):
+    def train(adapter, related, loaded, task, cfg, deadlines, steps=0):
         fake_clock.advance(2.0)
         return TTTResult(steps=1, loss=0.5, first_loss=0.6), ""
     monkeypatch.setattr(P, "calibrate", calibrate)
@@ -788,6 +790,11 @@ def test_a_job_carries_the_full_config_and_the_solver_fits_the_work_once(tmp_pat
     fast = fit_to_share(job.task, Config.from_dict(job.cfg), Codec.compact(), replace(preset_rates(cfg),
                         train_tokens_per_s=1e9, search_s=1e6), job.deadlines)  # the search ran before: not counted
     assert fast.level == B.Level.FULL and fast.cfg.to_dict() == job.cfg and fast.deadlines.ttt < job.deadlines.end
+    assert fast.steps == 0  # the full work: no step count of the plan's, every step the data gives
+    some = fit_to_share(job.task, Config.from_dict(job.cfg), Codec.compact(), replace(preset_rates(cfg),
+                        train_tokens_per_s=3e3), job.deadlines)  # a few of the steps fit in the share
+    assert 0 < some.steps == some.work.ttt_steps < some.full.ttt_steps  # the plan's own count, carried apart
+    assert some.cfg.ttt.max_steps == cfg.ttt.max_steps and some.cfg.ttt.enabled  # the user's cap, untouched
     retry_cfg, _ = retry_config(job.task, Config.from_dict(job.cfg))  # built in the worker, from the job's config
     retry = fit_to_share(job.task, retry_cfg, Codec.compact(), preset_rates(cfg), job.deadlines)
     assert not retry.cfg.ttt.enabled and retry.cfg.infer.num_views <= cfg.run.min_views

@@ -255,8 +255,17 @@ def test_the_learning_rate_ends_at_its_final_value_when_the_deadline_cuts_traini
     assert res.last_lr == pytest.approx(cfg.lr * cfg.min_lr_ratio)
     res = ttt.train_task(ad, task, loaded.codec, TTTConfig(**{**FAST, "schedule": "cosine", "epochs": 50},
                                                            max_steps=7, min_lr_ratio=0.25))
-    assert res.steps == 7 and not res.stopped_by_deadline  # the planner's cap, and the schedule ends with it
+    assert res.steps == 7 and not res.stopped_by_deadline  # the cap, and the schedule ends with it
     assert res.last_lr == pytest.approx(FAST["lr"] * 0.25)
+
+
+def test_training_stops_at_the_plans_fitted_steps_or_the_users_cap_whichever_is_first(tiny):
+    loaded, ad = tiny
+    task, cfg = swap_task(4, side=2), TTTConfig(**{**FAST, "epochs": 50}, max_steps=7)
+    assert ttt.train_task(ad, task, loaded.codec, cfg, steps=3).steps == 3  # the plan fitted 3
+    assert ttt.train_task(ad, task, loaded.codec, cfg, steps=9).steps == 7  # the user's cap binds
+    assert ttt.train_task(ad, task, loaded.codec, TTTConfig(**{**FAST, "epochs": 2}), steps=0).steps == 4  # all
+    assert ttt.step_limit(0, 0) is None and ttt.step_limit(5, 0) == 5 and ttt.step_limit(0, 2) == 2
 
 
 def test_schedule_progress_follows_steps_or_time_and_ends_at_one(fake_clock):
