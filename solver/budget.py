@@ -14,9 +14,11 @@ The rules, in one place:
   the configured ones (`fit_work`); no TTT only when not even one step fits. `Level` names what a task did.
 - order: longest first while every pending task's floor (prediction + one step) fits, cheapest first when not
   (see `order_tasks`).
-- re-planning: every dispatch re-reads the clock and what is pending; speeds measured by finished tasks replace the
-  preset's (`update_rates`), and a correction factor (measured / estimated seconds) scales what remains; the seconds
-  the candidate sources other than the model take a task (`Rates.search_s`, measured) are added to every estimate.
+- re-planning: every dispatch re-reads the clock and what is pending; the run keeps one set of speeds: those measured
+  by finished tasks (a worker's calibration taken cautiously, then each task's own, `record_speeds`) replace the
+  preset's, and every job is fitted with them; a correction factor (measured / estimated seconds) scales what remains
+  where a task measures none; the seconds the candidate sources other than the model take a task (`Rates.search_s`,
+  measured) are added to every estimate.
 """
 from __future__ import annotations
 
@@ -120,6 +122,12 @@ def cautious_rates(rates: Rates, measured: dict[str, float]) -> Rates:
     slower = {k: v for k, v in measured.items() if 0 < v < getattr(rates, k)}
     faster = {k: v for k, v in measured.items() if k not in slower}
     return update_rates(update_rates(rates, slower, weight=1.0), faster, weight=0.5)
+
+
+def record_speeds(rates: Rates, calibrated: dict[str, float], measured: dict[str, float]) -> Rates:
+    """The run's speeds once a task reports what it measured: its worker's calibration (a first quick look; empty
+    when it did not calibrate) taken cautiously, then the task's own speeds averaged in."""
+    return update_rates(cautious_rates(rates, calibrated), measured)
 
 
 def update_correction(rates: Rates, estimated: float, measured: float, weight: float = 0.3) -> Rates:

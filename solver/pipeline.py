@@ -5,14 +5,15 @@
 and, where those options are on, the neighbour library and the adapter store of solver.embed / solver.reuse). Called
 as `solver(task, cfg, deadlines)`, it first asks the sources other than the model for their candidates (each test
 input's table; the search pass's tables, where the job carries them, stand for the sources that ran ahead), then
-calibrates the worker's speeds (its first task), fits the model's work to the time left at those speeds (prediction
-first, TTT the rest), trains the adapter until the TTT deadline (solver.ttt), and predicts every test input: views,
-decoding and scoring of its own and the other sources' candidates (solver.generate), the merged table, and the
-selection (solver.select), with fallbacks when time or candidates run out. `make_handler` builds the solve function
+times the worker's speeds (its first task), fits the model's work to the time left at the run's speeds (the job
+carries them; on a calibrating task with what it timed), trains the adapter until the TTT deadline (solver.ttt), and
+predicts every test input: views, decoding and scoring of its own and the other sources' candidates
+(solver.generate), the merged table, and the selection (solver.select), with fallbacks when time or candidates run
+out. `make_handler` builds the solve function
 once per worker (this Solver, or the factory cfg.run.solver names) and handles each job: the task's outcome, a
 retry at a smaller level where it raises (solver.plan.retry_config), its fallback attempts where that raises too, and
 a sticky device error reported as WorkerBroken. Knows nothing of other tasks' results, the submission file or
-reports.
+reports: the speeds a task measured go back in its result, and the run keeps them (solver.run).
 """
 from __future__ import annotations
 
@@ -47,15 +48,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class Solver:
     """One worker's solver, built once (`Solver.build`): the candidate sources other than the model, the model (None
-    when it is no source), its adapter (and the shared adapter's state), the related-task options, and the speeds it
-    measured (None until it calibrated). Called as the run's solve function: `solver(task, cfg, deadlines)`;
-    `train` and `predict` are its two halves for callers that drive them (benchmarks, notebooks, checks)."""
+    when it is no source), its adapter (and the shared adapter's state), the related-task options, and whether it
+    has timed its speeds (the speeds themselves are the run's: each call is handed them, and its result carries
+    what it measured). Called as the run's solve function: `solver(task, cfg, deadlines)`; `train` and `predict`
+    are its two halves for callers that drive them (benchmarks, notebooks, checks)."""
     cfg: Config
     loaded: object
     adapter: object = None  # its `shared` state: the shared adapter's weights (run.shared_adapter), read once
     related: tuple = (None, None)
-    rates: B.Rates | None = None
     sources: list = field(default_factory=list)
+    calibrated: bool = False  # this worker timed its speeds (its first task; again after _count_untrained says so)
     untrained_in_row: int = 0  # tasks in a row fitted without a TTT step (_count_untrained)
 
     @classmethod
@@ -70,10 +72,13 @@ class Solver:
         solver.sources = sources
         return solver
 
-    def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None) -> TaskResult:
+    def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None,
+                 rates: B.Rates | None = None) -> TaskResult:
         """Solve one task; `known`: the tables of the sources that ran ahead (the run's search pass: one list of
-        Candidate.to_json per test input), which those sources are then not asked again."""
-        return _solve_pipeline(self, task, cfg, deadlines, known)
+        Candidate.to_json per test input), which those sources are then not asked again; `rates`: the run's speeds,
+        which the model's work is fitted with (None: the preset's). The result carries the speeds the task measured
+        (and its calibration's, when this call timed them), for the caller to keep (solver.budget.record_speeds)."""
+        return _solve_pipeline(self, task, cfg, deadlines, known, rates)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
         """TTT of the adapter (reset first) on the task until `deadline` (a time.monotonic() value): a TTTResult."""
@@ -183,7 +188,7 @@ def _step_speed(adapter, train, examples: list, tcfg, codec) -> float:
     return res.tokens / max(res.seconds, 1e-6) if res.steps else 0.0
 
 
-def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
+def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> dict[str, float]:
     """Time one TTT step and the prefill and a few decoding steps of the task's views, on the path prediction takes
     (solver.generate.SharedViews: one prefill per view, then infer.strategy's decoding); the adapter is reset after.
     The TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
@@ -192,12 +197,12 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     views in batches of infer.batch_size), decoding after an untimed warm-up of one view too (CUDA context, kernels
     and allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
     one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
-    Decoding stops at `deadline`. Returns the speeds this worker plans with (solver.budget.cautious_rates: a
-    slower one whole, a faster one halfway from the preset's) until its tasks measure their own; it is paid from
-    the first task's share."""
+    Decoding stops at `deadline`. Returns the speeds measured (tokens per second by Rates field; one not measured is
+    absent), which the task is fitted with and the run keeps (solver.budget.cautious_rates: a slower one whole, a
+    faster one halfway); it is paid from the first task's share."""
     from solver.data import build_examples
     from solver.ttt import train
-    rates, codec = preset_rates(cfg), w.loaded.codec
+    preset, codec = preset_rates(cfg), w.loaded.codec
     model = w.adapter.model if w.adapter is not None else w.loaded.model
     warm = on_accelerator(model)
     measured = {}
@@ -210,7 +215,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
             w.adapter.reset()
             rows, planned = (examples * batch)[:batch], replace(one, batch_size=batch)
             speed = _step_speed(w.adapter, train, rows, planned, codec)
-            if 0 < speed < rates.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
+            if 0 < speed < preset.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
                 speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))
             if speed:
                 measured["train_tokens_per_s"] = speed
@@ -218,7 +223,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
              max(1, cfg.ttt.batch_size) if warm else 1, max(1, cfg.infer.num_views) if warm else 1,
              ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
-    return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
+    return measured
 
 
 def _decode_speeds(model, codec: Codec, task: Task, cfg: Config, deadline: float, warm: bool) -> dict[str, float]:
@@ -295,13 +300,14 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
     return now + min(cfg.search.max_seconds, cfg.search.share * left if model_too else left)
 
 
-def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> TaskResult:
+def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None,
+                    rates: B.Rates | None) -> TaskResult:
     gathered = _gather_task(w, task, cfg, deadlines, known)
     source_stats = {"source_seconds": gathered.seconds, "fits": gathered.fits,
                     "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:
         return _task_result(choose_without_model(task, gathered.tables, cfg), source_stats)
-    found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables)
+    found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables, rates or preset_rates(cfg))
     return _task_result(found, {**source_stats, **stats})
 
 
@@ -344,20 +350,21 @@ def _verifier_text(found: list[Choice]) -> str:
     return "; ".join(out)
 
 
-def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines,
-                      known: list[list[Candidate]]) -> tuple[list[Choice], dict]:
-    """Calibration (a worker's first task), the work fitted to the time left, TTT, then prediction of every test
-    input over the other sources' candidates too: the choices and what the report keeps."""
+def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list[list[Candidate]],
+                      rates: B.Rates) -> tuple[list[Choice], dict]:
+    """Calibration (a worker's first task), the work fitted to the time left at `rates` (the run's; with what
+    calibration timed, taken cautiously), TTT, then prediction of every test input over the other sources'
+    candidates too: the choices and what the report and the run's speeds keep."""
     from solver.model import Loaded
-    t0, calibration_s = time.monotonic(), 0.0
-    if cfg.run.calibrate and w.rates is None and task.valid:
-        w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
-        calibration_s = time.monotonic() - t0
+    t0, calibration_s, calibrated = time.monotonic(), 0.0, {}
+    if cfg.run.calibrate and not w.calibrated and task.valid:
+        calibrated = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
+        w.calibrated, calibration_s = True, time.monotonic() - t0
+        rates = B.cautious_rates(rates, calibrated)  # slower than planned: believed whole; faster: halfway
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
-    fitted = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines, shared, now)
+    fitted = fit_to_share(task, cfg, w.loaded.codec, rates, deadlines, shared, now)
     cfg, deadlines, full, work, size = fitted
-    rates = w.rates or preset_rates(cfg)
     planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
     log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views (planned at %s tokens/s)", task.id,
              max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, work.views, full.views, planned)
@@ -382,12 +389,11 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     t2 = time.monotonic()
     speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
                              stats)
-    w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
     _count_untrained(w, task, full, work, cfg)
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
-                       calibration_seconds=calibration_s, planned_speeds=planned, **speeds)
+                       calibration_seconds=calibration_s, calibrated=calibrated, planned_speeds=planned, **speeds)
 
 
 def _count_untrained(w: Solver, task: Task, full: B.Work, work: B.Work, cfg: Config) -> None:
@@ -397,7 +403,7 @@ def _count_untrained(w: Solver, task: Task, full: B.Work, work: B.Work, cfg: Con
     if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
         log.warning("task %s: %d tasks in a row fitted no TTT step: the next task times the speeds again", task.id,
                     w.untrained_in_row)
-        w.rates, w.untrained_in_row = None, 0
+        w.calibrated, w.untrained_in_row = False, 0
 
 
 def _choose(table: list[Candidate], cfg: Config, task: Task, fallback, note: str) -> Choice:
@@ -557,10 +563,11 @@ def _solve_job(solve, worker: str, job: Job) -> Outcome:
     names the exception(s). A sticky device error (or a device that fails to free memory) raises WorkerBroken with
     the task's fallback outcome."""
     t0 = time.monotonic()
-    known = {"known": job.known} if job.known is not None else {}  # the search pass's tables (the package's Solver)
+    # the search pass's tables and the run's speeds, where the job carries them (to the package's Solver only)
+    extra = {k: getattr(job, k) for k in ("known", "rates") if getattr(job, k) is not None}
     cfg = Config.from_dict(job.cfg)
     try:
-        return _outcome(job, solve(job.task, cfg, job.deadlines, **known), "ok", FIRST, t0, worker)
+        return _outcome(job, solve(job.task, cfg, job.deadlines, **extra), "ok", FIRST, t0, worker)
     except Exception as e:
         first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
         log.error("task %s raised (%s)%s", job.id, first,
@@ -570,7 +577,7 @@ def _solve_job(solve, worker: str, job: Job) -> Outcome:
         return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
     retry_cfg, retry_level = retry_config(job.task, cfg)
     try:
-        result = solve(job.task, retry_cfg, B.Deadlines(time.monotonic(), job.deadlines.end), **known)
+        result = solve(job.task, retry_cfg, B.Deadlines(time.monotonic(), job.deadlines.end), **extra)
         out = _outcome(job, result, "retried", retry_level, t0, worker)
         out.error = first
         return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.budget import Deadlines
+from solver.budget import Deadlines, Rates
 from solver.submission import Attempts, complete_attempts
 from solver.tasks import Task
 
@@ -40,6 +40,7 @@ class TaskStats:
     prefill_tokens_per_s: float = 0.0
     decode_tokens_per_s: float = 0.0
     calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
+    calibrated: dict[str, float] = field(default_factory=dict)  # what that timing measured (Rates field -> tokens/s)
     planned_speeds: str = ""  # the speeds the task's work was fitted with: 'train 180 prefill 900 decode 30' tokens/s
     # the candidate sources other than the model (solver.pipeline.gather, solver.search_pass)
     source_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
@@ -49,7 +50,8 @@ class TaskStats:
     verifier: str = ""  # per test input ('; '), the invariants checked and the candidates demoted (infer.verify)
 
     def speeds(self) -> dict[str, float]:
-        """What the planner's rates follow (solver.budget.update_rates)."""
+        """What the task measured while solving, which the run's rates follow (solver.budget.record_speeds, with
+        `calibrated`)."""
         return {**{k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")},
                 "search_s": self.source_seconds}
 
@@ -71,13 +73,14 @@ class TaskResult(TaskStats):
 @dataclass
 class Job:
     """One task as handed to a worker: the run's config (the solver fits its work to the deadlines), its deadlines,
-    whether it is retried if it raises, and the search pass's tables."""
+    whether it is retried if it raises, the search pass's tables, and the run's speeds to fit the work with."""
     id: str
     task: Task
     cfg: dict
     deadlines: Deadlines
     retry: bool  # once more at the retry's level if it raises (run.retry; solver.plan.retry_config)
     known: list | None = None  # the search pass's candidate tables (Candidate.to_json per test input); None: none
+    rates: Rates | None = None  # the run's speeds when the job was planned (the package's Solver only); None: none
 
 
 @dataclass

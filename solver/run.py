@@ -148,14 +148,16 @@ class Run:
                                      committed, self.cfg.run.order)
 
     def _job(self, tid: str, now: float, share: float, calibration: float = 0.0) -> Job:
-        """The task with its share: the run's full config and the end of its share (a worker's first task has
-        `calibration` seconds before it). The worker fits the work to that time with the speeds it measured
-        (solver.plan.fit_to_share), and builds its retry itself (solver.pipeline)."""
+        """The task with its share: the run's full config, the end of its share (a worker's first task has
+        `calibration` seconds before it) and, for the package's solver, the run's speeds. The worker fits the work
+        to that time with them (solver.plan.fit_to_share; a calibrating task with what it timed), and builds its
+        retry itself (solver.pipeline)."""
         now += calibration
         deadlines = B.Deadlines(now + share, now + share, calibration=now if calibration else 0.0)
         log.debug("task %s: share %.1fs%s", tid, share,
                   f" after {calibration:.1f}s of calibration" if calibration else "")
-        return Job(tid, self.tasks[tid], self.cfg.to_dict(), deadlines, bool(self.cfg.run.retry), self._known(tid))
+        return Job(tid, self.tasks[tid], self.cfg.to_dict(), deadlines, bool(self.cfg.run.retry), self._known(tid),
+                   self.rates if self.model_answers else None)
 
     # the search pass ----------------------------------------------------------------------------------------------
     def on_searched(self, record: PassRecord) -> None:
@@ -219,18 +221,18 @@ class Run:
     def on_result(self, outcome: Outcome) -> None:
         with self.lock:
             deadline = self.in_flight.pop(outcome.id, 0.0)
-            if outcome.status == "ok":
-                self._measured(outcome, deadline)
+            self._measured(outcome, deadline)
             self._record(outcome)
 
     def _measured(self, outcome: Outcome, deadline: float) -> None:
-        """Speeds the task measured move the estimates; a solve function that measures none (a fake, another
-        solver) moves the correction factor instead, from its time against the estimate (a task its deadline cut
-        short only says "slower")."""
+        """The speeds the task measured (its worker's calibration too, whatever its status: a fallback measured
+        none) become the run's, kept here alone and handed to every later job (budget.record_speeds); a task that
+        ran through with a solve function that measures none (a fake, another solver) moves the correction factor
+        instead, from its time against the estimate (a task its deadline cut short only says "slower")."""
         p = self.plans[outcome.id]
-        if any(outcome.speeds().values()):
-            self.rates = B.update_rates(self.rates, outcome.speeds())
-        else:
+        if outcome.calibrated or any(outcome.speeds().values()):
+            self.rates = B.record_speeds(self.rates, outcome.calibrated, outcome.speeds())
+        elif outcome.status == "ok":
             estimate = B.total_seconds(p.size, B.Work(outcome.ttt_steps, p.full.batch_size, outcome.views),
                                        self.rates)
             if time.monotonic() < deadline - 0.5 or outcome.seconds > estimate:

@@ -578,16 +578,17 @@ def test_a_worker_calibrates_on_its_first_task_then_fits_work_with_what_it_measu
         infer={"num_views": 2, "score_views": 0},
         run={"train_tokens_per_s": 1e-3})  # the preset says no step ever fits: only measuring can say otherwise
     solve = pipeline(cfg)
-    worker = solve
     first, second = list(demo_tasks(2).values())
     now = time.monotonic()
     a = solve(first, cfg, Deadlines(now, now + 30))
     assert a.calibration_seconds > 0  # measured, not the preset's guess (whatever this machine's speed):
-    assert worker.rates.train_tokens_per_s != preset_rates(cfg).train_tokens_per_s
+    assert a.calibrated["train_tokens_per_s"] > 0 and a.planned_speeds.startswith("train ")
     assert a.train_tokens_per_s > 0 or a.ttt_steps == 0
+    rates = B.record_speeds(preset_rates(cfg), a.calibrated, a.speeds())  # what the run keeps and hands out
+    assert rates.train_tokens_per_s != preset_rates(cfg).train_tokens_per_s
     now = time.monotonic()
-    b = solve(second, cfg, Deadlines(now, now + 30))
-    assert b.calibration_seconds == 0 and b.ttt_steps > 0  # fitted with the measured speed, it trains
+    b = solve(second, cfg, Deadlines(now, now + 30), rates=rates)
+    assert b.calibration_seconds == 0 and b.calibrated == {} and b.ttt_steps > 0  # fitted with it, it trains
     assert b.level in (int(B.Level.FULL), int(B.Level.FEWER_STEPS), int(B.Level.FEWER_VIEWS))
 
 
@@ -629,19 +630,21 @@ def test_calibration_times_a_warm_call_at_the_planned_batch_and_views(monkeypatc
     import solver.pipeline as P
     monkeypatch.setattr(P, "on_accelerator", lambda model: True)  # as on a GPU
     task, far = next(iter(demo_tasks(1).values())), time.monotonic() + 600
-    rates = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
+    measured = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
     assert trains == [(1, 1, 1), (3, 3, 1)] and Adapter.resets == 2  # warm-up at one row, then the planned batch
     assert decodes == [(1, False), (1, True), (2, True), (2, True)]  # the first of 5 views alone, then batches of 2
     preset = preset_rates(cfg)
-    assert rates.train_tokens_per_s > preset.train_tokens_per_s  # the warm call's speed, not the cold one's
-    assert rates.decode_tokens_per_s == (preset.decode_tokens_per_s + 10 / 3e-3) / 2  # 10 tokens in 3 ms, halfway
+    assert measured["train_tokens_per_s"] > preset.train_tokens_per_s  # the warm call's speed, not the cold one's
+    assert measured["decode_tokens_per_s"] == pytest.approx(10 / 3e-3)  # 10 tokens in 3 ms
+    assert B.cautious_rates(preset, measured).decode_tokens_per_s == pytest.approx(
+        (preset.decode_tokens_per_s + 10 / 3e-3) / 2)  # faster than planned: believed halfway
 
     monkeypatch.setattr(P, "on_accelerator", lambda model: False)  # on a CPU: one sequence, one view
     trains.clear(), decodes.clear()
-    rates = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
+    measured = calibrate(Solver(cfg, loaded, Adapter()), task, cfg, far)
     assert trains == [(1, 1, 1), (1, 1, 1)] and decodes == [(1, True)]  # the TTT step warmed up here too
-    assert rates.train_tokens_per_s > preset.train_tokens_per_s  # the warm step's speed, not the cold one's
-    assert rates.decode_tokens_per_s == preset.decode_tokens_per_s  # 2 tokens in 1 ms: too few to be a speed
+    assert measured["train_tokens_per_s"] > preset.train_tokens_per_s  # the warm step's speed, not the cold one's
+    assert "decode_tokens_per_s" not in measured  # 2 tokens in 1 ms: too few to be a speed
 
 
 def test_a_training_speed_far_below_the_presets_is_timed_a_second_time(monkeypatch):
@@ -669,10 +672,11 @@ def test_a_training_speed_far_below_the_presets_is_timed_a_second_time(monkeypat
     monkeypatch.setattr(G, "decode_batch", lambda *a, **k: [])
     monkeypatch.setattr(P, "on_accelerator", lambda model: False)
     task = next(iter(demo_tasks(1).values()))
-    rates = P.calibrate(P.Solver(cfg, loaded, Adapter()), task, cfg, time.monotonic() + 600)
+    measured = P.calibrate(P.Solver(cfg, loaded, Adapter()), task, cfg, time.monotonic() + 600)
     assert len(calls) == 3  # warm-up, a slow timed step, a second timed step
     assert preset_rates(cfg).train_tokens_per_s > 4 * 1000.0  # both far below the preset's: a second look
-    assert rates.train_tokens_per_s == pytest.approx(1000.0)  # the faster of the two (slower than the preset: whole)
+    assert measured["train_tokens_per_s"] == pytest.approx(1000.0)  # the faster of the two
+    assert B.cautious_rates(preset_rates(cfg), measured).train_tokens_per_s == pytest.approx(1000.0)  # slower: whole
 
 
 def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(monkeypatch):
@@ -686,13 +690,14 @@ def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(mon
 
     def calibrate(w, task, cfg, deadline):
         timed.append(task.id)
-        return replace(preset_rates(cfg), train_tokens_per_s=1e-6)  # no step ever fits at this speed
+        return {"train_tokens_per_s": 1e-6}  # no step ever fits at this speed
     monkeypatch.setattr(P, "calibrate", calibrate)
-    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 1).values())
+    tasks, rates = list(demo_tasks(P.RECALIBRATE_AFTER + 1).values()), preset_rates(cfg)
     for task in tasks:
         now = time.monotonic()
-        result = solve(task, cfg, Deadlines(now, now + 30))
+        result = solve(task, cfg, Deadlines(now, now + 30), rates=rates)
         assert result.ttt_steps == 0 and "train 0" in result.planned_speeds
+        rates = B.record_speeds(rates, result.calibrated, result.speeds())  # as the run keeps them
     assert timed == [tasks[0].id, tasks[P.RECALIBRATE_AFTER].id]
 
 
@@ -745,6 +750,27 @@ def test_each_workers_first_task_gets_time_to_calibrate_beyond_its_share(tmp_pat
             assert ends[job.id] == pytest.approx(job.deadlines.end, abs=1e-6)
 
 
+def test_the_run_keeps_the_speeds_a_task_measured_and_hands_them_to_the_next_job(tmp_path):
+    """The speeds live in the parent alone: a first outcome's calibration and measured speeds are recorded once
+    (budget.record_speeds), and the next job carries them to its worker; a solver of the cfg's own gets none."""
+    from solver.results import fallback_outcome
+    tasks = demo_tasks(3)
+    cfg = resolve("test", run={"budget": "10m", "sources": "model"})
+    run = Run(tasks, cfg, tmp_path / "s.json", tmp_path, time.monotonic(), 600.0, 1, False)
+    run.pending = list(tasks)
+    first = run.next_job()
+    assert first.rates == run.rates == preset_rates(cfg)
+    calibrated, measured = {"train_tokens_per_s": 5.0}, {"decode_tokens_per_s": 40.0, "prefill_tokens_per_s": 0.0}
+    outcome = replace(fallback_outcome(first.task, "ok", int(B.Level.FULL)), calibrated=calibrated, **measured)
+    run.on_result(outcome)
+    expected = B.update_rates(B.cautious_rates(preset_rates(cfg), calibrated), measured)
+    assert run.rates == expected and expected.train_tokens_per_s == 5.0  # slower than the preset's: whole
+    assert run.next_job().rates == expected  # the worker fits the next task with the run's speeds
+    other = Run(tasks, fake_cfg(), tmp_path / "o.json", tmp_path / "o", time.monotonic(), 600.0, 1, False)
+    other.pending = list(tasks)
+    assert other.next_job().rates is None  # another solve function takes (task, cfg, deadlines) alone
+
+
 def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_clock, monkeypatch):
     """On a fake clock: calibration (5 s) gets the end the job carries; TTT (2 s) is reported without it."""
     import solver.pipeline as P
@@ -758,7 +784,7 @@ def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_
     def calibrate(w, task, cfg, deadline):
         seen["deadline"] = deadline
         fake_clock.advance(5.0)
-        return preset_rates(cfg)
+        return {}
 
     def train(adapter, related, loaded, task, cfg, deadlines, steps=0):
         fake_clock.advance(2.0)

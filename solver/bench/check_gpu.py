@@ -182,7 +182,7 @@ def check_solve(st: State) -> None:
     prediction with selection, one answer per test input."""
     from solver.budget import Deadlines, Level
     task, now = swap_task(), time.monotonic()
-    st.solver.rates = None  # a worker's first task: it calibrates
+    st.solver.calibrated = False  # a worker's first task: it calibrates
     res = st.solver(task, st.solver.cfg, Deadlines(now + SOLVE_SECONDS, now + SOLVE_SECONDS))
     expect(res.calibration_seconds > 0, "the first task did not calibrate")
     expect(res.level == Level.FULL and res.ttt_steps > 0, f"level {res.level}, {res.ttt_steps} TTT steps with "
