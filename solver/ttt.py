@@ -183,9 +183,9 @@ def train_task(adapter, task: Task, codec: Codec, cfg: TTTConfig, deadline: floa
     adapter.reset() if start is None else adapter.restore(start)
     examples = build_examples(task, codec, cfg, seed)
     if extra:
-        res = _train_with_extra(adapter, examples, list(extra), codec, cfg, deadline, seed, progress, steps)
+        res = _train_with_extra(adapter, examples, list(extra), codec, cfg, deadline, seed, progress, steps=steps)
     else:
-        res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress, steps)
+        res = train(adapter, examples, cfg, codec.pad, deadline, seed, progress, steps=steps)
     log.info("task %s: TTT %d steps on %d examples, %d tokens, loss %.3f -> %.3f, %.1fs%s", task.id, res.steps,
              res.examples, res.tokens, res.first_loss, res.loss, res.seconds,
              " (stopped by deadline)" if res.stopped_by_deadline else "")
@@ -200,12 +200,12 @@ def _train_with_extra(adapter, own: list[Encoded], extra: list[Encoded], codec: 
         raise ValueError(f"unknown neighbour_order '{cfg.neighbour_order}' (choose first or mixed)")
     own, extra = mix(own, extra, cfg.neighbour_share, cfg.max_examples)
     if cfg.neighbour_order == "mixed" or not extra:
-        return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress, steps)
+        return train(adapter, own + extra, cfg, codec.pad, deadline, seed, progress, steps=steps)
     limit = deadline.at() if isinstance(deadline, TrainEnd) else deadline
     cut = None if limit is None else \
         time.monotonic() + max(0.0, limit - time.monotonic()) * len(extra) / (len(extra) + len(own))
-    a = train(adapter, extra, cfg, codec.pad, cut, seed, progress, steps)
-    b = train(adapter, own, cfg, codec.pad, deadline, seed, progress, steps)
+    a = train(adapter, extra, cfg, codec.pad, cut, seed, progress, steps=steps)
+    b = train(adapter, own, cfg, codec.pad, deadline, seed, progress, steps=steps)
     return TTTResult(a.steps + b.steps, a.examples + b.examples, a.tokens + b.tokens, a.padded_tokens + b.padded_tokens,
                      a.trained_tokens + b.trained_tokens, b.loss, a.first_loss, a.seconds + b.seconds,
                      b.stopped_by_deadline)

@@ -99,7 +99,7 @@ def test_warm_start_begins_from_the_stored_adapter(adapter, tmp_path, monkeypatc
     store.put("src", np.array([1.0, 0.0]), source)
     seen = {}
 
-    def fake_train(adapter_, examples, cfg_, pad, deadline=None, seed=0, progress=False):
+    def fake_train(adapter_, examples, cfg_, pad, deadline=None, seed=0, progress=False, steps=0):
         seen.update(adapter_.snapshot())
         return solver.ttt.TTTResult(steps=1, loss=0.5)
     monkeypatch.setattr(solver.ttt, "train", fake_train)
