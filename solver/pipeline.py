@@ -9,10 +9,10 @@ times the worker's speeds (its first task), fits the model's work to the time le
 carries them; on a calibrating task with what it timed), trains the adapter until the TTT deadline (solver.ttt), and
 predicts every test input: views, decoding and scoring of its own and the other sources' candidates
 (solver.generate), the merged table, and the selection (solver.select), with fallbacks when time or candidates run
-out. `make_handler` builds the solve function
-once per worker (this Solver, or the factory cfg.run.solver names) and handles each job: the task's outcome, a
-retry at a smaller level where it raises (solver.plan.retry_config), its fallback attempts where that raises too, and
-a sticky device error reported as WorkerBroken. Knows nothing of other tasks' results, the submission file or
+out. `make_handler` builds the solve function once per worker (this Solver, or the factory cfg.run.solver names) and
+handles each job: the task's finished result (solver.results.finish), a retry at a smaller level where it raises
+(solver.plan.retry_config), its fallback attempts where that raises too, and a sticky device error reported as
+WorkerBroken. Knows nothing of other tasks' results, the submission file or
 reports: the speeds a task measured go back in its result, and the run keeps them (solver.run).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -35,10 +35,9 @@ from solver.files import setup_logging
 from solver.invariants import invariants
 from solver.measure import gpu_peak_mib, reset_gpu_peak
 from solver.plan import fit_to_share, preset_rates, retry_config
-from solver.results import Job, Outcome, TaskResult, TaskStats, _json_pairs, fallback_outcome
+from solver.results import Job, TaskResult, fallback_result, finish
 from solver.select import Candidate, CandidateSource, Choice, candidate_table, choose_attempts, merge_tables, no_choice
 from solver.source_registry import build_sources, source_names
-from solver.submission import complete_attempts
 from solver.tasks import Task
 from solver.workers import WorkerBroken
 
@@ -75,7 +74,7 @@ class Solver:
     def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None,
                  rates: B.Rates | None = None) -> TaskResult:
         """Solve one task; `known`: the tables of the sources that ran ahead (the run's search pass: one list of
-        Candidate.to_json per test input), which those sources are then not asked again; `rates`: the run's speeds,
+        Candidates per test input), which those sources are then not asked again; `rates`: the run's speeds,
         which the model's work is fitted with (None: the preset's). The result carries the speeds the task measured
         (and its calibration's, when this call timed them), for the caller to keep (solver.budget.record_speeds)."""
         return _solve_pipeline(self, task, cfg, deadlines, known, rates)
@@ -303,12 +302,10 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
 def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None,
                     rates: B.Rates | None) -> TaskResult:
     gathered = _gather_task(w, task, cfg, deadlines, known)
-    source_stats = {"source_seconds": gathered.seconds, "fits": gathered.fits,
-                    "source_errors": "; ".join(gathered.errors)}
     if w.loaded is None:
-        return _task_result(choose_without_model(task, gathered.tables, cfg), source_stats)
+        return result_of(choose_without_model(task, gathered.tables, cfg), gathered)
     found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables, rates or preset_rates(cfg))
-    return _task_result(found, {**source_stats, **stats})
+    return result_of(found, gathered, **stats)
 
 
 def _gather_task(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None) -> Gathered:
@@ -318,8 +315,7 @@ def _gather_task(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, kno
     gathered = gather(sources, task, sources_deadline(cfg, deadlines.end, w.loaded is not None)) if sources \
         else Gathered([[] for _ in task.test_inputs])
     if known is not None:
-        gathered.tables = [merge_tables([[Candidate.from_json(d) for d in k], t])
-                           for k, t in zip(known, gathered.tables)]
+        gathered.tables = [merge_tables([list(k), t]) for k, t in zip(known, gathered.tables)]
     return gathered
 
 
@@ -329,12 +325,15 @@ def choose_without_model(task: Task, tables: list[list[Candidate]], cfg: Config)
     return [_choose(table, cfg, task, x, note) for table, x in zip(tables, task.test_inputs)]
 
 
-def _task_result(found: list[Choice], stats: dict) -> TaskResult:
+def result_of(found: list[Choice], gathered: Gathered, **stats) -> TaskResult:
+    """A task's result from its choices (per test input the attempts where a candidate stood behind them, the table,
+    where the attempts came from, what the verifier did) and the other sources' cost (`gathered`); `stats`: what the
+    model's work adds (its level, steps, views, seconds, speeds)."""
     attempts = [(a.attempt_1, a.attempt_2) if a.candidates else None for a in found]
     return TaskResult(attempts, candidates=sum(len(a.candidates) for a in found),
-                      tables=[[c.to_json() for c in a.candidates] for a in found],
-                      note="; ".join(a.note for a in found if a.note),
+                      tables=[list(a.candidates) for a in found], note="; ".join(a.note for a in found if a.note),
                       origins="; ".join("|".join(a.origins()) for a in found), verifier=_verifier_text(found),
+                      source_seconds=gathered.seconds, fits=gathered.fits, source_errors="; ".join(gathered.errors),
                       **stats)
 
 
@@ -501,7 +500,7 @@ def import_object(spec: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], Outcome]:
+def make_handler(solver_spec: str, cfg: dict, worker: str = "") -> Callable[[Job], TaskResult]:
     """Build the solve function once (in the worker: loads the model) and return the job handler."""
     t0 = time.monotonic()
     setup_logging()  # a spawned worker: log lines as the parent does
@@ -535,65 +534,54 @@ def _free_memory() -> str:
 
 
 def _broken_after(job: Job, error: str, sticky: bool, level: int, t0: float, worker: str) -> None:
-    """Raise WorkerBroken (with the task's fallback outcome) when `error` was sticky or freeing memory fails now;
+    """Raise WorkerBroken (with the task's fallback result) when `error` was sticky or freeing memory fails now;
     the sticky check comes first, so empty_cache is never called on a device known to be broken."""
     freed = "" if sticky else _free_memory()
     if sticky or freed:
         if freed:
             log.error("task %s: freeing GPU memory failed (%s): the device is unusable", job.id, freed)
             error = f"{error} | empty_cache: {freed}"
-        raise WorkerBroken(fallback_outcome(job.task, "failed", level, error, time.monotonic() - t0, worker),
+        raise WorkerBroken(fallback_result(job.task, "failed", level, error, time.monotonic() - t0, worker),
                            f"sticky device error in worker {worker}: {error}")
 
 
 FIRST = int(B.Level.FULL)  # the level a job's first call runs at: the full config, which the solver fits to its time
 
 
-def handle_job(solve, worker: str, job: Job) -> Outcome:
-    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its outcome."""
+def handle_job(solve, worker: str, job: Job) -> TaskResult:
+    """Solve one task (`_solve_job`), with the peak GPU memory it took (None on a CPU) in its result."""
     reset_gpu_peak()
     out = _solve_job(solve, worker, job)
     out.gpu_peak_mib = gpu_peak_mib()
     return out
 
 
-def _solve_job(solve, worker: str, job: Job) -> Outcome:
+def _solve_job(solve, worker: str, job: Job) -> TaskResult:
     """Solve one task; a raise is logged with its traceback and retried once with its retry config (no TTT, few
-    views: solver.plan.retry_config) when job.retry, then the task gets its fallback attempts. The outcome's `error`
+    views: solver.plan.retry_config) when job.retry, then the task gets its fallback attempts. The result's `error`
     names the exception(s). A sticky device error (or a device that fails to free memory) raises WorkerBroken with
-    the task's fallback outcome."""
+    the task's fallback result."""
     t0 = time.monotonic()
     # the search pass's tables and the run's speeds, where the job carries them (to the package's Solver only)
     extra = {k: getattr(job, k) for k in ("known", "rates") if getattr(job, k) is not None}
     cfg = Config.from_dict(job.cfg)
     try:
-        return _outcome(job, solve(job.task, cfg, job.deadlines, **extra), "ok", FIRST, t0, worker)
+        result = solve(job.task, cfg, job.deadlines, **extra)
+        return finish(job.task, result, "ok", FIRST, time.monotonic() - t0, worker)
     except Exception as e:
         first, sticky = f"{type(e).__name__}: {e}", is_sticky_device_error(e)
         log.error("task %s raised (%s)%s", job.id, first,
                   "; retrying without TTT" if job.retry and not sticky else ": fallback attempts", exc_info=True)
     _broken_after(job, first, sticky, FIRST, t0, worker)
     if not job.retry:
-        return fallback_outcome(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
+        return fallback_result(job.task, "failed", FIRST, first, time.monotonic() - t0, worker)
     retry_cfg, retry_level = retry_config(job.task, cfg)
     try:
         result = solve(job.task, retry_cfg, B.Deadlines(time.monotonic(), job.deadlines.end), **extra)
-        out = _outcome(job, result, "retried", retry_level, t0, worker)
-        out.error = first
-        return out
+        return replace(finish(job.task, result, "retried", retry_level, time.monotonic() - t0, worker), error=first)
     except Exception as e:
         second = f"{type(e).__name__}: {e}"
         log.error("task %s raised again (%s): fallback attempts", job.id, second, exc_info=True)
         _broken_after(job, f"{first} | retry: {second}", is_sticky_device_error(e), retry_level, t0, worker)
-        return fallback_outcome(job.task, "failed", retry_level, f"{first} | retry: {second}",
+        return fallback_result(job.task, "failed", retry_level, f"{first} | retry: {second}",
                                 time.monotonic() - t0, worker)
-
-
-def _outcome(job: Job, result: TaskResult, status: str, level: int, t0: float, worker: str) -> Outcome:
-    """The job's outcome from its solve function's result: complete attempts, stats and candidate tables."""
-    found = [p for p in result.attempts[:job.task.num_tests] if p is not None]
-    pairs = complete_attempts(job.task, result.attempts)
-    stats = {f.name: getattr(result, f.name) for f in fields(TaskStats)}
-    level = result.level if result.level is not None else level
-    return Outcome(id=job.id, status=status, level=level, attempts=_json_pairs(pairs), found=len(found),
-                   seconds=time.monotonic() - t0, worker=worker, tables=result.tables, **stats)

@@ -14,7 +14,7 @@ import platform
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from solver import budget as B
@@ -28,7 +28,7 @@ REPORT_CSV, REPORT_JSON = "report.csv", "report.json"
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What the report reads of a run: its tasks and their outcomes (solver.results.Outcome) or skip reasons, whether
+    """What the report reads of a run: its tasks and their results (solver.results.TaskResult) or skip reasons, whether
     solutions are known, its files, its clock (time.monotonic() at its start, its budget), its workers, the speeds
     it ended with, the task set's load problems, the error that stopped it, and the model's spec."""
     tasks: dict
@@ -58,7 +58,7 @@ def write_report(finished: RunSummary, printing: bool = True) -> dict:
     if finished.solutions:
         from solver.score import score_table
         truths = {tid: t.test_outputs for tid, t in finished.tasks.items() if t.test_outputs is not None}
-        table = score_table({tid: o.grids() for tid, o in finished.outcomes.items()}, truths)
+        table = score_table({tid: o.attempts for tid, o in finished.outcomes.items()}, truths)
     rows = task_rows(finished, dict(zip(table["task_id"], table["correct"])) if table is not None else None)
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, REPORT_COLUMNS)
@@ -88,7 +88,7 @@ def task_rows(finished: RunSummary, correct: dict | None) -> list[dict]:
     rows = []
     for tid, task in finished.tasks.items():
         o = finished.outcomes.get(tid)
-        row = asdict(o) if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
+        row = o.as_dict() if o else {"status": "skipped", "level": int(B.Level.FALLBACK),
                                    "note": finished.skipped.get(tid, "")}
         row.update(task_id=tid, tests=task.num_tests, level=B.Level(row["level"]).name,
                    correct=correct.get(tid, "") if correct is not None else "")

@@ -1,21 +1,26 @@
-"""What moves between the run, its workers and a solve function, and the results file that keeps it.
+"""What moves between the run, its workers and a solve function, and the files that keep it.
 
-`TaskResult` (with solver.budget.Deadlines) is the contract of a solve function (`solve(task, cfg, deadlines) ->
-TaskResult`); `Job` is a task as handed to a worker; `Outcome` is a finished task, one JSON line of results.jsonl,
-appended and flushed before the submission is rewritten, so that a killed run resumes without losing a finished task.
-Knows nothing of models, planning or reports.
+`TaskResult` is the one record of a task's result, from the solve function that makes it to the line that keeps it:
+a solve function (`solve(task, cfg, deadlines) -> TaskResult`, with solver.budget.Deadlines) fills its attempts (None
+for a test input it found nothing for), candidate tables and stats; `finish` completes it (id, status, level,
+attempts with fallbacks, seconds, worker); the search pass's record of a task is one too (solver.search_pass: level
+SEARCH_ONLY). Finished results are appended to results.jsonl (the tables to candidates.jsonl beside it) and flushed
+before the submission is rewritten, so that a killed run resumes without losing a finished task. Grids and
+candidates are objects in memory; JSON only in the files (`to_json`, `from_json`). `Job` is a task as handed to a
+worker. Knows nothing of models or reports, and of planning only the types a job carries (Deadlines, Rates).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from solver.budget import Deadlines, Rates
+from solver.select import Candidate
 from solver.submission import Attempts, complete_attempts
 from solver.tasks import Task
 
@@ -26,8 +31,21 @@ CANDIDATES = "candidates.jsonl"  # every test input's candidate table with its e
 
 
 @dataclass
-class TaskStats:
-    """What solving a task did, beyond its attempts (reported per task)."""
+class TaskResult:
+    """One task's result: what a solve function returns, and once `finish`ed, what the run records, reports and
+    keeps (one line of results.jsonl or search.jsonl)."""
+    attempts: list[Attempts | None] = field(default_factory=list)  # per test input a pair of grids; None: nothing
+    #   found (a solve function's); finished: complete, fallbacks where nothing was found
+    level: int | None = None  # solver.budget.Level; None from a solve function: the config it was given, unfitted
+    tables: list[list[Candidate]] = field(default_factory=list)  # per test input its candidates (candidates.jsonl)
+    id: str = ""
+    status: str = ""  # ok | retried (raised once, then ok) | failed (raised twice: fallback) | lost | invalid
+    found: int = 0  # test inputs whose attempts came from the solver rather than the fallback
+    seconds: float = 0.0
+    worker: str = ""
+    error: str = ""  # what the task raised (status retried, failed, lost)
+    gpu_peak_mib: float | None = None  # peak GPU memory allocated while solving it (solver.measure); None on a CPU
+    # what solving it did, beyond its attempts (reported per task)
     ttt_steps: int = 0
     candidates: int = 0
     views: int = 0
@@ -35,7 +53,7 @@ class TaskStats:
     predict_seconds: float = 0.0
     note: str = ""
     adapter_from: str = ""  # 'reuse:<task id>@<cosine>' or 'warm:<task id>@<cosine>' (solver.reuse), else empty
-    # speeds measured while solving (0: not measured), which the planner's estimates follow
+    # speeds measured while solving (0: not measured), which the run's speeds follow
     train_tokens_per_s: float = 0.0
     prefill_tokens_per_s: float = 0.0
     decode_tokens_per_s: float = 0.0
@@ -55,19 +73,37 @@ class TaskStats:
         return {**{k: getattr(self, k) for k in ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")},
                 "search_s": self.source_seconds}
 
+    def as_dict(self) -> dict:
+        """Every field by name, as it is (a shallow dict: no grid or candidate copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-@dataclass
-class TaskResult(TaskStats):
-    """What a solve function returns: per test input a pair of grids, or None where it found nothing; `level`, what
-    it did after fitting its work to its time (solver.budget.Level; None: the config it was given, unfitted)."""
-    attempts: list[Attempts | None] = field(default_factory=list)
-    level: int | None = None
-    tables: list[list[dict]] = field(default_factory=list)  # per test input its candidates (Candidate.to_json)
+    def to_json(self) -> dict:
+        """The record as JSON-ready lists and dicts (from_json reads it back)."""
+        return {**self.as_dict(), "attempts": [None if p is None else [p[0].tolist(), p[1].tolist()]
+                                              for p in self.attempts],
+                "tables": [[c.to_json() for c in t] for t in self.tables]}
 
-    def __init__(self, attempts: list[Attempts | None], level: int | None = None,
-                 tables: list[list[dict]] | None = None, **stats):
-        super().__init__(**stats)
-        self.attempts, self.level, self.tables = attempts, level, tables or []
+    @classmethod
+    def from_json(cls, d: dict) -> TaskResult:
+        return cls(**{**d, "attempts": [None if p is None else (np.array(p[0], dtype=np.uint8),
+                                                                np.array(p[1], dtype=np.uint8))
+                                        for p in d.get("attempts", [])],
+                      "tables": [[Candidate.from_json(c) for c in t] for t in d.get("tables", [])]})
+
+
+def finish(task: Task, result: TaskResult, status: str, level: int, seconds: float, worker: str = "") -> TaskResult:
+    """A solve function's result as the run records it: the task's id, the status, the result's own level where it
+    names one (else `level`), its attempts completed with fallbacks (`found`: the test inputs it answered), the
+    seconds it took and the worker."""
+    found = sum(p is not None for p in result.attempts[:task.num_tests])
+    return replace(result, id=task.id, status=status, level=result.level if result.level is not None else level,
+                   attempts=complete_attempts(task, result.attempts), found=found, seconds=seconds, worker=worker)
+
+
+def fallback_result(task: Task, status: str, level: int, error: str = "", seconds: float = 0.0,
+                    worker: str = "") -> TaskResult:
+    """A finished task with its fallback attempts only: it raised (`error`), was lost or is invalid."""
+    return finish(task, TaskResult(error=error), status, level, seconds, worker)
 
 
 @dataclass
@@ -79,41 +115,8 @@ class Job:
     cfg: dict
     deadlines: Deadlines
     retry: bool  # once more at the retry's level if it raises (run.retry; solver.plan.retry_config)
-    known: list | None = None  # the search pass's candidate tables (Candidate.to_json per test input); None: none
+    known: list[list[Candidate]] | None = None  # the search pass's candidate tables, per test input; None: none
     rates: Rates | None = None  # the run's speeds when the job was planned (the package's Solver only); None: none
-
-
-@dataclass
-class Outcome(TaskStats):
-    """One finished task, as the results file holds it (one JSON line)."""
-    id: str = ""
-    status: str = ""  # ok | retried (raised once, then ok) | failed (raised twice: fallback) | lost | invalid
-    level: int = 0
-    attempts: list = field(default_factory=list)  # [[attempt_1, attempt_2], ...] one pair per test input, complete
-    found: int = 0  # test inputs whose attempts came from the solver rather than the fallback
-    seconds: float = 0.0
-    worker: str = ""
-    error: str = ""
-    tables: list = field(default_factory=list)  # moved to candidates.jsonl when recorded (append_result)
-    gpu_peak_mib: float | None = None  # peak GPU memory allocated while solving it (solver.measure); None on a CPU
-
-    def grids(self) -> list[Attempts]:
-        return pairs_to_grids(self.attempts)
-
-
-def pairs_to_grids(pairs: list) -> list[Attempts]:
-    """[[attempt_1, attempt_2], ...] as lists (results.jsonl, search.jsonl) -> pairs of grids."""
-    return [(np.array(a, dtype=np.uint8), np.array(b, dtype=np.uint8)) for a, b in pairs]
-
-
-def _json_pairs(pairs: list[Attempts]) -> list:
-    return [[a.tolist(), b.tolist()] for a, b in pairs]
-
-
-def fallback_outcome(task: Task, status: str, level: int, error: str = "", seconds: float = 0.0,
-                     worker: str = "") -> Outcome:
-    return Outcome(id=task.id, status=status, level=level, attempts=_json_pairs(complete_attempts(task, None)),
-                   seconds=seconds, worker=worker, error=error)
 
 
 def append_line(path: Path, record: dict) -> None:
@@ -124,12 +127,13 @@ def append_line(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def append_result(path: Path, outcome: Outcome) -> None:
-    """The outcome as one line of `path` (results.jsonl); its candidate tables, when it has any, as one line of
+def append_result(path: Path, result: TaskResult) -> None:
+    """A finished result as one line of `path` (results.jsonl); its candidate tables, when it has any, as one line of
     candidates.jsonl beside it ({"id", "tables"}), first."""
-    if outcome.tables:
-        append_line(path.parent / CANDIDATES, {"id": outcome.id, "tables": outcome.tables})
-    append_line(path, asdict(replace(outcome, tables=[])))
+    line = result.to_json()
+    if result.tables:
+        append_line(path.parent / CANDIDATES, {"id": result.id, "tables": line["tables"]})
+    append_line(path, {**line, "tables": []})
 
 
 def read_candidates(workdir: Path) -> dict[str, list[list[dict]]]:
@@ -145,15 +149,10 @@ def read_candidates(workdir: Path) -> dict[str, list[list[dict]]]:
     return out
 
 
-def read_results(path: Path) -> dict[str, Outcome]:
-    """Finished tasks by id (read_lines)."""
-    return read_lines(path, Outcome)
-
-
-def read_lines(path: Path, make) -> dict:
-    """The records of a JSON-lines file (results.jsonl, search.jsonl) by id, each `make(**fields)`; the last line of
-    an id wins. A line cut short by a kill is dropped, and cut off the file so appends stay whole; an unreadable line
-    is logged and skipped."""
+def read_results(path: Path) -> dict[str, TaskResult]:
+    """The finished results a JSON-lines file keeps (results.jsonl, search.jsonl) by id; the last line of an id wins.
+    A line cut short by a kill is dropped, and cut off the file so appends stay whole; an unreadable line is logged
+    and skipped."""
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -165,8 +164,8 @@ def read_lines(path: Path, make) -> dict:
     out = {}
     for n, line in enumerate(data[:end].decode().splitlines(), 1):
         try:
-            record = make(**json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
+            record = TaskResult.from_json(json.loads(line))
+        except (json.JSONDecodeError, TypeError, ValueError, IndexError) as e:
             log.warning("%s line %d: unreadable, ignored (%s)", path, n, e)
             continue
         out[record.id] = record

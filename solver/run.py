@@ -28,9 +28,9 @@ from solver.files import stale_temporaries
 from solver.pipeline import FIRST, make_handler
 from solver.plan import full_work, preset_rates, task_size
 from solver.report import RunSummary, write_report
-from solver.results import RESULTS, Job, Outcome, append_result, fallback_outcome, pairs_to_grids, read_results
-from solver.search_pass import (PassRecord, append_record, pass_beside, pass_end, pass_workers, read_records,
-                                resolve_mode, run_pass_logged)
+from solver.results import RESULTS, Job, TaskResult, append_result, fallback_result, read_results
+from solver.search_pass import (append_record, pass_beside, pass_end, pass_workers, read_records, resolve_mode,
+                                run_pass_logged, solved)
 from solver.source_registry import runs_ahead, source_names
 from solver.submission import write_submission
 from solver.tasks import Task
@@ -67,7 +67,7 @@ class Run:
         self.rates = preset_rates(cfg)
         self.shared_adapter = bool(cfg.run.shared_adapter)  # without one, no task falls back to it
         self.codec = Codec.compact()
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: dict[str, TaskResult] = {}  # finished tasks (solver.results.finish)
         self.in_flight: dict[str, float] = {}  # id -> deadline
         self.skipped: dict[str, str] = {}
         self.requeued: set[str] = set()  # tasks whose worker died once: a second loss gives fallback attempts
@@ -76,7 +76,7 @@ class Run:
         self.lock = threading.Lock()
         self.pbar = None
         self.finished = threading.Event()  # set when run_tasks is done: the watchdog stands down
-        self.searched: dict[str, PassRecord] = {}  # the search pass's records (solver.search_pass)
+        self.searched: dict[str, TaskResult] = {}  # the search pass's results (solver.search_pass)
         self.search_open = False  # the pass runs beside the model: a task without a record is not started yet
         # the package's solver with the model as a source: a share too short for one view is not handed out
         self.model_answers = not cfg.run.solver and MODEL in source_names(cfg)
@@ -92,7 +92,7 @@ class Run:
         """Every task's need at the current speeds; a task the search solved needs run.solved_share of it."""
         for tid, p in self.plans.items():
             bare, one = B.minimum_seconds(p.size, p.full, self.rates, self.cfg.run.min_views)
-            f = self.cfg.run.solved_share if tid in self.searched and self.searched[tid].solved else 1.0
+            f = self.cfg.run.solved_share if tid in self.searched and solved(self.searched[tid]) else 1.0
             p.need = B.Need(f * bare, f * one, f * B.total_seconds(p.size, p.full, self.rates))
 
     def next_job(self) -> Job | None:
@@ -160,7 +160,7 @@ class Run:
                    self.rates if self.model_answers else None)
 
     # the search pass ----------------------------------------------------------------------------------------------
-    def on_searched(self, record: PassRecord) -> None:
+    def on_searched(self, record: TaskResult) -> None:
         """A task's search: kept in search.jsonl, its attempts in the submission until the model's replace them."""
         with self.lock:
             append_record(self.workdir, record)
@@ -172,7 +172,7 @@ class Run:
         with self.lock:
             self.search_open = False
 
-    def _searched(self, record: PassRecord) -> None:
+    def _searched(self, record: TaskResult) -> None:
         """Plan with a task's search: a solved task needs less of the model (run.solved_share), none at 0; without
         the model as a source the search's attempts are the task's."""
         self.searched[record.id] = record
@@ -182,7 +182,7 @@ class Run:
         if MODEL not in source_names(self.cfg):
             self.pending.remove(record.id)
             self._search_only(record.id, "")
-        elif record.solved and self.cfg.run.solved_share <= 0:
+        elif solved(record) and self.cfg.run.solved_share <= 0:
             self.pending.remove(record.id)
             self._search_only(record.id, "solved by the search: no model time (run.solved_share 0)")
 
@@ -198,33 +198,30 @@ class Run:
         """The task's search attempts as its outcome (kept in search.jsonl only: a resumed run may still give the
         task to the model)."""
         r = self.searched[tid]
-        o = Outcome(id=tid, status="ok", level=int(B.Level.SEARCH_ONLY), attempts=r.attempts, found=r.found,
-                    seconds=r.seconds, note=note, source_seconds=r.seconds, fits=r.fits,
-                    source_errors=r.error, origins=r.origins, candidates=sum(len(t) for t in r.tables))
-        self.outcomes[tid] = o
+        self.outcomes[tid] = replace(r, note=note)  # the pass's own result: level SEARCH_ONLY
         log.info("task %s: search only, attempts found %d/%d%s", tid, r.found, self.tasks[tid].num_tests,
                  f" ({note})" if note else "")
         self._tick()
 
-    def _with_search(self, o: Outcome) -> Outcome:
-        """A model outcome with the search pass's statistics, and the search's attempts where the model's job
+    def _with_search(self, o: TaskResult) -> TaskResult:
+        """A model's result with the search pass's statistics, and the search's attempts where the model's job
         failed or was lost (never the fallback over a program's answer)."""
         r = self.searched.get(o.id)
         if r is None:
             return o
-        o = replace(o, source_seconds=r.seconds, fits=r.fits, source_errors=o.source_errors or r.error)
+        o = replace(o, source_seconds=r.source_seconds, fits=r.fits, source_errors=o.source_errors or r.source_errors)
         if o.status in ("failed", "lost") and r.found:
             o = replace(o, attempts=r.attempts, found=r.found, origins=r.origins)
         return o
 
     # recording ----------------------------------------------------------------------------------------------------
-    def on_result(self, outcome: Outcome) -> None:
+    def on_result(self, outcome: TaskResult) -> None:
         with self.lock:
             deadline = self.in_flight.pop(outcome.id, 0.0)
             self._measured(outcome, deadline)
             self._record(outcome)
 
-    def _measured(self, outcome: Outcome, deadline: float) -> None:
+    def _measured(self, outcome: TaskResult, deadline: float) -> None:
         """The speeds the task measured (its worker's calibration too, whatever its status: a fallback measured
         none) become the run's, kept here alone and handed to every later job (budget.record_speeds); a task that
         ran through with a solve function that measures none (a fake, another solver) moves the correction factor
@@ -251,9 +248,9 @@ class Run:
                 self.pending.insert(0, job.id)
                 return
             log.error("task %s lost again: %s", job.id, reason)
-            self._record(fallback_outcome(self.tasks[job.id], "lost", FIRST, reason))
+            self._record(fallback_result(self.tasks[job.id], "lost", FIRST, reason))
 
-    def _record(self, o: Outcome) -> None:
+    def _record(self, o: TaskResult) -> None:
         o = self._with_search(o)
         append_result(self.workdir / RESULTS, o)
         self.outcomes[o.id] = o
@@ -276,8 +273,8 @@ class Run:
 
     def write_submission(self) -> None:
         """The submission: every task's outcome, else its search pass's attempts, else its fallback attempts."""
-        found = {tid: pairs_to_grids(r.attempts) for tid, r in self.searched.items() if r.attempts}
-        found.update({tid: o.grids() for tid, o in self.outcomes.items()})
+        found = {tid: r.attempts for tid, r in self.searched.items() if r.attempts}
+        found.update({tid: o.attempts for tid, o in self.outcomes.items()})
         write_submission(self.out, self.tasks, found)
 
     def summary(self) -> RunSummary:
@@ -318,7 +315,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
         cfg = cfg.override(run={"reuse_dir": str(workdir / "adapters")})
     resumed = {tid: o for tid, o in read_results(workdir / RESULTS).items() if tid in tasks}
     # a complete submission (fallbacks + what a previous run finished) before anything else
-    write_submission(out, tasks, {tid: o.grids() for tid, o in resumed.items()})
+    write_submission(out, tasks, {tid: o.attempts for tid, o in resumed.items()})
     changed = changed_settings(workdir / CONFIG, cfg) if resumed else []
     if changed:  # resuming keeps the finished tasks' attempts: say so when they were made under other settings
         log.warning("resuming with settings that differ from the previous run's (%s); its finished tasks are kept",
@@ -336,7 +333,7 @@ def run_tasks(tasks: dict[str, Task], cfg: Config, out: str | Path, workdir: str
         log.info("resuming in %s: %d of %d tasks already done", workdir, len(resumed), len(tasks))
     for tid, task in tasks.items():
         if tid not in resumed and not task.valid:
-            run._record(fallback_outcome(task, "invalid", int(B.Level.FALLBACK), task.problem or ""))
+            run._record(fallback_result(task, "invalid", int(B.Level.FALLBACK), task.problem or ""))
     run.pending = [tid for tid, t in tasks.items() if t.valid and tid not in run.outcomes]
     log.info("run: %d tasks (%d to do), budget %s, %d worker(s) (%s), tasks end by +%s", len(tasks),
              len(run.pending), B.format_seconds(budget), workers, type(executor).__name__,
@@ -386,7 +383,7 @@ def start_search_pass(run: Run, progress: bool) -> threading.Thread | None:
     if mode == "before":
         done = run_pass_logged(todo, cfg, end, workers, run.on_searched, progress)
         log.info("search pass done: %d of %d tasks searched, %d solved", done, len(todo),
-                 sum(r.solved for r in run.searched.values()))
+                 sum(solved(r) for r in run.searched.values()))
         return None
     run.search_open = True
     return pass_beside(todo, cfg, end, workers, run.on_searched, run.pass_ended)

@@ -3,10 +3,11 @@ over a whole task set, in a pool of CPU processes.
 
 On a CPU machine the pass runs before the model (both want the same cores, and the search is cheap: its answers are
 in the submission within minutes); where GPUs train, it runs beside them on the cores their workers leave
-(run.search_workers). Each task's result is a `PassRecord` (its candidate tables, its attempts chosen as a run
-without the model would (solver.pipeline.choose_without_model, completed with solver.submission's fallbacks), the
-answers that fit every demo, seconds, errors), kept in search.jsonl so that a resumed run does not search again; the
-model's job for the task carries the tables (solver.run). Knows nothing of the model, the plan or the workers.
+(run.search_workers). Each task's pass is a finished `solver.results.TaskResult` at level SEARCH_ONLY (its candidate
+tables, its attempts chosen as a run without the model would: solver.pipeline.choose_without_model, completed with
+fallbacks; the answers that fit every demo, seconds, errors), kept in search.jsonl so that a resumed run does not
+search again; the model's job for the task carries the tables (solver.run). It runs the pipeline's own gathering
+and choosing (no model is loaded here), and knows nothing of the plan, the model's workers or the submission file.
 """
 from __future__ import annotations
 
@@ -17,61 +18,46 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from solver.budget import Level
 from solver.config import SEARCH_PASSES, Config
-from solver.pipeline import choose_without_model, gather
-from solver.results import _json_pairs, append_line, read_lines
+from solver.pipeline import choose_without_model, gather, result_of
+from solver.results import TaskResult, append_line, finish, read_results
 from solver.source_registry import build_sources
-from solver.submission import complete_attempts
 from solver.tasks import Task
 from solver.workers import spawn_pool
 
 log = logging.getLogger(__name__)
 
-SEARCHED = "search.jsonl"  # one PassRecord per line, in the run's work directory
+SEARCHED = "search.jsonl"  # one pass result (TaskResult.to_json) per line, in the run's work directory
+SEARCH_ONLY = int(Level.SEARCH_ONLY)
 
 
-@dataclass
-class PassRecord:
-    """One task's pass: per test input its candidate table (Candidate.to_json) and its two attempts (complete:
-    fallbacks where no source answered), the test inputs a source answered, and what it cost."""
-    id: str
-    tables: list = field(default_factory=list)
-    attempts: list = field(default_factory=list)
-    found: int = 0
-    fits: int = 0
-    seconds: float = 0.0
-    origins: str = ""
-    error: str = ""  # '<source>: ValueError: ...' when a source raised (the model still answers the task)
-
-    @property
-    def solved(self) -> bool:
-        """An answer that reproduces every demo (CandidateSource.fits) answered every test input."""
-        return self.fits > 0 and not self.error and self.found == len(self.tables) > 0
+def solved(record: TaskResult) -> bool:
+    """Whether a pass solved its task: an answer that reproduces every demo (CandidateSource.fits) answered every
+    test input, and nothing raised."""
+    return record.fits > 0 and not (record.source_errors or record.error) and record.found == len(record.tables) > 0
 
 
-def pass_one(task: Task, cfg: Config, seconds: float) -> PassRecord:
+def pass_one(task: Task, cfg: Config, seconds: float) -> TaskResult:
     """The sources that run ahead of the model on one task for at most `seconds` from now, with its attempts chosen
     as a run without the model would (solver.pipeline.choose_without_model)."""
     gathered = gather(build_sources(cfg, ahead=True), task, time.monotonic() + seconds)
-    choices = choose_without_model(task, gathered.tables, cfg)
-    found = [(c.attempt_1, c.attempt_2) if c.candidates else None for c in choices]
-    return PassRecord(task.id, [[c.to_json() for c in t] for t in gathered.tables],
-                      _json_pairs(complete_attempts(task, found)), sum(f is not None for f in found),
-                      gathered.fits, round(gathered.seconds, 3),
-                      "; ".join("|".join(c.origins()) for c in choices), "; ".join(gathered.errors))
+    gathered.seconds = round(gathered.seconds, 3)
+    result = result_of(choose_without_model(task, gathered.tables, cfg), gathered)
+    return finish(task, result, "ok", SEARCH_ONLY, gathered.seconds)
 
 
-def _pass_in_pool(task: Task, cfg: dict, seconds: float) -> PassRecord:
-    """pass_one in a pool process; what it raises outside the sources themselves comes back as the record's error."""
+def _pass_in_pool(task: Task, cfg: dict, seconds: float) -> TaskResult:
+    """pass_one in a pool process; what it raises outside the sources themselves comes back as the record's source
+    error (the model still answers the task)."""
     try:
         return pass_one(task, Config.from_dict(cfg), seconds)
     except Exception as e:
         log.error("task %s: the search pass raised:\n%s", task.id, traceback.format_exc())
-        return PassRecord(task.id, error=f"pass: {type(e).__name__}: {e}")
+        return finish(task, TaskResult(source_errors=f"pass: {type(e).__name__}: {e}"), "ok", SEARCH_ONLY, 0.0)
 
 
 def resolve_mode(mode: str, model_is_source: bool, gpus: int) -> str:
@@ -98,7 +84,7 @@ def task_seconds(cfg: Config, end: float, left: int, workers: int) -> float:
     return max(0.0, min(cfg.search.max_seconds, fair))
 
 
-def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[PassRecord], None],
+def run_pass(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[TaskResult], None],
              progress: bool = True) -> int:
     """Search `tasks` in order until `end` (a time.monotonic() value), `workers` at a time (1: here), calling
     `on_record` in this thread as each finishes; returns how many were searched. A pool that breaks (a process
@@ -152,12 +138,12 @@ def _run_pool(tasks: list[Task], cfg: Config, end: float, workers: int, on_recor
 
 
 def run_pass_logged(tasks: list[Task], cfg: Config, end: float, workers: int,
-                    on_record: Callable[[PassRecord], None], progress: bool = True) -> int:
+                    on_record: Callable[[TaskResult], None], progress: bool = True) -> int:
     """run_pass, with what it raises (e.g. no process pool here) logged: the tasks it did not search are left to the
     model's workers. Returns how many were searched."""
     seen: list[str] = []
 
-    def record(r: PassRecord) -> None:
+    def record(r: TaskResult) -> None:
         seen.append(r.id)
         on_record(r)
     try:
@@ -167,7 +153,7 @@ def run_pass_logged(tasks: list[Task], cfg: Config, end: float, workers: int,
         return len(seen)
 
 
-def pass_beside(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[PassRecord], None],
+def pass_beside(tasks: list[Task], cfg: Config, end: float, workers: int, on_record: Callable[[TaskResult], None],
                 on_end: Callable[[], None]) -> threading.Thread:
     """run_pass_logged in a daemon thread beside the model (started, and returned); `on_end` when it ends, however."""
     def beside() -> None:
@@ -195,13 +181,13 @@ def _tick(bar, end: float, n: int = 1) -> None:
         bar.set_postfix_str(f"pass time left {max(0.0, end - time.monotonic()):.0f}s")
 
 
-def append_record(workdir: Path, record: PassRecord) -> None:
-    append_line(Path(workdir) / SEARCHED, asdict(record))
+def append_record(workdir: Path, record: TaskResult) -> None:
+    append_line(Path(workdir) / SEARCHED, record.to_json())
 
 
-def read_records(workdir: Path) -> dict[str, PassRecord]:
-    """A run's pass records by task id (solver.results.read_lines)."""
-    return read_lines(Path(workdir) / SEARCHED, PassRecord)
+def read_records(workdir: Path) -> dict[str, TaskResult]:
+    """A run's pass results by task id (solver.results.read_results)."""
+    return read_results(Path(workdir) / SEARCHED)
 
 
 def pass_end(cfg: Config, start: float, budget: float, run_end: float, mode: str) -> float:

@@ -307,7 +307,8 @@ def test_a_sticky_error_breaks_the_worker_even_when_empty_cache_raises_too(monke
         handle_job(solve, "w0", _job(task))
     out = caught.value.outcome
     assert out.id == task.id and out.status == "failed" and "illegal memory access" in out.error
-    assert out.attempts == [[a.tolist() for a in pair] for pair in fallback_attempts(task)]
+    assert [[a.tolist() for a in pair] for pair in out.attempts] == \
+        [[a.tolist() for a in pair] for pair in fallback_attempts(task)]
     assert len(calls) == 1 and device.emptied == 0  # no retry, and no empty_cache on a device known broken
 
 
@@ -753,7 +754,7 @@ def test_each_workers_first_task_gets_time_to_calibrate_beyond_its_share(tmp_pat
 def test_the_run_keeps_the_speeds_a_task_measured_and_hands_them_to_the_next_job(tmp_path):
     """The speeds live in the parent alone: a first outcome's calibration and measured speeds are recorded once
     (budget.record_speeds), and the next job carries them to its worker; a solver of the cfg's own gets none."""
-    from solver.results import fallback_outcome
+    from solver.results import fallback_result
     tasks = demo_tasks(3)
     cfg = resolve("test", run={"budget": "10m", "sources": "model"})
     run = Run(tasks, cfg, tmp_path / "s.json", tmp_path, time.monotonic(), 600.0, 1, False)
@@ -761,7 +762,7 @@ def test_the_run_keeps_the_speeds_a_task_measured_and_hands_them_to_the_next_job
     first = run.next_job()
     assert first.rates == run.rates == preset_rates(cfg)
     calibrated, measured = {"train_tokens_per_s": 5.0}, {"decode_tokens_per_s": 40.0, "prefill_tokens_per_s": 0.0}
-    outcome = replace(fallback_outcome(first.task, "ok", int(B.Level.FULL)), calibrated=calibrated, **measured)
+    outcome = replace(fallback_result(first.task, "ok", int(B.Level.FULL)), calibrated=calibrated, **measured)
     run.on_result(outcome)
     expected = B.update_rates(B.cautious_rates(preset_rates(cfg), calibrated), measured)
     assert run.rates == expected and expected.train_tokens_per_s == 5.0  # slower than the preset's: whole

@@ -4,8 +4,6 @@ time away; beside the model every job carries its task's search."""
 import csv
 import json
 import time
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 from test_search import make_task, rand_grid
@@ -14,7 +12,7 @@ from solver import budget as B
 from solver import run as R
 from solver import search_pass as SP
 from solver.config import ConfigError, resolve
-from solver.results import RESULTS, read_results
+from solver.results import RESULTS, TaskResult, read_results
 from solver.run import run_tasks
 from solver.tasks import Task
 
@@ -42,8 +40,9 @@ def attempt_1(out, tid):
     return np.array(json.loads(out.read_text())[tid][0]["attempt_1"])
 
 
-def same(a: SP.PassRecord, b: SP.PassRecord) -> bool:
-    return {**asdict(a), "seconds": 0} == {**asdict(b), "seconds": 0}
+def same(a: TaskResult, b: TaskResult) -> bool:
+    timeless = {"seconds": 0, "source_seconds": 0}
+    return {**a.to_json(), **timeless} == {**b.to_json(), **timeless}
 
 
 def test_the_pass_in_two_processes_gives_the_records_it_gives_here():
@@ -53,7 +52,8 @@ def test_the_pass_in_two_processes_gives_the_records_it_gives_here():
     assert SP.run_pass(ts, cfg, time.monotonic() + 60, 2, pool.append, progress=False) == 2
     pool.sort(key=lambda r: [t.id for t in ts].index(r.id))
     assert all(same(a, b) for a, b in zip(here, pool))
-    assert [r.solved for r in here] == [True, False]
+    assert [SP.solved(r) for r in here] == [True, False]
+    assert all(r.level == int(B.Level.SEARCH_ONLY) and r.status == "ok" for r in here)
     assert np.array_equal(here[0].attempts[0][0], ts[0].test_outputs[0])
 
 
@@ -148,7 +148,7 @@ def test_beside_the_model_every_job_carries_its_search(monkeypatch, tmp_path):
     out, work = tmp_path / "sub.json", tmp_path / "work"
     run_tasks(tasks(), cfg_for(search_pass="beside"), out, work, progress=False)
     assert set(known) == {"rot", "noise"}
-    assert known["rot"][0] and known["rot"][0][0]["sources"] == ["search"] and known["noise"] == [[]]
+    assert known["rot"][0] and known["rot"][0][0].sources == ["search"] and known["noise"] == [[]]
     assert np.array_equal(attempt_1(out, "rot"), solved_task().test_outputs[0])
 
 
