@@ -199,12 +199,86 @@ def test_the_end_of_ttt_keeps_predictions_reserve_stretched_by_a_measured_slowdo
     assert B.TrainEnd(100.0, reserve=10.0).at(1.0) == 90.0  # no planned speed: nothing to compare
 
 
-def test_work_that_trains_is_fitted_into_the_share_over_room_and_the_rest_is_slack():
+def test_the_step_that_cannot_be_cut_is_planned_at_room_times_its_estimate_and_prediction_at_its_own():
     size, full = B.TaskSize(train_tokens=600, prompt_tokens=300, output_tokens=40, num_tests=1), B.Work(20, 2, 8)
-    gate = B.predict_seconds(size, 2, RATES) + B.step_seconds(size, 2, RATES)  # prediction at 2 views and one step
-    assert B.fit_work(size, full, RATES, 1.5 * gate).ttt_steps >= 1          # no room: it trains
-    slack = B.fit_work(size, full, RATES, 1.5 * gate, room=2.0)
-    assert slack.ttt_steps == 0 and slack.views >= 2                          # room 2: the step would eat the slack
-    for share in (3 * gate, 10 * gate, 100 * gate):
+    pred, step1, step2 = B.predict_seconds(size, 2, RATES), B.step_seconds(size, 1, RATES), B.step_seconds(size, 2, RATES)
+    assert B.fit_work(size, full, RATES, pred + 2 * step2, room=2.0) == B.Work(1, 2, 2)  # one step of the batch
+    assert B.fit_work(size, full, RATES, pred + 2 * step2 - 0.01, room=2.0) == B.Work(1, 1, 2)  # of fewer sequences
+    assert B.fit_work(size, full, RATES, pred + 2 * step1, room=2.0) == B.Work(1, 1, 2)
+    assert B.fit_work(size, full, RATES, pred + 2 * step1 - 0.01, room=2.0).ttt_steps == 0  # not even one sequence
+    assert B.minimum_seconds(size, full, RATES, 2, room=2.0) == pytest.approx((pred, pred + 2 * step1))
+    for share in (3 * (pred + step2), 10 * (pred + step2), 100 * (pred + step2)):
         work = B.fit_work(size, full, RATES, share, room=2.0)
-        assert work.ttt_steps >= 1 and B.total_seconds(size, work, RATES) <= share / 2.0 * (1 + 1e-9)
+        slack = share - B.total_seconds(size, work, RATES)
+        assert work.ttt_steps >= 1 and work.batch_size == 2
+        assert slack >= step2 * (1 - 1e-9)                        # the slack: one more step, not half the share
+        assert work == full or slack < 2 * step2 + B.predict_seconds(size, 1, RATES)  # and no more than it needs
+    with pytest.raises(ValueError, match="run.room"):
+        B.fit_work(size, full, RATES, 100.0, room=0.5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=sizes_st, full=full_st, share=st.floats(0.0, 1e5), min_views=st.integers(1, 4),
+       room=st.floats(1.0, 3.0))
+def test_the_planners_floor_is_the_share_in_which_the_fit_trains_one_step(size, full, share, min_views, room):
+    """`minimum_seconds` (what the run plans, Need.one_step) and `fit_work` (what the worker does) agree: a share of
+    at least the floor trains at least one step, a shorter one none; what trains leaves its step's slack."""
+    work = B.fit_work(size, full, RATES, share, min_views, room=room)
+    _, one = B.minimum_seconds(size, full, RATES, min_views, room)
+    if not full.ttt_steps:
+        assert work.ttt_steps == 0
+    elif share >= one:
+        assert work.ttt_steps >= 1 and 1 <= work.batch_size <= full.batch_size
+        step = B.step_seconds(size, work.batch_size, RATES)
+        assert B.total_seconds(size, work, RATES) + (room - 1) * step <= share * (1 + 1e-9)
+    else:
+        assert work.ttt_steps == 0
+
+
+# The 2026-12-07 morning run (`run --tasks heldout --limit 8 --preset cpu-demo --budget 6m`): the four tasks the search
+# did not solve, their sizes (cpu-demo, 2,048-token sequences), the speeds they were fitted with and their shares. Every
+# one ran at NO_TTT with 0 steps (room 2 doubled the floor of two views + one step of two sequences).
+MORNING = {  # id: (size, (train, prefill, decode tokens/s), share s)
+    "5c0a986e": (B.TaskSize(668, 779, 111, 1), (194, 709, 33), 23.0),
+    "846bdb03": (B.TaskSize(918, 1101, 183, 1), (194, 636, 38), 36.0),
+    "06df4c85": (B.TaskSize(2048, 3759, 703, 1), (170, 450, 40), 80.0),
+    "39e1d7f9": (B.TaskSize(2048, 5103, 871, 1), (170, 371, 30), 129.0),
+}
+MORNING_SOLVED = {  # the four the search solved (one fitting program answered every test input)
+    "2dc579da": B.TaskSize(274, 457, 183, 1), "9ecd008a": B.TaskSize(860, 1133, 13, 1),
+    "90c28cc7": B.TaskSize(1421, 1884, 463, 1), "780d0b14": B.TaskSize(1279, 1947, 813, 1),
+}
+CPU_DEMO_FULL = B.Work(ttt_steps=18, batch_size=2, views=8)  # 36 sequences (12 transforms x 3 demos), 2 a step
+
+
+@pytest.mark.parametrize("tid", sorted(MORNING))
+def test_the_morning_runs_unsolved_tasks_train_a_step_in_the_shares_they_had(tid):
+    size, (train, prefill, decode), share = MORNING[tid]
+    rates = B.Rates(train, prefill, decode, task_overhead_s=1.0)
+    work = B.fit_work(size, CPU_DEMO_FULL, rates, share, min_views=2, room=2.0)
+    assert work.ttt_steps >= 1 and work.views >= 2
+
+
+def test_the_morning_run_simulated_trains_every_task_the_search_did_not_solve():
+    """The eight tasks on one worker in the 5m20s the model had, at the speeds the run measured: the four unsolved
+    tasks are planned first and each trains; the solved ones get what is left."""
+    rates = B.Rates(190, 600, 35, task_overhead_s=1.0)
+    tasks = [(size, CPU_DEMO_FULL) for size, _, _ in MORNING.values()] + \
+        [(size, CPU_DEMO_FULL) for size in MORNING_SOLVED.values()]
+    answered = [False] * len(MORNING) + [True] * len(MORNING_SOLVED)
+    sim = B.simulate_run(tasks, [rates] * len(tasks), rates, 1, 320.0, room=2.0, answered=answered,
+                         solved_share=0.25)
+    assert all(s >= 1 for s, a in zip(sim.steps, answered) if not a)
+    assert sim.end <= 320.0 * (1 + 1e-9)
+
+
+def test_tasks_another_source_answers_come_after_the_others_and_get_what_they_leave():
+    open_, solved = B.Need(10.0, 20.0, 100.0), B.Need(1.0, 2.0, 10.0, answered=True)
+    needs = {"s": solved, "a": open_, "b": B.Need(5.0, 8.0, 50.0)}
+    assert B.start_order(needs, 1000.0, 1) == ["b", "a", "s"]     # cheapest first on one worker, the solved one last
+    assert B.start_order(needs, 1000.0, 4) == ["a", "b", "s"]     # longest first, the solved one last
+    assert B.affordable([solved, open_], 10.5, 1) == [False, True]  # the open task's floor is counted first
+    pick, share = B.plan_next([solved, open_], [0, 1], 60.0, 1, headroom=10.0)
+    assert pick == 1 and share == pytest.approx(60.0)  # planned against the open tasks alone: all that is left
+    pick, share = B.plan_next([solved], [0], 60.0, 1, headroom=10.0)
+    assert pick == 0 and share == pytest.approx(60.0)
