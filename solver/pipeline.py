@@ -56,7 +56,8 @@ class Solver:
     related: tuple = (None, None)
     rates: B.Rates | None = None
     sources: list = field(default_factory=list)
-    untrained_in_row: int = 0  # tasks in a row fitted without a TTT step (_count_untrained)
+    untrained_in_row: int = 0  # tasks in a row that the measured speeds kept from training (_count_untrained)
+    recalibrate: bool = False  # the next task times the speeds again (after RECALIBRATE_AFTER such tasks)
 
     @classmethod
     def build(cls, cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
@@ -190,12 +191,13 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
     one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
     Decoding stops at `deadline`. Returns the speeds this worker plans with (solver.budget.cautious_rates: a
-    slower one whole, a faster one halfway from the preset's) until its tasks measure their own; it is paid from
-    the first task's share."""
+    slower one whole, a faster one halfway from the ones it had: the preset's on its first task; on a re-measure
+    the worker's own, so that a speed it cannot time again before the deadline stays as measured) until its tasks
+    measure their own; it is paid from the task's share."""
     from solver.data import build_examples
     from solver.generate import decode_batch, make_views
     from solver.ttt import train
-    rates, codec = preset_rates(cfg), w.loaded.codec
+    rates, codec = w.rates or preset_rates(cfg), w.loaded.codec
     model = w.adapter.model if w.adapter is not None else w.loaded.model
     warm = on_accelerator(model)
     measured = {}
@@ -336,17 +338,19 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     input over the other sources' candidates too: the choices and what the report keeps."""
     from solver.model import Loaded
     t0, calibration_s = time.monotonic(), 0.0
-    if cfg.run.calibrate and w.rates is None and task.valid:
+    if cfg.run.calibrate and (w.rates is None or w.recalibrate) and task.valid:
         w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
-        calibration_s = time.monotonic() - t0
+        calibration_s, w.recalibrate = time.monotonic() - t0, False
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
     cfg, deadlines, full, work, size = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines,
                                                     shared, now)
     rates = w.rates or preset_rates(cfg)
     planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
-    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views (planned at %s tokens/s)", task.id,
-             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, work.views, full.views, planned)
+    batch = f" of {work.batch_size} sequences (not {full.batch_size}: no step of {full.batch_size} fits)" \
+        if work.ttt_steps and work.batch_size != full.batch_size else ""
+    log.info("task %s: %.0fs: %d of %d TTT steps%s, %d of %d views (planned at %s tokens/s)", task.id,
+             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, batch, work.views, full.views, planned)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
@@ -369,21 +373,27 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
                              stats)
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
-    _count_untrained(w, task, full, work, cfg)
+    _count_untrained(w, task, cfg, size, full, work, max(0.0, deadlines.end - now))
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
                        calibration_seconds=calibration_s, planned_speeds=planned, **speeds)
 
 
-def _count_untrained(w: Solver, task: Task, full: B.Work, work: B.Work, cfg: Config) -> None:
-    """Count the tasks in a row whose fitted work dropped every TTT step; after RECALIBRATE_AFTER of them the next
-    task times the speeds again (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
-    w.untrained_in_row = w.untrained_in_row + 1 if full.ttt_steps and not work.ttt_steps else 0
+def _count_untrained(w: Solver, task: Task, cfg: Config, size: B.TaskSize, full: B.Work, work: B.Work,
+                     share: float) -> None:
+    """Count the tasks in a row whose `share` the worker's measured speeds fitted without a TTT step where the
+    preset's would have fitted one (a task the search solved, planned with run.solved_share, fits none either way:
+    not counted); after RECALIBRATE_AFTER of them the next task times the speeds again, from the ones the worker
+    has (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
+    preset = replace(preset_rates(cfg), search_s=0.0)
+    locked = bool(full.ttt_steps and not work.ttt_steps and
+                  B.fit_work(size, full, preset, share, cfg.run.min_views, room=cfg.run.room).ttt_steps)
+    w.untrained_in_row = w.untrained_in_row + 1 if locked else 0
     if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
-        log.warning("task %s: %d tasks in a row fitted no TTT step: the next task times the speeds again", task.id,
-                    w.untrained_in_row)
-        w.rates, w.untrained_in_row = None, 0
+        log.warning("task %s: %d tasks in a row fitted no TTT step at the measured speeds (the preset's would have "
+                    "fitted one): the next task times the speeds again", task.id, w.untrained_in_row)
+        w.recalibrate, w.untrained_in_row = True, 0
 
 
 def _choose(table: list[Candidate], cfg: Config, task: Task, fallback, note: str) -> Choice:

@@ -222,6 +222,23 @@ def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch
     assert report["peak_memory_mib"] > 10  # the process's resident high-water mark
 
 
+def test_the_closing_line_counts_the_tasks_that_trained_and_those_without_a_program(arc1_eval, caplog):
+    from solver.report import RunSummary, summarise, summary_line
+    from solver.results import Outcome
+    ids = list(arc1_eval)[:4]
+    outcomes = {ids[0]: Outcome(id=ids[0], status="ok", ttt_steps=3, candidates=2),           # no program: trained
+                ids[1]: Outcome(id=ids[1], status="ok", ttt_steps=0, candidates=1),           # no program: untrained
+                ids[2]: Outcome(id=ids[2], status="ok", ttt_steps=1, candidates=4, fits=2)}   # the search's program
+    finished = RunSummary({t: arc1_eval[t] for t in ids}, outcomes, {ids[3]: "no time"}, False, Path("."),
+                          Path("sub.json"), time.monotonic(), 60.0, 1, B.Rates(1, 1, 1, 1), [], "", "fake")
+    report = summarise(finished, [{"status": "ok", "level": "FULL"}] * 4)
+    assert (report["trained"], report["valid_tasks"]) == (2, 4)
+    assert (report["without_program"], report["trained_without_program"], report["answered_without_program"]) == \
+        (3, 1, 2)  # the skipped task has no program either
+    assert "trained 2 of 4 tasks, 1 of the 3 without a fitting program (2 of those answered by the model)" in \
+        summary_line(report)
+
+
 def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
     good = list(arc1_eval.values())[:2]
     raw = {t.id: t.to_json() for t in good}
@@ -690,6 +707,50 @@ def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(mon
         result = solve(task, cfg, Deadlines(now, now + 30))
         assert result.ttt_steps == 0 and "train 0" in result.planned_speeds
     assert timed == [tasks[0].id, tasks[P.RECALIBRATE_AFTER].id]
+
+
+def test_tasks_that_no_speed_would_train_do_not_make_the_worker_calibrate_again(monkeypatch):
+    """Shares too short for a step even at the preset's speeds (the search's solved tasks, planned with
+    run.solved_share) are not a sign of a wrong measurement: however many in a row, no second calibration."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0}, run={"train_tokens_per_s": 1e-3})
+    solve, timed = P.pipeline(cfg), []
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append(task.id)
+        return replace(preset_rates(cfg), train_tokens_per_s=1e-6)
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 2).values())
+    for task in tasks:
+        now = time.monotonic()
+        assert solve(task, cfg, Deadlines(now, now + 30)).ttt_steps == 0
+    assert timed == [tasks[0].id]
+
+
+def test_a_second_calibration_starts_from_the_workers_speeds_not_the_presets(monkeypatch):
+    """A re-measure whose decoding the deadline leaves no time for keeps the prefill and decoding speeds the worker
+    measured (the morning run's re-measure planned its task at the preset's 1.5x faster ones)."""
+    import solver.generate as G
+    import solver.pipeline as P
+    import solver.ttt as T
+    from solver.model import load_model
+    loaded = load_model("scratch:tiny")
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 8}, infer={"num_views": 1})
+
+    class Adapter:
+        model = loaded.model
+
+        def reset(self):
+            pass
+    monkeypatch.setattr(T, "train", lambda *a, **k: T.TTTResult(steps=1, tokens=100, seconds=1.0))
+    monkeypatch.setattr(G, "decode_batch", lambda *a, **k: [])  # past the deadline: nothing prefilled or decoded
+    monkeypatch.setattr(P, "on_accelerator", lambda model: False)
+    mine = replace(preset_rates(cfg), prefill_tokens_per_s=123.0, decode_tokens_per_s=4.5)
+    w = P.Solver(cfg, loaded, Adapter(), rates=mine)
+    rates = P.calibrate(w, next(iter(demo_tasks(1).values())), cfg, time.monotonic())
+    assert (rates.prefill_tokens_per_s, rates.decode_tokens_per_s) == (123.0, 4.5)
+    assert rates.train_tokens_per_s < mine.train_tokens_per_s  # 100 tokens/s: slower, believed whole
 
 
 def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, arc1_eval, monkeypatch):
