@@ -28,7 +28,7 @@ from functools import partial
 from typing import Callable
 
 from solver import budget as B
-from solver.codec import Codec
+from solver.codec import Codec, Encoded
 from solver.config import MODEL, Config
 from solver.files import setup_logging
 from solver.invariants import invariants
@@ -172,6 +172,9 @@ MIN_DECODE_TOKENS = 8  # a decoding speed from fewer generated tokens is not bel
 
 FAR_OFF = 4.0  # a training speed this many times below the preset's is timed twice: one busy step must not rule
 # (a run started beside other CPU work measured 9 tokens/s where 150-280 is true, and then trained no task at all)
+WARM_TOKENS = 256  # a CPU's untimed warm-up step trains the last this many tokens of the shortest sequence: its cold
+# costs (allocations, threads) do not grow with the length, and on a busy 2-core machine a whole cold step of a
+# 668-token sequence took 15-40 s of the first task's share (a 256-token one 1.7 s quiet, the next whole step 3.8 s)
 RECALIBRATE_AFTER = 3  # tasks in a row whose fitted work has no TTT step (where the full work has some): time again
 
 
@@ -206,12 +209,13 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
         if examples:
             batch = max(1, cfg.ttt.batch_size) if warm else 1
             one = replace(cfg.ttt, max_steps=1, epochs=1)
-            train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad)  # warm-up on every device: not timed
+            first = examples[0] if warm else Encoded(examples[0].ids[-WARM_TOKENS:], examples[0].mask[-WARM_TOKENS:])
+            train(w.adapter, [first], replace(one, batch_size=1), codec.pad)  # warm-up on every device: not timed
             w.adapter.reset()
             rows, planned = (examples * batch)[:batch], replace(one, batch_size=batch)
             speed = _step_speed(w.adapter, train, rows, planned, codec)
-            if 0 < speed < rates.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
-                speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))
+            if 0 < speed < rates.train_tokens_per_s / FAR_OFF and time.monotonic() < deadline:
+                speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))  # a busy start? the faster
             if speed:
                 measured["train_tokens_per_s"] = speed
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
@@ -236,15 +240,19 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
 def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,
                     stats: dict) -> dict[str, float]:
     """A finished task's speeds in the planner's terms: the TTT steps' time per planned token, the decoding phase's
-    generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed."""
+    generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed, counted
+    over the prompts actually computed (stats' `prefills`; `views`, unused, is what was planned): a task whose
+    deadline left no time to prefill measures no prefill speed (the morning run's busy re-run planned
+    its next task at 17,224 prompt tokens/s from one that prefilled nothing in 0.01 s)."""
     out = {}
     if steps and ttt_s > 0:
         out["train_tokens_per_s"] = steps * batch * size.train_tokens / ttt_s
     decode_s = stats.get("decode_s", 0.0)
     if decode_s > 0 and stats.get("tokens"):
         out["decode_tokens_per_s"] = stats["tokens"] / decode_s
-    if views and predict_s > decode_s:
-        out["prefill_tokens_per_s"] = views * size.num_tests * size.prompt_tokens / (predict_s - decode_s)
+    prompts = stats.get("prefills", 0)
+    if prompts and predict_s > decode_s:
+        out["prefill_tokens_per_s"] = prompts * size.prompt_tokens / (predict_s - decode_s)
     return out
 
 

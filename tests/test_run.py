@@ -753,6 +753,46 @@ def test_a_second_calibration_starts_from_the_workers_speeds_not_the_presets(mon
     assert rates.train_tokens_per_s < mine.train_tokens_per_s  # 100 tokens/s: slower, believed whole
 
 
+def test_a_task_that_prefilled_nothing_measures_no_prefill_speed():
+    from solver.pipeline import measured_speeds
+    size = B.TaskSize(train_tokens=900, prompt_tokens=1100, output_tokens=183, num_tests=1)
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 0.01, {})  # no time left: nothing run
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 3.0, {"prefills_too_late": 5})
+    got = measured_speeds(size, 0, 2, 0.0, 5, 13.0, {"prefills": 2, "decode_s": 2.0, "tokens": 10})
+    assert got["prefill_tokens_per_s"] == pytest.approx(2 * 1100 / 11.0)  # the two prompts computed, not the 5 planned
+    assert got["decode_tokens_per_s"] == pytest.approx(5.0)
+
+
+def test_calibration_looks_twice_only_before_its_deadline_and_warms_up_short_on_a_cpu(monkeypatch):
+    """A slow first timed step past the calibration's end is not timed again (on a busy CPU each step costs tens of
+    seconds of the first task's share); the untimed warm-up on a CPU trains a short tail of a sequence."""
+    import solver.generate as G
+    import solver.pipeline as P
+    import solver.ttt as T
+    from solver.model import load_model
+    loaded = load_model("scratch:tiny")
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 8}, infer={"num_views": 1})
+    lengths = []
+
+    def fake_train(adapter, examples, tcfg, pad, *args, **kw):
+        lengths.append(len(examples[0]))
+        return T.TTTResult(steps=1, tokens=100, seconds=100.0)  # 1 token/s: far below the preset's
+
+    class Adapter:
+        model = loaded.model
+
+        def reset(self):
+            pass
+    monkeypatch.setattr(T, "train", fake_train)
+    monkeypatch.setattr(G, "decode_batch", lambda *a, **k: [])
+    monkeypatch.setattr(P, "on_accelerator", lambda model: False)
+    monkeypatch.setattr(P, "WARM_TOKENS", 20)  # the test preset's sequences are short
+    task = next(iter(demo_tasks(1).values()))
+    P.calibrate(P.Solver(cfg, loaded, Adapter()), task, cfg, time.monotonic() - 1.0)  # its end has passed
+    assert len(lengths) == 2  # the warm-up and one timed step, no second look
+    assert lengths[1] > P.WARM_TOKENS and lengths[0] == P.WARM_TOKENS  # the warm-up: a tail of the timed sequence
+
+
 def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, arc1_eval, monkeypatch):
     """An emulated CUDA device whose peak each task sets: reset before every task, read after it, in results.jsonl,
     report.csv and report.json (the largest task's); on a CPU the figure is absent (None, an empty cell)."""
