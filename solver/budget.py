@@ -117,13 +117,23 @@ def update_rates(rates: Rates, measured: dict[str, float], weight: float = 0.5) 
     return replace(rates, **new)
 
 
-def cautious_rates(rates: Rates, measured: dict[str, float]) -> Rates:
+SPEEDS = ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")
+
+
+def cautious_rates(rates: Rates, measured: dict[str, float], guessed: bool = True) -> Rates:
     """Rates after a first quick measurement: each measured speed taken whole where it is slower than the planned one
     (prediction's reserve must hold: a task that trains must also answer), halfway towards it where it is faster
-    (one quick step on a busy machine can flatter)."""
+    (one quick step on a busy machine can flatter). With `guessed` (`rates` are the preset's guesses, not speeds
+    measured before), a speed it could not time (its deadline came first) is scaled like the slowest one it timed,
+    where that is slower than planned: a busy machine is slower at everything (the
+    busy runs of 2026-12-07 measured training at 0.33x and 0.07x the preset's, prediction then ran at 0.36x and
+    0.1-0.3x, while the untimed prefill and decoding were planned at the preset's)."""
     slower = {k: v for k, v in measured.items() if 0 < v < getattr(rates, k)}
     faster = {k: v for k, v in measured.items() if k not in slower}
-    return update_rates(update_rates(rates, slower, weight=1.0), faster, weight=0.5)
+    slowest = min((v / getattr(rates, k) for k, v in slower.items()), default=1.0)
+    untimed = {k: slowest * getattr(rates, k) for k in SPEEDS if not measured.get(k, 0) > 0} \
+        if slower and guessed else {}
+    return update_rates(update_rates(rates, {**untimed, **slower}, weight=1.0), faster, weight=0.5)
 
 
 def update_correction(rates: Rates, estimated: float, measured: float, weight: float = 0.3) -> Rates:

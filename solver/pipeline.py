@@ -194,12 +194,14 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
     one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
     Decoding stops at `deadline`. Returns the speeds this worker plans with (solver.budget.cautious_rates: a
-    slower one whole, a faster one halfway from the ones it had: the preset's on its first task; on a re-measure
-    the worker's own, so that a speed it cannot time again before the deadline stays as measured) until its tasks
+    slower one whole, a faster one halfway from the ones it had: the preset's on its first task, where a speed it
+    could not time before the deadline is scaled like the slowest it timed; on a re-measure the worker's own, so
+    that a speed it cannot time again stays as measured) until its tasks
     measure their own; it is paid from the task's share."""
     from solver.data import build_examples
     from solver.generate import decode_batch, make_views
     from solver.ttt import train
+    guessed = w.rates is None  # a first calibration: what it cannot time is the preset's guess
     rates, codec = w.rates or preset_rates(cfg), w.loaded.codec
     model = w.adapter.model if w.adapter is not None else w.loaded.model
     warm = on_accelerator(model)
@@ -234,7 +236,7 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
     log.info("task %s: calibrated at %d sequences per step and %d views: %s", task.id,
              max(1, cfg.ttt.batch_size) if warm else 1, len(views),
              ", ".join(f"{k} {v:.0f}" for k, v in measured.items()))
-    return B.cautious_rates(rates, measured)  # slower than planned: believed whole; faster: halfway
+    return B.cautious_rates(rates, measured, guessed)  # slower than planned: believed whole; faster: halfway
 
 
 def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,
@@ -345,10 +347,11 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     """Calibration (a worker's first task), the work fitted to the time left, TTT, then prediction of every test
     input over the other sources' candidates too: the choices and what the report keeps."""
     from solver.model import Loaded
-    t0, calibration_s = time.monotonic(), 0.0
+    t0, calibration_s, timed = time.monotonic(), 0.0, {}
     if cfg.run.calibrate and (w.rates is None or w.recalibrate) and task.valid:
         w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s, w.recalibrate = time.monotonic() - t0, False
+        timed = {k: getattr(w.rates, k) for k in B.SPEEDS}  # the task's speeds where it measures none itself
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
     cfg, deadlines, full, work, size = fit_to_share(task, cfg, w.loaded.codec, w.rates or preset_rates(cfg), deadlines,
@@ -378,8 +381,8 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     with adapter.disabled() if base_only else nullcontext():
         found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
-    speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
-                             stats)
+    speeds = {**timed, **measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s,
+                                         cfg.infer.num_views, t2 - t1, stats)}  # the run plans with these
     w.rates = B.update_rates(w.rates or preset_rates(cfg), speeds)
     _count_untrained(w, task, cfg, size, full, work, max(0.0, deadlines.end - now))
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)

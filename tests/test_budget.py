@@ -183,6 +183,15 @@ def test_a_slower_first_measurement_is_believed_whole_and_a_faster_one_halfway()
     assert B.predict_seconds(size, 5, got) > 3 * B.predict_seconds(size, 5, planned)
 
 
+def test_a_speed_calibration_could_not_time_is_scaled_like_the_slowest_it_timed():
+    planned = B.Rates(train_tokens_per_s=150, prefill_tokens_per_s=1000, decode_tokens_per_s=40, task_overhead_s=1)
+    got = B.cautious_rates(planned, {"train_tokens_per_s": 15})  # a busy machine; prediction not timed in time
+    assert got.train_tokens_per_s == 15
+    assert (got.prefill_tokens_per_s, got.decode_tokens_per_s) == pytest.approx((100, 4))  # 0.1x, as training
+    got = B.cautious_rates(planned, {"train_tokens_per_s": 300})  # faster: halfway, the untimed ones as planned
+    assert (got.train_tokens_per_s, got.prefill_tokens_per_s, got.decode_tokens_per_s) == (225, 1000, 40)
+
+
 def test_the_plan_counts_the_cheapest_floors_that_fit():
     needs = [B.Need(b, b + 1, 3 * b) for b in (50.0, 5.0, 400.0, 10.0)]
     assert B.affordable(needs, 100.0, 1) == [True, True, False, True]  # 5 + 10 + 50 fit 100; 400 waits

@@ -868,6 +868,26 @@ def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_
     assert result.calibration_seconds == 5.0 and result.ttt_steps == 1 and result.ttt_seconds == 2.0
 
 
+def test_a_task_reports_its_calibrated_speeds_where_it_measures_none_itself(fake_clock, monkeypatch):
+    """The run plans the next tasks with each outcome's speeds: a first task whose calibration used up its share
+    measures nothing itself, and reports what calibration timed (not nothing, which left the run at the preset's)."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 2, "score_views": 0})
+    solve = P.pipeline(cfg)
+    fake_clock.install(P)
+    slow = replace(preset_rates(cfg), train_tokens_per_s=11.0, prefill_tokens_per_s=22.0, decode_tokens_per_s=3.0)
+
+    def calibrate(w, task, cfg, deadline):
+        fake_clock.advance(50.0)  # past the task's end
+        return slow
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    now = fake_clock.now
+    result = solve(next(iter(demo_tasks(1).values())), cfg, Deadlines(now, now + 10))
+    assert result.ttt_steps == 0 and result.calibration_seconds == 50.0
+    assert (result.train_tokens_per_s, result.prefill_tokens_per_s, result.decode_tokens_per_s) == (11.0, 22.0, 3.0)
+
+
 def test_a_job_carries_the_full_config_and_the_solver_fits_the_work_once(tmp_path):
     """The parent hands out the run's config and the task's share; the one fit (solver.plan.fit_to_share) is the
     solver's: here TTT priced far beyond the share, so the fit drops it and keeps prediction's time; the retry's
