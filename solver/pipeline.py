@@ -349,8 +349,9 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     from solver.model import Loaded
     t0, calibration_s, timed = time.monotonic(), 0.0, {}
     if cfg.run.calibrate and (w.rates is None or w.recalibrate) and task.valid:
+        first = w.rates is None
         w.rates = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
-        calibration_s, w.recalibrate = time.monotonic() - t0, False
+        calibration_s, w.recalibrate, w.untrained_in_row = time.monotonic() - t0, first and _far_off(w, task, cfg), 0
         timed = {k: getattr(w.rates, k) for k in B.SPEEDS}  # the task's speeds where it measures none itself
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
@@ -391,16 +392,28 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
                        calibration_seconds=calibration_s, planned_speeds=planned, **speeds)
 
 
+def _far_off(w: Solver, task: Task, cfg: Config) -> bool:
+    """Whether a first calibration's training speed is FAR_OFF below the preset's: then the next task times it
+    again (a busy start can last the whole first calibration; the busy-start run of 2026-12-07 measured 31 tokens/s
+    beside two spinning processes, which ended a second later, and then fitted no step into any task)."""
+    far = w.rates.train_tokens_per_s < preset_rates(cfg).train_tokens_per_s / FAR_OFF
+    if far:
+        log.warning("task %s: training measured at %.0f tokens/s, %gx below the preset's: the next task times it "
+                    "again", task.id, w.rates.train_tokens_per_s, FAR_OFF)
+    return far
+
+
 def _count_untrained(w: Solver, task: Task, cfg: Config, size: B.TaskSize, full: B.Work, work: B.Work,
                      share: float) -> None:
     """Count the tasks in a row whose `share` the worker's measured speeds fitted without a TTT step where the
     preset's would have fitted one (a task the search solved, planned with run.solved_share, fits none either way:
-    not counted); after RECALIBRATE_AFTER of them the next task times the speeds again, from the ones the worker
-    has (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
+    neither counted nor ending the row); after RECALIBRATE_AFTER of them the next task times the speeds again, from
+    the ones the worker has (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
     preset = replace(preset_rates(cfg), search_s=0.0)
     locked = bool(full.ttt_steps and not work.ttt_steps and
                   B.fit_work(size, full, preset, share, cfg.run.min_views, room=cfg.run.room).ttt_steps)
-    w.untrained_in_row = w.untrained_in_row + 1 if locked else 0
+    if locked or work.ttt_steps:  # a task no speed would train (too short a share) leaves the count as it is
+        w.untrained_in_row = w.untrained_in_row + 1 if locked else 0
     if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
         log.warning("task %s: %d tasks in a row fitted no TTT step at the measured speeds (the preset's would have "
                     "fitted one): the next task times the speeds again", task.id, w.untrained_in_row)

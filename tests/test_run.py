@@ -701,12 +701,32 @@ def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(mon
         timed.append(task.id)
         return replace(preset_rates(cfg), train_tokens_per_s=1e-6)  # no step ever fits at this speed
     monkeypatch.setattr(P, "calibrate", calibrate)
-    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 1).values())
+    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 2).values())
     for task in tasks:
         now = time.monotonic()
         result = solve(task, cfg, Deadlines(now, now + 30))
         assert result.ttt_steps == 0 and "train 0" in result.planned_speeds
-    assert timed == [tasks[0].id, tasks[P.RECALIBRATE_AFTER].id]
+    # the second: a first look far below the preset's; the last: RECALIBRATE_AFTER tasks kept from training after it
+    assert timed == [tasks[0].id, tasks[1].id, tasks[P.RECALIBRATE_AFTER + 1].id]
+
+
+def test_a_first_calibration_far_below_the_preset_is_timed_again_on_the_next_task_once(monkeypatch):
+    """A busy start can outlast the first calibration: a training speed FAR_OFF below the preset's is timed again
+    on the next task (from the worker's speeds), and only once for that reason."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0})
+    solve, timed = P.pipeline(cfg), []
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append((task.id, w.rates is None))
+        return replace(w.rates or preset_rates(cfg), train_tokens_per_s=preset_rates(cfg).train_tokens_per_s / 10)
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    tasks = list(demo_tasks(3).values())
+    for task in tasks:
+        now = time.monotonic()
+        solve(task, cfg, Deadlines(now, now + 30))
+    assert timed == [(tasks[0].id, True), (tasks[1].id, False)]
 
 
 def test_tasks_that_no_speed_would_train_do_not_make_the_worker_calibrate_again(monkeypatch):
@@ -719,7 +739,7 @@ def test_tasks_that_no_speed_would_train_do_not_make_the_worker_calibrate_again(
 
     def calibrate(w, task, cfg, deadline):
         timed.append(task.id)
-        return replace(preset_rates(cfg), train_tokens_per_s=1e-6)
+        return preset_rates(cfg)  # as slow as the preset says: no step fits at either
     monkeypatch.setattr(P, "calibrate", calibrate)
     tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 2).values())
     for task in tasks:
