@@ -175,6 +175,8 @@ FAR_OFF = 4.0  # a training speed this many times below the preset's is timed tw
 WARM_TOKENS = 256  # a CPU's untimed warm-up step trains the last this many tokens of the shortest sequence: its cold
 # costs (allocations, threads) do not grow with the length, and on a busy 2-core machine a whole cold step of a
 # 668-token sequence took 15-40 s of the first task's share (a 256-token one 1.7 s quiet, the next whole step 3.8 s)
+RETIME_BELOW = 2.0  # a first calibration's training speed this many times below the preset's is timed again on the
+# next task (the busy-start run measured 55 tokens/s beside two spinning processes that ended 20 s later, 200-280 quiet)
 RECALIBRATE_AFTER = 3  # tasks in a row whose fitted work has no TTT step (where the full work has some): time again
 
 
@@ -220,6 +222,10 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> B.Rates:
                 speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))  # a busy start? the faster
             if speed:
                 measured["train_tokens_per_s"] = speed
+            # a re-measure: the training speed that kept TTT out is in doubt, so the new one is weighed against the
+            # preset's (slower: whole; faster: halfway), not against it
+            if speed and not guessed:
+                rates = replace(rates, train_tokens_per_s=preset_rates(cfg).train_tokens_per_s)
     n, per_batch = (max(1, cfg.infer.num_views), max(1, cfg.infer.batch_size)) if warm else (1, 1)
     views = [replace(v, max_shape=B.CALIBRATION_SHAPE) for v in make_views(task, 0, codec, n, cfg.run.seed, cfg.infer)]
     model.eval()
@@ -393,13 +399,14 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
 
 
 def _far_off(w: Solver, task: Task, cfg: Config) -> bool:
-    """Whether a first calibration's training speed is FAR_OFF below the preset's: then the next task times it
-    again (a busy start can last the whole first calibration; the busy-start run of 2026-12-07 measured 31 tokens/s
-    beside two spinning processes, which ended a second later, and then fitted no step into any task)."""
-    far = w.rates.train_tokens_per_s < preset_rates(cfg).train_tokens_per_s / FAR_OFF
+    """Whether a first calibration's training speed is RETIME_BELOW times below the preset's or more: then the next
+    task times it again (a busy start can last the whole first calibration; the busy-start runs of 2026-12-07
+    measured 31 and 55 tokens/s beside two spinning processes that ended seconds later, and then fitted no step
+    into any task until three in a row had made the worker re-measure)."""
+    far = w.rates.train_tokens_per_s < preset_rates(cfg).train_tokens_per_s / RETIME_BELOW
     if far:
-        log.warning("task %s: training measured at %.0f tokens/s, %gx below the preset's: the next task times it "
-                    "again", task.id, w.rates.train_tokens_per_s, FAR_OFF)
+        log.warning("task %s: training measured at %.0f tokens/s, over %gx below the preset's: the next task times "
+                    "it again", task.id, w.rates.train_tokens_per_s, RETIME_BELOW)
     return far
 
 

@@ -770,7 +770,12 @@ def test_a_second_calibration_starts_from_the_workers_speeds_not_the_presets(mon
     w = P.Solver(cfg, loaded, Adapter(), rates=mine)
     rates = P.calibrate(w, next(iter(demo_tasks(1).values())), cfg, time.monotonic())
     assert (rates.prefill_tokens_per_s, rates.decode_tokens_per_s) == (123.0, 4.5)
-    assert rates.train_tokens_per_s < mine.train_tokens_per_s  # 100 tokens/s: slower, believed whole
+    assert rates.train_tokens_per_s == 100.0  # slower than the preset's: believed whole
+    w.rates = replace(mine, train_tokens_per_s=1.0)  # the speed that kept TTT out, timed on a busy start
+    preset = preset_rates(cfg).train_tokens_per_s
+    monkeypatch.setattr(T, "train", lambda *a, **k: T.TTTResult(steps=1, tokens=int(2 * preset), seconds=1.0))
+    rates = P.calibrate(w, next(iter(demo_tasks(1).values())), cfg, time.monotonic())
+    assert rates.train_tokens_per_s == pytest.approx(1.5 * preset)  # faster: halfway from the preset's, not from 1
 
 
 def test_a_task_that_prefilled_nothing_measures_no_prefill_speed():
