@@ -10,10 +10,14 @@ The rules, in one place:
 - share: the next task gets its floor (prediction + one TTT step) and a part, by what its full work adds, of the
   worker-seconds left beyond every pending task's floor (minus those promised to tasks in flight); never more than
   the wall time left, or `headroom` times its full need (`plan_share`).
-- work: prediction reserved first, then as many TTT steps as fit, down to one; steps and views scale together up to
-  the configured ones (`fit_work`); no TTT only when not even one step fits. `Level` names what a task did.
+- work: prediction reserved first, then as many TTT steps as fit, down to one (at a smaller batch where the
+  configured one does not fit); steps and views scale together up to the configured ones (`fit_work`); the step that
+  cannot be cut is planned at `room` times its estimate; no TTT only when not even one step of one sequence fits.
+  The share that buys that one step is the task's floor (`minimum_seconds`): the planner and the fit agree on it.
+  `Level` names what a task did.
 - order: longest first while every pending task's floor (prediction + one step) fits, cheapest first when not
-  (see `order_tasks`).
+  (see `order_tasks`); a task another source already answers (`Need.answered`: the search solved it) after every
+  task it does not, and planned with what they leave (`plan_next`).
 - re-planning: every dispatch re-reads the clock and what is pending; the run keeps one set of speeds: those measured
   by finished tasks (a worker's calibration taken cautiously, then each task's own, `record_speeds`) replace the
   preset's, and every job is fitted with them; a correction factor (measured / estimated seconds) scales what remains
@@ -115,19 +119,41 @@ def update_rates(rates: Rates, measured: dict[str, float], weight: float = 0.5) 
     return replace(rates, **new)
 
 
-def cautious_rates(rates: Rates, measured: dict[str, float]) -> Rates:
+SPEEDS = ("train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")
+
+
+def cautious_rates(rates: Rates, measured: dict[str, float], guessed: bool = True) -> Rates:
     """Rates after a first quick measurement: each measured speed taken whole where it is slower than the planned one
     (prediction's reserve must hold: a task that trains must also answer), halfway towards it where it is faster
-    (one quick step on a busy machine can flatter)."""
+    (one quick step on a busy machine can flatter). With `guessed` (`rates` are the preset's guesses, not speeds
+    measured before), a speed it could not time (its deadline came first) is scaled like the slowest one it timed,
+    where that is slower than planned: a busy machine is slower at everything (the
+    busy runs of 2026-12-07 measured training at 0.33x and 0.07x the preset's, prediction then ran at 0.36x and
+    0.1-0.3x, while the untimed prefill and decoding were planned at the preset's)."""
     slower = {k: v for k, v in measured.items() if 0 < v < getattr(rates, k)}
     faster = {k: v for k, v in measured.items() if k not in slower}
-    return update_rates(update_rates(rates, slower, weight=1.0), faster, weight=0.5)
+    slowest = min((v / getattr(rates, k) for k, v in slower.items()), default=1.0)
+    untimed = {k: slowest * getattr(rates, k) for k in SPEEDS if not measured.get(k, 0) > 0} \
+        if slower and guessed else {}
+    return update_rates(update_rates(rates, {**untimed, **slower}, weight=1.0), faster, weight=0.5)
 
 
-def record_speeds(rates: Rates, calibrated: dict[str, float], measured: dict[str, float]) -> Rates:
-    """The run's speeds once a task reports what it measured: its worker's calibration (a first quick look; empty
-    when it did not calibrate) taken cautiously, then the task's own speeds averaged in."""
-    return update_rates(cautious_rates(rates, calibrated), measured)
+def calibrated_rates(rates: Rates, preset: Rates, calibrated: dict[str, float], remeasure: bool = False) -> Rates:
+    """The speeds after a calibration (`calibrated`: what it timed; empty when none), taken cautiously from `rates`
+    (`cautious_rates`); while `rates` are still the `preset`'s guesses, what it could not time is scaled like the
+    slowest speed it timed. A `remeasure` (the training speed that kept TTT out of several tasks is in doubt) weighs its
+    new training speed against the preset's, not against that one, and keeps a speed it could not time as it was."""
+    if remeasure and calibrated.get("train_tokens_per_s", 0) > 0:
+        rates = replace(rates, train_tokens_per_s=preset.train_tokens_per_s)
+    guessed = not remeasure and all(getattr(rates, k) == getattr(preset, k) for k in SPEEDS)
+    return cautious_rates(rates, calibrated, guessed)
+
+
+def record_speeds(rates: Rates, preset: Rates, calibrated: dict[str, float], measured: dict[str, float],
+                  remeasure: bool = False) -> Rates:
+    """The run's speeds once a task reports what it measured: its worker's calibration (a quick look; empty when it
+    did not calibrate) taken as `calibrated_rates` does, then the task's own speeds averaged in."""
+    return update_rates(calibrated_rates(rates, preset, calibrated, remeasure), measured)
 
 
 def update_correction(rates: Rates, estimated: float, measured: float, weight: float = 0.3) -> Rates:
@@ -208,38 +234,62 @@ def predict_seconds(size: TaskSize, views: int, rates: Rates) -> float:
     return estimate_seconds(size, Work(0, 1, views), rates)[1]
 
 
+FLOOR_BATCH = 1  # sequences in the floor's one step where the configured batch does not fit: the least that trains
+
+
+def floor_batch(size: TaskSize, full: Work, rates: Rates, share: float, min_views: int = 2,
+                room: float = 1.0) -> int:
+    """The largest batch, at most the configured one and at least FLOOR_BATCH, whose one TTT step fits `share` with
+    prediction at min_views: room x the step (it cannot be cut short) + the prediction (it keeps what it has decoded
+    at its deadline); 0 when not even that fits, or the work has no TTT."""
+    if not full.ttt_steps:
+        return 0
+    pred = predict_seconds(size, min(full.views, max(1, min_views)), rates)
+    for batch in range(max(FLOOR_BATCH, full.batch_size), FLOOR_BATCH - 1, -1):
+        if pred + room * step_seconds(size, batch, rates) <= share * (1 + 1e-9):  # (a share computed as exactly
+            return batch                                                          # the floor, rounding below it)
+    return 0
+
+
 def fit_work(size: TaskSize, full: Work, rates: Rates, share: float, min_views: int = 2,
              shared_adapter: bool = False, room: float = 1.0) -> Work:
     """The most work that fits in `share` seconds, never more than `full`.
 
-    Work that trains is fitted into share / room (the rest is slack: a step cannot be cut short, and a machine that
-    slows mid-task must still leave prediction its time). Prediction is reserved first (min_views, at most the full
-    views); training gets the rest, as many steps as fit down to one; the time beyond (prediction at min_views + one
-    step) goes to steps and views in proportion to what each still lacks of `full`, then any leftover to more steps.
-    Not even one step: no TTT (the shared adapter where there is one), and as many views as fit in the whole share
-    (min_views at least, as a best effort: prediction keeps what it has at its deadline).
+    Prediction is reserved first (min_views, at most the full views); training gets the rest, as many steps as fit
+    down to one. The step in flight cannot be cut short, so one step is planned at `room` times its estimate (the
+    slack, kept once: TTT measures its own speed and stops before a step that would end late, TrainEnd);
+    prediction needs none, it keeps what it has decoded at its deadline. Where one step of the configured batch
+    does not fit, one step of the largest batch that does (`floor_batch`, down to FLOOR_BATCH sequences) at
+    min_views. Beyond the floor (prediction at min_views + one step + the slack) the time goes to steps and views in
+    proportion to what each still lacks of `full`, then any leftover to more steps. Not even one step of
+    FLOOR_BATCH: no TTT (the shared adapter where there is one), and as many views as fit in the whole share
+    (min_views at least, as a best effort).
     """
+    if room < 1:
+        raise ValueError(f"run.room is {room}: it must be at least 1 (the factor a TTT step is planned at)")
     low = min(full.views, max(1, min_views))
-    step = step_seconds(size, full.batch_size, rates)
-    fits = [v for v in range(low, full.views + 1) if predict_seconds(size, v, rates) <= share]
-    share *= 1 + 1e-9  # a share computed as exactly the floor may land a rounding error below it
-    if full.ttt_steps == 0 or share < room * (predict_seconds(size, low, rates) + step):
+    batch = floor_batch(size, full, rates, share, min_views, room)
+    if not batch:
+        fits = [v for v in range(low, full.views + 1) if predict_seconds(size, v, rates) <= share]
         return Work(0, full.batch_size, max(fits, default=low), shared_adapter and full.ttt_steps > 0)
-    share /= room
+    if batch < full.batch_size:
+        return Work(1, batch, low)
+    step = step_seconds(size, batch, rates)
+    share = share * (1 + 1e-9) - (room - 1) * step
     lacking = (full.ttt_steps - 1) * step + predict_seconds(size, full.views, rates) - predict_seconds(size, low, rates)
     spare = share - predict_seconds(size, low, rates) - step
-    f = 1.0 if lacking <= 0 else min(1.0, spare / lacking)
+    f = 1.0 if lacking <= 0 else min(1.0, max(0.0, spare / lacking))
     views = low + int(f * (full.views - low))
     steps = 1 + int(f * (full.ttt_steps - 1))
     left = share - predict_seconds(size, views, rates) - steps * step
     steps = min(full.ttt_steps, steps + max(0, int(left // step)) if step > 0 else full.ttt_steps)
-    return Work(steps, full.batch_size, views)
+    return Work(steps, batch, views)
 
 
-def ttt_seconds(size: TaskSize, work: Work, rates: Rates, share: float, room: float = 1.0) -> float:
-    """The part of a share TTT may use: all but prediction's reserve (room x its estimate at the work's views; TTT
-    stretches it again if it measures a slowdown, TrainEnd); none for work without steps."""
-    return max(0.0, share - room * predict_seconds(size, work.views, rates)) if work.ttt_steps else 0.0
+def ttt_seconds(size: TaskSize, work: Work, rates: Rates, share: float) -> float:
+    """The part of a share TTT may use: all but prediction's reserve (its estimate at the work's views; TTT stretches
+    it if it measures a slowdown, TrainEnd); none for work without steps."""
+    return max(0.0, share - predict_seconds(size, work.views, rates)) if work.ttt_steps else 0.0
 
 
 def level_of(work: Work, full: Work) -> Level:
@@ -253,10 +303,14 @@ def level_of(work: Work, full: Work) -> Level:
     return Level.FEWER_STEPS if work.ttt_steps < full.ttt_steps else Level.FULL
 
 
-def minimum_seconds(size: TaskSize, full: Work, rates: Rates, min_views: int = 2) -> tuple[float, float]:
-    """(prediction alone at min_views, that plus one TTT step): the two floors of a task's share."""
+def minimum_seconds(size: TaskSize, full: Work, rates: Rates, min_views: int = 2,
+                    room: float = 1.0) -> tuple[float, float]:
+    """(prediction alone at min_views, the least share that trains): the two floors of a task's share. The second is
+    prediction at min_views + room x one step of FLOOR_BATCH sequences, the share in which `fit_work` trains one step
+    (prediction alone where the work has no TTT)."""
     pred = predict_seconds(size, min(full.views, max(1, min_views)), rates)
-    return pred, pred + (step_seconds(size, full.batch_size, rates) if full.ttt_steps else 0.0)
+    return pred, pred + (room * step_seconds(size, min(full.batch_size, FLOOR_BATCH), rates) if full.ttt_steps
+                         else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,10 +318,21 @@ def minimum_seconds(size: TaskSize, full: Work, rates: Rates, min_views: int = 2
 
 @dataclass(frozen=True)
 class Need:
-    """A task's estimated seconds: prediction alone (`bare`), that plus one TTT step (`one_step`), the full work."""
+    """A task's estimated seconds: prediction alone (`bare`), the least share that trains one step (`one_step`), the
+    full work; `answered`: another source already answers it (the search solved it), so it is planned after every
+    task that is not, with the time they leave."""
     bare: float
     one_step: float
     full: float
+    answered: bool = False
+
+
+def task_need(size: TaskSize, full: Work, rates: Rates, min_views: int = 2, room: float = 1.0, scale: float = 1.0,
+              answered: bool = False) -> Need:
+    """A task's Need at `rates` (its floors: `minimum_seconds`), every figure times `scale` (run.solved_share for a
+    task another source answers)."""
+    bare, one = minimum_seconds(size, full, rates, min_views, room)
+    return Need(scale * bare, scale * one, scale * total_seconds(size, full, rates), answered)
 
 
 def plan_share(this: Need, pending: list[Need], remaining: float, workers: int, busy: list[float] = (),
@@ -341,12 +406,13 @@ def pressure(needs: list[float], remaining: float, workers: int, committed: floa
 
 
 def affordable(needs: list[Need], remaining: float, workers: int, committed: float = 0.0) -> list[bool]:
-    """Which pending tasks a share is planned against now: the cheapest prediction floors (`bare`) first, while their
-    sum fits the worker-seconds left (at least one). The others do not squeeze the rest to their floors; they wait,
-    last in a cheapest-first order, for the time left over (on a CPU, a 30x30 task's one view can need minutes)."""
+    """Which pending tasks a share is planned against now: the cheapest prediction floors (`bare`) first, those of
+    tasks no other source answers before any that one does, while their sum fits the worker-seconds left (at least
+    one). The others do not squeeze the rest to their floors; they wait, last in a cheapest-first order, for the time
+    left over (on a CPU, a 30x30 task's one view can need minutes)."""
     capacity = max(0.0, workers * max(0.0, remaining) - committed)
     keep, total = [False] * len(needs), 0.0
-    for i in sorted(range(len(needs)), key=lambda i: (needs[i].bare, i)):
+    for i in sorted(range(len(needs)), key=lambda i: (needs[i].answered, needs[i].bare, i)):
         total += needs[i].bare
         if total > capacity and any(keep):
             break
@@ -358,12 +424,17 @@ def plan_next(needs: list[Need], ready: list[int], remaining: float, workers: in
               cap: float = math.inf, headroom: float = 3.0, floor: float = 0.0,
               least: Callable[[int], float] = lambda i: 0.0) -> tuple[int, float]:
     """The task (an index of `needs`, among `ready`) that the worker free now takes, and its share: picked among the
-    affordable tasks (the cheapest floors that fit) and planned against them (plan_share), never under `floor` nor
-    `least(task)` (one view, with the model) where the time left allows."""
+    affordable tasks (the cheapest floors that fit), a task no other source answers before any that one does, and
+    planned against them (plan_share): a task not answered against the affordable ones not answered either (the
+    answered ones get what those leave), never under `floor` nor `least(task)` (one view, with the model) where the
+    time left allows."""
     counted = affordable(needs, remaining, workers, sum(busy))
     pool = [i for i in ready if counted[i]] or list(ready)
+    pool = [i for i in pool if not needs[i].answered] or pool
     pick = pool[pick_next([needs[i] for i in pool], remaining, workers, busy)]
     counted[pick] = True
+    if not needs[pick].answered:
+        counted = [c and not n.answered for c, n in zip(counted, needs)]
     share = plan_share(needs[pick], [n for n, c in zip(needs, counted) if c], remaining, workers, busy, cap=cap,
                        headroom=headroom, floor=max(floor, least(pick)))
     return pick, share
@@ -373,11 +444,13 @@ def start_order(needs: dict, remaining: float, workers: int, committed: float = 
     """The ids of `needs` in the order they should start now (order_tasks): `auto` is cheapest first under pressure
     or on one worker (no task can straggle while others idle, and a first guess of the speeds can otherwise spend
     the first minutes on tasks too large to answer), longest first otherwise; `longest`, `cheapest`; `given` keeps
-    them."""
+    them. Except with `given`, the tasks another source answers (`Need.answered`) come after all the others."""
     if order == "given":
         return list(needs)
     tight = workers == 1 or pressure([n.one_step for n in needs.values()], remaining, workers, committed) > 1
-    return order_tasks({k: n.full for k, n in needs.items()}, tight if order == "auto" else order == "cheapest")
+    cheapest = tight if order == "auto" else order == "cheapest"
+    return [k for answered in (False, True) for k in
+            order_tasks({k: n.full for k, n in needs.items() if n.answered == answered}, cheapest)]
 
 
 def order_tasks(needs: dict[str, float], under_pressure: bool) -> list[str]:
@@ -422,20 +495,22 @@ class Simulated:
 
 def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], first_guess: Rates, workers: int,
                  budget: float, min_views: int = 2, headroom: float = 3.0, order: str = "auto",
-                 room: float = 1.0) -> Simulated:
+                 room: float = 1.0, answered: list[bool] | None = None, solved_share: float = 1.0) -> Simulated:
     """Plan and 'run' tasks on `workers` workers: each dispatch plans a share and fits the work with the speeds
     known so far (the first guess, then each finished task's measurement); a task takes its work's time at its
-    true speeds, cut at its share's end (its deadline). Tasks whose share would be under a second are skipped."""
+    true speeds, cut at its share's end (its deadline). Tasks whose share would be under a second are skipped.
+    `answered`: the tasks another source answers, planned (as the run does) with `solved_share` of their need
+    after the others; their work is fitted to that share."""
     n = len(tasks)
     steps, views, seconds = [0] * n, [0] * n, [0.0] * n
     free = [0.0] * workers
     in_flight: dict[int, tuple[float, Rates]] = {}  # task -> (end, measured speeds), applied when it ends
     pending, rates = list(range(n)), first_guess
+    answered = answered or [False] * n
 
     def need(i: int) -> Need:
         size, full = tasks[i]
-        bare, one = minimum_seconds(size, full, rates, min_views)
-        return Need(bare, one, total_seconds(size, full, rates))
+        return task_need(size, full, rates, min_views, room, solved_share if answered[i] else 1.0, answered[i])
 
     while pending:
         w = min(range(workers), key=free.__getitem__)
@@ -459,7 +534,7 @@ def simulate_run(tasks: list[tuple[TaskSize, Work]], true_rates: list[Rates], fi
         done_steps = work.ttt_steps
         if took < total_seconds(size, work, true_rates[i]) * (1 - 1e-9):  # the deadline cut TTT short
             left = share - predict_seconds(size, work.views, true_rates[i])
-            done_steps = max(0, min(work.ttt_steps, int(left // step_seconds(size, full.batch_size, true_rates[i]))))
+            done_steps = max(0, min(work.ttt_steps, int(left // step_seconds(size, work.batch_size, true_rates[i]))))
         steps[i], views[i], seconds[i] = done_steps, work.views, took
         free[w] = now + took
         in_flight[i] = (now + took, true_rates[i])

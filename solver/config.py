@@ -202,9 +202,12 @@ class RunConfig:
     min_task_seconds: float = _f(2.0, "a task whose time share is shorter gets its fallback attempts")
     max_task_seconds: float = _f(0.0, "cap on one task's time share (0: none)")
     headroom: float = _f(3.0, "a task's share is at most this times its estimated need at full level")
-    room: float = _f(1.25, "work that trains is fitted into share / room, the rest kept as slack: a TTT step cannot be "
-                           "cut short, and a machine that slows mid-task (another process on its cores) must still "
-                           "leave prediction its time (a task that trains must answer); 1: no slack")
+    room: float = _f(1.25, "a TTT step is planned at room x its estimated time, once per task (at least 1): a step "
+                           "cannot be cut short, so a machine that slows mid-step (another process on its cores) "
+                           "must still leave prediction its time; later steps need none (TTT times its steps and "
+                           "stops before one that would end late), nor does prediction (it keeps what it has "
+                           "decoded at its deadline); a task's floor is prediction at min_views + room x one step of "
+                           "one sequence; 1: no slack")
     min_views: int = _f(2, "views (and scoring views) a task always keeps: prediction's time is reserved for them "
                            "before TTT gets the rest of its share")
     calibrate: bool = _f(True, "time one TTT step and one decoding step on a worker's first task (counted in the "
@@ -356,7 +359,8 @@ PRESETS: dict[str, Config] = {
                         ttt={"num_transforms": 12, "max_examples": 36, "batch_size": 2, "epochs": 1, "rank": 16,
                              "max_tokens": 2048, "batch_tokens": 4096},
                         infer={"num_views": 8, "score_views": 4, "batch_size": 8},
-                        # room 2: a 2-core machine is often shared; two busy processes slowed a TTT step 2.4x
+                        # room 2: a 2-core machine is often shared; two busy processes slowed a TTT step 2.4x (the
+                        # step in flight then overruns; TrainEnd stretches prediction's reserve for the next ones)
                         run={"budget": "10m", "workers": 0, "safety_margin_s": 15.0, "room": 2.0,
                              # measured in demo runs on the 2-core dev machine: TTT ~200 tokens/s alone, 20-40
                              # shared with other work; 8 views decoded in one batch ~40 tokens/s per view

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Callable
 
 from solver import budget as B
-from solver.codec import Codec
+from solver.codec import Codec, Encoded
 from solver.config import MODEL, Config
 from solver.files import setup_logging
 from solver.invariants import invariants
@@ -56,8 +56,9 @@ class Solver:
     adapter: object = None  # its `shared` state: the shared adapter's weights (run.shared_adapter), read once
     related: tuple = (None, None)
     sources: list = field(default_factory=list)
-    calibrated: bool = False  # this worker timed its speeds (its first task; again after _count_untrained says so)
-    untrained_in_row: int = 0  # tasks in a row fitted without a TTT step (_count_untrained)
+    calibrated: bool = False  # this worker timed its speeds (its first task)
+    untrained_in_row: int = 0  # tasks in a row that the measured speeds kept from training (_count_untrained)
+    recalibrate: bool = False  # the next task times the speeds again (_far_off, _count_untrained)
 
     @classmethod
     def build(cls, cfg: Config, sources: list[CandidateSource] | None = None) -> Solver:
@@ -177,6 +178,11 @@ MIN_DECODE_TOKENS = 8  # a decoding speed from fewer generated tokens is not bel
 
 FAR_OFF = 4.0  # a training speed this many times below the preset's is timed twice: one busy step must not rule
 # (a run started beside other CPU work measured 9 tokens/s where 150-280 is true, and then trained no task at all)
+WARM_TOKENS = 256  # a CPU's untimed warm-up step trains the last this many tokens of the shortest sequence: its cold
+# costs (allocations, threads) do not grow with the length, and on a busy 2-core machine a whole cold step of a
+# 668-token sequence took 15-40 s of the first task's share (a 256-token one 1.7 s quiet, the next whole step 3.8 s)
+RETIME_BELOW = 2.0  # a first calibration's training speed this many times below the preset's is timed again on the
+# next task (the busy-start run measured 55 tokens/s beside two spinning processes that ended 20 s later, 200-280 quiet)
 RECALIBRATE_AFTER = 3  # tasks in a row whose fitted work has no TTT step (where the full work has some): time again
 
 
@@ -191,14 +197,15 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> dict[str, 
     """Time one TTT step and the prefill and a few decoding steps of the task's views, on the path prediction takes
     (solver.generate.SharedViews: one prefill per view, then infer.strategy's decoding); the adapter is reset after.
     The TTT step comes after one untimed warm-up step on every device (a cold first step understates the speed many
-    times), and a speed FAR_OFF below the preset's is timed a second time (the faster believed). On an
+    times; on a CPU it trains a WARM_TOKENS tail of the shortest sequence), and a speed FAR_OFF below the preset's is
+    timed a second time while the deadline allows (the faster believed). On an
     accelerator at the planned shapes (cfg.ttt.batch_size of the task's shortest training sequences; the planned
     views in batches of infer.batch_size), decoding after an untimed warm-up of one view too (CUDA context, kernels
     and allocator are cold at first). On a CPU, whose speed per token does not grow with the batch, one sequence and
     one view: on the first (largest) task of the held-out slice the planned shapes cost minutes of its share.
     Decoding stops at `deadline`. Returns the speeds measured (tokens per second by Rates field; one not measured is
-    absent), which the task is fitted with and the run keeps (solver.budget.cautious_rates: a slower one whole, a
-    faster one halfway); it is paid from the first task's share."""
+    absent), which the task is fitted with and the run keeps (solver.budget.calibrated_rates: a slower one whole, a
+    faster one halfway); it is paid from the task's share."""
     from solver.data import build_examples
     from solver.ttt import train
     preset, codec = preset_rates(cfg), w.loaded.codec
@@ -210,12 +217,13 @@ def calibrate(w: Solver, task: Task, cfg: Config, deadline: float) -> dict[str, 
         if examples:
             batch = max(1, cfg.ttt.batch_size) if warm else 1
             one = replace(cfg.ttt, epochs=1)  # one step each call (steps=1): the user's ttt.max_steps stays as it is
-            train(w.adapter, examples[:1], replace(one, batch_size=1), codec.pad, steps=1)  # warm-up: not timed
+            first = examples[0] if warm else Encoded(examples[0].ids[-WARM_TOKENS:], examples[0].mask[-WARM_TOKENS:])
+            train(w.adapter, [first], replace(one, batch_size=1), codec.pad, steps=1)  # warm-up: not timed
             w.adapter.reset()
             rows, planned = (examples * batch)[:batch], replace(one, batch_size=batch)
             speed = _step_speed(w.adapter, train, rows, planned, codec)
-            if 0 < speed < preset.train_tokens_per_s / FAR_OFF:  # a busy start? one more step; the faster is believed
-                speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))
+            if 0 < speed < preset.train_tokens_per_s / FAR_OFF and time.monotonic() < deadline:
+                speed = max(speed, _step_speed(w.adapter, train, rows, planned, codec))  # a busy start? the faster
             if speed:
                 measured["train_tokens_per_s"] = speed
     measured.update(_decode_speeds(model, codec, task, cfg, deadline, warm))
@@ -252,15 +260,19 @@ def _decode_speeds(model, codec: Codec, task: Task, cfg: Config, deadline: float
 def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,
                     stats: dict) -> dict[str, float]:
     """A finished task's speeds in the planner's terms: the TTT steps' time per planned token, the decoding phase's
-    generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed."""
+    generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed, counted
+    over the prompts actually computed (stats' `prefills`; `views`, unused, is what was planned): a task whose
+    deadline left no time to prefill measures no prefill speed (the morning run's busy re-run planned
+    its next task at 17,224 prompt tokens/s from one that prefilled nothing in 0.01 s)."""
     out = {}
     if steps and ttt_s > 0:
         out["train_tokens_per_s"] = steps * batch * size.train_tokens / ttt_s
     decode_s = stats.get("decode_s", 0.0)
     if decode_s > 0 and stats.get("tokens"):
         out["decode_tokens_per_s"] = stats["tokens"] / decode_s
-    if views and predict_s > decode_s:
-        out["prefill_tokens_per_s"] = views * size.num_tests * size.prompt_tokens / (predict_s - decode_s)
+    prompts = stats.get("prefills", 0)
+    if prompts and predict_s > decode_s:
+        out["prefill_tokens_per_s"] = prompts * size.prompt_tokens / (predict_s - decode_s)
     return out
 
 
@@ -351,22 +363,27 @@ def _verifier_text(found: list[Choice]) -> str:
 
 def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list[list[Candidate]],
                       rates: B.Rates) -> tuple[list[Choice], dict]:
-    """Calibration (a worker's first task), the work fitted to the time left at `rates` (the run's; with what
-    calibration timed, taken cautiously), TTT, then prediction of every test input over the other sources'
-    candidates too: the choices and what the report and the run's speeds keep."""
+    """Calibration (a worker's first task; again where _far_off or _count_untrained says so), the work fitted to the
+    time left at `rates` (the run's; with what calibration timed, as budget.calibrated_rates takes it), TTT, then
+    prediction of every test input over the other sources' candidates too: the choices and what the report and the
+    run's speeds keep."""
     from solver.model import Loaded
-    t0, calibration_s, calibrated = time.monotonic(), 0.0, {}
-    if cfg.run.calibrate and not w.calibrated and task.valid:
+    t0, calibration_s, calibrated, remeasure = time.monotonic(), 0.0, {}, w.calibrated
+    if cfg.run.calibrate and (not w.calibrated or w.recalibrate) and task.valid:
         calibrated = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
-        w.calibrated, calibration_s = True, time.monotonic() - t0
-        rates = B.cautious_rates(rates, calibrated)  # slower than planned: believed whole; faster: halfway
+        calibration_s = time.monotonic() - t0
+        rates = B.calibrated_rates(rates, preset_rates(cfg), calibrated, remeasure)
+        w.calibrated, w.untrained_in_row = True, 0
+        w.recalibrate = not remeasure and _far_off(task, calibrated, cfg)
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
     fitted = fit_to_share(task, cfg, w.loaded.codec, rates, deadlines, shared, now)
     cfg, deadlines, full, work, size = fitted
     planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
-    log.info("task %s: %.0fs: %d of %d TTT steps, %d of %d views (planned at %s tokens/s)", task.id,
-             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, work.views, full.views, planned)
+    batch = f" of {work.batch_size} sequences (not {full.batch_size}: no step of {full.batch_size} fits)" \
+        if work.ttt_steps and work.batch_size != full.batch_size else ""
+    log.info("task %s: %.0fs: %d of %d TTT steps%s, %d of %d views (planned at %s tokens/s)", task.id,
+             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, batch, work.views, full.views, planned)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
@@ -388,21 +405,42 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     t2 = time.monotonic()
     speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
                              stats)
-    _count_untrained(w, task, full, work, cfg)
+    _count_untrained(w, task, cfg, size, full, work, max(0.0, deadlines.end - now))
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
-                       calibration_seconds=calibration_s, calibrated=calibrated, planned_speeds=planned, **speeds)
+                       calibration_seconds=calibration_s, calibrated=calibrated, recalibrated=bool(calibrated) and remeasure,
+                       planned_speeds=planned, **speeds)
 
 
-def _count_untrained(w: Solver, task: Task, full: B.Work, work: B.Work, cfg: Config) -> None:
-    """Count the tasks in a row whose fitted work dropped every TTT step; after RECALIBRATE_AFTER of them the next
-    task times the speeds again (a speed measured on a busy start must not keep TTT out of the rest of the run)."""
-    w.untrained_in_row = w.untrained_in_row + 1 if full.ttt_steps and not work.ttt_steps else 0
+def _far_off(task: Task, calibrated: dict[str, float], cfg: Config) -> bool:
+    """Whether a first calibration's training speed is RETIME_BELOW times below the preset's or more: then the next
+    task times it again (a busy start can last the whole first calibration; the busy-start runs of 2026-12-07
+    measured 31 and 55 tokens/s beside two spinning processes that ended seconds later, and then fitted no step
+    into any task until three in a row had made the worker re-measure)."""
+    speed = calibrated.get("train_tokens_per_s", 0.0)
+    far = 0 < speed < preset_rates(cfg).train_tokens_per_s / RETIME_BELOW
+    if far:
+        log.warning("task %s: training measured at %.0f tokens/s, over %gx below the preset's: the next task times "
+                    "it again", task.id, speed, RETIME_BELOW)
+    return far
+
+
+def _count_untrained(w: Solver, task: Task, cfg: Config, size: B.TaskSize, full: B.Work, work: B.Work,
+                     share: float) -> None:
+    """Count the tasks in a row whose `share` the measured speeds fitted without a TTT step where the preset's would
+    have fitted one (a task the search solved, planned with run.solved_share, fits none either way: neither counted
+    nor ending the row); after RECALIBRATE_AFTER of them the next task times the speeds again (a speed measured on a
+    busy start must not keep TTT out of the rest of the run)."""
+    preset = replace(preset_rates(cfg), search_s=0.0)
+    locked = bool(full.ttt_steps and not work.ttt_steps and
+                  B.fit_work(size, full, preset, share, cfg.run.min_views, room=cfg.run.room).ttt_steps)
+    if locked or work.ttt_steps:  # a task no speed would train (too short a share) leaves the count as it is
+        w.untrained_in_row = w.untrained_in_row + 1 if locked else 0
     if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
-        log.warning("task %s: %d tasks in a row fitted no TTT step: the next task times the speeds again", task.id,
-                    w.untrained_in_row)
-        w.calibrated, w.untrained_in_row = False, 0
+        log.warning("task %s: %d tasks in a row fitted no TTT step at the measured speeds (the preset's would have "
+                    "fitted one): the next task times the speeds again", task.id, w.untrained_in_row)
+        w.recalibrate, w.untrained_in_row = True, 0
 
 
 def _choose(table: list[Candidate], cfg: Config, task: Task, fallback, note: str) -> Choice:

@@ -150,7 +150,8 @@ class Fitted(NamedTuple):
 def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, deadlines: B.Deadlines,
                  shared_adapter: bool = False, now: float | None = None) -> Fitted:
     """A task's work fitted, in its worker, to the time from `now` to `deadlines.end` at `rates`, prediction's time
-    reserved first and TTT until the rest is spent (solver.budget.fit_work), from the work `cfg` asks for (the run's
+    reserved first and TTT until the rest is spent (solver.budget.fit_work; where one step of ttt.batch_size does
+    not fit, the config's batch is the smaller one that does), from the work `cfg` asks for (the run's
     full config; a retry's smaller one, retry_config, keeps its size and only its views are fitted). Fitted when the
     model starts:
     the other candidate sources ran already, so their time (`rates.search_s`) is not counted again."""
@@ -159,6 +160,9 @@ def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, d
     size, full = task_size(task, codec, cfg.ttt.max_tokens), full_work(task, cfg)
     share = max(0.0, deadlines.end - now)
     work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared_adapter, cfg.run.room)
-    ttt_end = now + B.ttt_seconds(size, work, rates, share, cfg.run.room)
+    ttt_end = now + B.ttt_seconds(size, work, rates, share)
     fitted = deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s)
-    return Fitted(config_for(cfg, work, full), fitted, full, work, size)
+    run_cfg = config_for(cfg, work, full)
+    if work.ttt_steps and work.batch_size != run_cfg.ttt.batch_size:  # the floor's one step of fewer sequences
+        run_cfg = run_cfg.override(ttt={"batch_size": work.batch_size})
+    return Fitted(run_cfg, fitted, full, work, size)

@@ -141,6 +141,7 @@ def summarise(finished: RunSummary, rows: list[dict]) -> dict:
             "calibration_seconds": round(sum(o.calibration_seconds for o in done), 1),
             "predict_seconds": round(sum(o.predict_seconds for o in done), 1),
             "ttt_steps": _spread([o.ttt_steps for o in done if o.status != "invalid"]),
+            **trained_counts(finished),
             "views": _spread([o.views for o in done if o.status != "invalid"]),
             "speeds": {k: round(getattr(finished.rates, k), 1) for k in ("train_tokens_per_s", "prefill_tokens_per_s",
                                                                      "decode_tokens_per_s")},
@@ -151,6 +152,19 @@ def summarise(finished: RunSummary, rows: list[dict]) -> dict:
             "gpu_peak_mib": _max_or_none([o.gpu_peak_mib for o in done])}  # the largest task's (None on a CPU)
 
 
+def trained_counts(finished: RunSummary) -> dict:
+    """How many tasks trained at least one TTT step: of all the valid ones, and of those without a fitting program
+    (no answer of another source reproduced every demo: the tasks the model is there for), with how many of those
+    the model answered (a candidate decoded: with no program, every candidate is the model's)."""
+    valid = [tid for tid, t in finished.tasks.items() if t.valid]
+    outcomes = [finished.outcomes.get(tid) for tid in valid]
+    open_ = [o for o in outcomes if o is None or not o.fits]
+    return {"trained": sum(o is not None and o.ttt_steps > 0 for o in outcomes), "valid_tasks": len(valid),
+            "without_program": len(open_), "trained_without_program": sum(o is not None and o.ttt_steps > 0
+                                                                          for o in open_),
+            "answered_without_program": sum(o is not None and o.candidates > 0 for o in open_)}
+
+
 def summary_line(report: dict) -> str:
     """The closing line: statuses, levels, failures, and how the budget was spent."""
     def fmt(d: dict) -> str:
@@ -158,7 +172,10 @@ def summary_line(report: dict) -> str:
     steps, views = report["ttt_steps"], report["views"]
     return (f"tasks: {fmt(report['status'])}; levels: {fmt(report['levels'])}; failures: {fmt(report['failures'])}; "
             f"{report['task_share_of_budget']:.0%} of the budget in tasks, {report['ttt_share_of_task_time']:.0%} "
-            f"of that in TTT; TTT steps per task {steps['min']}/{steps['median']}/{steps['max']} (min/median/max), "
+            f"of that in TTT; trained {report['trained']} of {report['valid_tasks']} tasks, "
+            f"{report['trained_without_program']} of the {report['without_program']} without a fitting program "
+            f"({report['answered_without_program']} of those answered by the model); "
+            f"TTT steps per task {steps['min']}/{steps['median']}/{steps['max']} (min/median/max), "
             f"views {views['min']}/{views['median']}/{views['max']}; attempt 1 from {fmt(report['attempt_1_from'])}; "
             f"{len(report['load_problems'])} task-set problems")
 

@@ -59,6 +59,7 @@ class TaskResult:
     decode_tokens_per_s: float = 0.0
     calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
     calibrated: dict[str, float] = field(default_factory=dict)  # what that timing measured (Rates field -> tokens/s)
+    recalibrated: bool = False  # that timing was a re-measure (solver.budget.calibrated_rates' `remeasure`)
     planned_speeds: str = ""  # the speeds the task's work was fitted with: 'train 180 prefill 900 decode 30' tokens/s
     # the candidate sources other than the model (solver.pipeline.gather, solver.search_pass)
     source_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left

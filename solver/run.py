@@ -89,11 +89,14 @@ class Run:
 
     # planning -----------------------------------------------------------------------------------------------------
     def _estimate(self) -> None:
-        """Every task's need at the current speeds; a task the search solved needs run.solved_share of it."""
+        """Every task's need at the current speeds (its floor the share in which its worker's fit trains one step:
+        run.room included); a task the search solved needs run.solved_share of it, and is planned after the others
+        with the time they leave (budget.Need.answered)."""
+        r = self.cfg.run
         for tid, p in self.plans.items():
-            bare, one = B.minimum_seconds(p.size, p.full, self.rates, self.cfg.run.min_views)
-            f = self.cfg.run.solved_share if tid in self.searched and solved(self.searched[tid]) else 1.0
-            p.need = B.Need(f * bare, f * one, f * B.total_seconds(p.size, p.full, self.rates))
+            done = tid in self.searched and solved(self.searched[tid])
+            p.need = B.task_need(p.size, p.full, self.rates, r.min_views, r.room, r.solved_share if done else 1.0,
+                                 done)
 
     def next_job(self) -> Job | None:
         """Plan the next task now (clock, pending set, measured speed) and hand it out; None when done. While the
@@ -228,7 +231,8 @@ class Run:
         instead, from its time against the estimate (a task its deadline cut short only says "slower")."""
         p = self.plans[outcome.id]
         if outcome.calibrated or any(outcome.speeds().values()):
-            self.rates = B.record_speeds(self.rates, outcome.calibrated, outcome.speeds())
+            self.rates = B.record_speeds(self.rates, preset_rates(self.cfg), outcome.calibrated, outcome.speeds(),
+                                         outcome.recalibrated)
         elif outcome.status == "ok":
             estimate = B.total_seconds(p.size, B.Work(outcome.ttt_steps, p.full.batch_size, outcome.views),
                                        self.rates)

@@ -222,6 +222,22 @@ def test_the_report_says_what_the_budget_bought(fake_env, arc1_eval, monkeypatch
     assert report["peak_memory_mib"] > 10  # the process's resident high-water mark
 
 
+def test_the_closing_line_counts_the_tasks_that_trained_and_those_without_a_program(arc1_eval, caplog):
+    from solver.report import RunSummary, summarise, summary_line
+    ids = list(arc1_eval)[:4]
+    outcomes = {ids[0]: TaskResult(id=ids[0], status="ok", ttt_steps=3, candidates=2),          # no program: trained
+                ids[1]: TaskResult(id=ids[1], status="ok", ttt_steps=0, candidates=1),          # no program: untrained
+                ids[2]: TaskResult(id=ids[2], status="ok", ttt_steps=1, candidates=4, fits=2)}  # the search's program
+    finished = RunSummary({t: arc1_eval[t] for t in ids}, outcomes, {ids[3]: "no time"}, False, Path("."),
+                          Path("sub.json"), time.monotonic(), 60.0, 1, B.Rates(1, 1, 1, 1), [], "", "fake")
+    report = summarise(finished, [{"status": "ok", "level": "FULL"}] * 4)
+    assert (report["trained"], report["valid_tasks"]) == (2, 4)
+    assert (report["without_program"], report["trained_without_program"], report["answered_without_program"]) == \
+        (3, 1, 2)  # the skipped task has no program either
+    assert "trained 2 of 4 tasks, 1 of the 3 without a fitting program (2 of those answered by the model)" in \
+        summary_line(report)
+
+
 def test_malformed_task_still_yields_every_task_id(fake_env, arc1_eval):
     good = list(arc1_eval.values())[:2]
     raw = {t.id: t.to_json() for t in good}
@@ -585,7 +601,7 @@ def test_a_worker_calibrates_on_its_first_task_then_fits_work_with_what_it_measu
     assert a.calibration_seconds > 0  # measured, not the preset's guess (whatever this machine's speed):
     assert a.calibrated["train_tokens_per_s"] > 0 and a.planned_speeds.startswith("train ")
     assert a.train_tokens_per_s > 0 or a.ttt_steps == 0
-    rates = B.record_speeds(preset_rates(cfg), a.calibrated, a.speeds())  # what the run keeps and hands out
+    rates = B.record_speeds(preset_rates(cfg), preset_rates(cfg), a.calibrated, a.speeds())  # what the run keeps
     assert rates.train_tokens_per_s != preset_rates(cfg).train_tokens_per_s
     now = time.monotonic()
     b = solve(second, cfg, Deadlines(now, now + 30), rates=rates)
@@ -693,13 +709,97 @@ def test_tasks_in_a_row_fitted_without_ttt_make_the_next_one_calibrate_again(mon
         timed.append(task.id)
         return {"train_tokens_per_s": 1e-6}  # no step ever fits at this speed
     monkeypatch.setattr(P, "calibrate", calibrate)
-    tasks, rates = list(demo_tasks(P.RECALIBRATE_AFTER + 1).values()), preset_rates(cfg)
+    tasks, rates = list(demo_tasks(P.RECALIBRATE_AFTER + 2).values()), preset_rates(cfg)
     for task in tasks:
         now = time.monotonic()
         result = solve(task, cfg, Deadlines(now, now + 30), rates=rates)
         assert result.ttt_steps == 0 and "train 0" in result.planned_speeds
-        rates = B.record_speeds(rates, result.calibrated, result.speeds())  # as the run keeps them
-    assert timed == [tasks[0].id, tasks[P.RECALIBRATE_AFTER].id]
+        rates = B.record_speeds(rates, preset_rates(cfg), result.calibrated, result.speeds(), result.recalibrated)
+    # the second: a first look far below the preset's; the last: RECALIBRATE_AFTER tasks kept from training after it
+    assert timed == [tasks[0].id, tasks[1].id, tasks[P.RECALIBRATE_AFTER + 1].id]
+
+
+def test_a_first_calibration_far_below_the_preset_is_timed_again_on_the_next_task_once(monkeypatch):
+    """A busy start can outlast the first calibration: a training speed RETIME_BELOW the preset's is timed again on
+    the next task (a re-measure, which the run weighs against the preset's), and only once for that reason."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0})
+    solve, timed, rates = P.pipeline(cfg), [], preset_rates(cfg)
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append((task.id, w.calibrated))
+        return {"train_tokens_per_s": preset_rates(cfg).train_tokens_per_s / 10}
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    tasks, remeasured = list(demo_tasks(3).values()), []
+    for task in tasks:
+        now = time.monotonic()
+        result = solve(task, cfg, Deadlines(now, now + 30), rates=rates)
+        remeasured.append(result.recalibrated)
+        rates = B.record_speeds(rates, preset_rates(cfg), result.calibrated, result.speeds(), result.recalibrated)
+    assert timed == [(tasks[0].id, False), (tasks[1].id, True)]
+    assert remeasured == [False, True, False]
+
+
+def test_tasks_that_no_speed_would_train_do_not_make_the_worker_calibrate_again(monkeypatch):
+    """Shares too short for a step even at the preset's speeds (the search's solved tasks, planned with
+    run.solved_share) are not a sign of a wrong measurement: however many in a row, no second calibration."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0}, run={"train_tokens_per_s": 1e-3})
+    solve, timed, rates = P.pipeline(cfg), [], preset_rates(cfg)
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append(task.id)
+        return {"train_tokens_per_s": preset_rates(cfg).train_tokens_per_s}  # as slow as the preset says
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    tasks = list(demo_tasks(P.RECALIBRATE_AFTER + 2).values())
+    for task in tasks:
+        now = time.monotonic()
+        result = solve(task, cfg, Deadlines(now, now + 30), rates=rates)
+        assert result.ttt_steps == 0
+        rates = B.record_speeds(rates, preset_rates(cfg), result.calibrated, result.speeds(), result.recalibrated)
+    assert timed == [tasks[0].id]
+
+
+def test_a_task_that_prefilled_nothing_measures_no_prefill_speed():
+    from solver.pipeline import measured_speeds
+    size = B.TaskSize(train_tokens=900, prompt_tokens=1100, output_tokens=183, num_tests=1)
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 0.01, {})  # no time left: nothing run
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 3.0, {"prefills_too_late": 5})
+    got = measured_speeds(size, 0, 2, 0.0, 5, 13.0, {"prefills": 2, "decode_s": 2.0, "tokens": 10})
+    assert got["prefill_tokens_per_s"] == pytest.approx(2 * 1100 / 11.0)  # the two prompts computed, not the 5 planned
+    assert got["decode_tokens_per_s"] == pytest.approx(5.0)
+
+
+def test_calibration_looks_twice_only_before_its_deadline_and_warms_up_short_on_a_cpu(monkeypatch):
+    """A slow first timed step past the calibration's end is not timed again (on a busy CPU each step costs tens of
+    seconds of the first task's share); the untimed warm-up on a CPU trains a short tail of a sequence; a past
+    deadline times no prefill or decoding (calibration returns only what it timed)."""
+    import solver.pipeline as P
+    import solver.ttt as T
+    from solver.model import load_model
+    loaded = load_model("scratch:tiny")
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 8}, infer={"num_views": 1})
+    lengths = []
+
+    def fake_train(adapter, examples, tcfg, pad, *args, **kw):
+        lengths.append(len(examples[0]))
+        return T.TTTResult(steps=1, tokens=100, seconds=100.0)  # 1 token/s: far below the preset's
+
+    class Adapter:
+        model = loaded.model
+
+        def reset(self):
+            pass
+    monkeypatch.setattr(T, "train", fake_train)
+    monkeypatch.setattr(P, "on_accelerator", lambda model: False)
+    monkeypatch.setattr(P, "WARM_TOKENS", 20)  # the test preset's sequences are short
+    task = next(iter(demo_tasks(1).values()))
+    measured = P.calibrate(P.Solver(cfg, loaded, Adapter()), task, cfg, time.monotonic() - 1.0)  # its end has passed
+    assert len(lengths) == 2  # the warm-up and one timed step, no second look
+    assert lengths[1] > P.WARM_TOKENS and lengths[0] == P.WARM_TOKENS  # the warm-up: a tail of the timed sequence
+    assert measured == {"train_tokens_per_s": pytest.approx(1.0)}
 
 
 def test_each_task_reports_its_own_gpu_peak_memory_and_none_on_a_cpu(fake_env, arc1_eval, monkeypatch):
@@ -796,6 +896,28 @@ def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_
     result = solve(next(iter(demo_tasks(1).values())), cfg, Deadlines(now, now + 100, calibration=now + 7))
     assert seen["deadline"] == now + 7
     assert result.calibration_seconds == 5.0 and result.ttt_steps == 1 and result.ttt_seconds == 2.0
+
+
+def test_a_task_reports_its_calibrated_speeds_where_it_measures_none_itself(fake_clock, monkeypatch):
+    """The run plans the next tasks with each result's speeds: a first task whose calibration used up its share
+    measures nothing itself, and its result carries what calibration timed, which the run keeps (not the preset's)."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 2, "score_views": 0})
+    solve = P.pipeline(cfg)
+    fake_clock.install(P)
+    slow = {"train_tokens_per_s": 11.0, "prefill_tokens_per_s": 22.0, "decode_tokens_per_s": 3.0}
+
+    def calibrate(w, task, cfg, deadline):
+        fake_clock.advance(50.0)  # past the task's end
+        return dict(slow)
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    now = fake_clock.now
+    result = solve(next(iter(demo_tasks(1).values())), cfg, Deadlines(now, now + 10))
+    assert result.ttt_steps == 0 and result.calibration_seconds == 50.0 and result.calibrated == slow
+    assert not any(result.speeds()[k] for k in slow)  # the task itself measured nothing
+    kept = B.record_speeds(preset_rates(cfg), preset_rates(cfg), result.calibrated, result.speeds())
+    assert (kept.train_tokens_per_s, kept.prefill_tokens_per_s, kept.decode_tokens_per_s) == (11.0, 22.0, 3.0)
 
 
 def test_a_job_carries_the_full_config_and_the_solver_fits_the_work_once(tmp_path):
