@@ -73,12 +73,14 @@ class Solver:
         return solver
 
     def __call__(self, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None = None,
-                 rates: B.Rates | None = None) -> TaskResult:
+                 rates: B.Rates | None = None, may_defer: bool = False) -> TaskResult:
         """Solve one task; `known`: the tables of the sources that ran ahead (the run's search pass: one list of
         Candidates per test input), which those sources are then not asked again; `rates`: the run's speeds,
         which the model's work is fitted with (None: the preset's). The result carries the speeds the task measured
-        (and its calibration's, when this call timed them), for the caller to keep (solver.budget.record_speeds)."""
-        return _solve_pipeline(self, task, cfg, deadlines, known, rates)
+        (and its calibration's, when this call timed them), for the caller to keep (solver.budget.record_speeds).
+        With `may_defer`, a task that a first calibration in doubt keeps from training comes back unsolved
+        (TaskResult.deferred), to be planned again after a second measurement (_should_defer)."""
+        return _solve_pipeline(self, task, cfg, deadlines, known, rates, may_defer)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
         """TTT of the adapter (reset first) on the task until `deadline` (a time.monotonic() value): a TTTResult."""
@@ -312,11 +314,11 @@ def sources_deadline(cfg: Config, end: float, model_too: bool) -> float:
 
 
 def _solve_pipeline(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list | None,
-                    rates: B.Rates | None) -> TaskResult:
+                    rates: B.Rates | None, may_defer: bool = False) -> TaskResult:
     gathered = _gather_task(w, task, cfg, deadlines, known)
     if w.loaded is None:
         return result_of(choose_without_model(task, gathered.tables, cfg), gathered)
-    found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables, rates or preset_rates(cfg))
+    found, stats = _solve_with_model(w, task, cfg, deadlines, gathered.tables, rates or preset_rates(cfg), may_defer)
     return result_of(found, gathered, **stats)
 
 
@@ -362,7 +364,7 @@ def _verifier_text(found: list[Choice]) -> str:
 
 
 def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines, known: list[list[Candidate]],
-                      rates: B.Rates) -> tuple[list[Choice], dict]:
+                      rates: B.Rates, may_defer: bool = False) -> tuple[list[Choice], dict]:
     """Calibration (a worker's first task; again where _far_off or _count_untrained says so), the work fitted to the
     time left at `rates` (the run's; with what calibration timed, as budget.calibrated_rates takes it), TTT, then
     prediction of every test input over the other sources' candidates too: the choices and what the report and the
@@ -384,6 +386,12 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
         if work.ttt_steps and work.batch_size != full.batch_size else ""
     log.info("task %s: %.0fs: %d of %d TTT steps%s, %d of %d views (planned at %s tokens/s)", task.id,
              max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, batch, work.views, full.views, planned)
+    if may_defer and calibrated and not remeasure and w.recalibrate and \
+            _kept_from_training(cfg, size, full, work, max(0.0, deadlines.end - now)):
+        log.warning("task %s: handed back unsolved: the speeds in doubt fit no TTT step where the preset's fit one; "
+                    "planned again after the next task's second measurement", task.id)
+        return [], dict(deferred=True, calibrates_next=True, level=int(B.Level.NO_TTT),
+                        calibration_seconds=calibration_s, calibrated=calibrated, planned_speeds=planned)
     steps, model, adapter_from, adapter = 0, w.loaded.model, "", w.adapter
     if adapter is not None:
         model = adapter.model
@@ -409,7 +417,8 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,
-                       calibration_seconds=calibration_s, calibrated=calibrated, recalibrated=bool(calibrated) and remeasure,
+                       calibration_seconds=calibration_s, calibrated=calibrated,
+                       recalibrated=bool(calibrated) and remeasure, calibrates_next=w.recalibrate,
                        planned_speeds=planned, **speeds)
 
 
@@ -426,15 +435,20 @@ def _far_off(task: Task, calibrated: dict[str, float], cfg: Config) -> bool:
     return far
 
 
+def _kept_from_training(cfg: Config, size: B.TaskSize, full: B.Work, work: B.Work, share: float) -> bool:
+    """Whether the measured speeds fitted no TTT step into `share` where the preset's would have fitted one."""
+    preset = replace(preset_rates(cfg), search_s=0.0)
+    return bool(full.ttt_steps and not work.ttt_steps and
+                B.fit_work(size, full, preset, share, cfg.run.min_views, room=cfg.run.room).ttt_steps)
+
+
 def _count_untrained(w: Solver, task: Task, cfg: Config, size: B.TaskSize, full: B.Work, work: B.Work,
                      share: float) -> None:
     """Count the tasks in a row whose `share` the measured speeds fitted without a TTT step where the preset's would
     have fitted one (a task the search solved, planned with run.solved_share, fits none either way: neither counted
     nor ending the row); after RECALIBRATE_AFTER of them the next task times the speeds again (a speed measured on a
     busy start must not keep TTT out of the rest of the run)."""
-    preset = replace(preset_rates(cfg), search_s=0.0)
-    locked = bool(full.ttt_steps and not work.ttt_steps and
-                  B.fit_work(size, full, preset, share, cfg.run.min_views, room=cfg.run.room).ttt_steps)
+    locked = _kept_from_training(cfg, size, full, work, share)
     if locked or work.ttt_steps:  # a task no speed would train (too short a share) leaves the count as it is
         w.untrained_in_row = w.untrained_in_row + 1 if locked else 0
     if w.untrained_in_row >= RECALIBRATE_AFTER and cfg.run.calibrate:
@@ -602,6 +616,8 @@ def _solve_job(solve, worker: str, job: Job) -> TaskResult:
     t0 = time.monotonic()
     # the search pass's tables and the run's speeds, where the job carries them (to the package's Solver only)
     extra = {k: getattr(job, k) for k in ("known", "rates") if getattr(job, k) is not None}
+    if job.may_defer:
+        extra["may_defer"] = True
     cfg = Config.from_dict(job.cfg)
     try:
         result = solve(job.task, cfg, job.deadlines, **extra)

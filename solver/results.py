@@ -60,6 +60,8 @@ class TaskResult:
     calibration_seconds: float = 0.0  # of `seconds` (not of ttt_seconds), timing the worker's speeds (its first task)
     calibrated: dict[str, float] = field(default_factory=dict)  # what that timing measured (Rates field -> tokens/s)
     recalibrated: bool = False  # that timing was a re-measure (solver.budget.calibrated_rates' `remeasure`)
+    calibrates_next: bool = False  # its worker times the speeds again on its next task (the run gives that time)
+    deferred: bool = False  # handed back unsolved (Job.may_defer): its first calibration was in doubt; planned again
     planned_speeds: str = ""  # the speeds the task's work was fitted with: 'train 180 prefill 900 decode 30' tokens/s
     # the candidate sources other than the model (solver.pipeline.gather, solver.search_pass)
     source_seconds: float = 0.0  # spent in them, before the model's work was fitted to the time left
@@ -118,6 +120,7 @@ class Job:
     retry: bool  # once more at the retry's level if it raises (run.retry; solver.plan.retry_config)
     known: list[list[Candidate]] | None = None  # the search pass's candidate tables, per test input; None: none
     rates: Rates | None = None  # the run's speeds when the job was planned (the package's Solver only); None: none
+    may_defer: bool = False  # the solver may hand it back once, unsolved (TaskResult.deferred; the package's Solver)
 
 
 def append_line(path: Path, record: dict) -> None:

@@ -71,6 +71,7 @@ class Run:
         self.in_flight: dict[str, float] = {}  # id -> deadline
         self.skipped: dict[str, str] = {}
         self.requeued: set[str] = set()  # tasks whose worker died once: a second loss gives fallback attempts
+        self.deferred: set[str] = set()  # tasks handed back once, unsolved (TaskResult.deferred): not again
         self.load_problems: list[str] = []
         self.solutions = solutions
         self.lock = threading.Lock()
@@ -160,7 +161,7 @@ class Run:
         log.debug("task %s: share %.1fs%s", tid, share,
                   f" after {calibration:.1f}s of calibration" if calibration else "")
         return Job(tid, self.tasks[tid], self.cfg.to_dict(), deadlines, bool(self.cfg.run.retry), self._known(tid),
-                   self.rates if self.model_answers else None)
+                   self.rates if self.model_answers else None, self.model_answers and tid not in self.deferred)
 
     # the search pass ----------------------------------------------------------------------------------------------
     def on_searched(self, record: TaskResult) -> None:
@@ -222,7 +223,20 @@ class Run:
         with self.lock:
             deadline = self.in_flight.pop(outcome.id, 0.0)
             self._measured(outcome, deadline)
+            if outcome.calibrates_next:  # the worker's next task times the speeds again: it gets that time too
+                self.uncalibrated += 1
+            if outcome.deferred:
+                self._defer(outcome)
+                return
             self._record(outcome)
+
+    def _defer(self, outcome: TaskResult) -> None:
+        """A task its worker handed back unsolved (a first calibration in doubt kept it from training): pending
+        again, once, planned with the speeds the run keeps now; its search attempts stay in the submission."""
+        self.deferred.add(outcome.id)
+        self.pending.append(outcome.id)
+        log.warning("task %s: handed back after %.1fs (calibration in doubt: %s): planned again", outcome.id,
+                    outcome.seconds, ", ".join(f"{k} {v:.0f}" for k, v in outcome.calibrated.items()))
 
     def _measured(self, outcome: TaskResult, deadline: float) -> None:
         """The speeds the task measured (its worker's calibration too, whatever its status: a fallback measured

@@ -872,6 +872,51 @@ def test_the_run_keeps_the_speeds_a_task_measured_and_hands_them_to_the_next_job
     assert other.next_job().rates is None  # another solve function takes (task, cfg, deadlines) alone
 
 
+def test_a_task_a_first_calibration_in_doubt_keeps_from_training_is_handed_back_once(monkeypatch):
+    """A busy start: the first calibration measures training RETIME_BELOW the preset's, and at that speed the task's
+    share fits no step where the preset's fits one. With the job's leave (may_defer) the task comes back unsolved,
+    its worker timing the speeds again on its next task; that second look is believed (weighed against the
+    preset's) and hands nothing back; without the leave the task is answered as it is."""
+    import solver.pipeline as P
+    cfg = resolve("test").override(ttt={"num_transforms": 2, "max_examples": 4, "rank": 2},
+                                   infer={"num_views": 1, "score_views": 0})
+    slow = {"train_tokens_per_s": preset_rates(cfg).train_tokens_per_s / 1e6}
+    timed = []
+
+    def calibrate(w, task, cfg, deadline):
+        timed.append(w.calibrated)
+        return dict(slow)
+    monkeypatch.setattr(P, "calibrate", calibrate)
+    task = next(iter(demo_tasks(1).values()))
+    solve, rates = P.pipeline(cfg), preset_rates(cfg)
+    now = time.monotonic()
+    back = solve(task, cfg, Deadlines(now, now + 30), rates=rates, may_defer=True)
+    assert back.deferred and back.calibrates_next and back.attempts == [] and back.calibrated == slow
+    rates = B.record_speeds(rates, preset_rates(cfg), back.calibrated, back.speeds())
+    again = solve(task, cfg, Deadlines(now, now + 30), rates=rates, may_defer=True)
+    assert not again.deferred and again.recalibrated and not again.calibrates_next and again.attempts
+    assert timed == [False, True]  # the second call timed the speeds again, as a re-measure
+    kept = P.pipeline(cfg)
+    answered = kept(task, cfg, Deadlines(now, now + 30), rates=preset_rates(cfg))
+    assert not answered.deferred and answered.attempts and answered.calibrates_next
+
+
+def test_the_run_plans_a_handed_back_task_again_with_calibration_time_and_no_second_leave(tmp_path):
+    from solver.results import fallback_result
+    tasks = demo_tasks(1)
+    cfg = resolve("test", run={"budget": "10m", "sources": "model"})
+    run = Run(tasks, cfg, tmp_path / "s.json", tmp_path, time.monotonic(), 600.0, 1, False)
+    run.pending = list(tasks)
+    first, slow = run.next_job(), preset_rates(cfg).train_tokens_per_s / 3
+    assert first.may_defer and first.deadlines.calibration  # a worker's first task: calibration time before it
+    run.on_result(replace(fallback_result(first.task, "ok", int(B.Level.NO_TTT)), attempts=[], deferred=True,
+                          calibrates_next=True, calibrated={"train_tokens_per_s": slow}))
+    assert first.id not in run.outcomes and run.pending == [first.id] and run.rates.train_tokens_per_s == slow
+    again = run.next_job()
+    assert again.id == first.id and not again.may_defer  # once only
+    assert again.deadlines.calibration  # its worker times the speeds again: the time for it comes before the share
+
+
 def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_clock, monkeypatch):
     """On a fake clock: calibration (5 s) gets the end the job carries; TTT (2 s) is reported without it."""
     import solver.pipeline as P
