@@ -71,7 +71,7 @@ class Run:
         self.in_flight: dict[str, float] = {}  # id -> deadline
         self.skipped: dict[str, str] = {}
         self.requeued: set[str] = set()  # tasks whose worker died once: a second loss gives fallback attempts
-        self.deferred: set[str] = set()  # tasks handed back once, unsolved (TaskResult.deferred): not again
+        self.deferred: dict[str, TaskResult] = {}  # tasks handed back once, unsolved (TaskResult.deferred): not again
         self.load_problems: list[str] = []
         self.solutions = solutions
         self.lock = threading.Lock()
@@ -233,7 +233,7 @@ class Run:
     def _defer(self, outcome: TaskResult) -> None:
         """A task its worker handed back unsolved (a first calibration in doubt kept it from training): pending
         again, once, planned with the speeds the run keeps now; its search attempts stay in the submission."""
-        self.deferred.add(outcome.id)
+        self.deferred[outcome.id] = outcome
         self.pending.append(outcome.id)
         log.warning("task %s: handed back after %.1fs (calibration in doubt: %s): planned again", outcome.id,
                     outcome.seconds, ", ".join(f"{k} {v:.0f}" for k, v in outcome.calibrated.items()))
@@ -270,6 +270,10 @@ class Run:
 
     def _record(self, o: TaskResult) -> None:
         o = self._with_search(o)
+        back = self.deferred.get(o.id)
+        if back is not None:  # the time of the call that handed it back is the task's too
+            o = replace(o, seconds=o.seconds + back.seconds,
+                        calibration_seconds=o.calibration_seconds + back.calibration_seconds)
         append_result(self.workdir / RESULTS, o)
         self.outcomes[o.id] = o
         self.write_submission()

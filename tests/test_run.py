@@ -909,12 +909,16 @@ def test_the_run_plans_a_handed_back_task_again_with_calibration_time_and_no_sec
     run.pending = list(tasks)
     first, slow = run.next_job(), preset_rates(cfg).train_tokens_per_s / 3
     assert first.may_defer and first.deadlines.calibration  # a worker's first task: calibration time before it
-    run.on_result(replace(fallback_result(first.task, "ok", int(B.Level.NO_TTT)), attempts=[], deferred=True,
-                          calibrates_next=True, calibrated={"train_tokens_per_s": slow}))
+    run.on_result(replace(fallback_result(first.task, "ok", int(B.Level.NO_TTT), seconds=7.0), attempts=[],
+                          deferred=True, calibrates_next=True, calibration_seconds=3.0,
+                          calibrated={"train_tokens_per_s": slow}))
     assert first.id not in run.outcomes and run.pending == [first.id] and run.rates.train_tokens_per_s == slow
     again = run.next_job()
     assert again.id == first.id and not again.may_defer  # once only
     assert again.deadlines.calibration  # its worker times the speeds again: the time for it comes before the share
+    run.on_result(replace(fallback_result(again.task, "ok", int(B.Level.NO_TTT), seconds=5.0),
+                          calibration_seconds=2.0))
+    assert (run.outcomes[first.id].seconds, run.outcomes[first.id].calibration_seconds) == (12.0, 5.0)
 
 
 def test_calibration_ends_where_the_run_said_and_is_counted_apart_from_ttt(fake_clock, monkeypatch):
