@@ -222,17 +222,19 @@ class Run:
     def on_result(self, outcome: TaskResult) -> None:
         with self.lock:
             deadline = self.in_flight.pop(outcome.id, 0.0)
-            self._measured(outcome, deadline)
             if outcome.calibrates_next:  # the worker's next task times the speeds again: it gets that time too
                 self.uncalibrated += 1
             if outcome.deferred:
                 self._defer(outcome)
                 return
+            self._measured(outcome, deadline)
             self._record(outcome)
 
     def _defer(self, outcome: TaskResult) -> None:
         """A task its worker handed back unsolved (a first calibration in doubt kept it from training): pending
-        again, once, planned with the speeds the run keeps now; its search attempts stay in the submission."""
+        again, once; the speeds in doubt are not kept (believed only after the second measurement: planned with
+        them, the busy start of 2026-12-07 gave the handed-back task 109 s and left the largest one no time for a
+        view); its search attempts stay in the submission."""
         self.deferred[outcome.id] = outcome
         self.pending.append(outcome.id)
         log.warning("task %s: handed back after %.1fs (calibration in doubt: %s): planned again", outcome.id,
