@@ -79,7 +79,7 @@ class Solver:
         which the model's work is fitted with (None: the preset's). The result carries the speeds the task measured
         (and its calibration's, when this call timed them), for the caller to keep (solver.budget.record_speeds).
         With `may_defer`, a task that a first calibration in doubt keeps from training comes back unsolved
-        (TaskResult.deferred), to be planned again after a second measurement (_should_defer)."""
+        (TaskResult.deferred), to be planned again after a second measurement."""
         return _solve_pipeline(self, task, cfg, deadlines, known, rates, may_defer)
 
     def train(self, task: Task, deadline: float, cfg: Config | None = None):
@@ -259,11 +259,11 @@ def _decode_speeds(model, codec: Codec, task: Task, cfg: Config, deadline: float
     return measured
 
 
-def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, views: int, predict_s: float,
+def measured_speeds(size: B.TaskSize, steps: int, batch: int, ttt_s: float, predict_s: float,
                     stats: dict) -> dict[str, float]:
     """A finished task's speeds in the planner's terms: the TTT steps' time per planned token, the decoding phase's
     generated tokens, and everything else in prediction (prefills, scoring) as an effective prefill speed, counted
-    over the prompts actually computed (stats' `prefills`; `views`, unused, is what was planned): a task whose
+    over the prompts actually computed (stats' `prefills`, not the views planned): a task whose
     deadline left no time to prefill measures no prefill speed (the morning run's busy re-run planned
     its next task at 17,224 prompt tokens/s from one that prefilled nothing in 0.01 s)."""
     out = {}
@@ -370,24 +370,24 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     prediction of every test input over the other sources' candidates too: the choices and what the report and the
     run's speeds keep."""
     from solver.model import Loaded
-    t0, calibration_s, calibrated, remeasure = time.monotonic(), 0.0, {}, w.calibrated
+    t0, calibration_s, calibrated, remeasure, doubted = time.monotonic(), 0.0, {}, w.calibrated, False
     if cfg.run.calibrate and (not w.calibrated or w.recalibrate) and task.valid:
         calibrated = calibrate(w, task, cfg, deadlines.calibration or t0 + 0.25 * max(0.0, deadlines.end - t0))
         calibration_s = time.monotonic() - t0
         rates = B.calibrated_rates(rates, preset_rates(cfg), calibrated, remeasure)
-        w.calibrated, w.untrained_in_row = True, 0
-        w.recalibrate = not remeasure and _far_off(task, calibrated, cfg)
+        doubted = not remeasure and _far_off(task, calibrated, cfg)  # a first look far below the preset's
+        w.calibrated, w.untrained_in_row, w.recalibrate = True, 0, doubted
     shared = w.adapter is not None and w.adapter.shared is not None
     now = time.monotonic()
     fitted = fit_to_share(task, cfg, w.loaded.codec, rates, deadlines, shared, now)
     cfg, deadlines, full, work, size = fitted
+    share = max(0.0, deadlines.end - now)
     planned = " ".join(f"{k} {getattr(rates, k + '_tokens_per_s'):.0f}" for k in ("train", "prefill", "decode"))
     batch = f" of {work.batch_size} sequences (not {full.batch_size}: no step of {full.batch_size} fits)" \
         if work.ttt_steps and work.batch_size != full.batch_size else ""
     log.info("task %s: %.0fs: %d of %d TTT steps%s, %d of %d views (planned at %s tokens/s)", task.id,
-             max(0.0, deadlines.end - now), work.ttt_steps, full.ttt_steps, batch, work.views, full.views, planned)
-    if may_defer and calibrated and not remeasure and w.recalibrate and \
-            _kept_from_training(cfg, size, full, work, max(0.0, deadlines.end - now)):
+             share, work.ttt_steps, full.ttt_steps, batch, work.views, full.views, planned)
+    if may_defer and doubted and _kept_from_training(cfg, size, full, work, share):
         log.warning("task %s: handed back unsolved: the speeds in doubt fit no TTT step where the preset's fit one; "
                     "planned again after the next task's second measurement", task.id)
         return [], dict(deferred=True, calibrates_next=True, level=int(B.Level.NO_TTT),
@@ -411,9 +411,8 @@ def _solve_with_model(w: Solver, task: Task, cfg: Config, deadlines: B.Deadlines
     with adapter.disabled() if base_only else nullcontext():
         found = predict(Loaded(model, w.loaded.codec, w.loaded.spec), task, cfg, deadlines.end, stats, known)
     t2 = time.monotonic()
-    speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, cfg.infer.num_views, t2 - t1,
-                             stats)
-    _count_untrained(w, task, cfg, size, full, work, max(0.0, deadlines.end - now))
+    speeds = measured_speeds(size, steps, cfg.ttt.batch_size, t1 - t0 - calibration_s, t2 - t1, stats)
+    _count_untrained(w, task, cfg, size, full, work, share)
     did = B.Work(steps, cfg.ttt.batch_size, cfg.infer.num_views, cfg.ttt.use_shared_adapter)
     return found, dict(level=int(B.level_of(did, full)), ttt_steps=steps, views=cfg.infer.num_views,
                        ttt_seconds=t1 - t0 - calibration_s, predict_seconds=t2 - t1, adapter_from=adapter_from,

@@ -103,9 +103,10 @@ def preset_rates(cfg: Config) -> B.Rates:
 
 
 def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
-    """The config a task runs with to do `work` (solver.budget.fit_work) instead of `full`: its views, and TTT off
-    or the shared adapter where the work has no step of its own. The step count is the plan's (`Fitted.steps`),
-    never written here: ttt.max_steps stays the user's cap."""
+    """The config a task runs with to do `work` (solver.budget.fit_work) instead of `full`: its views, TTT off or the
+    shared adapter where the work has no step of its own, and its batch where the floor's one step takes fewer
+    sequences. The step count is the plan's (`Fitted.steps`), never written here: ttt.max_steps stays the user's
+    cap."""
     if work == full:
         return cfg
     infer = {"num_views": work.views, "score_views": min(cfg.infer.score_views, work.views)}
@@ -114,7 +115,7 @@ def config_for(cfg: Config, work: B.Work, full: B.Work) -> Config:
     elif work.ttt_steps == 0:
         ttt = {"enabled": False}
     else:
-        ttt = {}
+        ttt = {"batch_size": work.batch_size} if work.batch_size != cfg.ttt.batch_size else {}
     return cfg.override(ttt=ttt, infer=infer)
 
 
@@ -162,7 +163,4 @@ def fit_to_share(task: Task, cfg: Config, codec: PromptFormat, rates: B.Rates, d
     work = B.fit_work(size, full, rates, share, cfg.run.min_views, shared_adapter, cfg.run.room)
     ttt_end = now + B.ttt_seconds(size, work, rates, share)
     fitted = deadlines._replace(ttt=ttt_end, train_tokens_per_s=rates.train_tokens_per_s)
-    run_cfg = config_for(cfg, work, full)
-    if work.ttt_steps and work.batch_size != run_cfg.ttt.batch_size:  # the floor's one step of fewer sequences
-        run_cfg = run_cfg.override(ttt={"batch_size": work.batch_size})
-    return Fitted(run_cfg, fitted, full, work, size)
+    return Fitted(config_for(cfg, work, full), fitted, full, work, size)

@@ -765,10 +765,10 @@ def test_tasks_that_no_speed_would_train_do_not_make_the_worker_calibrate_again(
 def test_a_task_that_prefilled_nothing_measures_no_prefill_speed():
     from solver.pipeline import measured_speeds
     size = B.TaskSize(train_tokens=900, prompt_tokens=1100, output_tokens=183, num_tests=1)
-    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 0.01, {})  # no time left: nothing run
-    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 5, 3.0, {"prefills_too_late": 5})
-    got = measured_speeds(size, 0, 2, 0.0, 5, 13.0, {"prefills": 2, "decode_s": 2.0, "tokens": 10})
-    assert got["prefill_tokens_per_s"] == pytest.approx(2 * 1100 / 11.0)  # the two prompts computed, not the 5 planned
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 0.01, {})  # no time left: nothing run
+    assert "prefill_tokens_per_s" not in measured_speeds(size, 0, 2, 0.0, 3.0, {"prefills_too_late": 5})
+    got = measured_speeds(size, 0, 2, 0.0, 13.0, {"prefills": 2, "decode_s": 2.0, "tokens": 10})
+    assert got["prefill_tokens_per_s"] == pytest.approx(2 * 1100 / 11.0)  # the two prompts computed, not the views planned
     assert got["decode_tokens_per_s"] == pytest.approx(5.0)
 
 
