@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from solver.grids import learn_colour_map
 from solver.tasks import Grid
 
 BASES = ("input", "blank")
@@ -28,21 +29,7 @@ def part_table(part: list[Grid], inputs: list[Grid], outputs: list[Grid]) -> np.
     cover = _covered(part, inputs, "input")
     if not any((c & (i != o)).any() for c, i, o in zip(cover, inputs, outputs)):
         return None
-    return _recoloured(part, cover, outputs)
-
-
-def _recoloured(part: list[Grid], cover: list[np.ndarray], outputs: list[Grid]) -> np.ndarray | None:
-    """A colour table that makes the part right on every cell it covers (colours it does not cover stay), or None
-    when one of its colours would need two."""
-    table = np.arange(10, dtype=np.uint8)
-    seen = np.zeros(10, bool)
-    for p, c, o in zip(part, cover, outputs):
-        for colour in np.unique(p[c]).tolist():
-            wanted = np.unique(o[c & (p == colour)])
-            if wanted.size != 1 or (seen[colour] and table[colour] != wanted[0]):
-                return None
-            table[colour], seen[colour] = wanted[0], True
-    return table
+    return learn_colour_map(part, outputs, cover)
 
 
 def _usable(parts: list[list[Grid]], bases: list[Grid], outputs: list[Grid],
@@ -55,7 +42,7 @@ def _usable(parts: list[list[Grid]], bases: list[Grid], outputs: list[Grid],
         if any(p.shape != o.shape for p, o in zip(part, outputs)):
             continue
         cover = _covered(part, bases, base)
-        table = _recoloured(part, cover, outputs)
+        table = learn_colour_map(part, outputs, cover)
         if table is None:
             continue
         gain = np.concatenate([c.ravel() for c in cover]) & wrong

@@ -41,6 +41,27 @@ def primitive(fn):
     return guarded
 
 
+IDENTITY = np.arange(10, dtype=np.uint8)
+
+
+def learn_colour_map(produced: list[Grid], wanted: list[Grid],
+                     masks: list[np.ndarray] | None = None) -> np.ndarray | None:
+    """A colour table t (t[c] for colour c) with t[p] == w cell for cell in every pair (on the cells of `masks`
+    where given), or None when the shapes differ or one colour would need two images. Colours not seen map to
+    themselves."""
+    if any(p.shape != w.shape for p, w in zip(produced, wanted)):
+        return None
+    if masks is not None:
+        produced, wanted = [p[m] for p, m in zip(produced, masks)], [w[m] for w, m in zip(wanted, masks)]
+    table = IDENTITY.copy()
+    for p, w in zip(produced, wanted):
+        table[p.ravel()] = w.ravel()  # the last image of each colour wins; the check below finds any conflict
+    for p, w in zip(produced, wanted):
+        if not (table[p] == w).all():
+            return None
+    return table
+
+
 # rigid transforms ------------------------------------------------------------------------------------------------
 @primitive
 def rot90(g: Grid) -> Grid | None:

@@ -5,6 +5,9 @@ cell rule or a rule list: solver.local_rules; on the input alone, a whole-grid t
 shape: solver.shapes), the assembly of the parts it met (solver.assemble), the ranking of fitting programs (plausible
 shape and colours, the demos' invariants, then the simplest) and the search's views of a task (as given, transposed,
 colours normalised per pair). Programs that give the same grids on every demo input and every test input are one node.
+Work whose programs are known is not done: the transposed view skips the programs whose every step has a counterpart
+under transposition (solver.transposition) once the view as given has finished (so its assembly meets fewer parts),
+and a last step that a node's first demo grid rejected is not run on another node of that grid.
 Bounded by a deadline (time.monotonic()) checked inside the loop and by a cap on the bytes of the nodes it holds; it
 returns what it found when either stops it. Knows the primitives only by name and function (solver.grids,
 solver.pieces); knows nothing of models, submissions or scores.
@@ -19,12 +22,13 @@ import numpy as np
 
 from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
-from solver.grids import Prim, Primitive, library
+from solver.grids import Prim, Primitive, learn_colour_map, library
 from solver.invariants import broken, invariants
 from solver.local_rules import feature_rule, grid_table, local_rule, rule_list
 from solver.pieces import piece_library
 from solver.shapes import SIZERS, ShapeDeduction, deduce, deduce_from, to_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
+from solver.transposition import counterparts
 
 STOP_ORDER = ("done", "deadline", "memory")  # a result's `stopped` is the worst of its views'
 
@@ -75,17 +79,6 @@ def _digest(values) -> bytes:
     return h.digest()
 
 
-def learn_colour_map(produced: list[Grid], wanted: list[Grid]) -> np.ndarray | None:
-    """A colour table t (t[c] for colour c) with t[p] == w cell for cell in every pair, or None when the shapes
-    differ or one colour would need two images. Colours not seen map to themselves."""
-    if any(p.shape != w.shape for p, w in zip(produced, wanted)):
-        return None
-    table = np.arange(10, dtype=np.uint8)
-    for p, w in zip(produced, wanted):
-        table[p.ravel()] = w.ravel()  # the last image of each colour wins; the check below finds any conflict
-    return table if all(np.array_equal(table[p], w) for p, w in zip(produced, wanted)) else None
-
-
 def colour_map_text(table: np.ndarray, produced: list[Grid]) -> str:
     """' | colour_map{a:b,...}' for the colours the table changes among those produced; '' when it changes none."""
     seen = np.unique(np.concatenate([p.ravel() for p in produced]))
@@ -120,8 +113,14 @@ class _Search:
     """One breadth-first search over one view: the frontier of distinct nodes, the candidates found, the counters."""
 
     def __init__(self, view: SearchView, prims: list[Prim], deadline: float,
-                 max_bytes: int):
+                 max_bytes: int, mirrored: frozenset[str] = frozenset()):
         self.view, self.prims, self.deadline, self.max_bytes = view, prims, deadline, max_bytes
+        # steps whose programs the view as given has tried (the transposed view's, solver.transposition): a last
+        # step is not run after steps all of them
+        self.mirrored = mirrored
+        self.failed_first: dict[bytes, set[int]] = {}  # first demo grid -> indices of last steps it rejects
+        self.skipped = 0  # last steps not run: the view as given tried them
+        self.known_failures = 0  # last steps not run: their first demo grid rejects them
         self.num_demos = len(view.outputs)
         self.found: dict[bytes, _Hit] = {}  # test-outputs digest -> the best program giving them
         self.parts: list[tuple[tuple, list[Grid], list[Grid | None]]] = []  # stored nodes of the outputs' shapes
@@ -176,13 +175,22 @@ class _Search:
     def _level(self, frontier: list, last: bool) -> list:
         nxt = []
         for names, values in frontier:
-            for pname, fn, rule in self.prims:
+            # last steps that nodes of the same first demo grid showed to fail on that grid alone (see _try_final)
+            failed = self.failed_first.setdefault(grid_key(values[0]), set()) if last else set()
+            for k, (pname, fn, rule) in enumerate(self.prims):
                 if time.monotonic() > self.deadline:
                     self.stopped = "deadline"
                     return nxt
+                if last and k in failed:
+                    self.known_failures += 1
+                    continue
+                if last and pname in self.mirrored and self.mirrored.issuperset(names):
+                    self.skipped += 1
+                    continue
                 self.evaluated += 1
                 if last:
-                    self._try_final(names + (pname,), fn, rule, values)
+                    if self._try_final(names + (pname,), fn, rule, values):
+                        failed.add(k)
                     continue
                 new = self._apply(fn, values)
                 if new is None:
@@ -209,47 +217,51 @@ class _Search:
             out.append(r)
         return tuple(out)
 
-    def _try_final(self, names: tuple, fn: Primitive, rule: str | None, values: tuple) -> None:
+    def _try_final(self, names: tuple, fn: Primitive, rule: str | None, values: tuple) -> bool:
         """fn as the last step: rejected at the first demo whose output shape or colours cannot fit (before running
-        fn when its declared shape rule already says the first demo's shape is wrong)."""
+        fn when its declared shape rule already says the first demo's shape is wrong). True when the first demo's
+        grid alone rejected it (as a program and as a part for the assembly): so would any node of that grid."""
         shape = values[0].shape if rule == "same" else values[0].shape[::-1] if rule == "swap" else None
         if shape is not None and shape != self.view.outputs[0].shape:
-            return
+            return True
         produced, overlays = [], (False, True)
         for i, (g, want) in enumerate(zip(values, self.view.outputs)):
             r = fn(g)
             if r is None or r.shape != want.shape:
-                return
+                return i == 0
             if r.shape != self.view.inputs[i].shape:
                 overlays = tuple(o for o in overlays if not o)
             overlays = tuple(o for o in overlays if self._fits(self._finish(r, i, o), want))
             produced.append(r)
             if not overlays:
                 if rule == "same" and self.same_shape:
-                    self._try_part(names, fn, values, produced)
-                return
+                    return self._try_part(names, fn, values, produced) and i == 0
+                return i == 0
         tests = tuple(None if g is None else fn(g) for g in values[self.num_demos:])
         for over in overlays:
             self._accept(names, produced, tests, over)
+        return False
 
-    def _try_part(self, names: tuple, fn: Primitive, values: tuple, produced: list[Grid]) -> None:
+    def _try_part(self, names: tuple, fn: Primitive, values: tuple, produced: list[Grid]) -> bool:
         """Keep a last step that fits no demo whole as a part for the assembly when a colour table makes it right on
-        every cell it changes (checked on the demos already run first, then on the rest)."""
+        every cell it changes (checked on the demos already run first, then on the rest). True when the demos
+        already run rejected it."""
         if len(self.parts) >= MAX_PARTS:
             self.parts_dropped += 1
-            return
+            return False
         inputs, outputs = self.view.inputs[:self.num_demos], self.view.outputs
         k = len(produced)
         if part_table(produced, inputs[:k], outputs[:k]) is None:
-            return
+            return True
         for g, want in zip(values[k:self.num_demos], outputs[k:]):
             r = fn(g)
             if r is None or r.shape != want.shape:
-                return
+                return False
             produced.append(r)
         if part_table(produced, inputs, outputs) is None:
-            return
+            return False
         self.parts.append((names, produced, [None if g is None else fn(g) for g in values[self.num_demos:]]))
+        return False
 
     @staticmethod
     def _fits(r: Grid | None, want: Grid) -> bool:
@@ -460,14 +472,19 @@ def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int 
         return SearchResult([], stats)
     found: list[tuple[Program, int, bool]] = []
     all_views = views(task)
-    reached = []
+    reached, plain_done = [], False
     for k, view in enumerate(all_views):
         now = time.monotonic()
         lib = prims if prims is not None else search_library(view)
-        s = _Search(view, lib, now + max(0.0, deadline - now) / (len(all_views) - k), max_memory_mb * 2 ** 20)
+        mirrored = counterparts(p.name for p in lib) if view.name == "transposed" and plain_done else frozenset()
+        s = _Search(view, lib, now + max(0.0, deadline - now) / (len(all_views) - k), max_memory_mb * 2 ** 20,
+                    mirrored)
         s.run(depth)
         s.assemble()
+        plain_done = plain_done or (view.name == "" and s.stopped == "done")
         stats["parts_dropped"] = stats.get("parts_dropped", 0) + s.parts_dropped
+        stats["skipped_transposed"] = stats.get("skipped_transposed", 0) + s.skipped
+        stats["known_failures"] = stats.get("known_failures", 0) + s.known_failures
         found += _programs(s, view)
         stats["evaluated"] += s.evaluated
         stats["nodes"] += len(s.seen)

@@ -14,7 +14,7 @@ LAYERS = [
     "budget", "files", "measure", "threads", "compat", "ray_executor", "workers",
     "config",
     # data
-    "tasks", "submission", "augment", "grids", "pieces", "shapes", "local_rules", "assemble", "invariants", "search", "codec", "formats", "sources", "data", "plan",
+    "tasks", "submission", "augment", "grids", "pieces", "transposition", "shapes", "local_rules", "assemble", "invariants", "search", "codec", "formats", "sources", "data", "plan",
     # models and training
     "shipped", "attached", "trimmed", "model", "adapter", "train", "precision", "ttt",
     # decoding, then what needs decoding or a trained model

@@ -6,7 +6,7 @@ import pytest
 
 from solver import grids as G
 from solver.search import (Program, SearchResult, answers, learn_colour_map, plausible, search_task, views)
-from solver.tasks import Task
+from solver.tasks import Task, load_tasks
 
 FAR = float("inf")
 
@@ -130,6 +130,20 @@ def test_same_input_same_candidates():
         return [(p.text, p.depth, p.size, tuple(g.tobytes() for g in p.outputs)) for p in r.programs]
     first = run()
     assert first and run() == first
+
+
+def test_a_last_step_its_first_demo_grid_rejected_is_not_run_again_and_nothing_changes(monkeypatch):
+    from solver import search as S
+    task = load_tasks("arc1:train")["3bd67248"]
+    remembering = search_task(task, FAR)
+    assert remembering.stats["known_failures"] > 0
+    try_final = S._Search._try_final
+    monkeypatch.setattr(S._Search, "_try_final", lambda self, *a: try_final(self, *a) and False)  # nothing recalled
+    running = search_task(task, FAR)
+    assert running.stats["known_failures"] == 0
+    assert [p.text for p in remembering.programs] == [p.text for p in running.programs]
+    assert all(np.array_equal(a, b) for p, q in zip(remembering.programs, running.programs)
+               for a, b in zip(p.outputs, q.outputs))
 
 
 def test_an_invalid_task_gives_an_empty_result():
