@@ -303,13 +303,14 @@ def _runs(lines: np.ndarray) -> list[slice]:
     return out
 
 
-CUTS = ("h", "v", "grid", "squares")  # how `parts` cuts a grid
+CUTS = ("h", "v", "grid", "squares", "quarters")  # how `parts` cuts a grid
 
 
 def parts(g: Grid, how: str) -> list[Grid]:
     """The grid cut at its separator lines: 'h' side by side (columns), 'v' stacked (rows), 'grid' both. Without
     separators, 'h' and 'v' cut into two halves (the middle line dropped on an odd side). 'squares': a grid whose
-    long side is a multiple of its short one, cut into squares along it (none otherwise)."""
+    long side is a multiple of its short one, cut into squares along it (none otherwise). 'quarters': the four
+    quarters, the middle lines dropped on an odd side (none where a side is one cell)."""
     return list(_parts(g.shape, g.astype(np.uint8).tobytes(), how))
 
 
@@ -320,6 +321,8 @@ def _parts(shape: tuple, data: bytes, how: str) -> tuple[Grid, ...]:
 
 
 def _cut(g: Grid, how: str) -> list[Grid]:
+    if how == "quarters":
+        return [q for half in halves(g, "v") for q in halves(half, "h")]
     if how == "squares":
         h, w = g.shape
         if h != w and max(h, w) % min(h, w) == 0:
@@ -348,18 +351,24 @@ def _same_shape(ps: list[Grid]) -> bool:
     return len(ps) >= 2 and all(p.shape == ps[0].shape for p in ps)
 
 
+def combinable_parts(g: Grid, how: str) -> list[Grid] | None:
+    """The parts (see `parts`) when they share one shape, else, where the lines taken for separators cut 'h' or 'v'
+    parts of different shapes (a full line inside a part), the two halves; None when neither shares one."""
+    ps = parts(g, how)
+    if not _same_shape(ps) and how in ("h", "v"):
+        ps = halves(g, how)
+    return ps if _same_shape(ps) else None
+
+
 COMBINERS = ("and", "or", "xor", "nor", "over", "under")
 
 
 @primitive
 def combine(g: Grid, how: str, op: str) -> Grid | None:
-    """The parts (see `parts`) combined cell by cell: masks and/or/xor (exactly one)/nor of non-zero cells as colour
-    1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under'). Where the lines
-    taken for separators cut 'h' or 'v' parts of different shapes (a full line inside a part), the two halves."""
-    ps = parts(g, how)
-    if not _same_shape(ps) and how in ("h", "v"):
-        ps = halves(g, how)
-    if not _same_shape(ps):
+    """The parts (`combinable_parts`) combined cell by cell: masks and/or/xor (exactly one)/nor of non-zero cells as
+    colour 1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under')."""
+    ps = combinable_parts(g, how)
+    if ps is None:
         return None
     stack = np.stack(ps)
     nz = stack != 0

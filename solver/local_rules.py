@@ -8,8 +8,9 @@ neighbours' colours, ...), and the learning of a table: every demo cell with the
 and every test cell's key must have been seen in a demo (a table that does not cover the test is refused, never
 guessed). A rule list (`rule_list`) is the other way: a few rules "a cell of colour c whose feature f is v becomes
 o" (or takes the colour f shows), each never wrong on a demo, other cells kept; accepted only when the list learned
-without each demo reproduces that demo. Only for grids whose output has the input's shape. Pure functions of numpy
-grids; knows nothing of the search that calls it.
+without each demo reproduces that demo. These are for grids whose output has the input's shape; a layer rule
+(`layer_rule`) is for outputs of a part's shape: the input's parts laid on one another by a colour order learned
+from the demos. Pure functions of numpy grids; knows nothing of the search that calls it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from solver.grids import enclosed, label
+from solver.grids import CUTS, combinable_parts, enclosed, label
 from solver.tasks import Grid, grid_key
 
 OUTSIDE = 10  # the colour of a cell beyond the grid's edge
@@ -465,4 +466,62 @@ def grid_table(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
         test_keys = [key(t) for t in tests]
         if all(k in table for k in test_keys):
             return name, [outputs[keys.index(k)].copy() for k in test_keys]
+    return None
+
+
+# parts laid on one another by a colour order ----------------------------------------------------------------------
+def _present(parts: list[Grid]) -> np.ndarray:
+    """Per cell, a bit per non-zero colour that some part shows there."""
+    stack = np.stack(parts).astype(np.int64)
+    return np.bitwise_or.reduce(np.where(stack != 0, 1 << stack, 0), axis=0)
+
+
+def _over(outputs: list[Grid], present: list[np.ndarray]) -> np.ndarray | None:
+    """over[a, b]: colour a was seen laid over colour b (closed under transitivity), or None when an output cell shows
+    a colour no part shows there (0 where none shows one) or the order has a cycle."""
+    over = np.zeros((10, 10), bool)
+    for o, bits in zip(outputs, present):
+        shown = (bits >> o.astype(np.int64)) & 1
+        if (shown[bits != 0] == 0).any() or (o[bits == 0] != 0).any():
+            return None
+        for c in range(1, 10):
+            under = ((bits >> c) & 1).astype(bool) & (o != c)
+            over[o[under], c] = True
+    for k in range(10):
+        over |= over[:, k:k + 1] & over[k:k + 1, :]
+    return None if (over & over.T).any() or over.diagonal().any() else over
+
+
+def _winner(bits: int, over: np.ndarray) -> int | None:
+    """The one colour of a cell's colours (bits) laid over all the others, 0 for none, or None when the order the
+    demos showed does not decide."""
+    colours = [c for c in range(1, 10) if bits >> c & 1]
+    top = [a for a in colours if all(over[a, b] for b in colours if b != a)]
+    return 0 if not colours else top[0] if len(top) == 1 else None
+
+
+def layer_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
+    """The input's parts (solver.grids.combinable_parts, each cut of CUTS) laid on one another, 0 transparent, each
+    cell taking the colour that the demos show laid over the others there: the order learned from the demo
+    outputs (a colour over another wherever both show), kept when it has no cycle, orders some pair, and decides
+    every test cell. 'cut:a>b>...' (the ordered colours, the top first) and the test outputs; None where no cut
+    gives one."""
+    for how in CUTS:
+        demo = [combinable_parts(g, how) for g in inputs]
+        test = [combinable_parts(g, how) for g in tests]
+        if any(p is None or p[0].shape != o.shape for p, o in zip(demo, outputs)) or any(p is None for p in test):
+            continue
+        over = _over(outputs, [_present(p) for p in demo])
+        if over is None or not over.any():
+            continue
+        answers = []
+        for parts in test:
+            bits = _present(parts)
+            table = {int(b): _winner(int(b), over) for b in np.unique(bits)}
+            if any(v is None for v in table.values()):
+                break
+            answers.append(np.vectorize(table.__getitem__, otypes=[np.uint8])(bits))
+        if len(answers) == len(tests):
+            ranked = sorted((c for c in range(10) if over[c].any() or over[:, c].any()), key=lambda c: -over[c].sum())
+            return f"{how}:{'>'.join(map(str, ranked))}", answers
     return None

@@ -24,7 +24,7 @@ from solver.augment import DIHEDRAL_INVERSE, DIHEDRAL_NAMES, dihedral
 from solver.assemble import BASES, assemble, part_table
 from solver.grids import Prim, Primitive, learn_colour_map, library
 from solver.invariants import broken, invariants
-from solver.local_rules import feature_rule, grid_table, local_rule, rule_list
+from solver.local_rules import feature_rule, grid_table, layer_rule, local_rule, rule_list
 from solver.pieces import piece_library
 from solver.shapes import SIZERS, ShapeDeduction, deduce, deduce_from, to_shape
 from solver.tasks import MAX_SIDE, Grid, Task, grid_key
@@ -45,7 +45,7 @@ class Program:
 
 # family -> the text its steps show in a program (for reports: bench search names the tasks each family alone solves)
 FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "rule lists": "rule_list{",
-            "grid tables": "grid_table{", "assembly": "assemble{",
+            "grid tables": "grid_table{", "layers": "layers{", "assembly": "assemble{",
             "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
             "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: ",
             "shots": "shoot_", "rays": "rays_", "falls": "fall_", "slides": "slide_to_", "stamps": "stamp"}
@@ -142,6 +142,9 @@ class _Search:
         table = grid_table(list(root[:self.num_demos]), self.view.outputs, list(root[self.num_demos:]))
         if table is not None:
             self._record((f"grid_table{{{table[0]}}}",), "", tuple(table[1]), 1, False, True)
+        layers = layer_rule(list(root[:self.num_demos]), self.view.outputs, list(root[self.num_demos:]))
+        if layers is not None:
+            self._record((f"layers{{{layers[0]}}}",), "", tuple(layers[1]), 1, False, True)
         frontier = [((), root)]
         for d in range(1, depth + 1):
             last = d == depth

@@ -176,6 +176,10 @@ CASES = [
     # the full row of 5 is taken for a separator, which cuts parts of two shapes: the halves are combined
     (G.combine, {"how": "v", "op": "nor"}, A([[1, 1], [0, 1], [5, 5], [0, 0]]), [[0, 0], [1, 0]]),
     (G.combine, {"how": "squares", "op": "or"}, A([[1, 0, 0, 0], [0, 0, 0, 1]]), [[1, 0], [0, 1]]),
+    # the four quarters of a 3x5 grid (the middle row and column dropped): only the bottom-right one holds a 2
+    (G.pick_part, {"how": "quarters", "pick": "unique"}, A([[1, 0, 5, 1, 0], [5, 5, 5, 5, 5], [1, 0, 5, 0, 2]]),
+     [[0, 2]]),
+    (G.combine, {"how": "quarters", "op": "and"}, A([[1, 1, 5, 0, 1], [5, 5, 5, 5, 5], [1, 1, 5, 1, 1]]), [[0, 1]]),
     (G.pick_part, {"how": "squares", "pick": "symmetric"}, A([[1, 2], [3, 4], [1, 2], [2, 1], [1, 3], [2, 4]]),
      [[1, 2], [2, 1]]),
     (G.pick_part, {"how": "squares", "pick": "asymmetric"}, A([[1, 2], [2, 1], [1, 2], [3, 4], [5, 5], [5, 5]]),

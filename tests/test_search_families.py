@@ -307,6 +307,7 @@ def arc1_train():
     ("2204b7a8", "rule_list{nearest:3->copy}"),  # each green cell takes the colour of the nearer side
     ("d13f3404", "to_shape{corner} | rays_down_right"),  # embedded in the larger output, then each cell's diagonal
     ("cce03e0d", "fractal{2}"),  # a copy of the input where it is red
+    ("75b8110e", "layers{quarters:"),  # the four quarters laid on one another, one colour over another
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
@@ -316,6 +317,20 @@ def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     for i, truth in enumerate(task.test_outputs):
         np.testing.assert_array_equal(best[0].outputs[i], truth)
         assert any(np.array_equal(g, truth) for g, _ in answers(result, i)[:2])
+
+
+def test_layer_rule_lays_parts_by_the_colour_order_the_demos_show():
+    # two halves side by side; wherever both show a colour, 2 lies over 1 and 1 over 3
+    ins = [A([[1, 0, 2, 2], [1, 1, 0, 2]]), A([[3, 0, 1, 1], [3, 3, 0, 0]])]
+    outs = [A([[2, 2], [1, 2]]), A([[1, 1], [3, 3]])]
+    got = LR.layer_rule(ins, outs, [A([[3, 0, 2, 0], [0, 1, 0, 0]])])
+    assert got is not None and got[0] == "h:2>1>3"  # 2 over 3 follows from the two orders seen
+    np.testing.assert_array_equal(got[1][0], A([[2, 0], [0, 1]]))
+    # a test cell of colours the demos never ordered (4 and 1) is not decided: no answer is guessed
+    assert LR.layer_rule(ins, outs, [A([[4, 0, 1, 0], [0, 0, 0, 0]])]) is None
+    # an output colour no part shows at that cell, or two demos laying the colours both ways: no rule
+    assert LR.layer_rule(ins[:1], [A([[5, 2], [1, 2]])], ins[:1]) is None
+    assert LR.layer_rule([ins[0], A([[1, 2], [0, 0]])], [outs[0], A([[1], [0]])], ins[:1]) is None
 
 
 def test_a_program_fitting_all_but_one_demo_is_never_proposed(arc1_train):
