@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 from solver.score import print_score, score_table
 from solver.search import SearchResult, answers, search_task
@@ -48,9 +49,10 @@ def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc
     with ExitStack() as stack, logging_redirect_tqdm(), tqdm(total=len(todo), desc=desc, unit="task") as bar:
         if workers <= 1:
             done = (search_one(t, depth, per_task) for t in todo)
-        else:  # the pool is shut down however the loop ends
-            done = stack.enter_context(spawn_pool(workers)).map(search_one, todo, [depth] * len(todo),
-                                                                [per_task] * len(todo))
+        else:  # the pool is shut down however the loop ends, tasks not yet started dropped first
+            pool = stack.enter_context(spawn_pool(workers))
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+            done = pool.map(search_one, todo, [depth] * len(todo), [per_task] * len(todo))
         for task, (result, seconds) in zip(todo, done):
             bar.update()
             yield task, result, seconds
@@ -58,10 +60,15 @@ def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc
 
 def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
                    limit: int | None = None, workers: int = 1) -> int:
-    """Run the search alone over a task set and write a submission to `out`; print the score when solutions are
-    known. Returns 0, or 1 when some task raised."""
+    """Run the search alone over a task set and write a submission to `out` (a file, or a folder's submission.json),
+    fallbacks first, rewritten as each task finishes; print the score when solutions are known. Returns 0, or 1
+    when some task raised."""
     tasks = load_tasks(tasks_spec, limit)
-    attempts: dict[str, list[Attempts]] = {}
+    if Path(out).is_dir():  # a folder (e.g. /kaggle/working) gets its submission.json
+        out = str(Path(out) / "submission.json")
+    # a valid submission on disk before the first task is searched: fallbacks, replaced as tasks finish
+    attempts: dict[str, list[Attempts]] = {tid: fallback_attempts(t) for tid, t in tasks.items()}
+    write_submission(out, tasks, attempts)
     failed = found = 0
     for task, result, _ in search_each(tasks, depth, budget_s, "search", workers):
         if result is None:

@@ -219,6 +219,28 @@ def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(t
     assert "score: 0.5000 (1/2 test outputs)" in capsys.readouterr().out
 
 
+def test_search_command_writes_fallbacks_first_and_into_a_folder_it_is_given(tmp_path, monkeypatch):
+    from solver import search_alone
+    from solver.submission import read_submission, validate_file
+    from solver.tasks import load_tasks
+    tasks = [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid=t) for t in ("first", "second")]
+    (tmp_path / "tasks").mkdir()
+    spec = _write_task_dir(tmp_path / "tasks", tasks)
+    out = tmp_path / "working"
+    out.mkdir()
+    seen = []
+
+    def watching(task, deadline, depth=2, max_memory_mb=2048):  # what is on disk when each task starts
+        seen.append(read_submission(out / "submission.json"))
+        return search_task(task, deadline, 1, max_memory_mb)
+    monkeypatch.setattr(search_alone, "search_task", watching)
+    assert search_alone.search_command(spec, str(out), depth=1, budget_s=20) == 0
+    assert sorted(seen[0]) == ["first", "second"]  # every task's fallback before the first search
+    np.testing.assert_array_equal(seen[0]["first"][0][0], tasks[0].test_inputs[0])
+    assert validate_file(out / "submission.json", load_tasks(spec)) == []
+    np.testing.assert_array_equal(read_submission(out / "submission.json")["second"][0][0], tasks[1].test_outputs[0])
+
+
 def test_bench_command_ends_with_a_json_line(tmp_path, capsys):
     import json
     from solver.bench import search as bench_search
