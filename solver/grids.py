@@ -303,7 +303,7 @@ def _runs(lines: np.ndarray) -> list[slice]:
     return out
 
 
-CUTS = ("h", "v", "grid", "squares", "quarters")  # how `parts` cuts a grid
+CUTS = ("h", "v", "grid", "squares")  # how the primitives cut a grid with `parts` (which also cuts in 'quarters')
 
 
 def parts(g: Grid, how: str) -> list[Grid]:
