@@ -521,11 +521,11 @@ def layer_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
             continue
         answers = []
         for parts in test:
-            bits = _present(parts)
-            table = {int(b): _winner(int(b), over) for b in np.unique(bits)}
-            if any(v is None for v in table.values()):
+            kinds, where = np.unique(_present(parts), return_inverse=True)
+            winners = [_winner(int(b), over) for b in kinds]
+            if None in winners:
                 break
-            answers.append(np.vectorize(table.__getitem__, otypes=[np.uint8])(bits))
+            answers.append(np.array(winners, np.uint8)[where].reshape(parts[0].shape))
         if len(answers) == len(tests):
             ranked = sorted((c for c in range(10) if over[c].any() or over[:, c].any()), key=lambda c: -over[c].sum())
             return f"{how}:{'>'.join(map(str, ranked))}", answers

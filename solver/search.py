@@ -119,7 +119,7 @@ class _Search:
         # step is not run after steps all of them
         self.mirrored = mirrored
         self.failed_first: dict[bytes, set[int]] = {}  # first demo grid -> indices of last steps it rejects
-        self.skipped = 0  # last steps not run: the view as given tried them
+        self.skipped_transposed = 0  # last steps not run: the view as given tried them
         self.known_failures = 0  # last steps not run: their first demo grid rejects them
         self.num_demos = len(view.outputs)
         self.found: dict[bytes, _Hit] = {}  # test-outputs digest -> the best program giving them
@@ -180,15 +180,16 @@ class _Search:
         for names, values in frontier:
             # last steps that nodes of the same first demo grid showed to fail on that grid alone (see _try_final)
             failed = self.failed_first.setdefault(grid_key(values[0]), set()) if last else set()
+            mirrored = self.mirrored if last and self.mirrored.issuperset(names) else frozenset()
             for k, (pname, fn, rule) in enumerate(self.prims):
                 if time.monotonic() > self.deadline:
                     self.stopped = "deadline"
                     return nxt
-                if last and k in failed:
+                if k in failed:
                     self.known_failures += 1
                     continue
-                if last and pname in self.mirrored and self.mirrored.issuperset(names):
-                    self.skipped += 1
+                if pname in mirrored:
+                    self.skipped_transposed += 1
                     continue
                 self.evaluated += 1
                 if last:
@@ -486,7 +487,7 @@ def search_task(task: Task, deadline: float, depth: int = 2, max_memory_mb: int 
         s.assemble()
         plain_done = plain_done or (view.name == "" and s.stopped == "done")
         stats["parts_dropped"] = stats.get("parts_dropped", 0) + s.parts_dropped
-        stats["skipped_transposed"] = stats.get("skipped_transposed", 0) + s.skipped
+        stats["skipped_transposed"] = stats.get("skipped_transposed", 0) + s.skipped_transposed
         stats["known_failures"] = stats.get("known_failures", 0) + s.known_failures
         found += _programs(s, view)
         stats["evaluated"] += s.evaluated

@@ -71,9 +71,8 @@ def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | 
     write_submission(out, tasks, attempts)
     failed = found = 0
     for task, result, _ in search_each(tasks, depth, budget_s, "search", workers):
-        if result is None:
+        if result is None:  # it keeps its fallbacks
             failed += 1
-            attempts[task.id] = fallback_attempts(task)
             continue
         found += bool(result.programs)
         attempts[task.id] = attempts_of(task, result)

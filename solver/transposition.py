@@ -10,6 +10,7 @@ broken by row before column, pieces painted back in reading order) has none: UNT
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -33,6 +34,7 @@ UNTRANSPOSABLE = re.compile(
     r"periodic_fill|unmask|each_|piece_.*_commonest|slide_to_|join_.*_(largest|smallest)_")
 
 
+@functools.lru_cache(maxsize=4096)
 def counterpart(name: str) -> str | None:
     """The name of the primitive that does to a grid what `name` does to its transpose, transposed back; None when
     it has none declared (the name may still not be in a library: see `counterparts`)."""

@@ -222,7 +222,6 @@ def test_search_command_writes_a_scored_submission_and_survives_a_raising_task(t
 def test_search_command_writes_fallbacks_first_and_into_a_folder_it_is_given(tmp_path, monkeypatch):
     from solver import search_alone
     from solver.submission import read_submission, validate_file
-    from solver.tasks import load_tasks
     tasks = [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid=t) for t in ("first", "second")]
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", tasks)
