@@ -332,10 +332,14 @@ def main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def close_ranks(ranks: Ranks) -> None:
+def close_ranks(ranks: Ranks, together: bool = True) -> None:
+    """Leave the process group. After a normal end every rank first waits for the others (rank 0 is still writing
+    the export): a rank that tears gloo down while a peer is still connected can abort at exit (SIGABRT)."""
     if ranks.world > 1:
         import torch.distributed as dist
         if dist.is_initialized():
+            if together:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -483,10 +487,13 @@ def pretrain(cfg: Config, out: str | Path, progress: bool = True, stop_at_step: 
         raise ValueError("pretrain needs a limit: --budget, pretrain.max_steps, pretrain.epochs, "
                          "pretrain.target_tokens or pretrain.target_flops")
     ranks = init_ranks(cfg.model.device)
+    finished = False
     try:
-        return _pretrain(cfg, out, ranks, progress, stop_at_step, started)
+        state = _pretrain(cfg, out, ranks, progress, stop_at_step, started)
+        finished = True
+        return state
     finally:
-        close_ranks(ranks)
+        close_ranks(ranks, together=finished)
 
 
 def _pretrain(cfg: Config, out: Path, ranks: Ranks, progress: bool, stop_at_step: int | None,
