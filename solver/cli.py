@@ -232,7 +232,8 @@ def add_search_parser(sub) -> None:
     s = sub.add_parser("search", help="the program search alone (no model): a submission in seconds to minutes, "
                                       "scored when solutions are known")
     s.add_argument("--tasks", required=True, help="task SPEC: challenges file, directory, or arc1:train etc.")
-    s.add_argument("--out", default="submission/search.json", help="where the submission is written")
+    s.add_argument("--out", default="submission/search.json",
+                   help="the submission file (.json), or a folder for its submission.json")
     s.add_argument("--depth", type=int, default=2, help="compositions of up to this many transforms")
     s.add_argument("--budget", help="time for all tasks (90s, 10m); default: at most 30 s a task")
     s.add_argument("--limit", type=int, help="the first N tasks")

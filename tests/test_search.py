@@ -225,8 +225,7 @@ def test_search_command_writes_fallbacks_first_and_into_a_folder_it_is_given(tmp
     tasks = [make_task(G.flip_v, [(5, 6), (6, 6), (5, 7)], tid=t) for t in ("first", "second")]
     (tmp_path / "tasks").mkdir()
     spec = _write_task_dir(tmp_path / "tasks", tasks)
-    out = tmp_path / "working"
-    out.mkdir()
+    out = tmp_path / "working"  # not there yet: a path without .json is a folder, made for the submission
     seen = []
 
     def watching(task, deadline, depth=2, max_memory_mb=2048):  # what is on disk when each task starts
