@@ -998,21 +998,64 @@ def _period(g: Grid, known: np.ndarray, axis: int) -> int:
     return int(hits[0]) + 1 if hits.size else n
 
 
+LATTICE_REACH = 3  # a pattern is tried as a lattice only when it obeys a step this short (rows and columns)
+LATTICE_SIDE = 10  # the lattices tried: rows of p <= this, each row shifted by q < s <= this columns
+
+
+def _has_short_step(g: Grid, known: np.ndarray) -> bool:
+    """Whether the grid equals itself shifted by some step (dy, dx), |dy|, |dx| <= LATTICE_REACH, wherever both
+    cells are known (and some are); all steps tested at once."""
+    h, w = g.shape
+    r = LATTICE_REACH
+    pad = np.full((h + r, w + 2 * r), -1, dtype=np.int64)
+    base = np.where(known, g.astype(np.int64), -1)
+    pad[:h, r:r + w] = base
+    win = np.lib.stride_tricks.sliding_window_view(pad, (h, w))[:r + 1]  # [dy, r + dx]: the cell (y + dy, x + dx)
+    both = (win >= 0) & (base >= 0)[None, None]
+    ok = ((win == base[None, None]) | ~both).all(axis=(2, 3)) & both.any(axis=(2, 3))
+    ok[0, :r + 1] = False  # the null step, and the steps left along a row (the same as right)
+    return bool(ok.any())
+
+
+def lattice_fill(g: Grid, known: np.ndarray) -> Grid | None:
+    """The grid's unknown cells from the lattice of fewest classes (rows of p cells' period, each p rows shifted by
+    q of s columns: the lattice's Hermite normal form) in which every class holds one known colour; None when no
+    lattice within LATTICE_SIDE does."""
+    h, w = g.shape
+    ys, xs = np.indices((h, w))
+    lattices = sorted((p * s, p, s) for p in range(1, min(h, LATTICE_SIDE) + 1)
+                      for s in range(1, min(w, LATTICE_SIDE) + 1) if p < h or s < w)
+    colours = g[known].astype(np.int64)
+    for _, p, s in lattices:
+        qs = np.arange(s)[:, None, None]
+        cls = (ys % p) * s + (xs[None] - (ys // p)[None] * qs) % s + qs * (p * s)  # one class set per shift q
+        lo, hi = np.full(s * p * s, 10), np.full(s * p * s, -1)
+        np.minimum.at(lo, cls[:, known].ravel(), np.tile(colours, s))
+        np.maximum.at(hi, cls[:, known].ravel(), np.tile(colours, s))
+        good = ((lo == hi).reshape(s, p * s)).all(axis=1)
+        if good.any():
+            q = int(np.argmax(good))
+            return hi[cls[q]].astype(g.dtype)
+    return None
+
+
 @primitive
 def periodic_fill(g: Grid, c: int) -> Grid | None:
-    """The cells of colour c replaced from the grid's repeating pattern (the smallest row and column periods that
-    the other cells obey); None unless every such cell is recovered."""
+    """The cells of colour c replaced from the grid's repeating pattern: the smallest row and column periods that the
+    other cells obey, else (when they obey a short step: diagonal stripes, staggered tiles) the lattice of fewest
+    classes that they obey (`lattice_fill`); None unless every such cell is recovered."""
     known = g != c
     if known.all() or not known.any():
         return None
     py, px = _period(g, known, 0), _period(g, known, 1)
-    if py == g.shape[0] and px == g.shape[1]:
-        return None
-    cls = (np.arange(g.shape[0])[:, None] % py) * px + np.arange(g.shape[1])[None, :] % px
-    value = np.full(py * px, -1)
-    value[cls[known]] = g[known]
-    out = value[cls]
-    return None if (out < 0).any() else out
+    if py < g.shape[0] or px < g.shape[1]:
+        cls = (np.arange(g.shape[0])[:, None] % py) * px + np.arange(g.shape[1])[None, :] % px
+        value = np.full(py * px, -1)
+        value[cls[known]] = g[known]
+        out = value[cls]
+        if not (out < 0).any():
+            return out
+    return lattice_fill(g, known) if _has_short_step(g, known) else None
 
 
 @primitive
@@ -1123,6 +1166,20 @@ def cells_to_pixels(g: Grid) -> Grid | None:
 
 
 @primitive
+def cells_count(g: Grid) -> Grid | None:
+    """A grid cut by separator lines into cells, each cell become one pixel valued by its number of non-zero cells
+    (a final colour map names the colours); None when a cell holds more than 9."""
+    seps = separator_lines(g)
+    if seps is None:
+        return None
+    rows, cols = _runs(seps[0]), _runs(seps[1])
+    if len(rows) * len(cols) < 2:
+        return None
+    out = np.array([[np.count_nonzero(g[r, c]) for c in cols] for r in rows])
+    return None if out.max() > 9 else out
+
+
+@primitive
 def fill_majority(g: Grid) -> Grid | None:
     """A grid of the same shape, all of the most frequent colour."""
     return np.full_like(g, majority(g))
@@ -1198,7 +1255,8 @@ def _plain() -> list[Prim]:
     out += _declare(None, [(f.__name__, f) for f in (crop_bbox, crop_bg, drop_empty_lines, dedupe_lines, majority_1x1,
                                                      minority_1x1, mirror_right, mirror_down, mirror_4, mirror_4_rot,
                                                      fractal, fractal_inverse, scale_by_colours, cells_to_pixels,
-                                                     fractal_majority, tile_unit, mirror_left, mirror_up, corner)])
+                                                     fractal_majority, tile_unit, mirror_left, mirror_up, corner,
+                                                     cells_count)])
     out += _declare(None, [(f"scale_up{k}", _part(scale_up, k=k)) for k in (2, 3, 4)])
     out += _declare(None, [(f"scale_down{k}", _part(scale_down, k=k)) for k in (2, 3)])
     out += _declare(None, [(f"tile{a}x{b}", _part(tile, a=a, b=b))

@@ -113,6 +113,14 @@ CASES = [
     (G.line_majority, {"axis": 1}, A([[1, 1, 2], [3, 3, 3]]), [[1, 1, 1], [3, 3, 3]]),
     (G.line_majority, {"axis": None}, A([[1, 2], [1, 2], [1, 1]]), [[1, 2], [1, 2], [1, 2]]),  # rows tie: columns
     (G.periodic_fill, {"c": 9}, A([[1, 2, 1, 2], [3, 4, 9, 9], [1, 2, 1, 9]]), [[1, 2, 1, 2], [3, 4, 3, 4], [1, 2, 1, 2]]),
+    # diagonal stripes: no row or column period recovers the hidden cells, the lattice of three classes does
+    (G.periodic_fill, {"c": 0}, A([[1, 2, 3, 0, 0], [2, 3, 1, 2, 0], [3, 1, 2, 3, 1]]),
+     [[1, 2, 3, 1, 2], [2, 3, 1, 2, 3], [3, 1, 2, 3, 1]]),
+    # staggered tiles: each two rows' pattern shifted one column from the two above
+    (G.periodic_fill, {"c": 9}, A([[1, 2, 3, 1, 2, 3], [4, 5, 6, 4, 5, 6], [3, 1, 2, 3, 1, 2], [9, 4, 5, 9, 4, 5]]),
+     [[1, 2, 3, 1, 2, 3], [4, 5, 6, 4, 5, 6], [3, 1, 2, 3, 1, 2], [6, 4, 5, 6, 4, 5]]),
+    # a diagonal step holds, but the corner's 7 breaks every lattice that would recover the hidden cells
+    (G.periodic_fill, {"c": 9}, A([[1, 2, 3, 4, 5], [2, 3, 4, 5, 1], [3, 4, 5, 9, 9], [9, 9, 9, 9, 7]]), None),
     (G.drop_specks, {"conn": "c8"}, A([[1, 0, 0], [0, 0, 2], [0, 0, 2]]), [[0, 0, 0], [0, 0, 2], [0, 0, 2]]),
     (G.drop_specks, {"conn": "m8"}, A([[1, 0, 0], [0, 3, 0], [0, 0, 0]]), [[1, 0, 0], [0, 3, 0], [0, 0, 0]]),
     (G.frame, {"c": 4}, A([[0, 0, 0], [0, 1, 0], [0, 0, 0]]), [[4, 4, 4], [4, 1, 4], [4, 4, 4]]),
@@ -132,6 +140,8 @@ CASES = [
     (G.paint_objects, {"conn": "c4", "prop": "extreme"}, A([[1, 0, 2, 2, 0, 3, 3, 3]]), [[2, 0, 3, 3, 0, 1, 1, 1]]),
     (G.paint_objects, {"conn": "m8", "prop": "shape"}, A([[1, 0, 2, 0, 3, 3]]), [[2, 0, 2, 0, 1, 1]]),
     (G.cells_to_pixels, {}, A([[1, 0, 5, 0, 0], [1, 2, 5, 3, 0]]), [[1, 3]]),
+    (G.cells_count, {}, A([[1, 0, 5, 1, 1], [0, 0, 5, 0, 1]]), [[1, 3]]),
+    (G.cells_count, {}, np.where(np.arange(7) == 3, 5, 1).repeat(4).reshape(7, 4).T.astype(np.uint8), None),  # 12
     (G.fill_majority, {}, A([[1, 2, 2]]), [[2, 2, 2]]),
     (G.fractal_majority, {}, A([[1, 2], [2, 2]]), [[0, 0, 1, 2], [0, 0, 2, 2], [1, 2, 1, 2], [2, 2, 2, 2]]),
     (G.tile_unit, {}, A([[1, 2, 1, 2], [3, 4, 3, 4]]), [[1, 2], [3, 4]]),

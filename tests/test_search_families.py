@@ -308,6 +308,8 @@ def arc1_train():
     ("d13f3404", "to_shape{corner} | rays_down_right"),  # embedded in the larger output, then each cell's diagonal
     ("cce03e0d", "fractal{2}"),  # a copy of the input where it is red
     ("75b8110e", "layers{quarters:"),  # the four quarters laid on one another, one colour over another
+    ("05269061", "periodic_fill{0}"),  # diagonal stripes continued: a lattice that is no row or column period
+    ("6773b310", "cells_count | colour_map{1:0,2:1}"),  # each cell's count of pink cells, named by a colour map
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
