@@ -809,9 +809,13 @@ def _shape_key(o: Obj) -> bytes:
 def choose(objs: tuple[Obj, ...], how: str) -> Obj | None:
     """One object by a property: 'largest', 'smallest', 'top', 'bottom', 'left', 'right' (the unique extreme),
     'unique_colour' (the one whose colour no other has), 'unique_shape' (the one whose mask no other has),
-    'most_colours', 'holed' (the one that encloses zero cells); None when no object or none is unique."""
+    'most_colours', 'holed' (the one that encloses zero cells), 'most_of_c' (the most cells of colour c); None when
+    no object or none is unique."""
     if not objs:
         return None
+    if how.startswith("most_of_"):
+        c = int(how[len("most_of_"):])
+        return _unique_best(list(objs), lambda o: int(np.count_nonzero(o.cells == c)))
     if how in ("unique_colour", "unique_shape"):
         key = (lambda o: o.colour) if how == "unique_colour" else _shape_key
         keys = [key(o) for o in objs]
@@ -1303,6 +1307,8 @@ def library(in_colours: list[int], out_colours: list[int]) -> list[Prim]:
         out += _declare(None, [(f"crop_colour{{{c}}}", _part(crop_colour, c=c)),
                                (f"crop_inside{{{c}}}", _part(crop_inside, c=c))])
         out += _declare("same", [(f"flood{{{c}}}", _part(flood, c=c))])
+        out += _declare(None, [(f"object_m8_most{{{c}}}_obj", _part(pick_object, conn="m8", how=f"most_of_{c}",
+                                                                   mode="obj"))])
     for c in sorted(set(in_colours)):
         out += _declare(None, [(f"unmask{{{c}}}", _part(unmask, c=c))])
         if c:

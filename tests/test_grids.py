@@ -102,6 +102,9 @@ CASES = [
      A([[1, 2, 0, 3], [0, 0, 0, 3]]), [[1, 2]]),
     (G.pick_object, {"conn": "c8", "how": "largest", "mode": "box"}, A([[1, 0, 0], [2, 1, 0]]), [[1, 0], [2, 1]]),
     (G.pick_object, {"conn": "m4", "how": "largest", "mode": "erase"}, A([[1, 2, 0, 3]]), [[0, 0, 0, 3]]),
+    (G.pick_object, {"conn": "m8", "how": "most_of_2", "mode": "obj"}, A([[1, 1, 1, 0, 2, 2], [1, 1, 2, 0, 0, 0]]),
+     [[2, 2]]),  # the smaller object, with more red cells
+    (G.pick_object, {"conn": "m8", "how": "most_of_2", "mode": "obj"}, A([[1, 2, 0, 2, 1]]), None),  # a tie
     (G.count_objects, {"conn": "c4", "layout": "row"}, OBJS, [[1, 1, 1, 1]]),
     (G.count_objects, {"conn": "m8", "layout": "col"}, A([[1, 2, 0, 3]]), [[1], [1]]),
     (G.count_objects, {"conn": "c4", "layout": "diag"}, A([[1, 0, 3]]), [[1, 0], [0, 1]]),

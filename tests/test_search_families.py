@@ -310,6 +310,7 @@ def arc1_train():
     ("75b8110e", "layers{quarters:"),  # the four quarters laid on one another, one colour over another
     ("05269061", "periodic_fill{0}"),  # diagonal stripes continued: a lattice that is no row or column period
     ("6773b310", "cells_count | colour_map{1:0,2:1}"),  # each cell's count of pink cells, named by a colour map
+    ("e50d258f", "object_m8_most{2}_obj"),  # the piece with the most red cells
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
