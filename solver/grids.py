@@ -1156,31 +1156,30 @@ def repeat_band(g: Grid, axis: int) -> Grid | None:
     return out if axis == 0 else out.T
 
 
-@primitive
-def cells_to_pixels(g: Grid) -> Grid | None:
-    """A grid cut by separator lines into cells, each cell become one pixel of its most frequent non-zero colour
-    (0 for an empty cell)."""
+def _cell_pixels(g: Grid, value) -> np.ndarray | None:
+    """A grid cut by separator lines into cells (at least two), each cell become one pixel: value(cell)."""
     seps = separator_lines(g)
     if seps is None:
         return None
     rows, cols = _runs(seps[0]), _runs(seps[1])
     if len(rows) * len(cols) < 2:
         return None
-    return np.array([[_top_colour(g[r, c]) for c in cols] for r in rows])
+    return np.array([[value(g[r, c]) for c in cols] for r in rows])
+
+
+@primitive
+def cells_to_pixels(g: Grid) -> Grid | None:
+    """A grid cut by separator lines into cells, each cell become one pixel of its most frequent non-zero colour
+    (0 for an empty cell)."""
+    return _cell_pixels(g, _top_colour)
 
 
 @primitive
 def cells_count(g: Grid) -> Grid | None:
     """A grid cut by separator lines into cells, each cell become one pixel valued by its number of non-zero cells
     (a final colour map names the colours); None when a cell holds more than 9."""
-    seps = separator_lines(g)
-    if seps is None:
-        return None
-    rows, cols = _runs(seps[0]), _runs(seps[1])
-    if len(rows) * len(cols) < 2:
-        return None
-    out = np.array([[np.count_nonzero(g[r, c]) for c in cols] for r in rows])
-    return None if out.max() > 9 else out
+    out = _cell_pixels(g, np.count_nonzero)
+    return None if out is None or out.max() > 9 else out
 
 
 @primitive
