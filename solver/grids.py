@@ -1033,10 +1033,11 @@ def lattice_fill(g: Grid, known: np.ndarray) -> Grid | None:
     for _, p, s in lattices:
         qs = np.arange(s)[:, None, None]
         cls = (ys % p) * s + (xs[None] - (ys // p)[None] * qs) % s + qs * (p * s)  # one class set per shift q
+        seen, values = cls[:, known].ravel(), np.tile(colours, s)
         lo, hi = np.full(s * p * s, 10), np.full(s * p * s, -1)
-        np.minimum.at(lo, cls[:, known].ravel(), np.tile(colours, s))
-        np.maximum.at(hi, cls[:, known].ravel(), np.tile(colours, s))
-        good = ((lo == hi).reshape(s, p * s)).all(axis=1)
+        np.minimum.at(lo, seen, values)
+        np.maximum.at(hi, seen, values)
+        good = ((lo == hi).reshape(s, p * s)).all(axis=1)  # every class of that shift holds one colour
         if good.any():
             q = int(np.argmax(good))
             return hi[cls[q]].astype(g.dtype)

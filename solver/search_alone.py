@@ -60,9 +60,9 @@ def search_each(tasks: dict[str, Task], depth: int, budget_s: float | None, desc
 
 def search_command(tasks_spec: str, out: str, depth: int = 2, budget_s: float | None = None,
                    limit: int | None = None, workers: int = 1) -> int:
-    """Run the search alone over a task set and write a submission to `out` (a .json file, or else a folder's submission.json),
-    fallbacks first, rewritten as each task finishes; print the score when solutions are known. Returns 0, or 1
-    when some task raised."""
+    """Run the search alone over a task set and write a submission to `out` (a .json file, or else a folder's
+    submission.json), fallbacks first, rewritten as each task finishes; print the score when solutions are known.
+    Returns 0, or 1 when some task raised."""
     tasks = load_tasks(tasks_spec, limit)
     if Path(out).is_dir() or Path(out).suffix != ".json":  # a folder (e.g. /kaggle/working), made when missing
         Path(out).mkdir(parents=True, exist_ok=True)
