@@ -221,6 +221,35 @@ def scale_down(g: Grid, k: int) -> Grid | None:
 
 
 @primitive
+def crop_unscale(g: Grid) -> Grid | None:
+    """The bounding box of the non-zero cells at its smallest scale: each k x k block one cell, for the largest k
+    (2 to 5) whose blocks are uniform; None when no k is."""
+    box = crop_bbox(g)
+    if box is None:
+        return None
+    for k in (5, 4, 3, 2):
+        small = scale_down(box, k)
+        if small is not None:
+            return small
+    return None
+
+
+@primitive
+def stack_windows(g: Grid, c: int) -> Grid | None:
+    """The 3 x 3 windows centred on the cells of colour c, laid on one another (0 transparent, the first in reading
+    order on top), a marker cell showing c; None with fewer than two such cells, or one at the edge."""
+    marks = np.argwhere(g == c)
+    h, w = g.shape
+    if len(marks) < 2 or marks.min() < 1 or (marks[:, 0] >= h - 1).any() or (marks[:, 1] >= w - 1).any():
+        return None
+    out = np.zeros((3, 3), dtype=g.dtype)
+    for y, x in marks[::-1]:
+        window = g[y - 1:y + 2, x - 1:x + 2]
+        out = np.where(window != 0, window, out)
+    return out
+
+
+@primitive
 def tile(g: Grid, a: int, b: int) -> Grid | None:
     """The grid repeated a times down and b times across."""
     return np.tile(g, (a, b))
@@ -360,16 +389,20 @@ def combinable_parts(g: Grid, how: str) -> list[Grid] | None:
     return ps if _same_shape(ps) else None
 
 
-COMBINERS = ("and", "or", "xor", "nor", "over", "under")
+COMBINERS = ("and", "or", "xor", "nor", "over", "under", "kron")
 
 
 @primitive
 def combine(g: Grid, how: str, op: str) -> Grid | None:
     """The parts (`combinable_parts`) combined cell by cell: masks and/or/xor (exactly one)/nor of non-zero cells as
-    colour 1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under')."""
+    colour 1, or the parts overlaid with 0 transparent, the first on top ('over') or the last ('under'); or ('kron')
+    of two parts, one of one colour and one of several, each cell of the second replaced by the first's mask in
+    its colour."""
     ps = combinable_parts(g, how)
     if ps is None:
         return None
+    if op == "kron":
+        return _kron_parts(ps)
     stack = np.stack(ps)
     nz = stack != 0
     if op in ("over", "under"):
@@ -379,6 +412,17 @@ def combine(g: Grid, how: str, op: str) -> Grid | None:
     count = nz.sum(0)
     mask = {"and": count == len(ps), "or": count > 0, "xor": count == 1, "nor": count == 0}[op]
     return mask.astype(np.uint8)
+
+
+def _kron_parts(ps: list[Grid]) -> Grid | None:
+    """kron(pattern, mask) of two parts: the mask the part of one colour, the pattern the part of several."""
+    if len(ps) != 2 or ps[0].shape[0] ** 2 > MAX_SIDE or ps[0].shape[1] ** 2 > MAX_SIDE:
+        return None
+    counts = [len(set(np.unique(p).tolist()) - {0}) for p in ps]
+    if sorted(counts)[0] != 1 or sorted(counts)[1] < 2:
+        return None
+    mask, pattern = (ps[0], ps[1]) if counts[0] == 1 else (ps[1], ps[0])
+    return np.kron(pattern, (mask != 0).astype(np.uint8))
 
 
 PART_PICKS = ("first", "last", "most_cells", "fewest_cells", "unique", "most_colours", "symmetric", "asymmetric")
@@ -890,6 +934,20 @@ def colours_by_count(g: Grid, layout: str) -> Grid | None:
     return np.array([present]) if layout == "row" else np.array([present]).T
 
 
+@primitive
+def largest_bars(g: Grid) -> Grid | None:
+    """The colours of the largest one-colour objects (8-connected), left to right by their first column, each a
+    column as tall as their size; None without objects or when the size passes MAX_SIDE."""
+    objs = objects(g, "c8")
+    if not objs:
+        return None
+    best = max(o.size for o in objs)
+    tops = sorted((o.left, o.top, int(o.cells.max())) for o in objs if o.size == best)
+    if best > MAX_SIDE:
+        return None
+    return np.tile(np.array([[c for _, _, c in tops]], dtype=np.uint8), (best, 1))
+
+
 PAINT_PROPS = ("size", "rank", "extreme", "holes", "single", "shape")
 
 
@@ -1260,7 +1318,7 @@ def _plain() -> list[Prim]:
                                                      minority_1x1, mirror_right, mirror_down, mirror_4, mirror_4_rot,
                                                      fractal, fractal_inverse, scale_by_colours, cells_to_pixels,
                                                      fractal_majority, tile_unit, mirror_left, mirror_up, corner,
-                                                     cells_count)])
+                                                     cells_count, crop_unscale, largest_bars)])
     out += _declare(None, [(f"scale_up{k}", _part(scale_up, k=k)) for k in (2, 3, 4)])
     out += _declare(None, [(f"scale_down{k}", _part(scale_down, k=k)) for k in (2, 3)])
     out += _declare(None, [(f"tile{a}x{b}", _part(tile, a=a, b=b))
@@ -1307,6 +1365,7 @@ def library(in_colours: list[int], out_colours: list[int]) -> list[Prim]:
         out += _declare(None, [(f"crop_colour{{{c}}}", _part(crop_colour, c=c)),
                                (f"crop_inside{{{c}}}", _part(crop_inside, c=c))])
         out += _declare("same", [(f"flood{{{c}}}", _part(flood, c=c))])
+        out += _declare(None, [(f"stack_windows{{{c}}}", _part(stack_windows, c=c))])
         out += _declare(None, [(f"object_m8_most{{{c}}}_obj", _part(pick_object, conn="m8", how=f"most_of_{c}",
                                                                    mode="obj"))])
     for c in sorted(set(in_colours)):

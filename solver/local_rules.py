@@ -2,7 +2,8 @@
 features, or as a short list of single-feature rules, learned from the demos.
 
 Owns the neighbourhoods (`NEIGHBOURHOODS`: the cell with its 4 or 8 neighbours, as colours or as which of them are
-non-zero; the cell with the colours present in its row and its column), the cell features (`CELL_FEATURES`: its
+non-zero, the edge as its own colour or as background; the cell with the colours present in its row and its column;
+the cell's whole row or column and its place there), the cell features (`CELL_FEATURES`: its
 colour, its object's size, box and place, the colours that rays from it meet, its row and column parity, its
 neighbours' colours, ...), and the learning of a table: every demo cell with the same key must give the same colour,
 and every test cell's key must have been seen in a demo (a table that does not cover the test is refused, never
@@ -15,6 +16,8 @@ from the demos. Pure functions of numpy grids; knows nothing of the search that 
 from __future__ import annotations
 
 import functools
+import hashlib
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -25,15 +28,15 @@ from solver.tasks import Grid, grid_key
 OUTSIDE = 10  # the colour of a cell beyond the grid's edge
 
 
-def _padded(g: Grid) -> np.ndarray:
-    out = np.full((g.shape[0] + 2, g.shape[1] + 2), OUTSIDE, dtype=np.int64)
+def _padded(g: Grid, outside: int = OUTSIDE) -> np.ndarray:
+    out = np.full((g.shape[0] + 2, g.shape[1] + 2), outside, dtype=np.int64)
     out[1:-1, 1:-1] = g
     return out
 
 
-def _around(g: Grid, offsets: tuple) -> list[np.ndarray]:
-    """The grid's cells seen from each offset (dy, dx): the neighbour's colour per cell, OUTSIDE past the edge."""
-    p, (h, w) = _padded(g), g.shape
+def _around(g: Grid, offsets: tuple, outside: int = OUTSIDE) -> list[np.ndarray]:
+    """The grid's cells seen from each offset (dy, dx): the neighbour's colour per cell, `outside` past the edge."""
+    p, (h, w) = _padded(g, outside), g.shape
     return [p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in offsets]
 
 
@@ -41,10 +44,11 @@ CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 BOX = CROSS + ((-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
-def _colours_key(g: Grid, offsets: tuple) -> np.ndarray:
-    """Per cell, its colour and its neighbours' colours (base 11) as one integer."""
+def _colours_key(g: Grid, offsets: tuple, outside: int = OUTSIDE) -> np.ndarray:
+    """Per cell, its colour and its neighbours' colours (base 11) as one integer; past the edge `outside` (0: the
+    edge seen as background)."""
     key = g.astype(np.int64)
-    for n in _around(g, offsets):
+    for n in _around(g, offsets, outside):
         key = key * 11 + n
     return key
 
@@ -66,14 +70,31 @@ def _lines_key(g: Grid) -> np.ndarray:
     return (g.astype(np.int64) << 20) | (rows << 10) | cols
 
 
-# most general first: the first neighbourhood that gives a consistent table covering the test is the one used
+def _line_key(g: Grid, axis: int) -> np.ndarray:
+    """Per cell, its whole row (axis 1) or column (axis 0) as one 62-bit digest, with its place along that line."""
+    lines = g if axis == 1 else g.T
+    digests = np.array([int.from_bytes(hashlib.blake2b(line.tobytes(), digest_size=7).digest(), "little")
+                        for line in lines], dtype=np.int64) << 5
+    place = np.arange(lines.shape[1], dtype=np.int64)[None, :]
+    key = digests[:, None] | place
+    return key if axis == 1 else key.T
+
+
+# most general first: the first neighbourhood that gives a consistent table covering the test is the one used; the
+# open ones see past the edge as background (a pattern that touches the edge only in the test), the line ones map
+# a whole row or column to its output line
 NEIGHBOURHOODS: dict[str, Callable[[Grid], np.ndarray]] = {
     "cross_mask": lambda g: _mask_key(g, CROSS),
     "box_mask": lambda g: _mask_key(g, BOX),
     "cross": lambda g: _colours_key(g, CROSS),
     "lines": _lines_key,
     "box": lambda g: _colours_key(g, BOX),
+    "cross_open": lambda g: _colours_key(g, CROSS, 0),
+    "box_open": lambda g: _colours_key(g, BOX, 0),
+    "row": lambda g: _line_key(g, 1),
+    "col": lambda g: _line_key(g, 0),
 }
+SEEN_TWICE = frozenset({"row", "col"})  # a whole line matches by chance too easily: each must be in two demos
 
 
 def learn_table(keys: list[np.ndarray], outputs: list[Grid]) -> dict[int, int] | None:
@@ -119,13 +140,23 @@ def local_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
     if not _learnable(inputs, outputs, tests):
         return None
     for name, keyer in NEIGHBOURHOODS.items():
-        table = learn_table([keyer(i) for i in inputs], outputs)
+        keys = [keyer(i) for i in inputs]
+        table = learn_table(keys, outputs)
         if table is None:
             continue
-        answers = [apply_table(table, keyer(t)) for t in tests]
+        test_keys = [keyer(t) for t in tests]
+        if name in SEEN_TWICE and not _seen_twice(keys, test_keys):
+            continue
+        answers = [apply_table(table, k) for k in test_keys]
         if all(a is not None for a in answers):
             return name, answers
     return None
+
+
+def _seen_twice(keys: list[np.ndarray], test_keys: list[np.ndarray]) -> bool:
+    """Whether every key of the tests is shown by two demos or more."""
+    counts = Counter(k for a in keys for k in set(a.ravel().tolist()))
+    return all(counts[k] >= 2 for a in test_keys for k in set(a.ravel().tolist()))
 
 
 # cell features ---------------------------------------------------------------------------------------------------
@@ -445,6 +476,7 @@ GRID_KEYS: dict[str, Callable[[Grid], object]] = {
     "colours": lambda g: tuple(np.unique(g[g != 0]).tolist()),
     "mask": _shape_key,
     "size": lambda g: g.shape,
+    "cells": lambda g: int(np.count_nonzero(g)),
 }
 
 

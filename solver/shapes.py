@@ -5,7 +5,7 @@ its largest object, a count of its colours or objects or cells).
 Owns the features of an input grid (`features`), the rules for one side that hold on every demo (`side_rules`),
 the task's deduction (`deduce`): per test input the shape of the simplest rules, and whether it is certain
 (every rule that holds on the demos gives that shape there), and the ways to bring a grid to a shape (`SIZERS`:
-tile, mirror-tile, scale, embed or crop at a corner or the centre). The program search ranks by the deduction and
+tile, mirror-tile, scale, embed or crop at a corner or the centre, fold overlapping corners onto one another). The program search ranks by the deduction and
 sizes its grids with the sizers; a decoder can force the shape.
 Pure functions of numpy grids; knows nothing of searching or of models.
 """
@@ -150,10 +150,24 @@ def _place(g: Grid, shape: tuple, anchor: tuple[int, int]) -> Grid:
     return out
 
 
+def _fold(g: Grid, shape: tuple) -> Grid | None:
+    """The grid's four corners of `shape` laid on one another (0 transparent, the top-left on top); None unless the
+    shape fits inside the grid and the corners overlap on a side where it is smaller (halves and quarters
+    that do not overlap are the search's combiners, solver.grids.combine)."""
+    h, w = shape
+    overlap = [n < 2 * k < 2 * n for k, n in zip(shape, g.shape)]
+    if h > g.shape[0] or w > g.shape[1] or not any(overlap):
+        return None
+    out = np.zeros(shape, dtype=np.uint8)
+    for part in (g[-h:, -w:], g[-h:, :w], g[:h, -w:], g[:h, :w]):  # the last laid wins
+        out = np.where(part != 0, part, out)
+    return out
+
+
 SIZERS = {"tile": _tile, "mirror_tile": _mirror_tile, "scale": _scale,
           "corner": lambda g, s: _place(g, s, (0, 0)), "centre": lambda g, s: _place(g, s, (1, 1)),
           "corner_tr": lambda g, s: _place(g, s, (0, 2)), "corner_bl": lambda g, s: _place(g, s, (2, 0)),
-          "corner_br": lambda g, s: _place(g, s, (2, 2))}
+          "corner_br": lambda g, s: _place(g, s, (2, 2)), "fold": _fold}
 
 
 def to_shape(g: Grid, shape: tuple, how: str) -> Grid | None:

@@ -195,6 +195,17 @@ CASES = [
     (G.combine, {"how": "quarters", "op": "and"}, A([[1, 1, 5, 0, 1], [5, 5, 5, 5, 5], [1, 1, 5, 1, 1]]), [[0, 1]]),
     (G.pick_part, {"how": "squares", "pick": "symmetric"}, A([[1, 2], [3, 4], [1, 2], [2, 1], [1, 3], [2, 4]]),
      [[1, 2], [2, 1]]),
+    # the one-colour half is the mask, the other the pattern: each pattern cell becomes the mask in its colour
+    (G.combine, {"how": "h", "op": "kron"}, A([[1, 0, 2, 3], [1, 1, 0, 2]]),
+     [[2, 0, 3, 0], [2, 2, 3, 3], [0, 0, 2, 0], [0, 0, 2, 2]]),
+    (G.combine, {"how": "h", "op": "kron"}, A([[1, 0, 2, 0], [1, 1, 0, 2]]), None),  # both halves of one colour
+    (G.crop_unscale, {}, A([[0, 0, 0, 0, 0], [0, 1, 1, 2, 2], [0, 1, 1, 2, 2]]), [[1, 2]]),
+    (G.crop_unscale, {}, A([[0, 1, 2]]), None),  # already at its smallest scale
+    # windows around the two 5s laid on one another: where both show a colour, the first window's (1) is on top
+    (G.stack_windows, {"c": 5}, A([[1, 0, 0, 0, 0, 0, 0], [0, 5, 0, 0, 0, 0, 0], [0, 0, 0, 0, 3, 0, 0],
+                                   [0, 0, 0, 0, 0, 5, 0], [0, 0, 0, 0, 0, 0, 2]]), [[1, 0, 0], [0, 5, 0], [0, 0, 2]]),
+    (G.stack_windows, {"c": 5}, A([[5, 0, 0], [0, 5, 0], [0, 0, 0]]), None),  # a marker on the edge
+    (G.largest_bars, {}, A([[1, 0, 2, 0, 3], [1, 0, 2, 0, 0]]), [[1, 2], [1, 2]]),
     (G.pick_part, {"how": "squares", "pick": "asymmetric"}, A([[1, 2], [2, 1], [1, 2], [3, 4], [5, 5], [5, 5]]),
      [[1, 2], [3, 4]]),
 ]

@@ -49,6 +49,26 @@ def test_lines_neighbourhood_sees_the_row_and_column_colours():
     assert key[1, 1] == (0 << 20) | 0 | (1 << 3)  # column 1 holds colour 3
 
 
+def test_open_and_line_neighbourhoods():
+    # a mark beside a 1 becomes 2; the test's 1 stands at the edge, a place no demo showed: only an open
+    # neighbourhood (the edge as background) has seen its every cell
+    ins, outs = [A([[0, 0, 0], [0, 1, 0], [0, 0, 0]])], [A([[0, 2, 0], [2, 1, 2], [0, 2, 0]])]
+    test = A([[0, 0, 0], [1, 0, 0], [0, 0, 0]])
+    for name, answer in (("cross", None), ("cross_open", A([[2, 0, 0], [1, 2, 0], [2, 0, 0]]))):
+        keyer = LR.NEIGHBOURHOODS[name]
+        got = LR.apply_table(LR.learn_table([keyer(g) for g in ins], outs), keyer(test))
+        assert got is None if answer is None else np.array_equal(got, answer), name
+    # each row's content names its output row, when two demos show it; a test row never seen (5 5) has no answer
+    ins = [A([[5, 0], [0, 5]]), A([[0, 5], [0, 5]]), A([[5, 0], [5, 0]])]
+    outs = [A([[2, 2], [3, 3]]), A([[3, 3], [3, 3]]), A([[2, 2], [2, 2]])]
+    got = LR.local_rule(ins, outs, [A([[0, 5], [5, 0]])])
+    assert got is not None and got[0] == "row"
+    np.testing.assert_array_equal(got[1][0], A([[3, 3], [2, 2]]))
+    assert LR.local_rule(ins[:2], outs[:2], [A([[0, 5], [5, 0]])]) is None  # the row 5 0 is in one demo only
+    rows = LR.NEIGHBOURHOODS["row"]
+    assert LR.apply_table(LR.learn_table([rows(g) for g in ins], outs), rows(A([[5, 5], [0, 5]]))) is None
+
+
 def test_cell_rule_uses_the_fewest_features_that_explain_the_demos():
     # objects of size 1 become 2, larger ones keep their colour: the colour and the object's size explain it
     ins = [A([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]]), A([[1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]])]
@@ -246,6 +266,10 @@ def test_sizers_bring_a_grid_to_a_shape():
     np.testing.assert_array_equal(to_shape(g, (1, 1), "corner_tr"), A([[2]]))
     np.testing.assert_array_equal(to_shape(g, (1, 1), "corner_bl"), A([[3]]))
     np.testing.assert_array_equal(to_shape(g, (3, 3), "corner_br"), A([[0, 0, 0], [0, 1, 2], [0, 3, 0]]))
+    # the four 2x2 corners of a 3x3 grid laid on one another, the top-left on top
+    np.testing.assert_array_equal(to_shape(A([[1, 0, 2], [0, 0, 0], [0, 3, 4]]), (2, 2), "fold"), A([[1, 2], [3, 3]]))
+    assert to_shape(g, (2, 2), "fold") is None and to_shape(g, (3, 2), "fold") is None  # nothing to fold
+    assert to_shape(A([[1, 0, 0, 2]] * 2), (1, 2), "fold") is None  # halves that do not overlap: a combiner's work
 
 
 def test_join_pieces_in_an_order():
@@ -291,7 +315,7 @@ def arc1_train():
     ("bdad9b1f", "local_rule{"),  # two lines extended across the grid, a mark where they cross
     ("a2fd1cf0", "assemble{"),  # two marks joined by an L of two lines: two partial programs overlaid
     ("72ca375d", "piece_c8_symmetric"),  # the one symmetric object, cropped
-    ("d364b489", "rule_list{"),  # four neighbours of each blue cell painted, one colour per side
+    ("a65b410d", "rule_list{"),  # a staircase above and below a bar: rays then a rule list by direction
     ("c9f8e694", "rule_list{row_first:5->copy"),  # grey cells take the colour that starts their row
     ("e26a3af2", "majority_lines"),  # noisy stripes: each line its most frequent colour, rows or columns
     ("5bd6f4ac", "to_shape{corner_tr}"),  # the top-right 3x3 corner
@@ -311,6 +335,13 @@ def arc1_train():
     ("05269061", "periodic_fill{0}"),  # diagonal stripes continued: a lattice that is no row or column period
     ("6773b310", "cells_count | colour_map{1:0,2:1}"),  # each cell's count of pink cells, named by a colour map
     ("e50d258f", "object_m8_most{2}_obj"),  # the piece with the most red cells
+    ("bc1d5164", "to_shape{fold}"),  # the four corners of the output's size laid on one another
+    ("b190f7f5", "squares_kron"),  # one square's mask drawn in each colour of the other's cells
+    ("137eaa0f", "stack_windows{5}"),  # the pieces around each grey marker laid on one another
+    ("80af3007", "crop_unscale | fractal"),  # the big pattern at its unit scale, then a copy where it is set
+    ("a3325580", "largest_bars"),  # the colours of the largest objects, as tall as they are large
+    ("a85d4709", "local_rule{row}"),  # the place of the grey cell in a row names the row's colour
+    ("794b24be", "grid_table{cells}"),  # the count of blue cells names one of four fixed pictures
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
