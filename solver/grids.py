@@ -2,11 +2,13 @@
 they do not apply (an empty result, a shape they cannot handle, a result larger than 30x30). None never raises.
 
 Owns the primitives and how they are named and instantiated for a task (`library`, `shape_rule`). Families:
-rigid transforms; crops; colour filters and recolouring; scaling, tiling and mirror-tiling; cutting at separator lines
-or into halves and combining the parts (and, or, xor, nor, overlays) or picking one; symmetry completion (also about
-off-centre axes, and of a masked colour); periodic completion; gravity, shifts, rays and connecting lines; outlines,
-halos and fills; objects (connected components, by colour or multicolour, 4- or 8-connected) picked, erased or
-painted by a property; counting and symmetry flags. Colour 0 is the background throughout; a colour map learned
+rigid transforms; crops (also at the smallest scale); colour filters and recolouring; scaling, tiling and
+mirror-tiling; cutting at separator lines or into halves and combining the parts (and, or, xor, nor, overlays, one
+part's mask in each colour of the other's) or picking one; symmetry completion (also about off-centre axes, about the
+centre of the drawing under mirrors and turns, and of a masked colour); periodic completion; gravity, shifts, rays
+and connecting lines; outlines, halos and fills; objects (connected components, by colour or multicolour, 4- or
+8-connected) picked, erased or painted by a property; the windows around marker cells laid on one another; counting,
+bars of the largest objects' colours and symmetry flags. Colour 0 is the background throughout; a colour map learned
 after a program (solver.search) turns a primitive's marker colours (1, 2, ...) into the task's. Knows nothing of
 demos, of searching or of models.
 """
@@ -502,6 +504,82 @@ def symmetrize(g: Grid, how: str) -> Grid | None:
     return out
 
 
+SYMMETRY_GROUPS = ("h", "v", "hv", "rot2", "rot4")  # the symmetries `complete_symmetry` restores
+CENTRE_REACH = 2  # half cells: how far a symmetry's centre may lie from the centre of the non-zero cells' box
+
+
+def _images(ys: np.ndarray, xs: np.ndarray, cy2: int, cx2: int, group: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The cells' images under the group's elements other than the identity, about the centre (cy2/2, cx2/2); none
+    for a quarter turn about a centre that maps cells between cells."""
+    mirror_y, mirror_x = cy2 - ys, cx2 - xs
+    if group == "h":
+        return [(ys, mirror_x)]
+    if group == "v":
+        return [(mirror_y, xs)]
+    if group in ("hv", "rot2"):
+        return [(ys, mirror_x), (mirror_y, xs), (mirror_y, mirror_x)] if group == "hv" else [(mirror_y, mirror_x)]
+    if (cy2 - cx2) % 2:
+        return []
+    turn_y, turn_x = (cy2 - cx2) // 2 + xs, (cy2 + cx2) // 2 - ys  # a quarter turn about the centre
+    return [(turn_y, turn_x), (mirror_y, mirror_x), (cy2 - turn_y, cx2 - turn_x)]
+
+
+@primitive
+def complete_symmetry(g: Grid, group: str) -> Grid | None:
+    """The zero cells that the non-zero cells' images fill under a symmetry group (SYMMETRY_GROUPS: a mirror
+    left-right 'h' or top-bottom 'v', both 'hv', a half turn 'rot2', quarter turns 'rot4') about the centre near the
+    non-zero cells' box (within CENTRE_REACH half cells) where no image meets another colour and most images of a
+    cell on another cell meet their own (one at least; the nearer centre on a tie; centres where two colours would
+    fill one cell or none is filled do not count); None when no centre fills a cell, or two as good fill
+    differently."""
+    nz = np.argwhere(g != 0)
+    if len(nz) < 2:
+        return None
+    ys, xs = nz[:, 0], nz[:, 1]
+    colours = g[ys, xs]
+    h, w = g.shape
+    centres = []  # (-agreeing images, distance, images) of each centre free of conflicts
+    for dy in range(-CENTRE_REACH, CENTRE_REACH + 1):
+        for dx in range(-CENTRE_REACH, CENTRE_REACH + 1):
+            images = _images(ys, xs, ys.min() + ys.max() + dy, xs.min() + xs.max() + dx, group)
+            agree, clash = 0, not images
+            for my, mx in images:
+                inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+                there = g[my[inside], mx[inside]]
+                if ((there != 0) & (there != colours[inside])).any():
+                    clash = True
+                    break
+                moved = (my[inside] != ys[inside]) | (mx[inside] != xs[inside])
+                agree += int(((there != 0) & moved).sum())
+            if not clash and agree:
+                centres.append((-agree, abs(dy) + abs(dx), len(centres), images))
+    found, best = None, None
+    for *score, _, images in sorted(centres):
+        if best is not None and score != best:
+            break
+        out = _filled(g, ys, xs, colours, images)
+        if out is None or np.array_equal(out, g):
+            continue
+        if found is not None and not np.array_equal(found, out):  # two centres as good fill differently
+            return None
+        found, best = out, score
+    return found
+
+
+def _filled(g: Grid, ys: np.ndarray, xs: np.ndarray, colours: np.ndarray, images: list) -> Grid | None:
+    """g with each cell's images painted in its colour; None when two colours land on one cell."""
+    h, w = g.shape
+    out = g.copy()
+    for my, mx in images:
+        inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+        out[my[inside], mx[inside]] = colours[inside]
+    for my, mx in images:
+        inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+        if not np.array_equal(out[my[inside], mx[inside]], colours[inside]):
+            return None
+    return out
+
+
 @primitive
 def unmask(g: Grid, c: int) -> Grid | None:
     """The cells hidden under a rectangle of colour c, recovered from the grid's mirror symmetries (about any axis
@@ -948,6 +1026,20 @@ def largest_bars(g: Grid) -> Grid | None:
     return np.tile(np.array([[c for _, _, c in tops]], dtype=np.uint8), (best, 1))
 
 
+@primitive
+def colour_bars(g: Grid) -> Grid | None:
+    """A bar chart of the non-zero colours: a column per colour, most frequent first (ties by colour), filled from
+    the top for as many cells as the colour has; None without a colour or when a count passes MAX_SIDE."""
+    counts = np.bincount(g.ravel(), minlength=10)[1:]
+    order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
+    if not order or counts.max() > MAX_SIDE:
+        return None
+    out = np.zeros((int(counts.max()), len(order)), dtype=np.uint8)
+    for k, c in enumerate(order):
+        out[:counts[c], k] = c + 1
+    return out
+
+
 PAINT_PROPS = ("size", "rank", "extreme", "holes", "single", "shape")
 
 
@@ -1318,7 +1410,7 @@ def _plain() -> list[Prim]:
                                                      minority_1x1, mirror_right, mirror_down, mirror_4, mirror_4_rot,
                                                      fractal, fractal_inverse, scale_by_colours, cells_to_pixels,
                                                      fractal_majority, tile_unit, mirror_left, mirror_up, corner,
-                                                     cells_count, crop_unscale, largest_bars)])
+                                                     cells_count, crop_unscale, largest_bars, colour_bars)])
     out += _declare(None, [(f"scale_up{k}", _part(scale_up, k=k)) for k in (2, 3, 4)])
     out += _declare(None, [(f"scale_down{k}", _part(scale_down, k=k)) for k in (2, 3)])
     out += _declare(None, [(f"tile{a}x{b}", _part(tile, a=a, b=b))
@@ -1341,6 +1433,7 @@ def _plain() -> list[Prim]:
     out += _declare("same", [(f"paint_{conn}_{prop}", _part(paint_objects, conn=conn, prop=prop))
                              for conn in ("c4", "m8") for prop in PAINT_PROPS])
     out += _declare(None, [(f"flag_{how}", _part(symmetry_flag, how=how)) for how in SYMMETRIES])
+    out += _declare("same", [(f"complete_{grp}", _part(complete_symmetry, group=grp)) for grp in SYMMETRY_GROUPS])
     out += _declare("same", [(f"sym_box_{how}", _part(symmetrize_box, how=how)) for how in (*SYMMETRIES, "all")])
     out += _declare("same", [("connect_same", _part(connect, c=0))])
     out += _declare("same", [(f"drop_specks_{conn}", _part(drop_specks, conn=conn)) for conn in ("c8", "m8")])

@@ -1,6 +1,7 @@
 """Program search: breadth-first enumeration of compositions of grid primitives that reproduce every demo output.
 
-Owns the enumeration, the learned final colour map, the finishing steps tried on the nodes it stores (a local rule, a
+Owns the enumeration, the learned final colour map and overlay (the program's grid laid on the input, or the input
+on it: OVERLAYS), the finishing steps tried on the nodes it stores (a local rule, a
 cell rule or a rule list: solver.local_rules; on the input alone, a whole-grid table; a sizer to the deduced output
 shape: solver.shapes), the assembly of the parts it met (solver.assemble), the ranking of fitting programs (plausible
 shape and colours, the demos' invariants, then the simplest) and the search's views of a task (as given, transposed,
@@ -47,7 +48,7 @@ class Program:
 FAMILIES = {"sizing": "to_shape{", "local rules": "local_rule{", "cell rules": "cell_rule{", "rule lists": "rule_list{",
             "grid tables": "grid_table{", "layers": "layers{", "assembly": "assemble{",
             "pieces in place": "each_", "piece picks": "piece_", "objects": "object_", "colour map": "colour_map{",
-            "overlay": "over_input", "transposed view": "transposed: ", "colour view": "colours: ",
+            "overlay": "_input", "transposed view": "transposed: ", "colour view": "colours: ",
             "shots": "shoot_", "rays": "rays_", "falls": "fall_", "slides": "slide_to_", "stamps": "stamp"}
 
 
@@ -86,6 +87,8 @@ def colour_map_text(table: np.ndarray, produced: list[Grid]) -> str:
     return f" | colour_map{{{','.join(pairs)}}}" if pairs else ""
 
 
+# how a program's grid meets its input at the end: not at all, laid on it, or under it (see _Search._finish)
+OVERLAYS = ("", "over", "under")
 MAX_PARTS = 4000  # stored nodes kept as parts for the assembly (counted in the stats beyond it)
 # parts an assembly may overlay: on the 343 ARC-AGI-1 training tasks not held out, every two-part assembly found was
 # right, and of the three- and four-part ones one in three (the others fit the demos by piling up specific parts)
@@ -228,7 +231,7 @@ class _Search:
         shape = values[0].shape if rule == "same" else values[0].shape[::-1] if rule == "swap" else None
         if shape is not None and shape != self.view.outputs[0].shape:
             return True
-        produced, overlays = [], (False, True)
+        produced, overlays = [], OVERLAYS
         for i, (g, want) in enumerate(zip(values, self.view.outputs)):
             r = fn(g)
             if r is None or r.shape != want.shape:
@@ -271,12 +274,15 @@ class _Search:
     def _fits(r: Grid | None, want: Grid) -> bool:
         return r is not None and learn_colour_map([r], [want]) is not None
 
-    def _finish(self, r: Grid | None, i: int, over: bool) -> Grid | None:
-        """r, or with `over` r laid on the view's input i (its zero cells show the input; None when shapes differ)."""
+    def _finish(self, r: Grid | None, i: int, over: str) -> Grid | None:
+        """r, or ('over') r laid on the view's input i (its zero cells show the input), or ('under') the input laid
+        on r (the input's zero cells show r); None when shapes differ."""
         if not over or r is None:
             return r
         base = self.view.inputs[i]
-        return np.where(r != 0, r, base) if r.shape == base.shape else None
+        if r.shape != base.shape:
+            return None
+        return np.where(r != 0, r, base) if over == "over" else np.where(base != 0, base, r)
 
     def _consider(self, names: tuple, values: tuple) -> None:
         """Record a stored node as a candidate when its demo grids fit the demo outputs, else sized to them; keep it as
@@ -286,7 +292,7 @@ class _Search:
         if not all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
             self._try_sized(names, values)
             return
-        for over in (False, True):
+        for over in OVERLAYS:
             self._accept(names, produced, values[self.num_demos:], over)
         if len(self.parts) < MAX_PARTS:
             self.parts.append((names, produced, list(values[self.num_demos:])))
@@ -337,8 +343,9 @@ class _Search:
             text = f"assemble{{{base}: {' ; '.join(texts)}}}"
             self._record((text,), "", tuple(outs), depth, False, True)
 
-    def _accept(self, names: tuple, produced: list[Grid], tests: tuple, over: bool) -> None:
-        """Record a program whose demo grids (laid on the inputs when `over`) fit the outputs under a colour map."""
+    def _accept(self, names: tuple, produced: list[Grid], tests: tuple, over: str) -> None:
+        """Record a program whose demo grids (laid on or under the inputs, see `_finish`) fit the outputs under a
+        colour map."""
         produced = [self._finish(r, i, over) for i, r in enumerate(produced)]
         if any(r is None for r in produced):
             return
@@ -347,7 +354,7 @@ class _Search:
             return
         tests = tuple(None if g is None else table[g]
                       for g in (self._finish(t, self.num_demos + j, over) for j, t in enumerate(tests)))
-        finish = (" | over_input" if over else "") + colour_map_text(table, produced)
+        finish = (f" | {over}_input" if over else "") + colour_map_text(table, produced)
         self._record(names, finish, tests, len(names), _weak(table, produced))
 
     def _record(self, names: tuple, finish: str, tests: tuple, depth: int, weak: bool, learned: bool = False) -> None:

@@ -206,6 +206,15 @@ CASES = [
                                    [0, 0, 0, 0, 0, 5, 0], [0, 0, 0, 0, 0, 0, 2]]), [[1, 0, 0], [0, 5, 0], [0, 0, 2]]),
     (G.stack_windows, {"c": 5}, A([[5, 0, 0], [0, 5, 0], [0, 0, 0]]), None),  # a marker on the edge
     (G.largest_bars, {}, A([[1, 0, 2, 0, 3], [1, 0, 2, 0, 0]]), [[1, 2], [1, 2]]),
+    (G.colour_bars, {}, A([[3, 1, 0], [3, 3, 1], [2, 0, 0]]), [[3, 1, 2], [3, 1, 0], [3, 0, 0]]),
+    # the mirror about the middle of the 1s (they agree there) fills the empty cell with the 2's image
+    (G.complete_symmetry, {"group": "h"}, A([[1, 2, 0, 1]]), [[1, 2, 2, 1]]),
+    (G.complete_symmetry, {"group": "v"}, A([[1, 2], [0, 0], [1, 0]]), [[1, 2], [0, 0], [1, 2]]),
+    (G.complete_symmetry, {"group": "hv"}, A([[1, 0, 1], [0, 0, 0], [2, 0, 0]]), [[1, 0, 1], [0, 0, 0], [2, 0, 2]]),
+    (G.complete_symmetry, {"group": "rot2"}, A([[1, 2, 0], [0, 0, 0], [0, 0, 1]]), [[1, 2, 0], [0, 0, 0], [0, 2, 1]]),
+    # a quarter turn about the 2: of two centres the 1s agree with, only this one fills a cell
+    (G.complete_symmetry, {"group": "rot4"}, A([[0, 1, 0], [0, 2, 1], [0, 0, 0]]), [[0, 1, 0], [1, 2, 1], [0, 1, 0]]),
+    (G.complete_symmetry, {"group": "h"}, A([[1, 0, 3], [0, 0, 0], [2, 0, 0]]), None),  # no two cells agree
     (G.pick_part, {"how": "squares", "pick": "asymmetric"}, A([[1, 2], [2, 1], [1, 2], [3, 4], [5, 5], [5, 5]]),
      [[1, 2], [3, 4]]),
 ]

@@ -77,6 +77,19 @@ def test_lays_a_program_on_the_input_as_a_final_step():
     assert result.programs[0].text == "keep{2} | rays_down | over_input" and result.programs[0].size == 3
 
 
+def test_lays_the_input_on_a_program_as_a_final_step():
+    names = ["recolour{5}", "flip_h", "crop_bbox", "rot90", "keep{2}"]
+    prims = [p for p in G.library([0, 1, 2, 3], [0, 1, 2, 3, 5]) if p.name in names]
+
+    def fn(g):  # the mirror image drawn in 5 where the grid is empty, the grid itself kept
+        mirrored = G.recolour(G.flip_h(g), c=5)
+        return np.where(g != 0, g, mirrored).astype(np.uint8)
+    task = make_task(fn, [(6, 7), (5, 8), (7, 6), (6, 7)], seed=3)
+    result = search_task(task, FAR, depth=2, prims=prims)
+    np.testing.assert_array_equal(first_answer(result), task.test_outputs[0])
+    assert result.programs[0].text == "flip_h | recolour{5} | under_input"
+
+
 def _marked(g):
     return sorted(g.shape) == [5, 6]  # only the constructed test input has this shape (in any view)
 

@@ -342,6 +342,8 @@ def arc1_train():
     ("a3325580", "largest_bars"),  # the colours of the largest objects, as tall as they are large
     ("a85d4709", "local_rule{row}"),  # the place of the grey cell in a row names the row's colour
     ("794b24be", "grid_table{cells}"),  # the count of blue cells names one of four fixed pictures
+    ("9af7a82c", "colour_bars"),  # a bar per colour, most frequent first, as long as its count
+    ("e40b9e2f", "complete_rot4"),  # a drawing completed under quarter turns about its own centre
 ])
 def test_each_family_solves_a_named_training_task(arc1_train, tid, family):
     task = arc1_train[tid]
