@@ -508,19 +508,21 @@ SYMMETRY_GROUPS = ("h", "v", "hv", "rot2", "rot4")  # the symmetries `complete_s
 CENTRE_REACH = 2  # half cells: how far a symmetry's centre may lie from the centre of the non-zero cells' box
 
 
-def _images(ys: np.ndarray, xs: np.ndarray, cy2: int, cx2: int, group: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The cells' images under the group's elements other than the identity, about the centre (cy2/2, cx2/2); none
-    for a quarter turn about a centre that maps cells between cells."""
+def _images(ys: np.ndarray, xs: np.ndarray, cy2: np.ndarray, cx2: np.ndarray,
+            group: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The cells' images under the group's elements other than the identity, one row per centre (cy2/2, cx2/2),
+    columns of shape (centres, 1); a quarter turn about a centre that maps cells between cells gives no cells."""
     mirror_y, mirror_x = cy2 - ys, cx2 - xs
+    same_y, same_x = np.broadcast_to(ys, mirror_y.shape), np.broadcast_to(xs, mirror_x.shape)
     if group == "h":
-        return [(ys, mirror_x)]
+        return [(same_y, mirror_x)]
     if group == "v":
-        return [(mirror_y, xs)]
-    if group in ("hv", "rot2"):
-        return [(ys, mirror_x), (mirror_y, xs), (mirror_y, mirror_x)] if group == "hv" else [(mirror_y, mirror_x)]
-    if (cy2 - cx2) % 2:
-        return []
-    turn_y, turn_x = (cy2 - cx2) // 2 + xs, (cy2 + cx2) // 2 - ys  # a quarter turn about the centre
+        return [(mirror_y, same_x)]
+    if group == "hv":
+        return [(same_y, mirror_x), (mirror_y, same_x), (mirror_y, mirror_x)]
+    if group == "rot2":
+        return [(mirror_y, mirror_x)]
+    turn_y, turn_x = (cy2 - cx2) // 2 + xs, (cy2 + cx2) // 2 - ys  # a quarter turn (where cy2 - cx2 is even)
     return [(turn_y, turn_x), (mirror_y, mirror_x), (cy2 - turn_y, cx2 - turn_x)]
 
 
@@ -538,26 +540,24 @@ def complete_symmetry(g: Grid, group: str) -> Grid | None:
     ys, xs = nz[:, 0], nz[:, 1]
     colours = g[ys, xs]
     h, w = g.shape
-    centres = []  # (-agreeing images, distance, images) of each centre free of conflicts
-    for dy in range(-CENTRE_REACH, CENTRE_REACH + 1):
-        for dx in range(-CENTRE_REACH, CENTRE_REACH + 1):
-            images = _images(ys, xs, ys.min() + ys.max() + dy, xs.min() + xs.max() + dx, group)
-            agree, clash = 0, not images
-            for my, mx in images:
-                inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
-                there = g[my[inside], mx[inside]]
-                if ((there != 0) & (there != colours[inside])).any():
-                    clash = True
-                    break
-                moved = (my[inside] != ys[inside]) | (mx[inside] != xs[inside])
-                agree += int(((there != 0) & moved).sum())
-            if not clash and agree:
-                centres.append((-agree, abs(dy) + abs(dx), len(centres), images))
+    reach = np.arange(-CENTRE_REACH, CENTRE_REACH + 1)
+    dy, dx = (a.ravel()[:, None] for a in np.meshgrid(reach, reach, indexing="ij"))
+    cy2, cx2 = ys.min() + ys.max() + dy, xs.min() + xs.max() + dx  # every centre at once, one row each
+    images = _images(ys, xs, cy2, cx2, group)
+    usable = np.ones(len(dy), dtype=bool) if group != "rot4" else (cy2 - cx2)[:, 0] % 2 == 0
+    agree = np.zeros(len(dy), dtype=np.int64)
+    for my, mx in images:
+        inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+        there = np.where(inside, g[np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)], 0)
+        usable &= ~((there != 0) & (there != colours)).any(axis=1)
+        agree += ((there != 0) & ((my != ys) | (mx != xs))).sum(axis=1)
+    distance = (np.abs(dy) + np.abs(dx))[:, 0]
+    order = sorted((-int(agree[c]), int(distance[c]), c) for c in np.flatnonzero(usable & (agree > 0)))
     found, best = None, None
-    for *score, _, images in sorted(centres):
+    for *score, c in order:
         if best is not None and score != best:
             break
-        out = _filled(g, ys, xs, colours, images)
+        out = _filled(g, colours, [(my[c], mx[c]) for my, mx in images])
         if out is None or np.array_equal(out, g):
             continue
         if found is not None and not np.array_equal(found, out):  # two centres as good fill differently
@@ -566,7 +566,7 @@ def complete_symmetry(g: Grid, group: str) -> Grid | None:
     return found
 
 
-def _filled(g: Grid, ys: np.ndarray, xs: np.ndarray, colours: np.ndarray, images: list) -> Grid | None:
+def _filled(g: Grid, colours: np.ndarray, images: list) -> Grid | None:
     """g with each cell's images painted in its colour; None when two colours land on one cell."""
     h, w = g.shape
     out = g.copy()

@@ -94,6 +94,7 @@ NEIGHBOURHOODS: dict[str, Callable[[Grid], np.ndarray]] = {
     "row": lambda g: _line_key(g, 1),
     "col": lambda g: _line_key(g, 0),
 }
+OPENED = {"cross_open": "cross", "box_open": "box"}  # an open neighbourhood -> the one it coarsens
 SEEN_TWICE = frozenset({"row", "col"})  # a whole line matches by chance too easily: each must be in two demos
 
 
@@ -139,10 +140,14 @@ def local_rule(inputs: list[Grid], outputs: list[Grid], tests: list[Grid]) -> tu
     and the test outputs it gives; None when the shapes differ, when the demos change nothing, or when none fits."""
     if not _learnable(inputs, outputs, tests):
         return None
+    inconsistent = set()
     for name, keyer in NEIGHBOURHOODS.items():
+        if OPENED.get(name) in inconsistent:  # a coarser key than one the demos contradict: contradicted too
+            continue
         keys = [keyer(i) for i in inputs]
         table = learn_table(keys, outputs)
         if table is None:
+            inconsistent.add(name)
             continue
         test_keys = [keyer(t) for t in tests]
         if name in SEEN_TWICE and not _seen_twice(keys, test_keys):

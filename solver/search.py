@@ -129,6 +129,8 @@ class _Search:
         self.parts: list[tuple[tuple, list[Grid], list[Grid | None]]] = []  # stored nodes of the outputs' shapes
         self.parts_dropped = 0
         self.same_shape = all(i.shape == o.shape for i, o in zip(view.inputs, view.outputs))
+        self.overlays = OVERLAYS if all(_keeps_colours(i, o) for i, o in zip(view.inputs, view.outputs)) else \
+            tuple(o for o in OVERLAYS if o != "under")
         self.test_shapes = deduce_from(view.inputs[:self.num_demos], view.outputs,
                                        view.inputs[self.num_demos:]).shapes
         self.seen: set[bytes] = set()
@@ -231,7 +233,7 @@ class _Search:
         shape = values[0].shape if rule == "same" else values[0].shape[::-1] if rule == "swap" else None
         if shape is not None and shape != self.view.outputs[0].shape:
             return True
-        produced, overlays = [], OVERLAYS
+        produced, overlays = [], self.overlays
         for i, (g, want) in enumerate(zip(values, self.view.outputs)):
             r = fn(g)
             if r is None or r.shape != want.shape:
@@ -292,7 +294,7 @@ class _Search:
         if not all(p.shape == w.shape for p, w in zip(produced, self.view.outputs)):
             self._try_sized(names, values)
             return
-        for over in OVERLAYS:
+        for over in self.overlays:
             self._accept(names, produced, values[self.num_demos:], over)
         if len(self.parts) < MAX_PARTS:
             self.parts.append((names, produced, list(values[self.num_demos:])))
@@ -367,6 +369,14 @@ class _Search:
             self.found[key] = new
         else:
             old.votes = new.votes
+
+
+def _keeps_colours(i: Grid, o: Grid) -> bool:
+    """Whether a demo leaves room for the input laid on a program's grid: the output has the input's shape and each
+    input colour's cells one colour there (else no colour map of a grid under the input fits)."""
+    if i.shape != o.shape:
+        return False
+    return all(np.unique(o[i == c]).size == 1 for c in np.unique(i) if c)
 
 
 def _weak(table: np.ndarray, produced: list[Grid]) -> bool:
