@@ -6,8 +6,8 @@ non-zero, the edge as its own colour or as background; the cell with the colours
 the cell's whole row or column and its place there), the cell features (`CELL_FEATURES`: its
 colour, its object's size, box and place, the colours that rays from it meet, its row and column parity, its
 neighbours' colours, ...), and the learning of a table: every demo cell with the same key must give the same colour,
-and every test cell's key must have been seen in a demo (a table that does not cover the test is refused, never
-guessed). A rule list (`rule_list`) is the other way: a few rules "a cell of colour c whose feature f is v becomes
+and every test cell's key must have been seen in a demo (a whole row or column in two; a table that does not cover
+the test is refused, never guessed). A rule list (`rule_list`) is the other way: a few rules "a cell of colour c whose feature f is v becomes
 o" (or takes the colour f shows), each never wrong on a demo, other cells kept; accepted only when the list learned
 without each demo reproduces that demo. These are for grids whose output has the input's shape; a layer rule
 (`layer_rule`) is for outputs of a part's shape: the input's parts laid on one another by a colour order learned
