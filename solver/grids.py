@@ -421,7 +421,8 @@ def _kron_parts(ps: list[Grid]) -> Grid | None:
     if len(ps) != 2 or ps[0].shape[0] ** 2 > MAX_SIDE or ps[0].shape[1] ** 2 > MAX_SIDE:
         return None
     counts = [len(set(np.unique(p).tolist()) - {0}) for p in ps]
-    if sorted(counts)[0] != 1 or sorted(counts)[1] < 2:
+    fewer, more = sorted(counts)
+    if fewer != 1 or more < 2:
         return None
     mask, pattern = (ps[0], ps[1]) if counts[0] == 1 else (ps[1], ps[0])
     return np.kron(pattern, (mask != 0).astype(np.uint8))
@@ -569,14 +570,12 @@ def complete_symmetry(g: Grid, group: str) -> Grid | None:
 def _filled(g: Grid, colours: np.ndarray, images: list) -> Grid | None:
     """g with each cell's images painted in its colour; None when two colours land on one cell."""
     h, w = g.shape
+    kept = [((my >= 0) & (my < h) & (mx >= 0) & (mx < w), my, mx) for my, mx in images]
     out = g.copy()
-    for my, mx in images:
-        inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+    for inside, my, mx in kept:
         out[my[inside], mx[inside]] = colours[inside]
-    for my, mx in images:
-        inside = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
-        if not np.array_equal(out[my[inside], mx[inside]], colours[inside]):
-            return None
+    if any(not np.array_equal(out[my[inside], mx[inside]], colours[inside]) for inside, my, mx in kept):
+        return None
     return out
 
 
